@@ -1,0 +1,48 @@
+# labguard: the two commands an admin needs are `make demo` and `make test`.
+# Everything they need (the venv, pip packages, npm packages) is installed here, never by hand.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: all demo test lint typecheck imports unit bench clean schema
+
+all: test
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+schema: $(STAMP)
+	$(PY) -m shared.policy --write-schema policy.schema.json
+
+test: $(STAMP) node_modules/.installed lint typecheck imports
+	$(VENV)/bin/pytest
+
+demo: $(STAMP)
+	$(PY) -m shared.report --policy policy.yaml samples/lab_plans.json
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

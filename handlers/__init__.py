@@ -1,0 +1,1 @@
+"""One module per trigger: parse the input, call the reconcile core, report."""

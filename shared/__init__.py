@@ -1,0 +1,1 @@
+"""labguard's own code package (the Azure Functions convention for code shared by triggers)."""

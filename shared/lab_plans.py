@@ -1,0 +1,198 @@
+"""Lab plans as plain, frozen data: the one shape the core, notices and reports see.
+
+ARM JSON (camelCase, api-version 2023-06-07) is mapped here and nowhere else, so the pure core
+never sees SDK models or raw dictionaries. Mapping is total: missing optional profiles become
+``None`` and unknown extra fields are ignored, because a sweep must never crash on one odd plan.
+Delays are kept exactly as ARM wrote them (``PT5M`` or ``00:05``); :mod:`shared.durations` reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PROVIDER = "Microsoft.LabServices"
+RESOURCE_TYPE = "Microsoft.LabServices/labPlans"
+TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
+
+_PLAN_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
+    r"/resourceGroups/(?P<rg>[-\w._()]{1,90})"
+    r"/providers/Microsoft\.LabServices/labPlans/(?P<name>[-\w._]{1,100})$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class PlanId:
+    """A lab plan's ARM id. ARM ids are case-insensitive, so equality and hashing use ``key``."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> PlanId:
+        """Parse a lab plan id strictly (no child resources, no trailing parts); ValueError otherwise."""
+        match = _PLAN_ID.match(text.strip().rstrip("/")) if isinstance(text, str) else None
+        if match is None:
+            raise ValueError(
+                f"not a lab plan resource id: {text!r} (expected /subscriptions/<guid>/resourceGroups/"
+                "<name>/providers/Microsoft.LabServices/labPlans/<name>)"
+            )
+        return cls(match["sub"].lower(), match["rg"], match["name"])
+
+    @property
+    def key(self) -> str:
+        """Canonical lower-case id: use it for comparisons, dictionary keys and ledger rows."""
+        return self.path.lower()
+
+    @property
+    def path(self) -> str:
+        """The ARM path of the plan, as used in REST URLs."""
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/{PROVIDER}/labPlans/{self.name}"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PlanId) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __str__(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class ConnectionProfile:
+    """``defaultConnectionProfile``: each value is None / Private / Public as ARM wrote it, or None if absent."""
+
+    web_ssh_access: str | None = None
+    web_rdp_access: str | None = None
+    client_ssh_access: str | None = None
+    client_rdp_access: str | None = None
+
+
+@dataclass(frozen=True)
+class AutoShutdownProfile:
+    """``defaultAutoShutdownProfile``; delays are raw strings (``PT15M`` or ``00:15``), None if absent."""
+
+    shutdown_on_disconnect: str | None = None
+    shutdown_when_not_connected: str | None = None
+    shutdown_on_idle: str | None = None
+    disconnect_delay: str | None = None
+    no_connect_delay: str | None = None
+    idle_delay: str | None = None
+
+
+@dataclass(frozen=True)
+class SupportInfo:
+    """``supportInfo``: written by plan owners, so every field is untrusted text."""
+
+    url: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    instructions: str | None = None
+
+
+@dataclass(frozen=True)
+class OperationError:
+    """``resourceOperationError`` (2023-06-07 only): why the last operation on the plan failed."""
+
+    action: str | None = None
+    code: str | None = None
+    message: str | None = None
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    """What labguard observed of one lab plan."""
+
+    id: PlanId
+    location: str | None = None
+    provisioning_state: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    connection: ConnectionProfile | None = None
+    shutdown: AutoShutdownProfile | None = None
+    support: SupportInfo | None = None
+    error: OperationError | None = None
+
+    @property
+    def name(self) -> str:
+        return self.id.name
+
+    @property
+    def is_terminal(self) -> bool:
+        """Only a plan in a terminal state may be patched; ARM rejects or queues writes otherwise."""
+        return self.provisioning_state in TERMINAL_STATES
+
+    @classmethod
+    def from_arm(cls, body: Mapping[str, Any]) -> LabPlan:
+        """Map one lab plan's ARM JSON. Raises ValueError only when ``id`` is missing or not a plan id."""
+        plan_id = PlanId.parse(str(body.get("id", "")))
+        props = _obj(body.get("properties"))
+        raw_tags = _obj(body.get("tags"))
+        tags = {str(k): str(v) for k, v in raw_tags.items() if isinstance(v, (str, int, float, bool))}
+        conn = _obj_or_none(props.get("defaultConnectionProfile"))
+        shut = _obj_or_none(props.get("defaultAutoShutdownProfile"))
+        support = _obj_or_none(props.get("supportInfo"))
+        error = _obj_or_none(props.get("resourceOperationError"))
+        return cls(
+            id=plan_id,
+            location=_str(body.get("location")),
+            provisioning_state=_str(props.get("provisioningState")),
+            tags=tags,
+            connection=None
+            if conn is None
+            else ConnectionProfile(
+                web_ssh_access=_str(conn.get("webSshAccess")),
+                web_rdp_access=_str(conn.get("webRdpAccess")),
+                client_ssh_access=_str(conn.get("clientSshAccess")),
+                client_rdp_access=_str(conn.get("clientRdpAccess")),
+            ),
+            shutdown=None
+            if shut is None
+            else AutoShutdownProfile(
+                shutdown_on_disconnect=_str(shut.get("shutdownOnDisconnect")),
+                shutdown_when_not_connected=_str(shut.get("shutdownWhenNotConnected")),
+                shutdown_on_idle=_str(shut.get("shutdownOnIdle")),
+                disconnect_delay=_str(shut.get("disconnectDelay")),
+                no_connect_delay=_str(shut.get("noConnectDelay")),
+                idle_delay=_str(shut.get("idleDelay")),
+            ),
+            support=None
+            if support is None
+            else SupportInfo(
+                url=_str(support.get("url")),
+                email=_str(support.get("email")),
+                phone=_str(support.get("phone")),
+                instructions=_str(support.get("instructions")),
+            ),
+            error=None
+            if error is None
+            else OperationError(
+                action=_str(error.get("action")),
+                code=_str(error.get("code")),
+                message=_str(error.get("message")),
+                timestamp=_str(error.get("timestamp")),
+            ),
+        )
+
+
+def _obj(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _obj_or_none(value: object) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
+def _str(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
