@@ -1,0 +1,137 @@
+"""App settings, read once from the environment into one frozen object.
+
+Every setting labguard reads is named here, so `local.settings.sample.json`, the Bicep template and
+the README can be checked against one list (``KNOWN_SETTINGS``). Bad values raise SettingsError
+naming the setting and what to write instead; nothing runs on a bad configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+PUBLIC_CLOUD_ARM = "https://management.azure.com"
+DEFAULT_SCHEDULE = "0 */15 * * * *"
+
+# name -> what it is for (documentation and drift tests between code, sample settings and infra).
+KNOWN_SETTINGS: dict[str, str] = {
+    "LABGUARD_MODE": "audit (default: report only) or enforce (apply minimal patches)",
+    "LABGUARD_POLICY_FILE": "path of the policy file (default policy.yaml beside function_app.py)",
+    "LABGUARD_ARM_ENDPOINT": "Azure Resource Manager endpoint (default the public cloud)",
+    "LABGUARD_CA_BUNDLE": "PEM file of extra CAs to trust for outgoing HTTPS (optional)",
+    "LABGUARD_SUBSCRIPTIONS": "comma-separated subscription ids in scope",
+    "LABGUARD_RESOURCE_GROUPS": "optional comma-separated resource groups narrowing the scope",
+    "LABGUARD_SCHEDULE": "NCRONTAB schedule of the sweep (default every 15 minutes)",
+    "LABGUARD_CONCURRENCY": "how many plans a sweep reads or patches at once (default 16)",
+    "LABGUARD_SMTP_HOST": "SMTP relay for failure notices (optional)",
+    "LABGUARD_SMTP_PORT": "SMTP port (default 587, STARTTLS)",
+    "LABGUARD_SMTP_USERNAME": "SMTP login (optional)",
+    "LABGUARD_SMTP_PASSWORD": "SMTP password (secret; use a Key Vault reference)",
+    "LABGUARD_MAIL_FROM": "sender address of failure notices",
+    "LABGUARD_FALLBACK_EMAIL": "where notices go when a plan has no valid support email",
+    "LABGUARD_EVENTGRID_TOPIC_ENDPOINT": "Event Grid custom topic for failure notices (optional)",
+    "LABGUARD_EVENTGRID_TOPIC_KEY": "access key of that topic (secret)",
+    "LABGUARD_WEBHOOK_URLS": "comma-separated incoming-webhook URLs (Teams/Slack style) for notices",
+    "LABGUARD_SUPPORT_URL_HOSTS": "comma-separated exact host names whose supportInfo.url may receive notices",
+    "LABGUARD_LEDGER_TABLE": "Table storage table of the notice ledger (default labguardnotices)",
+    "AzureWebJobsStorage": "storage connection string; also holds the notice ledger",
+    "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
+}
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it and says what to write."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode_override: Literal["audit", "enforce"] | None
+    policy_file: str
+    arm_endpoint: str
+    ca_bundle: str | None
+    subscriptions: tuple[str, ...]
+    resource_groups: tuple[str, ...]
+    concurrency: int
+    smtp_host: str | None
+    smtp_port: int
+    smtp_username: str | None
+    smtp_password: str | None
+    mail_from: str | None
+    fallback_email: str | None
+    eventgrid_topic_endpoint: str | None
+    eventgrid_topic_key: str | None
+    webhook_urls: tuple[str, ...]
+    support_url_hosts: tuple[str, ...]
+    ledger_table: str
+    storage_connection: str | None
+
+    def __repr__(self) -> str:  # secrets never reach logs, even through repr()
+        return (
+            f"Settings(mode_override={self.mode_override!r}, arm_endpoint={self.arm_endpoint!r}, "
+            f"subscriptions={self.subscriptions!r}, resource_groups={self.resource_groups!r})"
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read and validate every setting; raise SettingsError on the first bad one."""
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        mode = get("LABGUARD_MODE")
+        if mode is not None and mode.lower() not in ("audit", "enforce"):
+            raise SettingsError(f"LABGUARD_MODE={mode!r}: write 'audit' (report only) or 'enforce'")
+        subscriptions = _csv(get("LABGUARD_SUBSCRIPTIONS"))
+        for sub in subscriptions:
+            if not _GUID.match(sub):
+                raise SettingsError(
+                    f"LABGUARD_SUBSCRIPTIONS: {sub!r} is not a subscription id; "
+                    "write GUIDs such as 00000000-0000-0000-0000-000000000000, comma-separated"
+                )
+        arm = (get("LABGUARD_ARM_ENDPOINT") or PUBLIC_CLOUD_ARM).rstrip("/")
+        if not arm.startswith("https://"):
+            raise SettingsError(f"LABGUARD_ARM_ENDPOINT={arm!r}: must be an https:// URL")
+        return cls(
+            mode_override=None if mode is None else "enforce" if mode.lower() == "enforce" else "audit",
+            policy_file=get("LABGUARD_POLICY_FILE") or "policy.yaml",
+            arm_endpoint=arm,
+            ca_bundle=get("LABGUARD_CA_BUNDLE"),
+            subscriptions=tuple(s.lower() for s in subscriptions),
+            resource_groups=tuple(rg.lower() for rg in _csv(get("LABGUARD_RESOURCE_GROUPS"))),
+            concurrency=_int(get("LABGUARD_CONCURRENCY"), "LABGUARD_CONCURRENCY", 16, 1, 256),
+            smtp_host=get("LABGUARD_SMTP_HOST"),
+            smtp_port=_int(get("LABGUARD_SMTP_PORT"), "LABGUARD_SMTP_PORT", 587, 1, 65535),
+            smtp_username=get("LABGUARD_SMTP_USERNAME"),
+            smtp_password=get("LABGUARD_SMTP_PASSWORD"),
+            mail_from=get("LABGUARD_MAIL_FROM"),
+            fallback_email=get("LABGUARD_FALLBACK_EMAIL"),
+            eventgrid_topic_endpoint=get("LABGUARD_EVENTGRID_TOPIC_ENDPOINT"),
+            eventgrid_topic_key=get("LABGUARD_EVENTGRID_TOPIC_KEY"),
+            webhook_urls=_csv(get("LABGUARD_WEBHOOK_URLS")),
+            support_url_hosts=tuple(h.lower() for h in _csv(get("LABGUARD_SUPPORT_URL_HOSTS"))),
+            ledger_table=get("LABGUARD_LEDGER_TABLE") or "labguardnotices",
+            storage_connection=get("AzureWebJobsStorage"),
+        )
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: write a whole number from {low} to {high}") from None
+    if not low <= number <= high:
+        raise SettingsError(f"{name}={value!r}: write a whole number from {low} to {high}")
+    return number
