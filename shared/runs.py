@@ -1,0 +1,189 @@
+"""One run per trigger invocation: the glue between a Functions handler and the reconcile core.
+
+Handlers stay thin (parse the input, call one function here, report); everything that decides
+lives in the core. The expensive parts (credential, SDK client, policy, notice channels) are built
+once per worker and event loop and passed into the core, not kept as module-level singletons in
+the core itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.events import IgnoredEvent, MalformedEvent, parse_event
+from shared.logs import record
+from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
+from shared.settings import Settings
+
+log = logging.getLogger("labguard.runs")
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+class RunFailed(RuntimeError):
+    """Raised at the end of a run so the Functions host records it as failed (and Event Grid redelivers)."""
+
+
+@dataclass
+class Runtime:
+    """What a worker keeps between invocations: settings, policy, the ARM session and the notifier."""
+
+    settings: Settings
+    reconciler: Reconciler
+    session: Any
+    stack: AsyncExitStack
+    _own_principal: str | None = None
+    _own_known: bool = False
+
+    async def own_principal(self) -> str | None:
+        """Our identity's object id, read once from our own token, to recognise our own writes."""
+        if not self._own_known:
+            try:
+                self._own_principal = await self.session.own_principal_id()
+            except Exception as exc:
+                record(log, logging.WARNING, "identity.unknown", error=type(exc).__name__)
+            self._own_known = True
+        return self._own_principal
+
+    async def close(self) -> None:
+        await self.stack.aclose()
+
+
+_runtimes: dict[tuple[int, tuple[tuple[str, str], ...]], Runtime] = {}
+
+
+def _fingerprint(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(("LABGUARD_", "AZURE_", "AzureWebJobs"))))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    return Settings.from_env(os.environ if env is None else env)
+
+
+async def build_runtime(settings: Settings, *, credential: Any | None = None, **arm_options: Any) -> Runtime:
+    """Open the ARM session and the notice channels and load the policy; close with ``Runtime.close``."""
+    from shared.arm import open_arm
+    from shared.policy import load_policy
+
+    policy_path = Path(settings.policy_file)
+    if not policy_path.is_absolute():
+        policy_path = APP_ROOT / policy_path
+    policy = load_policy(policy_path, mode_override=settings.mode_override)
+    stack = AsyncExitStack()
+    try:
+        session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
+        notifier = None
+        try:
+            from shared.delivery import Notifier
+        except ImportError:  # pragma: no cover - notices are an optional part of the deployment
+            Notifier = None  # type: ignore[assignment,misc]
+        if Notifier is not None:
+            candidate = await stack.enter_async_context(Notifier.from_settings(settings))
+            notifier = candidate if candidate.enabled else None
+        reconciler = Reconciler(session.plans, policy, notifier=notifier, concurrency=settings.concurrency)
+    except BaseException:
+        await stack.aclose()
+        raise
+    return Runtime(settings=settings, reconciler=reconciler, session=session, stack=stack)
+
+
+async def current_runtime(env: Mapping[str, str] | None = None) -> Runtime:
+    """The worker's runtime for this event loop and configuration, built on first use."""
+    env = os.environ if env is None else env
+    key = (id(asyncio.get_running_loop()), _fingerprint(env))
+    runtime = _runtimes.get(key)
+    if runtime is None:
+        runtime = await build_runtime(load_settings(env))
+        _runtimes[key] = runtime
+    return runtime
+
+
+async def close_runtimes() -> None:
+    """Close every runtime opened on the running loop (tests and the CLI call this)."""
+    loop_id = id(asyncio.get_running_loop())
+    for key in [k for k in _runtimes if k[0] == loop_id]:
+        await _runtimes.pop(key).close()
+
+
+async def on_event(
+    *,
+    event_id: str | None,
+    event_type: str | None,
+    subject: str | None,
+    data: object,
+    env: Mapping[str, str] | None = None,
+) -> PlanOutcome | None:
+    """Handle one Event Grid event about a lab plan. Returns None when it was acknowledged unread.
+
+    Raises (so Event Grid redelivers) on transient ARM failures, on permission errors an admin can fix,
+    and when a failure notice could not be delivered.
+    """
+    from shared.arm import ArmError
+
+    try:
+        event = parse_event(event_id=event_id, event_type=event_type, subject=subject, data=data)
+    except MalformedEvent as exc:
+        record(log, logging.ERROR, "event.malformed", event_id=event_id, error=str(exc))
+        return None
+    if isinstance(event, IgnoredEvent):
+        record(log, logging.INFO, "event.ignored", event_id=event.event_id, reason=event.reason)
+        return None
+    settings = load_settings(env)
+    if not in_scope(event.plan_id, settings.subscriptions, settings.resource_groups):
+        record(log, logging.INFO, "event.out-of-scope", event_id=event.event_id, plan_id=event.plan_id.key)
+        return None
+    runtime = await current_runtime(env)
+    correlation_id = event.correlation_id or event.event_id
+    own = await runtime.own_principal()
+    if own is not None and event.caller_object_id == own:
+        record(log, logging.INFO, "event.own-write", event_id=event.event_id, plan_id=event.plan_id.key)
+        return None
+    try:
+        outcome = await runtime.reconciler.reconcile_plan(event.plan_id, correlation_id=correlation_id)
+    except ArmError as exc:
+        record(
+            log,
+            logging.ERROR,
+            "event.arm-error",
+            event_id=event.event_id,
+            plan_id=event.plan_id.key,
+            status=exc.status,
+            error=str(exc),
+            correlation_id=correlation_id,
+        )
+        if exc.transient or exc.status in (401, 403):
+            raise RunFailed(f"event {event.event_id}: {exc}; Event Grid will redeliver") from exc
+        return PlanOutcome(event.plan_id.key, "failed", detail=str(exc))
+    record(
+        log,
+        logging.INFO,
+        "event.done",
+        event_id=event.event_id,
+        plan_id=event.plan_id.key,
+        status=outcome.status,
+        correlation_id=correlation_id,
+    )
+    if outcome.status == "failed":
+        raise RunFailed(f"event {event.event_id}: {outcome.detail}")
+    return outcome
+
+
+async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> SweepSummary:
+    """Sweep every plan in scope; raise at the end if any plan failed, so the host records it."""
+    if past_due:
+        record(log, logging.WARNING, "sweep.past-due", note="the previous schedule was missed; sweeping now")
+    runtime = await current_runtime(env)
+    settings = runtime.settings
+    if not settings.subscriptions:
+        raise RunFailed("LABGUARD_SUBSCRIPTIONS is empty: list the subscription ids to sweep, comma-separated")
+    summary = await runtime.reconciler.sweep(sweep_scopes(settings.subscriptions, settings.resource_groups))
+    if summary.failed:
+        first = "; ".join(f"{plan}: {why}" for plan, why in summary.failures[:3])
+        raise RunFailed(f"{summary.failed} plan(s) failed in this sweep: {first}")
+    return summary
