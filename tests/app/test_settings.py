@@ -1,0 +1,59 @@
+"""App settings: bad values are refused with the setting's name; secrets stay out of repr()."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.settings import KNOWN_SETTINGS, Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_safe() -> None:
+    settings = Settings.from_env({})
+    assert settings.mode_override is None
+    assert settings.arm_endpoint == "https://management.azure.com"
+    assert settings.subscriptions == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"LABGUARD_MODE": "fix-everything"}, "LABGUARD_MODE"),
+        ({"LABGUARD_SUBSCRIPTIONS": "my-subscription"}, "LABGUARD_SUBSCRIPTIONS"),
+        ({"LABGUARD_ARM_ENDPOINT": "http://management.azure.com"}, "LABGUARD_ARM_ENDPOINT"),
+        ({"LABGUARD_CONCURRENCY": "0"}, "LABGUARD_CONCURRENCY"),
+        ({"LABGUARD_SMTP_PORT": "smtp"}, "LABGUARD_SMTP_PORT"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
+
+
+def test_subscriptions_are_normalised_and_resource_groups_narrow() -> None:
+    settings = Settings.from_env(
+        {
+            "LABGUARD_SUBSCRIPTIONS": " 34ADFA4F-cedf-4dc0-ba29-b6d1a69ab345 ,",
+            "LABGUARD_RESOURCE_GROUPS": "Labs-East, labs-west",
+            "LABGUARD_MODE": "Enforce",
+        }
+    )
+    assert settings.subscriptions == ("34adfa4f-cedf-4dc0-ba29-b6d1a69ab345",)
+    assert settings.resource_groups == ("labs-east", "labs-west")
+    assert settings.mode_override == "enforce"
+
+
+def test_secrets_never_appear_in_repr() -> None:
+    settings = Settings.from_env({"LABGUARD_SMTP_PASSWORD": "hunter2", "LABGUARD_EVENTGRID_TOPIC_KEY": "k3y"})
+    assert "hunter2" not in repr(settings)
+    assert "k3y" not in repr(settings)
+
+
+def test_sample_settings_list_every_setting_the_code_reads_and_hold_no_secret() -> None:
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert set(KNOWN_SETTINGS) <= set(values)
+    assert values["LABGUARD_MODE"] == "audit"
+    assert values["LABGUARD_SMTP_PASSWORD"] == ""
+    assert values["LABGUARD_EVENTGRID_TOPIC_KEY"] == ""
