@@ -1,0 +1,483 @@
+"""The policy file: bounds a lab plan must stay within, per scope, validated once at load.
+
+An admin writes ``policy.yaml`` (camelCase keys, as in ARM); :func:`load_policy` reads it into a
+frozen :class:`Policy`, or raises :class:`PolicyError` with one line naming the file and the field
+path. Nothing runs on a bad policy. The JSON Schema shipped as ``policy.schema.json`` is generated
+from the same model: ``python -m shared.policy --write-schema policy.schema.json``.
+
+Bounds, not exact values:
+
+* connection: the most exposure allowed per channel, ordered ``None < Private < Public``;
+* auto-shutdown: flags required ``Enabled``; a minimum idle mode; maximum delays (ISO-8601).
+
+Idle modes are ordered by how aggressively they shut VMs down: ``None < LowUsage < UserAbsence``.
+The Lab Services API (LabServices.json, shutdownOnIdleMode, 2023-06-07) and the docs ("Configure
+automatic shutdown for a lab plan", learn.microsoft.com/azure/lab-services/how-to-configure-auto-shutdown-lab-plans)
+say UserAbsence treats a VM as idle when there is no keyboard or mouse input, while LowUsage needs
+the user to be absent *and* CPU/disk usage to be low. Every LowUsage-idle VM is UserAbsence-idle but
+not the other way round, so UserAbsence shuts VMs down at least as often: it is the stricter mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
+
+from shared.durations import format_iso, parse_delay, parse_iso
+from shared.lab_plans import PlanId
+
+__all__ = [
+    "CONNECTION_RANK",
+    "IDLE_RANK",
+    "ConnectionType",
+    "IdleMode",
+    "Mode",
+    "Policy",
+    "PolicyError",
+    "Rules",
+    "load_policy",
+    "parse_policy",
+    "policy_json_schema",
+]
+
+Mode = Literal["audit", "enforce"]
+ConnectionType = Literal["None", "Private", "Public"]
+IdleMode = Literal["None", "LowUsage", "UserAbsence"]
+Required = Literal["Enabled"]
+
+#: Exposure order of ConnectionType: a higher rank exposes more.
+CONNECTION_RANK: Mapping[str, int] = MappingProxyType({"None": 0, "Private": 1, "Public": 2})
+#: Strictness order of shutdownOnIdle (see the module docstring): a higher rank shuts VMs down more.
+IDLE_RANK: Mapping[str, int] = MappingProxyType({"None": 0, "LowUsage": 1, "UserAbsence": 2})
+
+DEFAULT_EXEMPTION_TAG = "labguard:exempt"
+_GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+_SUBSCRIPTION_KEY = re.compile(rf"^{_GUID}$")
+_RESOURCE_GROUP_KEY = re.compile(rf"^{_GUID}/[-\w._()]{{1,90}}$")
+_TAG_FORBIDDEN = re.compile(r"[<>%&\\?/]")
+_ISO_PATTERN = r"^P(?!$)(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?(T(?=\d)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?$"
+
+
+class PolicyError(ValueError):
+    """A bad policy file. ``str()`` is one line: ``<file>: <field path>: <what is wrong and what to write>``."""
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        self.source, self.path, self.problem = source, path, problem
+        super().__init__(f"{source}: {path}: {problem}" if path else f"{source}: {problem}")
+
+
+# --------------------------------------------------------------------------------------------
+# The file's shape (pydantic, camelCase as ARM writes it). Unset = inherited; null = not governed.
+# --------------------------------------------------------------------------------------------
+
+
+def _delay(value: object) -> timedelta:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an ISO-8601 duration; write e.g. PT15M (quoted or not)")
+    try:
+        delta = parse_iso(value)
+    except ValueError as exc:
+        try:  # a TimeSpan such as "00:15": say what it means in ISO-8601
+            hint = parse_delay(value)
+        except ValueError:
+            hint = None
+        if hint is not None and hint > timedelta(0):
+            raise ValueError(f"{value!r} is not an ISO-8601 duration; write {format_iso(hint)}") from None
+        raise ValueError(str(exc)) from None
+    if delta <= timedelta(0):
+        raise ValueError(f"{value!r} must be longer than zero; write e.g. PT15M")
+    return delta
+
+
+Delay = Annotated[
+    timedelta,
+    PlainValidator(_delay),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _ISO_PATTERN,
+            "description": "ISO-8601 duration longer than zero, as ARM writes it (PT15M, PT1H30M)",
+            "examples": ["PT15M", "PT1H"],
+        }
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, field_title_generator=lambda name, _info: name)
+
+
+class ConnectionBounds(_Strict):
+    """The most exposure allowed per channel (None < Private < Public); omit a channel to leave it alone."""
+
+    webSshAccess: ConnectionType | None = Field(None, description="Most exposure allowed for web access over SSH")
+    webRdpAccess: ConnectionType | None = Field(None, description="Most exposure allowed for web access over RDP")
+    clientSshAccess: ConnectionType | None = Field(None, description="Most exposure allowed for client SSH")
+    clientRdpAccess: ConnectionType | None = Field(None, description="Most exposure allowed for client RDP")
+
+
+class AutoShutdownBounds(_Strict):
+    """Shutdown flags that must be Enabled, the least aggressive idle mode allowed, the longest delays."""
+
+    shutdownOnDisconnect: Required | None = Field(None, description="Enabled = must shut down on disconnect")
+    shutdownWhenNotConnected: Required | None = Field(
+        None, description="Enabled = must shut down when nobody connects"
+    )
+    minShutdownOnIdle: IdleMode | None = Field(
+        None, description="Least aggressive idle shutdown allowed (None < LowUsage < UserAbsence)"
+    )
+    maxDisconnectDelay: Delay | None = Field(None, description="Longest disconnectDelay allowed")
+    maxNoConnectDelay: Delay | None = Field(None, description="Longest noConnectDelay allowed")
+    maxIdleDelay: Delay | None = Field(None, description="Longest idleDelay allowed")
+
+
+class ScopeBounds(_Strict):
+    """Bounds for one scope. In an override, keys you omit are inherited; null means not governed here."""
+
+    connection: ConnectionBounds | None = None
+    autoShutdown: AutoShutdownBounds | None = None
+
+
+class Overrides(_Strict):
+    subscriptions: dict[str, ScopeBounds] = Field(
+        default_factory=dict,
+        description="Per subscription id (GUID); beats the baseline",
+        json_schema_extra={"propertyNames": {"pattern": _SUBSCRIPTION_KEY.pattern}},
+    )
+    resourceGroups: dict[str, ScopeBounds] = Field(
+        default_factory=dict,
+        description='Per "<subscription id>/<resource group>"; beats subscription overrides',
+        json_schema_extra={"propertyNames": {"pattern": _RESOURCE_GROUP_KEY.pattern}},
+    )
+
+
+class PolicyFile(ScopeBounds):
+    """labguard policy: the bounds Azure Lab Services lab plans must stay within."""
+
+    mode: Mode = Field("audit", description="audit = report only (default); enforce = apply minimal patches")
+    exemptionTag: str = Field(
+        DEFAULT_EXEMPTION_TAG,
+        min_length=1,
+        max_length=500,
+        description="Plan tag whose value (a reason) exempts the plan; '<tag>-until' may hold an end date",
+    )
+    overrides: Overrides = Field(default_factory=Overrides)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the policy file (what ``--write-schema`` writes)."""
+    schema = PolicyFile.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "policy.schema.json", **schema}
+
+
+# --------------------------------------------------------------------------------------------
+# Effective rules
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The effective bounds for one plan after overrides. None = not governed."""
+
+    web_ssh_access: ConnectionType | None = None
+    web_rdp_access: ConnectionType | None = None
+    client_ssh_access: ConnectionType | None = None
+    client_rdp_access: ConnectionType | None = None
+    shutdown_on_disconnect: Required | None = None
+    shutdown_when_not_connected: Required | None = None
+    min_shutdown_on_idle: IdleMode | None = None
+    max_disconnect_delay: timedelta | None = None
+    max_no_connect_delay: timedelta | None = None
+    max_idle_delay: timedelta | None = None
+
+    @property
+    def governs_anything(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in dataclasses.fields(self))
+
+    def to_policy_dict(self) -> dict[str, dict[str, str | None]]:
+        """These rules in the policy file's own shape (delays as ISO-8601), for ``check-policy`` output."""
+        out: dict[str, dict[str, str | None]] = {"connection": {}, "autoShutdown": {}}
+        for section, key, attr in _FIELDS:
+            value = getattr(self, attr)
+            out[section][key] = format_iso(value) if isinstance(value, timedelta) else value
+        return out
+
+
+# (policy section, policy key, Rules attribute), in the order findings and patches are written.
+_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("connection", "webSshAccess", "web_ssh_access"),
+    ("connection", "webRdpAccess", "web_rdp_access"),
+    ("connection", "clientSshAccess", "client_ssh_access"),
+    ("connection", "clientRdpAccess", "client_rdp_access"),
+    ("autoShutdown", "shutdownOnDisconnect", "shutdown_on_disconnect"),
+    ("autoShutdown", "shutdownWhenNotConnected", "shutdown_when_not_connected"),
+    ("autoShutdown", "minShutdownOnIdle", "min_shutdown_on_idle"),
+    ("autoShutdown", "maxDisconnectDelay", "max_disconnect_delay"),
+    ("autoShutdown", "maxNoConnectDelay", "max_no_connect_delay"),
+    ("autoShutdown", "maxIdleDelay", "max_idle_delay"),
+)
+
+
+def _layer(parent: Rules, scope: ScopeBounds) -> Rules:
+    """Apply one scope's bounds over its parent: set keys win, null un-governs, omitted keys inherit."""
+    changes: dict[str, Any] = {}
+    for section, key, attr in _FIELDS:
+        if section not in scope.model_fields_set:
+            continue
+        bounds: BaseModel | None = getattr(scope, section)
+        if bounds is None:
+            changes[attr] = None
+        elif key in bounds.model_fields_set:
+            changes[attr] = getattr(bounds, key)
+    return dataclasses.replace(parent, **changes)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy. Look up a plan's bounds with :meth:`rules_for`."""
+
+    mode: Mode
+    source: str
+    baseline: Rules = field(default_factory=Rules)
+    subscriptions: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case subscription id
+    resource_groups: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case "<sub>/<rg>"
+    exemption_tag: str = DEFAULT_EXEMPTION_TAG
+
+    @property
+    def exemption_until_tag(self) -> str:
+        """The tag holding an exemption's last day (ISO date, e.g. 2025-07-31)."""
+        return f"{self.exemption_tag}-until"
+
+    def rules_for(self, plan_id: PlanId) -> Rules:
+        """Resource-group override, else subscription override, else the baseline."""
+        sub = plan_id.subscription_id.lower()
+        rules = self.resource_groups.get(f"{sub}/{plan_id.resource_group.lower()}")
+        if rules is None:
+            rules = self.subscriptions.get(sub, self.baseline)
+        return rules
+
+    def describe(self) -> dict[str, Rules]:
+        """Effective rules per scope: ``baseline``, ``subscription <id>``, ``resource group <id>/<rg>``."""
+        scopes = {"baseline": self.baseline}
+        scopes.update({f"subscription {key}": rules for key, rules in sorted(self.subscriptions.items())})
+        scopes.update({f"resource group {key}": rules for key, rules in sorted(self.resource_groups.items())})
+        return scopes
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------
+
+
+def load_policy(path: str | os.PathLike[str], mode_override: Mode | None = None) -> Policy:
+    """Read and validate a policy file; ``mode_override`` (LABGUARD_MODE) beats the file's ``mode``."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PolicyError(source, "", f"cannot read the policy file: {reason}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, "", f"not valid YAML: {_yaml_problem(exc)}") from None
+    policy = parse_policy(data, source)
+    return policy if mode_override is None else dataclasses.replace(policy, mode=mode_override)
+
+
+def parse_policy(data: object, source: str) -> Policy:
+    """Validate already-parsed policy data (a mapping as read from YAML or JSON)."""
+    if data is None:
+        raise PolicyError(source, "", "the policy is empty; write at least one bound (see policy.yaml)")
+    if not isinstance(data, Mapping):
+        raise PolicyError(source, "", f"the policy must be a mapping of keys, not {type(data).__name__}")
+    try:
+        model = PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        raise _policy_error(source, exc) from None
+    if _TAG_FORBIDDEN.search(model.exemptionTag):
+        raise PolicyError(source, "exemptionTag", f"{model.exemptionTag!r}: Azure tag names cannot hold < > % & \\ ? /")
+
+    baseline = _layer(Rules(), model)
+    _check_scope(source, "connection", baseline)
+    subscriptions: dict[str, Rules] = {}
+    for key, scope in model.overrides.subscriptions.items():
+        where = f"overrides.subscriptions{_key(key)}"
+        if not _SUBSCRIPTION_KEY.match(key):
+            raise PolicyError(
+                source, where, "not a subscription id; write a GUID such as 00000000-0000-0000-0000-000000000000"
+            )
+        if key.lower() in subscriptions:
+            raise PolicyError(source, where, "this subscription is listed twice (ids are case-insensitive)")
+        subscriptions[key.lower()] = rules = _layer(baseline, scope)
+        _check_scope(source, f"{where}.connection", rules)
+    groups: dict[str, Rules] = {}
+    for key, scope in model.overrides.resourceGroups.items():
+        where = f"overrides.resourceGroups{_key(key)}"
+        if not _RESOURCE_GROUP_KEY.match(key):
+            raise PolicyError(source, where, 'write "<subscription id>/<resource group name>"')
+        sub = key.split("/", 1)[0].lower()
+        if key.lower() in groups:
+            raise PolicyError(source, where, "this resource group is listed twice (names are case-insensitive)")
+        groups[key.lower()] = rules = _layer(subscriptions.get(sub, baseline), scope)
+        _check_scope(source, f"{where}.connection", rules)
+    return Policy(
+        mode=model.mode,
+        source=source,
+        baseline=baseline,
+        subscriptions=MappingProxyType(subscriptions),
+        resource_groups=MappingProxyType(groups),
+        exemption_tag=model.exemptionTag,
+    )
+
+
+def _check_scope(source: str, where: str, rules: Rules) -> None:
+    """A lab needs a client channel that may be Public; a scope that forbids both is unusable."""
+    ssh, rdp = rules.client_ssh_access, rules.client_rdp_access
+    if ssh is not None and rdp is not None and ssh != "Public" and rdp != "Public":
+        raise PolicyError(
+            source,
+            where,
+            f"clientSshAccess (at most {ssh}) and clientRdpAccess (at most {rdp}) both forbid Public in this "
+            "scope, so no lab could be created; allow Public on at least one client channel",
+        )
+
+
+def _key(key: str) -> str:
+    return f'["{key}"]'
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _IDENT.match(part):
+            text += f".{part}" if text else part
+        else:
+            text += f'["{part}"]'
+    return text
+
+
+def _allowed_keys(loc: Sequence[int | str]) -> list[str]:
+    """The keys the model accepts at ``loc`` (the parent of an unknown key)."""
+    model: type[BaseModel] = PolicyFile
+    parts = list(loc)
+    while parts:
+        info = model.model_fields.get(str(parts.pop(0)))
+        if info is None:
+            return []
+        if get_origin(info.annotation) is dict and parts:
+            parts.pop(0)  # the override's key (a subscription or resource group)
+        found = [a for a in (info.annotation, *get_args(info.annotation)) if isinstance(a, type)]
+        target = next((a for a in found if issubclass(a, BaseModel)), None)
+        if target is None:
+            return []
+        model = target
+    return list(model.model_fields)
+
+
+def _policy_error(source: str, exc: ValidationError) -> PolicyError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = [p for p in first["loc"] if p != "[key]"]
+    kind, value = first["type"], first.get("input")
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(loc[:-1]))
+        problem = "unknown key" + (f"; allowed here: {allowed}" if allowed else "")
+        where = _path(loc)
+    elif kind == "value_error":
+        problem = str(first["msg"]).removeprefix("Value error, ")
+        where = _path(loc)
+    elif kind == "literal_error":
+        expected = str(first.get("ctx", {}).get("expected", "")).replace("'", "")
+        problem = f"{value!r} is not allowed; write {expected}"
+        if expected == "Enabled":
+            problem += ", or leave the key out to not govern it"
+        where = _path(loc)
+    elif kind in ("model_type", "dict_type"):
+        problem = f"expected a mapping of keys, got {value!r}"
+        where = _path(loc)
+    else:
+        problem = f"{first['msg']} (got {value!r})"
+        where = _path(loc)
+    if len(errors) > 1:
+        problem += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return PolicyError(source, where, problem)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
+
+
+# --------------------------------------------------------------------------------------------
+# CLI: python -m shared.policy --write-schema policy.schema.json | --check policy.yaml
+# --------------------------------------------------------------------------------------------
+
+
+def schema_text() -> str:
+    return json.dumps(policy_json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.policy", description=__doc__.split("\n")[0])
+    parser.add_argument("--write-schema", metavar="PATH", help="write the policy JSON Schema to PATH")
+    parser.add_argument("--check", metavar="POLICY", help="validate POLICY and print the effective rules per scope")
+    args = parser.parse_args(argv)
+    if not args.write_schema and not args.check:
+        parser.error("give --write-schema PATH or --check POLICY")
+    if args.write_schema:
+        with open(args.write_schema, "w", encoding="utf-8") as handle:
+            handle.write(schema_text())
+    if args.check:
+        try:
+            policy = load_policy(args.check)
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        out = {scope: rules.to_policy_dict() for scope, rules in policy.describe().items()}
+        print(json.dumps({"source": policy.source, "mode": policy.mode, "scopes": out}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
