@@ -1,0 +1,424 @@
+"""Evaluation: one observed lab plan + the policy -> findings and a minimal merge-patch.
+
+Pure and total: :func:`evaluate` reads only its arguments, never raises on odd plan data, and
+gives the same answer for the same input. The rules it follows:
+
+* a setting outside its bound is a drift finding, and the patch writes the bound (the least change
+  that brings it back); a setting at or inside its bound is never touched (never loosened);
+* a setting the policy does not govern is never looked at;
+* a governed setting that is missing, or whose value cannot be read (an unknown enum value, a delay
+  that is not a duration), is drift too, patched to the bound; so a governed profile that is absent
+  altogether gets the whole governed part of that profile written;
+* delays are read as ISO-8601 (``PT5M``) or TimeSpan text (``00:05``); the patch writes ISO-8601;
+* only Succeeded plans get a patch. A plan in Creating / Updating / Deleting / Locked (or with no or
+  an unknown state) is skipped with a ``state.not-terminal`` finding; a Failed plan gets a
+  ``provisioning.failed`` finding and its drift listed, but no patch (its owner must fix it first);
+  an exempt plan gets its drift listed, but no patch.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+from shared.durations import describe, format_iso, parse_delay
+from shared.lab_plans import AutoShutdownProfile, ConnectionProfile, LabPlan
+from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, Rules
+
+__all__ = ["Evaluation", "Finding", "Severity", "Status", "apply_patch", "evaluate"]
+
+Severity = Literal["high", "medium", "low", "info"]
+Status = Literal["compliant", "drifted", "skipped", "exempt", "failed"]
+
+CONNECTION_PROFILE = "defaultConnectionProfile"
+SHUTDOWN_PROFILE = "defaultAutoShutdownProfile"
+_STATES = {s.lower(): s for s in ("Creating", "Updating", "Deleting", "Succeeded", "Failed", "Locked")}
+_STATE_MEANING = {
+    "Creating": "is still being created",
+    "Updating": "is having new settings applied",
+    "Deleting": "is being deleted",
+    "Locked": "is locked for maintenance or a scheduled operation, so changes are blocked",
+}
+_ENABLE = {"enabled": "Enabled", "disabled": "Disabled"}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation about a plan.
+
+    ``rule`` is a stable id (``connection.clientRdpAccess``, ``shutdown.idleDelay``, ``state.not-terminal``,
+    ``provisioning.failed``, ``exemption.active``, ``exemption.expired``, ``exemption.invalid-until``);
+    ``field`` the ARM path it is about; ``patch_value`` what the bound requires be written (set on drift
+    findings only, even when the patch is withheld because the plan is exempt or failed).
+    """
+
+    rule: str
+    field: str
+    observed: str | None
+    allowed: str
+    severity: Severity
+    message: str
+    patch_value: str | None = None
+
+    @property
+    def is_drift(self) -> bool:
+        return self.patch_value is not None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The verdict on one plan. ``patch`` is a minimal RFC 7386 body for PATCH .../labPlans/{name}."""
+
+    plan: LabPlan
+    findings: tuple[Finding, ...]
+    patch: Mapping[str, Any]
+    status: Status
+    reason: str | None = None
+
+    @property
+    def drift(self) -> tuple[Finding, ...]:
+        """The findings the patch fixes (empty whenever the patch is empty)."""
+        return self.violations if self.patch else ()
+
+    @property
+    def violations(self) -> tuple[Finding, ...]:
+        """Every setting outside its bound, whether or not it will be patched (exempt and failed plans too)."""
+        return tuple(f for f in self.findings if f.is_drift)
+
+
+def evaluate(plan: LabPlan, policy: Policy, now: datetime) -> Evaluation:
+    """Evaluate one plan against the policy at time ``now`` (only its date matters: exemption expiry)."""
+    state = _STATES.get((plan.provisioning_state or "").lower())
+    if state not in ("Succeeded", "Failed"):
+        finding = _not_terminal(plan.provisioning_state, state)
+        return Evaluation(plan, (finding,), {}, "skipped", f"provisioning state {_shown(plan.provisioning_state)}")
+
+    rules = policy.rules_for(plan.id)
+    violations, patch = _check(plan, rules)
+    exempt, exemption = _exemption(plan, policy, now.date())
+
+    if state == "Failed":
+        failed = _failed(plan)
+        findings = (failed, *exemption, *violations)
+        return Evaluation(plan, findings, {}, "failed", _failure_reason(plan))
+    if exempt is not None:
+        return Evaluation(plan, (*exemption, *violations), {}, "exempt", exempt)
+    if violations:
+        return Evaluation(plan, (*exemption, *violations), patch, "drifted")
+    return Evaluation(plan, tuple(exemption), {}, "compliant")
+
+
+def apply_patch(body: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch: ``null`` deletes, objects merge recursively, anything else replaces."""
+    result: dict[str, Any] = copy.deepcopy(dict(body)) if isinstance(body, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping):
+            target = result.get(key)
+            result[key] = apply_patch(target if isinstance(target, Mapping) else {}, value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Bounds
+# --------------------------------------------------------------------------------------------
+
+# (ARM key, LabPlan attribute, Rules attribute, label)
+_CONNECTION: tuple[tuple[str, str, str, str], ...] = (
+    ("webSshAccess", "web_ssh_access", "web_ssh_access", "Web SSH access"),
+    ("webRdpAccess", "web_rdp_access", "web_rdp_access", "Web RDP access"),
+    ("clientSshAccess", "client_ssh_access", "client_ssh_access", "Client SSH access"),
+    ("clientRdpAccess", "client_rdp_access", "client_rdp_access", "Client RDP access"),
+)
+_FLAGS: tuple[tuple[str, str, str, str], ...] = (
+    ("shutdownOnDisconnect", "shutdown_on_disconnect", "shutdown_on_disconnect", "Shutdown on disconnect"),
+    (
+        "shutdownWhenNotConnected",
+        "shutdown_when_not_connected",
+        "shutdown_when_not_connected",
+        "Shutdown when not connected",
+    ),
+)
+_DELAYS: tuple[tuple[str, str, str, str], ...] = (
+    ("disconnectDelay", "disconnect_delay", "max_disconnect_delay", "Disconnect delay"),
+    ("noConnectDelay", "no_connect_delay", "max_no_connect_delay", "No-connect delay"),
+    ("idleDelay", "idle_delay", "max_idle_delay", "Idle delay"),
+)
+
+
+def _check(plan: LabPlan, rules: Rules) -> tuple[list[Finding], dict[str, Any]]:
+    findings: list[Finding] = []
+    connection = plan.connection or ConnectionProfile()
+    shutdown = plan.shutdown or AutoShutdownProfile()
+
+    for key, attr, rule_attr, label in _CONNECTION:
+        bound: str | None = getattr(rules, rule_attr)
+        if bound is not None:
+            finding = _ranked(CONNECTION_PROFILE, key, label, getattr(connection, attr), bound, CONNECTION_RANK, "most")
+            findings += [finding] if finding else []
+    for key, attr, rule_attr, label in _FLAGS:
+        if getattr(rules, rule_attr) == "Enabled":
+            finding = _flag(key, label, getattr(shutdown, attr))
+            findings += [finding] if finding else []
+    if rules.min_shutdown_on_idle is not None:
+        idle = _ranked(
+            SHUTDOWN_PROFILE,
+            "shutdownOnIdle",
+            "Shutdown on idle",
+            shutdown.shutdown_on_idle,
+            rules.min_shutdown_on_idle,
+            IDLE_RANK,
+            "least",
+        )
+        findings += [idle] if idle else []
+    for key, attr, rule_attr, label in _DELAYS:
+        limit: timedelta | None = getattr(rules, rule_attr)
+        if limit is not None:
+            finding = _delay(key, label, getattr(shutdown, attr), limit)
+            findings += [finding] if finding else []
+
+    patch: dict[str, Any] = {}
+    for finding in findings:
+        _, profile, key = finding.field.split(".")
+        patch.setdefault("properties", {}).setdefault(profile, {})[key] = finding.patch_value
+    return findings, patch
+
+
+def _ranked(
+    profile: str,
+    key: str,
+    label: str,
+    observed: str | None,
+    bound: str,
+    rank: Mapping[str, int],
+    kind: Literal["most", "least"],
+) -> Finding | None:
+    """A bound on an ordered enum: ``most`` = observed may not rank above it, ``least`` = not below it."""
+    order = " < ".join(rank)
+    allowed = f"at {kind} {bound} ({order})"
+    canonical = {name.lower(): name for name in rank}.get((observed or "").lower())
+    if canonical is not None:
+        inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
+        if inside:
+            return None
+        problem = f"is {canonical} but the policy allows {allowed}"
+    elif observed is None:
+        problem = f"is not set on the plan; the policy allows {allowed}"
+    else:
+        problem = f"has the unknown value {_shown(observed)}; the policy allows {allowed}"
+    severity: Severity = "high" if profile == CONNECTION_PROFILE and canonical == "Public" else "medium"
+    rule = ("connection." if profile == CONNECTION_PROFILE else "shutdown.") + key
+    return Finding(
+        rule=rule,
+        field=f"properties.{profile}.{key}",
+        observed=observed,
+        allowed=allowed,
+        severity=severity,
+        message=f"{label} {problem}; the fix sets it to {bound}.",
+        patch_value=bound,
+    )
+
+
+def _flag(key: str, label: str, observed: str | None) -> Finding | None:
+    canonical = _ENABLE.get((observed or "").lower())
+    if canonical == "Enabled":
+        return None
+    if canonical is not None:
+        problem = f"is {canonical} but the policy requires Enabled"
+    elif observed is None:
+        problem = "is not set on the plan (Azure's default is Disabled); the policy requires Enabled"
+    else:
+        problem = f"has the unknown value {_shown(observed)}; the policy requires Enabled"
+    return Finding(
+        rule=f"shutdown.{key}",
+        field=f"properties.{SHUTDOWN_PROFILE}.{key}",
+        observed=observed,
+        allowed="Enabled",
+        severity="medium",
+        message=f"{label} {problem}; the fix enables it.",
+        patch_value="Enabled",
+    )
+
+
+def _delay(key: str, label: str, observed: str | None, limit: timedelta) -> Finding | None:
+    bound = format_iso(limit)
+    allowed = f"at most {bound} ({describe(limit)})"
+    try:
+        value = parse_delay(observed)
+    except ValueError:
+        value, problem = None, f"is {_shown(observed)}, which is not a duration; the policy allows {allowed}"
+    else:
+        if value is None:
+            problem = f"is not set on the plan; the policy allows {allowed}"
+        elif value < timedelta(0):
+            problem = f"is {_shown(observed)}, a negative duration; the policy allows {allowed}"
+        elif value <= limit:
+            return None
+        else:
+            problem = f"is {_shown(observed)} ({describe(value)}) but the policy allows {allowed}"
+    return Finding(
+        rule=f"shutdown.{key}",
+        field=f"properties.{SHUTDOWN_PROFILE}.{key}",
+        observed=observed,
+        allowed=allowed,
+        severity="low" if value is not None else "medium",
+        message=f"{label} {problem}; the fix sets it to {bound}.",
+        patch_value=bound,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# State, failure, exemption
+# --------------------------------------------------------------------------------------------
+
+
+def _not_terminal(raw: str | None, state: str | None) -> Finding:
+    if raw is None:
+        why = "reports no provisioning state"
+    elif state is None:
+        why = f"is in the unknown provisioning state {_shown(raw)}"
+    else:
+        why = _STATE_MEANING.get(state, f"is {state}")
+    return Finding(
+        rule="state.not-terminal",
+        field="properties.provisioningState",
+        observed=raw,
+        allowed="Succeeded or Failed",
+        severity="info",
+        message=(
+            f"The plan {why}; labguard only checks and patches a plan in a terminal state "
+            "(Succeeded or Failed) and will look again on the next sweep."
+        ),
+    )
+
+
+def _failed(plan: LabPlan) -> Finding:
+    error = plan.error
+    if error is None:
+        what = "The plan is in the Failed state and reports no error details (no resourceOperationError)."
+    else:
+        parts = [
+            f"{name} {_shown(value)}"
+            for name, value in (
+                ("action", error.action),
+                ("code", error.code),
+                ("message", error.message),
+                ("at", error.timestamp),
+            )
+            if value
+        ]
+        what = "The last operation on the plan failed: " + ("; ".join(parts) or "no details given") + "."
+    support = plan.support
+    contacts = [
+        f"{name} {_shown(value)}"
+        for name, value in (
+            ("url", support.url if support else None),
+            ("email", support.email if support else None),
+            ("phone", support.phone if support else None),
+            ("instructions", support.instructions if support else None),
+        )
+        if value
+    ]
+    who = "Plan support: " + "; ".join(contacts) + "." if contacts else "The plan lists no support contact."
+    return Finding(
+        rule="provisioning.failed",
+        field="properties.resourceOperationError" if error is not None else "properties.provisioningState",
+        observed=(error.code if error is not None and error.code else "Failed"),
+        allowed="Succeeded",
+        severity="high",
+        message=(
+            f"{what} {who} labguard does not patch a failed plan: fixing it is its owner's job, and "
+            "enforcement resumes once the plan is Succeeded. Any drift below is listed for information."
+        ),
+    )
+
+
+def _failure_reason(plan: LabPlan) -> str:
+    error = plan.error
+    if error is None:
+        return "provisioning failed (no error details)"
+    head = " ".join(_shown(v, quote=False) for v in (error.action, error.code) if v)
+    return f"provisioning failed: {head}" if head else "provisioning failed"
+
+
+def _exemption(plan: LabPlan, policy: Policy, today: date) -> tuple[str | None, list[Finding]]:
+    """(reason if the plan is exempt today else None, info findings about the exemption)."""
+    tags = {str(k).lower(): (str(k), v) for k, v in plan.tags.items()}
+    found = tags.get(policy.exemption_tag.lower())
+    if found is None:
+        return None, []
+    tag, raw_reason = found
+    reason = _shown(raw_reason.strip(), quote=False) if raw_reason and raw_reason.strip() else "no reason given"
+    until_found = tags.get(policy.exemption_until_tag.lower())
+    field = f"tags.{tag}"
+    if until_found is None:
+        finding = Finding(
+            "exemption.active",
+            field,
+            raw_reason,
+            "an exemption reason, with an optional end date",
+            "info",
+            f"Exempt with no end date ({reason}); drift is reported but not fixed.",
+        )
+        return reason, [finding]
+    until_tag, raw_until = until_found
+    until = _parse_date(raw_until)
+    if until is None:
+        finding = Finding(
+            "exemption.invalid-until",
+            f"tags.{until_tag}",
+            raw_until,
+            "a date such as 2025-07-31",
+            "info",
+            f"The exemption ({reason}) is ignored: {until_tag} is {_shown(raw_until)}, not a date such as "
+            "2025-07-31. The plan is checked as usual until the date is fixed.",
+        )
+        return None, [finding]
+    if until < today:
+        finding = Finding(
+            "exemption.expired",
+            f"tags.{until_tag}",
+            raw_until,
+            f"a date on or after {today.isoformat()}",
+            "info",
+            f"The exemption ({reason}) ended on {until.isoformat()}; the plan is checked as usual.",
+        )
+        return None, [finding]
+    finding = Finding(
+        "exemption.active",
+        field,
+        raw_reason,
+        "an exemption reason, with an optional end date",
+        "info",
+        f"Exempt until {until.isoformat()} ({reason}); drift is reported but not fixed.",
+    )
+    return f"{reason} (until {until.isoformat()})", [finding]
+
+
+def _parse_date(text: str) -> date | None:
+    text = text.strip()
+    if not _DATE.match(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _shown(value: str | None, *, quote: bool = True, limit: int = 200) -> str:
+    """Untrusted text (plan owners write supportInfo, tags...) made safe for one line of a report or mail."""
+    if value is None:
+        return "(none)"
+    text = " ".join(_CONTROL.sub(" ", value).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return repr(text) if quote else text
