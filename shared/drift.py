@@ -29,7 +29,7 @@ from shared.durations import describe, format_iso, parse_delay
 from shared.lab_plans import AutoShutdownProfile, ConnectionProfile, LabPlan
 from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, Rules
 
-__all__ = ["Evaluation", "Finding", "Severity", "Status", "apply_patch", "evaluate"]
+__all__ = ["Evaluation", "Finding", "Severity", "Status", "apply_patch", "evaluate", "shown"]
 
 Severity = Literal["high", "medium", "low", "info"]
 Status = Literal["compliant", "drifted", "skipped", "exempt", "failed"]
@@ -97,7 +97,9 @@ def evaluate(plan: LabPlan, policy: Policy, now: datetime) -> Evaluation:
     state = _STATES.get((plan.provisioning_state or "").lower())
     if state not in ("Succeeded", "Failed"):
         finding = _not_terminal(plan.provisioning_state, state)
-        return Evaluation(plan, (finding,), {}, "skipped", f"provisioning state {_shown(plan.provisioning_state)}")
+        return Evaluation(
+            plan, (finding,), {}, "skipped", f"provisioning state {shown(plan.provisioning_state, quote=False)}"
+        )
 
     rules = policy.rules_for(plan.id)
     violations, patch = _check(plan, rules)
@@ -205,16 +207,17 @@ def _ranked(
     """A bound on an ordered enum: ``most`` = observed may not rank above it, ``least`` = not below it."""
     order = " < ".join(rank)
     allowed = f"at {kind} {bound} ({order})"
+    verb = "allows" if kind == "most" else "requires"
     canonical = {name.lower(): name for name in rank}.get((observed or "").lower())
     if canonical is not None:
         inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
         if inside:
             return None
-        problem = f"is {canonical} but the policy allows {allowed}"
+        problem = f"is {canonical} but the policy {verb} {allowed}"
     elif observed is None:
-        problem = f"is not set on the plan; the policy allows {allowed}"
+        problem = f"is not set on the plan; the policy {verb} {allowed}"
     else:
-        problem = f"has the unknown value {_shown(observed)}; the policy allows {allowed}"
+        problem = f"has the unknown value {shown(observed)}; the policy {verb} {allowed}"
     severity: Severity = "high" if profile == CONNECTION_PROFILE and canonical == "Public" else "medium"
     rule = ("connection." if profile == CONNECTION_PROFILE else "shutdown.") + key
     return Finding(
@@ -237,7 +240,7 @@ def _flag(key: str, label: str, observed: str | None) -> Finding | None:
     elif observed is None:
         problem = "is not set on the plan (Azure's default is Disabled); the policy requires Enabled"
     else:
-        problem = f"has the unknown value {_shown(observed)}; the policy requires Enabled"
+        problem = f"has the unknown value {shown(observed)}; the policy requires Enabled"
     return Finding(
         rule=f"shutdown.{key}",
         field=f"properties.{SHUTDOWN_PROFILE}.{key}",
@@ -255,16 +258,16 @@ def _delay(key: str, label: str, observed: str | None, limit: timedelta) -> Find
     try:
         value = parse_delay(observed)
     except ValueError:
-        value, problem = None, f"is {_shown(observed)}, which is not a duration; the policy allows {allowed}"
+        value, problem = None, f"is {shown(observed)}, which is not a duration; the policy allows {allowed}"
     else:
         if value is None:
             problem = f"is not set on the plan; the policy allows {allowed}"
         elif value < timedelta(0):
-            problem = f"is {_shown(observed)}, a negative duration; the policy allows {allowed}"
+            problem = f"is {shown(observed)}, a negative duration; the policy allows {allowed}"
         elif value <= limit:
             return None
         else:
-            problem = f"is {_shown(observed)} ({describe(value)}) but the policy allows {allowed}"
+            problem = f"is {shown(observed)} ({describe(value)}) but the policy allows {allowed}"
     return Finding(
         rule=f"shutdown.{key}",
         field=f"properties.{SHUTDOWN_PROFILE}.{key}",
@@ -285,7 +288,7 @@ def _not_terminal(raw: str | None, state: str | None) -> Finding:
     if raw is None:
         why = "reports no provisioning state"
     elif state is None:
-        why = f"is in the unknown provisioning state {_shown(raw)}"
+        why = f"is in the unknown provisioning state {shown(raw)}"
     else:
         why = _STATE_MEANING.get(state, f"is {state}")
     return Finding(
@@ -307,7 +310,7 @@ def _failed(plan: LabPlan) -> Finding:
         what = "The plan is in the Failed state and reports no error details (no resourceOperationError)."
     else:
         parts = [
-            f"{name} {_shown(value)}"
+            f"{name} {shown(value)}"
             for name, value in (
                 ("action", error.action),
                 ("code", error.code),
@@ -319,7 +322,7 @@ def _failed(plan: LabPlan) -> Finding:
         what = "The last operation on the plan failed: " + ("; ".join(parts) or "no details given") + "."
     support = plan.support
     contacts = [
-        f"{name} {_shown(value)}"
+        f"{name} {shown(value)}"
         for name, value in (
             ("url", support.url if support else None),
             ("email", support.email if support else None),
@@ -346,7 +349,7 @@ def _failure_reason(plan: LabPlan) -> str:
     error = plan.error
     if error is None:
         return "provisioning failed (no error details)"
-    head = " ".join(_shown(v, quote=False) for v in (error.action, error.code) if v)
+    head = " ".join(shown(v, quote=False) for v in (error.action, error.code) if v)
     return f"provisioning failed: {head}" if head else "provisioning failed"
 
 
@@ -357,7 +360,7 @@ def _exemption(plan: LabPlan, policy: Policy, today: date) -> tuple[str | None, 
     if found is None:
         return None, []
     tag, raw_reason = found
-    reason = _shown(raw_reason.strip(), quote=False) if raw_reason and raw_reason.strip() else "no reason given"
+    reason = shown(raw_reason.strip(), quote=False) if raw_reason and raw_reason.strip() else "no reason given"
     until_found = tags.get(policy.exemption_until_tag.lower())
     field = f"tags.{tag}"
     if until_found is None:
@@ -379,7 +382,7 @@ def _exemption(plan: LabPlan, policy: Policy, today: date) -> tuple[str | None, 
             raw_until,
             "a date such as 2025-07-31",
             "info",
-            f"The exemption ({reason}) is ignored: {until_tag} is {_shown(raw_until)}, not a date such as "
+            f"The exemption ({reason}) is ignored: {until_tag} is {shown(raw_until)}, not a date such as "
             "2025-07-31. The plan is checked as usual until the date is fixed.",
         )
         return None, [finding]
@@ -414,7 +417,7 @@ def _parse_date(text: str) -> date | None:
         return None
 
 
-def _shown(value: str | None, *, quote: bool = True, limit: int = 200) -> str:
+def shown(value: str | None, *, quote: bool = True, limit: int = 200) -> str:
     """Untrusted text (plan owners write supportInfo, tags...) made safe for one line of a report or mail."""
     if value is None:
         return "(none)"
