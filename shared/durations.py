@@ -38,7 +38,11 @@ def parse_iso(text: str) -> timedelta:
         raise ValueError(f"{text!r} is not an ISO-8601 duration; write e.g. PT15M")
     stripped = text.strip()
     match = _ISO.match(stripped)
-    if match is None or stripped.upper().endswith("T") or not any(match.group(k) for k in _ISO.groupindex if k != "sign"):
+    if (
+        match is None
+        or stripped.upper().endswith("T")
+        or not any(match.group(k) for k in _ISO.groupindex if k != "sign")
+    ):
         raise ValueError(f"{text!r} is not an ISO-8601 duration; write e.g. PT15M")
     if match["years"] or match["months"]:
         raise ValueError(f"{text!r} uses years or months, which have no fixed length; write days, hours or minutes")

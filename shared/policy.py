@@ -132,9 +132,7 @@ class AutoShutdownBounds(_Strict):
     """Shutdown flags that must be Enabled, the least aggressive idle mode allowed, the longest delays."""
 
     shutdownOnDisconnect: Required | None = Field(None, description="Enabled = must shut down on disconnect")
-    shutdownWhenNotConnected: Required | None = Field(
-        None, description="Enabled = must shut down when nobody connects"
-    )
+    shutdownWhenNotConnected: Required | None = Field(None, description="Enabled = must shut down when nobody connects")
     minShutdownOnIdle: IdleMode | None = Field(
         None, description="Least aggressive idle shutdown allowed (None < LowUsage < UserAbsence)"
     )
