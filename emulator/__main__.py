@@ -1,0 +1,58 @@
+"""``python -m emulator --port 0 --state seed.json [--latency-ms N]``
+
+Prints exactly one JSON line ``{"endpoint": "https://127.0.0.1:PORT", "ca_file": "PATH"}`` when ready,
+then serves until killed (SIGTERM/SIGINT stop it cleanly and remove the throwaway CA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+from emulator.server import EmulatorServer
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m emulator", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--state", help='seed JSON: {"labPlans": [...], "labs": [...]}')
+    p.add_argument("--latency-ms", type=float, default=0, help="added latency per ARM call")
+    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--lro-delay-s", type=float, default=0.0, help="0: writes complete synchronously")
+    p.add_argument("--throttle", action="store_true", help="ARM per-subscription token buckets")
+    return p
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = EmulatorServer(
+        seed=args.state,
+        latency_ms=args.latency_ms,
+        page_size=args.page_size,
+        lro_delay_s=args.lro_delay_s,
+        throttle=args.throttle,
+        host=args.host,
+        port=args.port,
+    )
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sys.stdout.write(json.dumps({"endpoint": server.endpoint, "ca_file": server.ca_file}) + "\n")
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(_serve(_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

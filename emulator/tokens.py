@@ -1,0 +1,137 @@
+"""Access tokens the emulator's token endpoint issues and its ARM endpoint checks.
+
+Tokens are JWT-shaped (header.payload.signature), signed HS256 with a key made at
+start, so nothing outside this emulator instance can mint one it accepts. The payload
+carries the claims a real Entra ID app-only token for ARM carries and that labguard
+or the event claims need: ``aud``, ``iss``, ``iat``, ``nbf``, ``exp``, ``appid``,
+``appidacr``, ``idp``, ``idtyp``, ``oid``, ``sub``, ``tid``, ``uti``, ``ver``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+# Audiences ARM accepts (v1 tokens carry the resource as registered; both spellings occur).
+ARM_AUDIENCES = (
+    "https://management.azure.com/",
+    "https://management.azure.com",
+    "https://management.core.windows.net/",
+    "https://management.core.windows.net",
+)
+_PRINCIPAL_NAMESPACE = uuid.UUID("4f1c3c55-8a5e-4a53-9d84-6a3c1f0e0b7a")
+DEFAULT_TENANT_ID = str(uuid.uuid5(_PRINCIPAL_NAMESPACE, "labguard-emulator-tenant"))
+TOKEN_LIFETIME_S = 3599
+
+
+class TokenError(Exception):
+    """Why ARM refused a bearer token: ``code`` is ARM's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Caller:
+    """Who made an ARM request, from the verified token."""
+
+    client_id: str
+    object_id: str
+    tenant_id: str
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+class TokenIssuer:
+    def __init__(self, tenant_id: str = DEFAULT_TENANT_ID) -> None:
+        self.tenant_id = tenant_id
+        self._key = secrets.token_bytes(32)
+
+    @property
+    def issuer(self) -> str:
+        return f"https://sts.windows.net/{self.tenant_id}/"
+
+    def principal_id(self, client_id: str) -> str:
+        """The object id of the service principal for ``client_id`` (deterministic per tenant)."""
+        return str(uuid.uuid5(_PRINCIPAL_NAMESPACE, f"{self.tenant_id}/{client_id.lower()}"))
+
+    def issue(
+        self, client_id: str, audience: str = "https://management.azure.com/", lifetime_s: int = TOKEN_LIFETIME_S
+    ) -> str:
+        now = int(time.time())
+        oid = self.principal_id(client_id)
+        payload = {
+            "aud": audience,
+            "iss": self.issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime_s,
+            "aio": secrets.token_urlsafe(24),
+            "appid": client_id,
+            "appidacr": "1",
+            "idp": self.issuer,
+            "idtyp": "app",
+            "oid": oid,
+            "rh": secrets.token_urlsafe(12),
+            "sub": oid,
+            "tid": self.tenant_id,
+            "uti": secrets.token_urlsafe(16),
+            "ver": "1.0",
+        }
+        return jwt.encode(payload, self._key, algorithm="HS256", headers={"kid": "emulator"})
+
+    def verify(self, token: str) -> Caller:
+        """Check a bearer token the way ARM does; raise TokenError with ARM's code if it fails."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=["HS256"],
+                audience=list(ARM_AUDIENCES),
+                issuer=self.issuer,
+                options={"require": ["exp", "aud", "iss", "oid", "tid"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenError(
+                "ExpiredAuthenticationToken",
+                "The access token expiry UTC time is earlier than current UTC time.",
+            ) from exc
+        except jwt.InvalidAudienceError as exc:
+            raise TokenError(
+                "InvalidAuthenticationTokenAudience",
+                "The access token has been obtained for wrong audience or resource. It should exactly match "
+                "one of the allowed audiences 'https://management.core.windows.net/','https://management.azure.com/'.",
+            ) from exc
+        except jwt.InvalidTokenError as exc:
+            raise TokenError("InvalidAuthenticationToken", "The access token is invalid.") from exc
+        return Caller(
+            client_id=str(claims.get("appid", "")),
+            object_id=str(claims["oid"]),
+            tenant_id=str(claims["tid"]),
+            claims=claims,
+        )
+
+
+def event_claims(caller: Caller) -> dict[str, str]:
+    """The ``data.claims`` of an ARM Event Grid event: the token's claims, all as strings, with the
+    long claim names ARM uses for the object id, tenant id and name identifier."""
+    c = caller.claims
+    out: dict[str, str] = {}
+    for key in ("aud", "iss", "iat", "nbf", "exp", "aio", "appid", "appidacr"):
+        if key in c:
+            out[key] = str(c[key])
+    out["http://schemas.microsoft.com/identity/claims/identityprovider"] = str(c.get("idp", ""))
+    out["idtyp"] = str(c.get("idtyp", "app"))
+    out["http://schemas.microsoft.com/identity/claims/objectidentifier"] = caller.object_id
+    out["rh"] = str(c.get("rh", ""))
+    out["http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier"] = caller.object_id
+    out["http://schemas.microsoft.com/identity/claims/tenantid"] = caller.tenant_id
+    out["uti"] = str(c.get("uti", ""))
+    out["ver"] = str(c.get("ver", "1.0"))
+    return out
