@@ -1,0 +1,8 @@
+"""Unit tests of the pure core: helpers live in unit_support.py (importable from every test here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
