@@ -273,7 +273,7 @@ def _delay(key: str, label: str, observed: str | None, limit: timedelta) -> Find
         field=f"properties.{SHUTDOWN_PROFILE}.{key}",
         observed=observed,
         allowed=allowed,
-        severity="low" if value is not None else "medium",
+        severity="low" if value is not None and value > limit else "medium",
         message=f"{label} {problem}; the fix sets it to {bound}.",
         patch_value=bound,
     )
