@@ -85,16 +85,23 @@ def clean_block(value: object, cap: int, max_lines: int = MAX_LINES) -> str:
 
 
 def valid_addresses(value: object) -> tuple[str, ...]:
-    """The plain addresses (a@b.example) in supportInfo.email, split on , ; or spaces; at most five.
+    """The plain addresses (a@b.example) in supportInfo.email, separated by , ; or spaces; at most five.
 
-    Anything with a display name, quotes, angle brackets, control characters or non-ASCII is not an
-    address labguard will put in an envelope or header.
+    All or nothing: if any part is not a plain address (display names, quotes, angle brackets,
+    non-ASCII) or the field holds a control character (``help@x\r\nBcc: victim@y``), the field is
+    not used at all and the notice goes to the fallback address, with the raw value shown.
     """
     if not isinstance(value, str) or len(value) > CAP_EMAIL * MAX_RECIPIENTS:
         return ()
+    if any(_drop(ch) for ch in value):
+        return ()
     found: list[str] = []
-    for part in re.split(r"[,;\s]+", value.strip()):
-        if part and len(part) <= 254 and _EMAIL.match(part) and part.lower() not in (f.lower() for f in found):
+    for part in re.split(r"[,; ]+", value.strip()):
+        if not part:
+            continue
+        if len(part) > 254 or not _EMAIL.match(part):
+            return ()
+        if part.lower() not in (f.lower() for f in found):
             found.append(part)
     return tuple(found[:MAX_RECIPIENTS])
 
