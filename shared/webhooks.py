@@ -251,9 +251,18 @@ async def post_json(session: aiohttp.ClientSession, url: str, payload: Mapping[s
         raise DeliveryError(f"request to {host} failed: {type(exc).__name__}") from None
     if 300 <= status < 400:
         raise DeliveryError(
-            f"{host} answered HTTP {status} redirecting to {safe_host(location) if location else 'nowhere'}; "
-            "redirects are never followed"
+            f"{host} answered HTTP {status} redirecting to {_redirect_target(location)}; redirects are never followed"
         )
     if not 200 <= status < 300:
         raise DeliveryError(f"{host} answered HTTP {status}")
     return f"{host} accepted the notice (HTTP {status})"
+
+
+def _redirect_target(location: str) -> str:
+    if not location:
+        return "nowhere"
+    try:
+        absolute = bool(urlsplit(location).netloc)
+    except ValueError:
+        return "an invalid location"
+    return safe_host(location) if absolute else "a path on the same host"

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from shared import ledger as ledger_module
 from shared.delivery import ChannelResult, NoticeOutcome, Notifier
 from shared.ledger import Ledger
-from shared.notices import EVENT_TYPE
+from shared.notices import EVENT_TYPE, Notice
 from tests.notices.plans import SUPPORT, TOPIC_KEY, WEBHOOK_PATH, plan, settings
 from tests.notices.servers import HttpsReceiver, SmtpServer, azurite_connection_string, free_port
 
@@ -473,3 +474,24 @@ async def test_secrets_never_logged_or_reported(
     assert {getattr(r, "channel", None) for r in sent} == {"email", "eventgrid", "webhook:localhost"}
     assert all(getattr(r, "plan_id", "").endswith("/labPlans/physics-101") for r in sent)
     assert all(getattr(r, "correlation_id", None) == "run-1" for r in sent)
+
+
+async def test_claim_of_a_crashed_run_blocks_until_its_lease_expires(
+    env: dict[str, str], new_ledger: Callable[[], Ledger], smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that claimed the email and died: others wait for the lease, then one of them sends."""
+    failed = plan(support=SUPPORT)
+    notice = Notice.from_plan(failed)
+    crashed = new_ledger()
+    async with crashed:
+        assert await crashed.claim(failed.id, notice.failure_key, notice.digest, "email") is not None
+
+    held = await notify(env, new_ledger, failed, LABGUARD_WEBHOOK_URLS="")
+    assert by_channel(held)["email"].status == "skipped" and "claim" in by_channel(held)["email"].detail
+    assert by_channel(held)["eventgrid"].status == "sent"
+    assert smtp.messages == []
+
+    monkeypatch.setattr(ledger_module, "CLAIM_LEASE", ledger_module.timedelta(0))
+    taken_over = await notify(env, new_ledger, failed, LABGUARD_WEBHOOK_URLS="")
+    assert statuses(taken_over) == {"email": "sent", "eventgrid": "already-sent"}
+    assert len(smtp.messages) == 1
