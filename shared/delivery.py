@@ -206,7 +206,9 @@ class Notifier:
                 target = decision.url
                 channels.append(_Channel(name, f"support-url:{decision.host}", self._support_sender(target)))
             else:
-                log.warning(
+                # Expected by default (no allow-list): info. A URL that fails an allow-list: warning.
+                log.log(
+                    logging.WARNING if self._allow else logging.INFO,
                     "supportInfo.url not requested: %s",
                     decision.reason,
                     extra={**extra, "channel": name, "reason": decision.reason},

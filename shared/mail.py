@@ -24,6 +24,9 @@ from shared.webhooks import DeliveryError, tls_context
 
 TIMEOUT_SECONDS = 30
 IMPLICIT_TLS_PORT = 465
+# RFC 5322 allows 998-character lines: ARM ids stay readable in headers instead of RFC 2047 chunks.
+# 7bit: non-ASCII bodies go quoted-printable, so no relay needs 8BITMIME.
+_POLICY = SMTP_POLICY.clone(max_line_length=998, cte_type="7bit")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def build_message(
     notice: Notice, *, mail_from: str, recipients: Recipients, correlation_id: str | None = None
 ) -> EmailMessage:
     """A multipart/alternative message; header values are cleaned single lines, never raw ARM text."""
-    msg = EmailMessage(policy=SMTP_POLICY)
+    msg = EmailMessage(policy=_POLICY)
     msg["Subject"] = notice.subject
     msg["From"] = mail_from
     msg["To"] = ", ".join(recipients.to)
