@@ -1,0 +1,266 @@
+"""Hypothesis properties of the evaluation over plans the spec allows and policies the loader accepts.
+
+(a) applying the patch and evaluating again gives no drift (convergence in one step);
+(b) the patch never loosens a field: every value it writes is strictly stricter than what it replaces;
+(c) evaluation is total and deterministic, including missing optional profiles and unknown extra fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import strategies as st
+from unit_support import OTHER_SUB, SUB, plan_id
+
+from shared.drift import Evaluation, apply_patch, evaluate
+from shared.durations import format_iso, parse_delay
+from shared.lab_plans import LabPlan
+from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, PolicyError, parse_policy
+
+CONN, SHUT = "defaultConnectionProfile", "defaultAutoShutdownProfile"
+CONNECTION_KEYS = ("webSshAccess", "webRdpAccess", "clientSshAccess", "clientRdpAccess")
+FLAG_KEYS = ("shutdownOnDisconnect", "shutdownWhenNotConnected")
+DELAY_KEYS = ("disconnectDelay", "noConnectDelay", "idleDelay")
+STATES = ("Creating", "Updating", "Deleting", "Succeeded", "Failed", "Locked")
+# policy key -> the ARM key it bounds (the others are spelled the same)
+ARM_KEY = {
+    "minShutdownOnIdle": "shutdownOnIdle",
+    "maxDisconnectDelay": "disconnectDelay",
+    "maxNoConnectDelay": "noConnectDelay",
+    "maxIdleDelay": "idleDelay",
+}
+PROPERTIES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# ---- plan bodies ----------------------------------------------------------------------------------
+
+delays = st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3)).map(
+    lambda d: d - timedelta(microseconds=d.microseconds)
+)
+iso_delay = delays.map(format_iso)
+clock_delay = st.tuples(st.integers(0, 23), st.integers(0, 59)).map(lambda hm: f"{hm[0]:02d}:{hm[1]:02d}")
+odd_text = st.text(max_size=12)
+spec_delay = st.one_of(iso_delay, clock_delay)
+any_delay = st.one_of(spec_delay, odd_text)
+connection_value = st.sampled_from(("None", "Private", "Public"))
+enable_value = st.sampled_from(("Enabled", "Disabled"))
+idle_value = st.sampled_from(("None", "UserAbsence", "LowUsage"))
+extra = st.dictionaries(
+    st.sampled_from(("newSetting", "x-ms-extra", "futureFlag")),
+    st.one_of(st.integers(), st.text(max_size=5), st.none()),
+    max_size=2,
+)
+
+
+def profile(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict[str, Any] | None]:
+    filled = st.fixed_dictionaries({}, optional=fields)
+    return st.one_of(st.none(), st.tuples(filled, extra).map(lambda pair: {**pair[1], **pair[0]}))
+
+
+def plan_bodies(
+    *, spec_only: bool, states: st.SearchStrategy[str | None], tags: st.SearchStrategy[dict[str, str]]
+) -> st.SearchStrategy[dict[str, Any]]:
+    conn_v = connection_value if spec_only else st.one_of(connection_value, odd_text)
+    enable_v = enable_value if spec_only else st.one_of(enable_value, odd_text)
+    idle_v = idle_value if spec_only else st.one_of(idle_value, odd_text)
+    delay_v = spec_delay if spec_only else any_delay
+    connection = profile(dict.fromkeys(CONNECTION_KEYS, conn_v))
+    shutdown = profile(
+        {**dict.fromkeys(FLAG_KEYS, enable_v), "shutdownOnIdle": idle_v, **dict.fromkeys(DELAY_KEYS, delay_v)}
+    )
+    error = st.one_of(
+        st.none(),
+        st.fixed_dictionaries({}, optional=dict.fromkeys(("action", "code", "message", "timestamp"), odd_text)),
+    )
+    support = st.one_of(
+        st.none(),
+        st.fixed_dictionaries({}, optional=dict.fromkeys(("url", "email", "phone", "instructions"), odd_text)),
+    )
+
+    @st.composite
+    def build(draw: st.DrawFn) -> dict[str, Any]:
+        props: dict[str, Any] = dict(draw(extra))
+        for key, value in (
+            ("provisioningState", draw(states)),
+            (CONN, draw(connection)),
+            (SHUT, draw(shutdown)),
+            ("resourceOperationError", draw(error)),
+            ("supportInfo", draw(support)),
+        ):
+            if value is not None:
+                props[key] = value
+        name = draw(st.sampled_from(("plan-a", "plan-b")))
+        rg = draw(st.sampled_from(("rg1", "rg-course")))
+        sub = draw(st.sampled_from((SUB, OTHER_SUB)))
+        return {
+            "id": plan_id(name, rg, sub),
+            "name": name,
+            "location": "westus",
+            "tags": draw(tags),
+            "properties": props,
+            **draw(extra),
+        }
+
+    return build()
+
+
+no_tags = st.just({})
+exemption_tags = st.one_of(
+    no_tags,
+    st.fixed_dictionaries(
+        {"labguard:exempt": st.text(max_size=10)},
+        optional={"labguard:exempt-until": st.one_of(st.dates().map(str), odd_text)},
+    ),
+)
+any_state = st.one_of(st.sampled_from(STATES), st.none(), odd_text)
+
+# ---- policies -------------------------------------------------------------------------------------
+
+positive = st.timedeltas(min_value=timedelta(minutes=1), max_value=timedelta(days=2)).map(
+    lambda d: format_iso(timedelta(minutes=int(d.total_seconds() // 60)))
+)
+
+
+def scope_bounds() -> st.SearchStrategy[dict[str, Any]]:
+    connection = st.fixed_dictionaries(
+        {}, optional=dict.fromkeys(CONNECTION_KEYS, st.one_of(connection_value, st.none()))
+    )
+    shutdown = st.fixed_dictionaries(
+        {},
+        optional={
+            "shutdownOnDisconnect": st.sampled_from(("Enabled", None)),
+            "shutdownWhenNotConnected": st.sampled_from(("Enabled", None)),
+            "minShutdownOnIdle": st.one_of(idle_value, st.none()),
+            "maxDisconnectDelay": positive,
+            "maxNoConnectDelay": positive,
+            "maxIdleDelay": positive,
+        },
+    )
+    return st.fixed_dictionaries({}, optional={"connection": connection, "autoShutdown": shutdown})
+
+
+SCOPE_BOUNDS = scope_bounds()
+SUBSCRIPTION_OVERRIDES = st.dictionaries(st.just(SUB), SCOPE_BOUNDS, max_size=1)
+GROUP_OVERRIDES = st.dictionaries(st.sampled_from((f"{SUB}/rg-course", f"{OTHER_SUB}/rg1")), SCOPE_BOUNDS, max_size=2)
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    data: dict[str, Any] = draw(SCOPE_BOUNDS)
+    data["overrides"] = {
+        "subscriptions": draw(SUBSCRIPTION_OVERRIDES),
+        "resourceGroups": draw(GROUP_OVERRIDES),
+    }
+    try:
+        return parse_policy(data, "generated.yaml")
+    except PolicyError as exc:  # only the both-client-channels rule may refuse a generated policy
+        assert "both forbid Public" in str(exc)
+        reject()
+
+
+NOW = datetime(2025, 6, 15, 12, 0)
+
+
+def leaves(patch: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    return [
+        (profile, key, value)
+        for profile, fields in patch.get("properties", {}).items()
+        for key, value in fields.items()
+    ]
+
+
+# ---- (a) convergence ------------------------------------------------------------------------------
+
+
+@PROPERTIES
+@given(plan_bodies(spec_only=False, states=st.just("Succeeded"), tags=no_tags), policies())
+def test_a_patch_converges_in_one_step(body: dict[str, Any], policy: Policy) -> None:
+    first = evaluate(LabPlan.from_arm(body), policy, NOW)
+    second = evaluate(LabPlan.from_arm(apply_patch(body, first.patch)), policy, NOW)
+    assert second.violations == ()
+    assert second.drift == ()
+    assert (second.status, second.patch) == ("compliant", {})
+    assert (first.status == "drifted") == bool(first.patch)
+
+
+# ---- (b) never loosens ----------------------------------------------------------------------------
+
+
+def stricter(profile: str, key: str, written: str, observed: object) -> bool:
+    """Is ``written`` strictly stricter than ``observed``? (An unreadable or missing observed value is not a bound.)"""
+    if not isinstance(observed, str):
+        return True
+    if profile == CONN:
+        rank = {k.lower(): v for k, v in CONNECTION_RANK.items()}.get(observed.lower())
+        return rank is None or CONNECTION_RANK[written] < rank
+    if key in FLAG_KEYS:
+        return written == "Enabled" and observed.lower() != "enabled"
+    if key == "shutdownOnIdle":
+        rank = {k.lower(): v for k, v in IDLE_RANK.items()}.get(observed.lower())
+        return rank is None or IDLE_RANK[written] > rank
+    try:
+        before = parse_delay(observed)
+    except ValueError:
+        return True
+    after = parse_delay(written)
+    assert after is not None
+    return before is None or before < timedelta(0) or after < before
+
+
+@PROPERTIES
+@given(plan_bodies(spec_only=False, states=st.just("Succeeded"), tags=exemption_tags), policies())
+def test_b_patch_never_loosens_a_field(body: dict[str, Any], policy: Policy) -> None:
+    ev = evaluate(LabPlan.from_arm(body), policy, NOW)
+    props = body["properties"]
+    for profile, key, written in leaves(dict(ev.patch)):
+        observed = (props.get(profile) or {}).get(key)
+        assert stricter(profile, key, written, observed), (profile, key, observed, written)
+
+
+@PROPERTIES
+@given(plan_bodies(spec_only=True, states=st.just("Succeeded"), tags=no_tags), policies())
+def test_b_patch_touches_only_governed_drifted_fields(body: dict[str, Any], policy: Policy) -> None:
+    ev = evaluate(LabPlan.from_arm(body), policy, NOW)
+    assert set(ev.patch) <= {"properties"}
+    assert set(ev.patch.get("properties", {})) <= {CONN, SHUT}
+    patched = {f"properties.{profile}.{key}" for profile, key, _ in leaves(dict(ev.patch))}
+    assert patched == {f.field for f in ev.drift}
+    governed = policy.rules_for(LabPlan.from_arm(body).id).to_policy_dict()
+    governed_arm = {ARM_KEY.get(k, k) for section in governed.values() for k, v in section.items() if v is not None}
+    assert {key for _, key, _ in leaves(dict(ev.patch))} <= governed_arm
+
+
+# ---- (c) total and deterministic ------------------------------------------------------------------
+
+
+def assert_well_formed(ev: Evaluation) -> None:
+    assert ev.status in ("compliant", "drifted", "skipped", "exempt", "failed")
+    assert (ev.status == "drifted") == bool(ev.patch)
+    assert ev.status != "compliant" or not ev.violations
+    assert ev.status not in ("skipped", "exempt", "failed") or ev.reason
+    for finding in ev.findings:
+        assert finding.severity in ("high", "medium", "low", "info")
+        assert finding.rule and finding.field and finding.message
+        assert "\n" not in finding.message
+
+
+@PROPERTIES
+@given(
+    plan_bodies(spec_only=True, states=st.one_of(st.sampled_from(STATES), st.none()), tags=exemption_tags),
+    policies(),
+    st.datetimes(),
+)
+def test_c_evaluation_is_total_and_deterministic_for_spec_plans(
+    body: dict[str, Any], policy: Policy, now: datetime
+) -> None:
+    plan = LabPlan.from_arm(body)
+    first = evaluate(plan, policy, now)
+    assert first == evaluate(LabPlan.from_arm(body), policy, now)
+    assert_well_formed(first)
+
+
+@PROPERTIES
+@given(plan_bodies(spec_only=False, states=any_state, tags=exemption_tags), policies(), st.datetimes())
+def test_c_evaluation_never_raises_on_odd_plan_data(body: dict[str, Any], policy: Policy, now: datetime) -> None:
+    assert_well_formed(evaluate(LabPlan.from_arm(body), policy, now))
