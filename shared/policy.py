@@ -362,14 +362,17 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _path(loc: Sequence[int | str]) -> str:
-    text = ""
+    text, previous = "", None
     for part in loc:
-        if isinstance(part, int):
+        if previous in ("subscriptions", "resourceGroups"):  # an override's key, even if it looks like a name
+            text += f'["{part}"]'
+        elif isinstance(part, int):
             text += f"[{part}]"
         elif _IDENT.match(part):
             text += f".{part}" if text else part
         else:
             text += f'["{part}"]'
+        previous = part
     return text
 
 

@@ -109,6 +109,7 @@ BAD: list[tuple[str, str, str]] = [
         f'overrides.subscriptions["{SUB.upper()}"]',
         "listed twice",
     ),
+    ("overrides: {resourceGroups: {x: 5}}", 'overrides.resourceGroups["x"]', "expected a mapping of keys"),
     ("exemptionTag: 'a/b'", "exemptionTag", "Azure tag names cannot hold"),
     ("exemptionTag: ''", "exemptionTag", "at least 1 character"),
 ]
