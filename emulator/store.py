@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import copy
 import math
 import re
 import secrets
@@ -136,10 +135,19 @@ def _decode_token(token: str) -> str:
         raise ArmError(400, "InvalidSkipToken", f"The skip token '{token}' is not valid.") from exc
 
 
+def clone(obj: Any) -> Any:
+    """Deep copy of JSON data (dicts, lists, scalars): several times faster than copy.deepcopy."""
+    if isinstance(obj, dict):
+        return {k: clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clone(v) for v in obj]
+    return obj
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
         if v is None:
@@ -218,26 +226,28 @@ class Store:
             self._index_remove(r)
 
     def seed_resource(self, body: dict[str, Any], expect_kind: str | None = None) -> dict[str, Any]:
+        return clone(self._seed_one(body, expect_kind))
+
+    def _seed_one(self, body: dict[str, Any], expect_kind: str | None) -> dict[str, Any]:
         """Store a body as ARM would return it (``id`` required); fills only what is missing."""
         if not isinstance(body, dict) or "id" not in body:
             raise ValueError("a seeded resource needs an 'id'")
         kind, _sub, _rg, name = parse_resource_id(body["id"])
         if expect_kind and kind != expect_kind:
             raise ValueError(f"{body['id']} is not a {expect_kind} id")
-        body = copy.deepcopy(body)
+        body = clone(body)
         body.setdefault("name", name)
         body.setdefault("type", KINDS[kind.lower()][1])
-        body.setdefault(
-            "systemData",
-            {
+        if "systemData" not in body:
+            now = utcnow()
+            body["systemData"] = {
                 "createdBy": "emulator-seed",
                 "createdByType": "Application",
-                "createdAt": utcnow(),
+                "createdAt": now,
                 "lastModifiedBy": "emulator-seed",
                 "lastModifiedByType": "Application",
-                "lastModifiedAt": utcnow(),
-            },
-        )
+                "lastModifiedAt": now,
+            }
         props = body.setdefault("properties", {})
         props.setdefault("provisioningState", "Succeeded")
         existing = self.resources[kind].get(body["id"].lower())
@@ -246,13 +256,13 @@ class Store:
             existing.pending_op = None
         else:
             self._store_new(kind, body)
-        return copy.deepcopy(body)
+        return body
 
     def seed(self, state: dict[str, Any]) -> int:
         n = 0
         for key, kind in (("labPlans", "labPlans"), ("labs", "labs")):
             for body in state.get(key, []) or []:
-                self.seed_resource(body, kind)
+                self._seed_one(body, kind)
                 n += 1
         return n
 
@@ -270,7 +280,7 @@ class Store:
             raise KeyError(resource_id)
         r.body.setdefault("properties", {})["provisioningState"] = state
         r.pending_op = None
-        return copy.deepcopy(r.body)
+        return clone(r.body)
 
     def fail_resource(self, resource_id: str, error: dict[str, str] | None, *, next_write: bool = False) -> None:
         r = self.lookup(resource_id)
@@ -427,7 +437,7 @@ class Store:
         props_in = body.get("properties") or {}
         if not isinstance(props_in, dict):
             raise ArmError(400, "InvalidRequestContent", "The 'properties' of the request must be an object.")
-        props = {k: copy.deepcopy(v) for k, v in props_in.items() if k not in READ_ONLY_PROPERTIES}
+        props = {k: clone(v) for k, v in props_in.items() if k not in READ_ONLY_PROPERTIES}
         if kind == "labs":
             self._lab_server_fields(props, existing.body.get("properties") if existing else None)
         new_body: dict[str, Any] = {
@@ -438,7 +448,7 @@ class Store:
         }
         for k, v in body.items():
             if k not in ("id", "name", "type", "location", "systemData", "properties"):
-                new_body[k] = copy.deepcopy(v)
+                new_body[k] = clone(v)
         new_body["systemData"] = self._system_data(existing.body.get("systemData") if existing else None, caller)
         new_body["properties"] = {"provisioningState": "Succeeded", **props}
         if existing is not None:
