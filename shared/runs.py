@@ -69,6 +69,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 async def build_runtime(settings: Settings, *, credential: Any | None = None, **arm_options: Any) -> Runtime:
     """Open the ARM session and the notice channels and load the policy; close with ``Runtime.close``."""
     from shared.arm import open_arm
+    from shared.delivery import Notifier
     from shared.policy import load_policy
 
     policy_path = Path(settings.policy_file)
@@ -78,15 +79,10 @@ async def build_runtime(settings: Settings, *, credential: Any | None = None, **
     stack = AsyncExitStack()
     try:
         session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
-        notifier = None
-        try:
-            from shared.delivery import Notifier
-        except ImportError:  # pragma: no cover - notices are an optional part of the deployment
-            Notifier = None  # type: ignore[assignment,misc]
-        if Notifier is not None:
-            candidate = await stack.enter_async_context(Notifier.from_settings(settings))
-            notifier = candidate if candidate.enabled else None
-        reconciler = Reconciler(session.plans, policy, notifier=notifier, concurrency=settings.concurrency)
+        notifier = await stack.enter_async_context(Notifier.from_settings(settings))
+        reconciler = Reconciler(
+            session.plans, policy, notifier=notifier if notifier.enabled else None, concurrency=settings.concurrency
+        )
     except BaseException:
         await stack.aclose()
         raise
