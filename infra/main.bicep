@@ -26,6 +26,15 @@ param resourceGroupName string = ''
 @description('FlexConsumption (recommended), or Consumption (Linux) only in a region without Flex.')
 param hostingPlan string = 'FlexConsumption'
 
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+@description('Replication of the storage account (host state, notice ledger, dead letters). LRS is enough: all of it can be rebuilt.')
+param storageSku string = 'Standard_LRS'
+
 @description('Create the Event Grid subscription to the eventgrid_lab_plan function. False on the first provision (the function does not exist yet); true once the code is deployed. See infra/README.md.')
 param deployEventSubscription bool = false
 
@@ -55,6 +64,9 @@ param policyFile string = ''
 
 @description('LABGUARD_ARM_ENDPOINT; empty: the Resource Manager endpoint of the cloud this is deployed to.')
 param armEndpoint string = ''
+
+@description('LABGUARD_ARM_AUDIENCE: token audience for ARM; empty: the ARM endpoint (right for the public cloud).')
+param armAudience string = ''
 
 @description('LABGUARD_CA_BUNDLE: path of a PEM file of extra CAs inside the app package; empty: none.')
 param caBundle string = ''
@@ -162,6 +174,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     deadLetterContainerName: deadLetterContainerName
     ledgerTableName: ledgerTableName
+    skuName: storageSku
   }
 }
 
@@ -185,6 +198,7 @@ var appSettings = {
   LABGUARD_MODE: labguardMode
   LABGUARD_POLICY_FILE: policyFile
   LABGUARD_ARM_ENDPOINT: empty(armEndpoint) ? environment().resourceManager : armEndpoint
+  LABGUARD_ARM_AUDIENCE: armAudience
   LABGUARD_CA_BUNDLE: caBundle
   LABGUARD_SUBSCRIPTIONS: join(watchedSubscriptions, ',')
   LABGUARD_RESOURCE_GROUPS: join(watchedResourceGroupNames, ',')
