@@ -57,7 +57,7 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   name: deadLetterContainerName
 }
 
-resource systemTopic 'Microsoft.EventGrid/systemTopics@2023-12-15-preview' = {
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   name: systemTopicName
   location: 'global'
   tags: tags
@@ -81,7 +81,7 @@ resource deadLetterAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-resource labPlanWrites 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2023-12-15-preview' = if (deployEventSubscription) {
+resource labPlanWrites 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (deployEventSubscription) {
   parent: systemTopic
   name: 'labguard-lab-plan-writes'
   properties: {
