@@ -16,6 +16,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+# checkov pins libraries that clash with the app's (packaging<24, an older pycep-parser): own venv.
+.venv-checkov/.installed:
+	@test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30
+	@touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -35,7 +41,7 @@ imports: $(STAMP)
 schema: $(STAMP)
 	$(PY) -m shared.policy --write-schema policy.schema.json
 
-test: $(STAMP) node_modules/.installed lint typecheck imports
+test: $(STAMP) node_modules/.installed .venv-checkov/.installed lint typecheck imports
 	$(VENV)/bin/pytest
 
 demo: $(STAMP)
@@ -45,4 +51,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -327,7 +327,7 @@ async def open_arm(
 
         credential = DefaultAzureCredential(connection_verify=verify)
     counter = CallCounter()
-    scope = f"{settings.arm_endpoint}/.default"
+    scope = f"{settings.arm_audience}.default"
     client = ManagedLabsClient(
         credential,
         subscription_id=settings.subscriptions[0] if settings.subscriptions else "00000000-0000-0000-0000-000000000000",

@@ -20,6 +20,7 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_MODE": "audit (default: report only) or enforce (apply minimal patches)",
     "LABGUARD_POLICY_FILE": "path of the policy file (default policy.yaml beside function_app.py)",
     "LABGUARD_ARM_ENDPOINT": "Azure Resource Manager endpoint (default the public cloud)",
+    "LABGUARD_ARM_AUDIENCE": "token audience for ARM (default: the endpoint; the public cloud's is https://management.azure.com/)",
     "LABGUARD_CA_BUNDLE": "PEM file of extra CAs to trust for outgoing HTTPS (optional)",
     "LABGUARD_SUBSCRIPTIONS": "comma-separated subscription ids in scope",
     "LABGUARD_RESOURCE_GROUPS": "optional comma-separated resource groups narrowing the scope",
@@ -52,6 +53,7 @@ class Settings:
     mode_override: Literal["audit", "enforce"] | None
     policy_file: str
     arm_endpoint: str
+    arm_audience: str
     ca_bundle: str | None
     subscriptions: tuple[str, ...]
     resource_groups: tuple[str, ...]
@@ -100,6 +102,7 @@ class Settings:
             mode_override=None if mode is None else "enforce" if mode.lower() == "enforce" else "audit",
             policy_file=get("LABGUARD_POLICY_FILE") or "policy.yaml",
             arm_endpoint=arm,
+            arm_audience=(get("LABGUARD_ARM_AUDIENCE") or arm).rstrip("/") + "/",
             ca_bundle=get("LABGUARD_CA_BUNDLE"),
             subscriptions=tuple(s.lower() for s in subscriptions),
             resource_groups=tuple(rg.lower() for rg in _csv(get("LABGUARD_RESOURCE_GROUPS"))),
