@@ -22,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help='seed JSON: {"labPlans": [...], "labs": [...]}')
     p.add_argument("--latency-ms", type=float, default=0, help="added latency per ARM call")
     p.add_argument("--page-size", type=int, default=100)
-    p.add_argument("--lro-delay-s", type=float, default=0.0, help="0: writes complete synchronously")
+    p.add_argument(
+        "--lro-delay-s", type=float, default=0.0, help="seconds a write's LRO stays InProgress (0: due at once)"
+    )
     p.add_argument("--throttle", action="store_true", help="ARM per-subscription token buckets")
     return p
 

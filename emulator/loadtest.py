@@ -2,7 +2,7 @@
 
 Starts ``python -m emulator`` as a separate process seeded with N plans (as ``make demo`` and
 ``bench/`` run it), then drives it over HTTPS with an aiohttp client in this process and prints
-requests/s for GET one plan, list pages of 100, and PATCH (synchronous completion).
+requests/s for GET one plan, list pages of 100, and PATCH (lro_delay_s=0).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ async def _drive(endpoint: str, ca_file: str, token: str, n: int, seconds: float
 
         await run("GET one plan", lambda i: ("GET", plan_url((i * 7919) % n), None))
         await run("LIST page of 100 (first)", list_page)
-        await run("PATCH (sync completion)", lambda i: ("PATCH", plan_url((i * 104729) % n), patch_body))
+        await run("PATCH (lro_delay_s=0)", lambda i: ("PATCH", plan_url((i * 104729) % n), patch_body))
 
 
 def main(argv: list[str] | None = None) -> None:

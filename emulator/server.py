@@ -165,6 +165,7 @@ class EmulatorServer:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self.endpoint = f"https://{self.host}:{self.port}"
         self.store.endpoint = self.endpoint
+        self.issuer.add_audience(self.endpoint)
         loop = asyncio.get_running_loop()
 
         def schedule(delay: float, fn: Callable[[], None]) -> Any:
@@ -226,11 +227,15 @@ class EmulatorServer:
         principal: str | None = None
         status: int | None = None
         kind = "arm"
+        logged_body: Any = None
         try:
             if _TOKEN.match(path) or _OIDC_CONFIG.match(path):
                 kind = "identity"
                 resp, principal = await self._identity(request)
             else:
+                if request.can_read_body:
+                    with contextlib.suppress(ValueError, UnicodeDecodeError):
+                        logged_body = json.loads(await request.read())
                 resp, principal = await self._arm(request)
             status = resp.status
             return resp
@@ -245,6 +250,7 @@ class EmulatorServer:
                     "status": status,
                     "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
                     "principal": principal,
+                    "body": logged_body,
                     "kind": kind,
                     "time": time.time(),
                 }

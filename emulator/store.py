@@ -516,16 +516,6 @@ class Store:
             fail_with=fail_with,
         )
         props = r.body.setdefault("properties", {})
-        if delay <= 0 and fail_with is None:
-            # Synchronous completion: 200/201 with the final body and no polling headers, as the
-            # examples' 200 responses are; DELETE answers 200 with no body.
-            if method != "DELETE":
-                props["provisioningState"] = "Succeeded"
-            r.pending_op = op.id
-            self._complete(op)
-            if method == "DELETE":
-                return Reply(200)
-            return Reply(201 if created else 200, self.view(r.body, api_version))
         if fail_with is not None:
             fail_with["action"] = {"PUT": "create" if created else "update", "PATCH": "update"}.get(method, "delete")
         props["provisioningState"] = {"PUT": "Creating" if created else "Updating", "PATCH": "Updating"}.get(
@@ -548,8 +538,10 @@ class Store:
         )
         return url + "&monitor=location" if location else url
 
-    def _retry_after(self, op: Operation) -> str:
-        return str(max(1, math.ceil(op.done_at - time.monotonic())))
+    @staticmethod
+    def _retry_after(op: Operation) -> str:
+        # Whole seconds until the operation is due; 0 once it is (or with lro_delay_s=0).
+        return str(max(0, math.ceil(op.done_at - time.monotonic() - 0.001)))
 
     def operation_headers(self, op: Operation) -> dict[str, str]:
         return {

@@ -52,6 +52,15 @@ class TokenIssuer:
     def __init__(self, tenant_id: str = DEFAULT_TENANT_ID) -> None:
         self.tenant_id = tenant_id
         self._key = secrets.token_bytes(32)
+        # ARM's audiences plus, once the server knows it, its own base URL (with and without "/"),
+        # as a private ARM (Azure Stack style) accepts tokens for its own endpoint.
+        self.audiences: list[str] = list(ARM_AUDIENCES)
+
+    def add_audience(self, url: str) -> None:
+        base = url.rstrip("/")
+        for aud in (base, base + "/"):
+            if aud not in self.audiences:
+                self.audiences.append(aud)
 
     @property
     def issuer(self) -> str:
@@ -93,7 +102,7 @@ class TokenIssuer:
                 token,
                 self._key,
                 algorithms=["HS256"],
-                audience=list(ARM_AUDIENCES),
+                audience=self.audiences,
                 issuer=self.issuer,
                 options={"require": ["exp", "aud", "iss", "oid", "tid"]},
             )
@@ -106,7 +115,7 @@ class TokenIssuer:
             raise TokenError(
                 "InvalidAuthenticationTokenAudience",
                 "The access token has been obtained for wrong audience or resource. It should exactly match "
-                "one of the allowed audiences 'https://management.core.windows.net/','https://management.azure.com/'.",
+                "one of the allowed audiences " + ",".join(f"'{a}'" for a in self.audiences if a.endswith("/")) + ".",
             ) from exc
         except jwt.InvalidTokenError as exc:
             raise TokenError("InvalidAuthenticationToken", "The access token is invalid.") from exc

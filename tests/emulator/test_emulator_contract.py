@@ -92,6 +92,10 @@ def test_real_client_secret_flow_token_carries_identity(emu: Any) -> None:
     assert emu.principal_id("labguard-app") != emu.principal_id("other-app")
     status, _, _ = _http(emu, "GET", PLAN_PATH, token=token)
     assert status == 404  # authenticated, resource just does not exist
+    # The endpoint's own base URL is an accepted audience too (a private ARM's own audience).
+    own = cred.get_token(f"{emu.endpoint}/.default").token
+    assert jwt.decode(own, options={"verify_signature": False})["aud"] == emu.endpoint + "/"
+    assert _http(emu, "GET", PLAN_PATH, token=own)[0] == 404
 
 
 def test_https_only_with_throwaway_ca(emu: Any) -> None:
@@ -182,8 +186,10 @@ def test_patch_is_rfc7386_merge(emu: Any, client: Any) -> None:
         "location": "eastus",
     }
     resp = raw(client, "PATCH", PLAN_ID, patch)
-    assert resp.status_code == 200
-    got = resp.json()
+    assert resp.status_code == 202
+    assert resp.json()["properties"]["provisioningState"] == "Updating"
+    assert resp.headers["Retry-After"] == "0"  # lro_delay_s=0: due at once
+    got = raw(client, "GET", PLAN_ID).json()
     assert got["tags"] == {"keep": "1", "new": "3"}
     shutdown = got["properties"]["defaultAutoShutdownProfile"]
     assert shutdown["idleDelay"] == "00:30"
@@ -259,7 +265,7 @@ def test_5xx_faults_are_retried(emu: Any, client: Any, status: int) -> None:
     emu.put_plan(_plan())
     emu.add_fault(method="PATCH", path_pattern="/subscriptions/*/labPlans/*", status=status, retry_after=0, count=1)
     client.lab_plans.begin_update(RG, "testlabplan", LabPlanUpdate(support_info=SupportInfo(email="a@b.c"))).result()
-    assert [r["status"] for r in emu.requests() if r["method"] == "PATCH"] == [status, 200]
+    assert [r["status"] for r in emu.requests() if r["method"] == "PATCH"] == [status, 202]
 
 
 def test_connection_reset_fault_is_retried(emu: Any, client: Any) -> None:
@@ -357,6 +363,7 @@ def test_request_log_records_principal_and_clears(emu: Any, client: Any) -> None
     assert entry["query"] == {"api-version": "2023-06-07"}
     assert entry["status"] == 200
     assert entry["principal"] == "emulator-tests"
+    assert entry["body"] is None
     assert entry["duration_ms"] >= 0
     emu.clear_requests()
     assert emu.requests() == []
