@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from emulator.testing import start_emulator
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "labservices-2023-06-07" / "examples"
