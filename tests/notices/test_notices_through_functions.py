@@ -1,0 +1,125 @@
+"""Failure notices end to end: the real Functions, ARM over HTTPS (local endpoint), SMTP, HTTPS and Azurite.
+
+Whichever trigger finds a Failed plan, its support contacts hear about each failure once per channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.testing import start_emulator
+from tests.app.test_functions_e2e import deliver, tick, write_event
+from tests.notices.plans import SUB, SUPPORT, plan_json
+from tests.notices.servers import HttpsReceiver, SmtpServer, TlsMaterial
+
+ERROR = {
+    "action": "Update",
+    "code": "SubnetInUse",
+    "message": "The subnet 'labs' is in use by another lab plan.",
+    "timestamp": "2026-11-23T09:00:00Z",
+}
+POLICY = "mode: enforce\nautoShutdown:\n  shutdownOnDisconnect: Enabled\n"
+
+
+@pytest.fixture
+def emu() -> Iterator[Any]:
+    with start_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def app_env(
+    emu: Any, env: dict[str, str], tls: TlsMaterial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Every notice channel on, ARM pointed at the local endpoint; one CA bundle trusting both."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(Path(tls.ca_file).read_text() + Path(emu.ca_file).read_text())
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    values = {
+        **env,
+        "LABGUARD_CA_BUNDLE": str(bundle),
+        "LABGUARD_ARM_ENDPOINT": emu.endpoint,
+        "LABGUARD_ARM_AUDIENCE": "https://management.azure.com/",
+        "LABGUARD_SUBSCRIPTIONS": SUB,
+        "LABGUARD_POLICY_FILE": str(policy),
+        "AZURE_TENANT_ID": emu.tenant_id,
+        "AZURE_CLIENT_ID": "labguard-app",
+        "AZURE_CLIENT_SECRET": "local-test-secret",
+        "AZURE_AUTHORITY_HOST": emu.authority,
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture(autouse=True)
+async def _close_runtimes() -> Any:
+    yield
+    from shared.runs import close_runtimes
+
+    await close_runtimes()
+
+
+def failed_plan(emu: Any, error: dict[str, str] = ERROR, **kw: Any) -> str:
+    body = plan_json(state="Succeeded", with_error=False, support=SUPPORT, **kw)
+    emu.put_plan(body)
+    emu.fail_plan(body["id"], error)
+    return str(body["id"])
+
+
+async def test_one_notice_per_channel_for_repeated_events_and_the_sweep(
+    emu: Any, app_env: dict[str, str], smtp: SmtpServer, receiver: HttpsReceiver
+) -> None:
+    plan_id = failed_plan(emu)
+    event = write_event(plan_id)
+    await deliver(event)
+    await deliver(event)  # Event Grid redelivers: at least once
+    await tick()  # and the sweep finds the same failure
+    assert len(smtp.messages) == 1
+    mail = smtp.messages[0]
+    assert mail.rcpt_tos == [SUPPORT["email"]]
+    text = mail.body("plain")
+    for expected in (plan_id, "SubnetInUse", "Update", "2026-11-23T09:00:00Z", SUPPORT["phone"], "portal.azure.com"):
+        assert expected in text
+    topic = receiver.to("/api/events")
+    assert len(topic) == 1
+    assert topic[0].headers["aeg-sas-key"] == app_env["LABGUARD_EVENTGRID_TOPIC_KEY"]
+    [cloud_event] = topic[0].json()
+    assert cloud_event["type"] == "Labguard.LabPlan.ProvisioningFailed"
+    assert cloud_event["data"]["error"]["code"] == "SubnetInUse"
+    assert [r["method"] for r in emu.requests() if r["kind"] == "arm" and r["method"] != "GET"] == []
+
+
+async def test_a_new_failure_notifies_again_and_recovery_closes_the_record(
+    emu: Any, app_env: dict[str, str], smtp: SmtpServer
+) -> None:
+    plan_id = failed_plan(emu)
+    await deliver(write_event(plan_id))
+    emu.fail_plan(plan_id, {**ERROR, "code": "QuotaExceeded", "timestamp": "2026-11-23T11:00:00Z"})
+    await deliver(write_event(plan_id))
+    assert [m.message["Subject"].split(": ")[-1] for m in smtp.messages] == ["SubnetInUse", "QuotaExceeded"]
+    emu.set_state(plan_id, "Succeeded")
+    await tick()
+    assert len(smtp.messages) == 2
+
+
+async def test_smtp_down_fails_the_run_then_the_next_run_delivers_once(
+    emu: Any, app_env: dict[str, str], smtp: SmtpServer
+) -> None:
+    from shared.runs import RunFailed
+
+    plan_id = failed_plan(emu)
+    smtp.recorder.fail_data_with = "451 4.3.0 try again later"
+    with pytest.raises(RunFailed, match="notice not delivered"):
+        await deliver(write_event(plan_id))  # raises: Event Grid redelivers
+    assert smtp.messages == []
+    smtp.recorder.fail_data_with = None
+    await tick()
+    await deliver(write_event(plan_id))
+    assert len(smtp.messages) == 1
+    assert smtp.messages[0].rcpt_tos == [SUPPORT["email"]]
