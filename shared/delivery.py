@@ -26,7 +26,7 @@ from typing import Literal
 import aiohttp
 
 from shared.lab_plans import LabPlan, PlanId
-from shared.ledger import Claim, Ledger, LedgerRow
+from shared.ledger import Claim, Ledger, LedgerRow, partition_key
 from shared.mail import SmtpConfig, send_notice
 from shared.notices import Notice, clean_line, failure_digest
 from shared.settings import Settings
@@ -331,6 +331,22 @@ class Notifier:
             except Exception as exc:  # any ledger fault: deliver anyway, report it
                 run.ledger_faults.append(f"ledger release failed (retried after the claim lease): {_fault(exc)}")
         return ChannelResult(channel.name, "failed", clean_line(detail, 500))
+
+    async def open_snapshot(self) -> frozenset[str] | None:
+        """Which plans have open notice records (one ledger query), so a sweep resolves only those.
+
+        None when there is no ledger or it cannot be read: callers then resolve plan by plan.
+        """
+        if self._ledger is None:
+            return None
+        try:
+            return await self._ledger.open_partitions()
+        except Exception as exc:  # any ledger fault: fall back to per-plan checks
+            log.warning("notice ledger fault while listing open records: %s", _fault(exc))
+            return None
+
+    def may_have_open(self, snapshot: frozenset[str] | None, plan: LabPlan) -> bool:
+        return snapshot is None or partition_key(plan.id) in snapshot
 
     async def resolve(self, plan: LabPlan) -> None:
         """The plan is back in Succeeded: close its open ledger rows (one query). Ledger faults are logged."""

@@ -204,6 +204,18 @@ class Ledger:
             await self._client.submit_transaction(operations[start : start + 100])
         return len(operations)
 
+    async def open_partitions(self) -> frozenset[str]:
+        """Partition keys of every plan with an open row: one query per sweep instead of one per plan."""
+        try:
+            return frozenset(
+                [
+                    str(entity["PartitionKey"])
+                    async for entity in self._client.query_entities("IsOpen eq true", select=["PartitionKey"])
+                ]
+            )
+        except ResourceNotFoundError:  # no table yet: nothing is open
+            return frozenset()
+
     async def open_failures(self, plan_id: PlanId) -> list[dict[str, Any]]:
         """Open rows of a plan (for reports and tests)."""
         await self._ensure_table()

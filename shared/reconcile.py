@@ -38,6 +38,10 @@ class FailureNotifier(Protocol):
 
     async def resolve(self, plan: LabPlan) -> None: ...
 
+    async def open_snapshot(self) -> frozenset[str] | None: ...
+
+    def may_have_open(self, snapshot: frozenset[str] | None, plan: LabPlan) -> bool: ...
+
 
 @dataclass(frozen=True)
 class PlanOutcome:
@@ -135,6 +139,8 @@ class Reconciler:
         calls_before = Counter(self._arm.counter.by_kind)
         throttled_before = self._arm.counter.throttled
         summary = SweepSummary()
+        # One ledger query up front, so recovered plans are resolved without a query per plan.
+        open_notices = await self._notifier.open_snapshot() if self._notifier is not None else None
         queue: asyncio.Queue[LabPlan | BadPlan | None] = asyncio.Queue(maxsize=self._concurrency * 4)
 
         async def produce(subscription: str, resource_group: str | None) -> None:
@@ -154,7 +160,7 @@ class Reconciler:
                 item = await queue.get()
                 if item is None:
                     return
-                outcome = await self._safe_act(item, correlation_id)
+                outcome = await self._safe_act(item, correlation_id, open_notices)
                 summary.counts[outcome.status] += 1
                 if outcome.status == "failed":
                     summary.failures.append((outcome.plan_id, outcome.detail or "failed"))
@@ -178,12 +184,14 @@ class Reconciler:
         record(log, logging.INFO, "sweep.summary", mode=self.mode, correlation_id=correlation_id, **summary.as_record())
         return summary
 
-    async def _safe_act(self, item: LabPlan | BadPlan, correlation_id: str | None) -> PlanOutcome:
+    async def _safe_act(
+        self, item: LabPlan | BadPlan, correlation_id: str | None, open_notices: frozenset[str] | None
+    ) -> PlanOutcome:
         if isinstance(item, BadPlan):
             record(log, logging.ERROR, "plan.unreadable", plan_id=item.id, error=item.reason)
             return PlanOutcome(item.id, "failed", detail=f"unreadable plan JSON: {item.reason}")
         try:
-            return await self._act(item, fresh=False, correlation_id=correlation_id)
+            return await self._act(item, fresh=False, correlation_id=correlation_id, open_notices=open_notices)
         except PlanGone:
             return PlanOutcome(item.id.key, "gone", detail="deleted during the sweep")
         except ArmError as exc:
@@ -192,7 +200,14 @@ class Reconciler:
             )
             return PlanOutcome(item.id.key, "failed", detail=str(exc))
 
-    async def _act(self, plan: LabPlan, *, fresh: bool, correlation_id: str | None) -> PlanOutcome:
+    async def _act(
+        self,
+        plan: LabPlan,
+        *,
+        fresh: bool,
+        correlation_id: str | None,
+        open_notices: frozenset[str] | None = None,
+    ) -> PlanOutcome:
         evaluation = evaluate(plan, self._policy, self._clock())
         if evaluation.patch and self.mode == "enforce" and not self._dry_run and not fresh:
             # The list is a snapshot: read the plan again right before writing to it.
@@ -202,8 +217,14 @@ class Reconciler:
 
         if evaluation.status == "failed":  # provisioningState Failed: tell the support contacts
             return await self._report_failure(plan, evaluation, correlation_id)
-        if self._notifier is not None and self._notifier.enabled and plan.provisioning_state == "Succeeded":
-            await self._notifier.resolve(plan)
+        notifier = self._notifier
+        if (
+            notifier is not None
+            and notifier.enabled
+            and plan.provisioning_state == "Succeeded"
+            and notifier.may_have_open(open_notices, plan)
+        ):
+            await notifier.resolve(plan)
         if evaluation.status in ("skipped", "exempt"):
             record(
                 log,

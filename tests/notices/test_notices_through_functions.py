@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from emulator.testing import start_emulator
+from shared.lab_plans import PlanId
+from shared.ledger import Ledger
 from tests.app.test_functions_e2e import deliver, tick, write_event
 from tests.notices.plans import SUB, SUPPORT, plan_json
 from tests.notices.servers import HttpsReceiver, SmtpServer, TlsMaterial
@@ -103,8 +105,12 @@ async def test_a_new_failure_notifies_again_and_recovery_closes_the_record(
     emu.fail_plan(plan_id, {**ERROR, "code": "QuotaExceeded", "timestamp": "2026-11-23T11:00:00Z"})
     await deliver(write_event(plan_id))
     assert [m.message["Subject"].split(": ")[-1] for m in smtp.messages] == ["SubnetInUse", "QuotaExceeded"]
-    emu.set_state(plan_id, "Succeeded")
-    await tick()
+    ledger = Ledger.from_connection_string(app_env["AzureWebJobsStorage"], app_env["LABGUARD_LEDGER_TABLE"])
+    async with ledger:
+        assert await ledger.open_failures(PlanId.parse(plan_id))
+        emu.set_state(plan_id, "Succeeded")
+        await tick()  # the sweep sees the plan recovered and closes its records
+        assert await ledger.open_failures(PlanId.parse(plan_id)) == []
     assert len(smtp.messages) == 2
 
 
