@@ -271,3 +271,15 @@ def test_cli_write_schema(tmp_path: Path) -> None:
 
     assert main(["--write-schema", str(tmp_path / "s.json")]) == 0
     assert (tmp_path / "s.json").read_text(encoding="utf-8") == schema_text()
+
+
+def test_editors_schema_accepts_the_bundled_policy_and_rejects_what_load_refuses() -> None:
+    """What an editor checks with policy.schema.json agrees with what labguard accepts at load."""
+    import jsonschema
+    import yaml
+
+    schema = json.loads((REPO / "policy.schema.json").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    assert list(validator.iter_errors(yaml.safe_load((REPO / "policy.yaml").read_text(encoding="utf-8")))) == []
+    for text in ("colour: blue", "connection: {clientRdpAccess: Wide}", "autoShutdown: {maxIdleDelay: 15 minutes}"):
+        assert list(validator.iter_errors(yaml.safe_load(text))), text
