@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from shared.lab_plans import PROVIDER, LabPlan, PlanId
+from shared.pacing import Pacer, request_kind, subscription_of
 from shared.settings import Settings
 from shared.tls import trust_bundle
 
@@ -119,6 +120,24 @@ def _counting_policy(counter: CallCounter) -> Any:
             counter.on_response(request, response)
 
     return _Counting()
+
+
+def _pacing_policy(pacer: Pacer) -> Any:
+    """Waits for the subscription's ARM budget before each attempt (retries included) and reads ARM's answer."""
+    from azure.core.pipeline.policies import AsyncHTTPPolicy
+
+    class _Pacing(AsyncHTTPPolicy[Any, Any]):
+        async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+            http = request.http_request
+            subscription = subscription_of(http.url)
+            if subscription is None:  # tenant-level request: not a subscription budget
+                return await self.next.send(request)
+            ticket = await pacer.acquire(subscription, request_kind(http.method))
+            response = await self.next.send(request)
+            pacer.observe(ticket, response.http_response.status_code, response.http_response.headers)
+            return response
+
+    return _Pacing()
 
 
 class LabPlansArm:
@@ -312,11 +331,13 @@ async def open_arm(
     credential: Any | None = None,
     operation_timeout_s: float = 300.0,
     poll_interval_s: float = 5.0,
+    pacer: Pacer | None = None,
 ) -> AsyncIterator[ArmSession]:
     """Build the async SDK client and credential for one run and close both afterwards.
 
     Credentials come from DefaultAzureCredential (managed identity in Azure, ``az login`` on a laptop,
-    AZURE_CLIENT_ID for a user-assigned identity) unless one is passed in.
+    AZURE_CLIENT_ID for a user-assigned identity) unless one is passed in. With a ``pacer``, every
+    request waits for its subscription's ARM budget first (:mod:`shared.pacing`).
     """
     from azure.mgmt.labservices.aio import ManagedLabsClient
 
@@ -335,7 +356,7 @@ async def open_arm(
         api_version=API_VERSION,
         credential_scopes=[scope],
         connection_verify=verify,
-        per_retry_policies=[_counting_policy(counter)],
+        per_retry_policies=[_counting_policy(counter)] + ([_pacing_policy(pacer)] if pacer is not None else []),
     )
     try:
         plans = LabPlansArm(

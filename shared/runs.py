@@ -67,10 +67,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 async def build_runtime(settings: Settings, *, credential: Any | None = None, **arm_options: Any) -> Runtime:
-    """Open the ARM session and the notice channels and load the policy; close with ``Runtime.close``."""
+    """Open the ARM session and the notice channels and load the policy; close with ``Runtime.close``.
+
+    Requests are paced to ARM's per-subscription budget (one :class:`shared.pacing.Pacer` per runtime,
+    shared by sweeps and events) unless ``pacer=None`` is passed.
+    """
     from shared.arm import open_arm
     from shared.delivery import Notifier
+    from shared.pacing import Pacer
     from shared.policy import load_policy
+
+    arm_options.setdefault("pacer", Pacer())
 
     policy_path = Path(settings.policy_file)
     if not policy_path.is_absolute():
