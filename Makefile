@@ -14,6 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 # checkov pins libraries that clash with the app's (packaging<24, an older pycep-parser): own venv.
@@ -44,8 +45,8 @@ schema: $(STAMP)
 test: $(STAMP) node_modules/.installed .venv-checkov/.installed lint typecheck imports
 	$(VENV)/bin/pytest
 
-demo: $(STAMP)
-	$(PY) -m shared.report --policy policy.yaml samples/lab_plans.json
+demo: $(STAMP) node_modules/.installed
+	$(VENV)/bin/labguard demo
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -1,0 +1,4 @@
+"""labguard's command line for admins: ``labguard audit | enforce | check-policy | demo``.
+
+Built on the same core (``shared.reconcile``) and ARM adapter (``shared.arm``) as the Functions.
+"""

@@ -1,0 +1,5 @@
+"""``python -m labguard``: the same as the ``labguard`` command."""
+
+from labguard.cli import main
+
+main()

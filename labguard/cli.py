@@ -1,0 +1,246 @@
+"""``labguard``: see and fix a lab estate from a terminal, on the same core and ARM adapter as the Functions.
+
+Exit status: 0 = every plan in scope is compliant (or exempt / skipped); 1 = drift left, a plan whose
+provisioning failed, or a plan or scope that could not be read; 2 = a usage or configuration error
+(one line on stderr says what to do); 130 = interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from labguard import core, render
+
+app = typer.Typer(
+    name="labguard",
+    help="Keep Azure Lab Services lab plans inside your school's baseline: audit, enforce, check the policy.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Subscriptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--subscription",
+        "-s",
+        help="Subscription id in scope (repeatable or comma-separated); default LABGUARD_SUBSCRIPTIONS.",
+        show_default=False,
+    ),
+]
+ResourceGroups = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--resource-group",
+        "-g",
+        help="Only these resource groups (repeatable or comma-separated); default LABGUARD_RESOURCE_GROUPS.",
+        show_default=False,
+    ),
+]
+PolicyFile = Annotated[
+    str | None,
+    typer.Option(
+        "--policy", "-p", help="Policy file; default LABGUARD_POLICY_FILE, else policy.yaml.", show_default=False
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of the table.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also print labguard's structured log records.")]
+
+
+def _err() -> Console:
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    _err().print(f"[bold red]labguard:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def quiet_logs(verbose: bool) -> Iterator[None]:
+    """labguard's records and the Azure SDK's warnings stay off the terminal unless --verbose."""
+    names = ("labguard", "azure", "asyncio")
+    saved = [(logging.getLogger(n), logging.getLogger(n).propagate, list(logging.getLogger(n).handlers)) for n in names]
+    handler: logging.Handler
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    for logger, _, _ in saved:
+        logger.handlers = [handler]
+        logger.propagate = False
+    logging.getLogger("labguard").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, propagate, handlers in saved:
+            logger.handlers = handlers
+            logger.propagate = propagate
+
+
+def _flags(subscription: list[str] | None, resource_group: list[str] | None, policy: str | None) -> core.Flags:
+    return core.Flags(subscriptions=subscription, resource_groups=resource_group, policy=policy)
+
+
+def sweep(
+    command: str,
+    flags: core.Flags,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    verbose: bool,
+    env: Any = None,
+    out: Console | None = None,
+    credential: Any = None,
+) -> int:
+    """Run ``audit`` or ``enforce`` and print it; returns the exit code. Raises ConfigError."""
+    env = os.environ if env is None else env
+    out = out or render.console()
+    mode = "audit" if command == "audit" else "enforce"
+    settings = core.resolve_settings(env, flags, mode=mode)  # type: ignore[arg-type]
+    core.require_scope(settings)
+    policy = core.read_policy(settings.policy_file, settings.mode_override)
+    err = Console(file=sys.stderr)
+    show_progress = err.is_terminal and not as_json
+    streaming = command == "enforce" and not as_json
+
+    async def go() -> core.RunResult:
+        progress: Progress | None = None
+        task = None
+        if show_progress:
+            progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed} plans"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
+            task = progress.add_task(f"{command}: sweeping", total=None)
+            progress.start()
+        printer = progress.console if progress is not None and streaming and out.file is err.file else out
+
+        def on_result(item: core.PlanResult) -> None:
+            if progress is not None and task is not None:
+                progress.advance(task)
+            if streaming:
+                line = render.change_line(item, dry_run=dry_run)
+                if line is not None:
+                    (progress.console if progress is not None else printer).print(line, soft_wrap=True)
+
+        try:
+            return await core.run(
+                settings, policy, command=command, dry_run=dry_run, on_result=on_result, credential=credential
+            )  # type: ignore[arg-type]
+        finally:
+            if progress is not None:
+                progress.stop()
+
+    with quiet_logs(verbose):
+        result: core.RunResult = asyncio.run(go())
+    if as_json:
+        out.print_json(json.dumps(render.run_json(result)))
+    else:
+        if streaming:
+            out.print()
+        render.print_run(out, result, changes_shown=streaming)
+    return result.exit_code
+
+
+def _guard(body: Callable[[], int]) -> None:
+    try:
+        code = body()
+    except core.ConfigError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def audit(
+    subscription: Subscriptions = None,
+    resource_group: ResourceGroups = None,
+    policy: PolicyFile = None,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
+) -> None:
+    """Report every plan in scope against the policy; change nothing. Exit 0 compliant, 1 drift or failure, 2 error."""
+    _guard(
+        lambda: sweep(
+            "audit", _flags(subscription, resource_group, policy), dry_run=False, as_json=as_json, verbose=verbose
+        )
+    )
+
+
+@app.command()
+def enforce(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the patches without sending them.")] = False,
+    subscription: Subscriptions = None,
+    resource_group: ResourceGroups = None,
+    policy: PolicyFile = None,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
+) -> None:
+    """Send each drifted plan its minimal patch (only ever tightening) and show every change."""
+    _guard(
+        lambda: sweep(
+            "enforce", _flags(subscription, resource_group, policy), dry_run=dry_run, as_json=as_json, verbose=verbose
+        )
+    )
+
+
+@app.command("check-policy")
+def check_policy(
+    file: Annotated[
+        str | None,
+        typer.Argument(help="Policy file; default LABGUARD_POLICY_FILE, else policy.yaml.", show_default=False),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Validate a policy file and print the effective rules per scope. Exit 0 valid, 2 invalid."""
+
+    def body() -> int:
+        path = core.policy_path(file, os.environ.get("LABGUARD_POLICY_FILE", "").strip() or None)
+        policy = core.read_policy(path)
+        out = render.console()
+        if as_json:
+            out.print_json(json.dumps(render.policy_json(policy)))
+        else:
+            render.print_policy(out, policy)
+        return 0
+
+    _guard(body)
+
+
+@app.command()
+def demo() -> None:
+    """Run the whole story on this machine with no Azure: local endpoint, Azurite, SMTP sink (make demo)."""
+    from labguard.demo import run_demo
+
+    raise typer.Exit(run_demo())
+
+
+def main() -> None:
+    """The ``labguard`` console script."""
+    app(prog_name="labguard")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""How the command shows a run: a rich table for people, JSON for scripts, one line per change."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import IO, Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from labguard.core import PlanResult, RunResult
+from shared.policy import Policy, Rules
+from shared.report import evaluation_to_dict
+
+# status -> (label in the STATE column, style)
+STATES: dict[str, tuple[str, str]] = {
+    "compliant": ("compliant", "green"),
+    "fixed": ("fixed", "green"),
+    "drifted": ("drifted", "yellow"),
+    "exempt": ("exempt", "cyan"),
+    "skipped": ("skipped", "dim"),
+    "provisioning-failed": ("FAILED", "bold red"),
+    "failed": ("error", "bold red"),
+    "gone": ("deleted", "dim"),
+}
+ORDER = ("fixed", "compliant", "drifted", "exempt", "skipped", "provisioning-failed", "failed", "gone")
+MIN_PLAIN_WIDTH = 120
+
+
+def console(stream: IO[str] | None = None, *, width: int | None = None) -> Console:
+    """A console for stdout (or ``stream``); when it is not a terminal, wide enough to keep rows on one line."""
+    stream = stream or sys.stdout
+    probe = Console(file=stream)
+    if probe.is_terminal:
+        return probe
+    columns = width or int(os.environ.get("COLUMNS", "0") or 0) or MIN_PLAIN_WIDTH
+    return Console(file=stream, width=max(columns, MIN_PLAIN_WIDTH), highlight=False)
+
+
+def short_sub(subscription_id: str) -> str:
+    return subscription_id[:8] + "…"
+
+
+def where(result: PlanResult) -> str:
+    pid = result.plan_id
+    return "?" if pid is None else f"{short_sub(pid.subscription_id)}/{pid.resource_group}"
+
+
+def plan_name(result: PlanResult) -> str:
+    pid = result.plan_id
+    return result.outcome.plan_id if pid is None else pid.name
+
+
+def change_text(result: PlanResult) -> str:
+    """``field observed -> bound`` for each violation, joined (what enforce writes / wrote)."""
+    evaluation = result.outcome.evaluation
+    if evaluation is None:
+        return ""
+    parts = []
+    for finding in evaluation.violations:
+        observed = "(not set)" if finding.observed is None else finding.observed
+        parts.append(f"{finding.field.rsplit('.', 1)[-1]} {observed} → {finding.patch_value}")
+    return ", ".join(parts)
+
+
+def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
+    """(text, style) lines for the FINDINGS column."""
+    outcome = result.outcome
+    evaluation = outcome.evaluation
+    status = outcome.status
+    lines: list[tuple[str, str]] = []
+    if status in ("drifted", "fixed") and evaluation is not None:
+        lines += [(line, "") for line in change_text(result).split(", ") if line]
+    elif status == "exempt" and evaluation is not None:
+        lines.append((f"exempt: {evaluation.reason}", ""))
+        if evaluation.violations:
+            lines.append(("not enforced: " + change_text(result), "dim"))
+    elif status == "skipped" and evaluation is not None:
+        lines.append((f"{evaluation.reason}: not checked, looked at again next sweep", ""))
+    elif status == "provisioning-failed" and evaluation is not None:
+        plan = evaluation.plan
+        error = plan.error
+        message = f" ({error.message})" if error and error.message else ""
+        lines.append((f"{evaluation.reason}{message}", ""))
+        contact = plan.support.email if plan.support and plan.support.email else "no support email"
+        if result.notice is not None:
+            lines.append((f"{result.notice.describe()}; owner contact {contact}", ""))
+        else:
+            lines.append((f"owner contact {contact}; the Functions notify it (no ledger here to check)", "dim"))
+    elif status in ("failed", "gone"):
+        lines.append((outcome.detail or status, ""))
+    if evaluation is not None:
+        for finding in evaluation.findings:
+            if finding.rule in ("exemption.expired", "exemption.invalid-until"):
+                lines.append((finding.message, "dim"))
+    return lines
+
+
+def state_text(status: str, *, dry_run: bool = False) -> Text:
+    label, style = STATES.get(status, (status, ""))
+    if status == "drifted" and dry_run:
+        label = "would fix"
+    return Text(label, style=style)
+
+
+def plans_table(result: RunResult) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
+    table.add_column("PLAN", no_wrap=True)
+    table.add_column("SUBSCRIPTION / RESOURCE GROUP", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("FINDINGS", overflow="fold")
+    previous = None
+    for item in result.sorted_results():
+        pid = item.plan_id
+        group = (pid.subscription_id, pid.resource_group.lower()) if pid else None
+        if previous is not None and group != previous:
+            table.add_section()
+        previous = group
+        findings = Text()
+        for index, (line, style) in enumerate(findings_lines(item)):
+            if index:
+                findings.append("\n")
+            findings.append(line, style=style)
+        table.add_row(
+            plan_name(item), where(item), state_text(item.status, dry_run=result.command == "enforce"), findings
+        )
+    return table
+
+
+def summary_line(result: RunResult) -> str:
+    counts = result.counts
+    total = sum(counts.values())
+    parts = [
+        f"{counts[s]} {STATES[s][0].lower() if s != 'provisioning-failed' else 'failed'}" for s in ORDER if counts[s]
+    ]
+    if result.command == "enforce" and result.dry_run and counts["drifted"]:
+        parts = [p.replace("drifted", "to fix") for p in parts]
+    plans = f"{total} plan{'s' if total != 1 else ''}"
+    return f"{plans}: {', '.join(parts) or 'none found'} ({result.duration_s:.1f} s)"
+
+
+def header_lines(result: RunResult) -> list[str]:
+    settings = result.settings
+    subs = ", ".join(settings.subscriptions)
+    groups = ", ".join(settings.resource_groups) if settings.resource_groups else "all resource groups"
+    if result.command == "audit":
+        what = "labguard audit: report only, nothing is changed (→ shows what enforce would write)"
+    elif result.dry_run:
+        what = "labguard enforce --dry-run: the patches enforce would send, nothing is changed"
+    else:
+        what = "labguard enforce: minimal patches, only ever tightening"
+    return [
+        what,
+        f"policy   {result.policy.source}",
+        f"endpoint {settings.arm_endpoint}",
+        f"scope    {len(settings.subscriptions)} subscription{'s' if len(settings.subscriptions) != 1 else ''} "
+        f"({subs}); {groups}",
+    ]
+
+
+def verdict_line(result: RunResult) -> Text:
+    counts = result.counts
+    if result.exit_code == 0:
+        if result.command == "enforce" and not result.dry_run and counts["fixed"]:
+            return Text(f"exit 0: fixed {counts['fixed']}; every enforceable plan in scope is compliant", style="green")
+        return Text("exit 0: every plan in scope is compliant (or exempt / skipped)", style="green")
+    reasons = []
+    if counts["drifted"]:
+        n = counts["drifted"]
+        reasons.append(
+            f"{n} plan{'s' if n != 1 else ''} {'would be fixed' if result.command == 'enforce' else 'drifted'}"
+        )
+    if counts["provisioning-failed"]:
+        n = counts["provisioning-failed"]
+        reasons.append(f"{n} plan{'s' if n != 1 else ''} failed to provision (its owner's to fix)")
+    if counts["failed"]:
+        reasons.append(f"{counts['failed']} could not be checked")
+    if result.list_failures:
+        reasons.append(f"{len(result.list_failures)} scope(s) could not be listed")
+    return Text("exit 1: " + "; ".join(reasons), style="yellow")
+
+
+def print_run(out: Console, result: RunResult, *, changes_shown: bool = False) -> None:
+    for line in header_lines(result):
+        out.print(line, style="bold" if line.startswith("labguard") else None, soft_wrap=True)
+    out.print()
+    if result.command == "enforce" and changes_shown:
+        attention = [r for r in result.sorted_results() if r.status not in ("fixed", "compliant")]
+        if result.dry_run:
+            attention = [r for r in attention if r.status != "drifted"]
+        if attention:
+            shown = RunResult(result.command, result.dry_run, result.settings, result.policy, attention)
+            out.print("Plans labguard did not change:")
+            out.print(plans_table(shown))
+    else:
+        out.print(plans_table(result))
+    for scope, error in result.list_failures:
+        out.print(Text(f"could not list {scope}: {error}", style="red"), soft_wrap=True)
+    out.print()
+    out.print(summary_line(result))
+    out.print(verdict_line(result))
+
+
+def run_json(result: RunResult) -> dict[str, Any]:
+    settings = result.settings
+    plans = []
+    for item in result.sorted_results():
+        outcome = item.outcome
+        pid = item.plan_id
+        entry: dict[str, Any] = {
+            "id": pid.path if pid else outcome.plan_id,
+            "subscriptionId": pid.subscription_id if pid else None,
+            "resourceGroup": pid.resource_group if pid else None,
+            "name": pid.name if pid else None,
+            "status": outcome.status,
+            "detail": outcome.detail if outcome.status in ("failed", "gone", "skipped", "exempt") else None,
+        }
+        if outcome.evaluation is not None:
+            evaluation = evaluation_to_dict(outcome.evaluation)
+            entry["reason"] = evaluation["reason"]
+            entry["findings"] = evaluation["findings"]
+            entry["patch"] = evaluation["patch"]
+        if item.notice is not None:
+            entry["notice"] = {
+                "sent": list(item.notice.sent),
+                "pending": list(item.notice.pending),
+                "problem": item.notice.problem,
+            }
+        plans.append(entry)
+    return {
+        "command": result.command,
+        "dryRun": result.dry_run,
+        "policy": result.policy.source,
+        "endpoint": settings.arm_endpoint,
+        "scope": {"subscriptions": list(settings.subscriptions), "resourceGroups": list(settings.resource_groups)},
+        "summary": {status: result.counts[status] for status in ORDER if result.counts[status]},
+        "plans": plans,
+        "listFailures": [{"scope": scope, "error": error} for scope, error in result.list_failures],
+        "exitCode": result.exit_code,
+        "durationSeconds": round(result.duration_s, 3),
+    }
+
+
+def change_line(result: PlanResult, *, dry_run: bool) -> Text | None:
+    """One line per plan enforce patched (or would patch); None for every other outcome."""
+    if result.status not in ("fixed", "drifted"):
+        return None
+    verb = "would fix" if dry_run or result.status == "drifted" else "fixed"
+    line = Text()
+    line.append(f"{verb:<9} ", style="yellow" if verb == "would fix" else "green")
+    line.append(f"{plan_name(result)}", style="bold")
+    line.append(f" ({where(result)}): {change_text(result)}")
+    return line
+
+
+# ------------------------------------------------------------------------------------ check-policy
+
+
+def _bound(section: str, key: str, value: str | None) -> str:
+    if value is None:
+        return "not governed"
+    if key.startswith("max"):
+        return f"at most {value}"
+    if key.startswith("min"):
+        return f"at least {value}"
+    if section == "connection":
+        return f"at most {value}"
+    return value
+
+
+def _rule_rows(rules: Rules) -> list[tuple[str, str]]:
+    rows = []
+    for section, values in rules.to_policy_dict().items():
+        for key, value in values.items():
+            rows.append((key, _bound(section, key, value)))
+    return rows
+
+
+def _scope_label(scope: str) -> str:
+    kind, _, key = scope.partition(" ")
+    if kind == "subscription":
+        return f"subscription {short_sub(key)}"
+    if kind == "resource":  # "resource group <sub>/<rg>"
+        sub, _, group = key.removeprefix("group ").partition("/")
+        return f"{short_sub(sub)}/{group}"
+    return scope
+
+
+def policy_tables(policy: Policy, *, per_table: int = 3) -> Iterable[Table]:
+    scopes = policy.describe()
+    baseline = _rule_rows(scopes.pop("baseline"))
+    overrides = list(scopes.items())
+    chunks: Sequence[list[tuple[str, Rules]]] = [
+        overrides[i : i + per_table] for i in range(0, len(overrides), per_table)
+    ] or [[]]
+    for chunk in chunks:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table.add_column("SETTING", no_wrap=True)
+        table.add_column("baseline", no_wrap=True)
+        columns = [_rule_rows(rules) for _, rules in chunk]
+        for scope, _ in chunk:
+            table.add_column(_scope_label(scope), no_wrap=True)
+        for index, (key, value) in enumerate(baseline):
+            cells: list[Text | str] = [key, value]
+            for rows in columns:
+                other = rows[index][1]
+                cells.append(Text(other + " *", style="bold") if other != value else Text(other, style="dim"))
+            table.add_row(*cells)
+        yield table
+
+
+def policy_json(policy: Policy) -> dict[str, Any]:
+    return {
+        "source": policy.source,
+        "mode": policy.mode,
+        "exemptionTag": policy.exemption_tag,
+        "scopes": {scope: rules.to_policy_dict() for scope, rules in policy.describe().items()},
+    }
+
+
+def print_policy(out: Console, policy: Policy) -> None:
+    subs, groups = len(policy.subscriptions), len(policy.resource_groups)
+    out.print(
+        f"{policy.source}: valid. mode {policy.mode}; exemption tag {policy.exemption_tag} "
+        f"(+ {policy.exemption_until_tag}); {subs} subscription override{'s' if subs != 1 else ''}, "
+        f"{groups} resource group override{'s' if groups != 1 else ''}",
+        soft_wrap=True,
+    )
+    for scope in policy.describe():
+        if scope != "baseline":
+            out.print(f"  {_scope_label(scope)} = {scope}", soft_wrap=True)
+    out.print()
+    for table in policy_tables(policy):
+        out.print(table)
+        out.print()
+    if policy.subscriptions or policy.resource_groups:
+        out.print("* differs from the baseline. Precedence: resource group > subscription > baseline.")
