@@ -116,6 +116,8 @@ def sweep(
     core.require_scope(settings)
     policy = core.read_policy(settings.policy_file, settings.mode_override)
     err = Console(file=sys.stderr)
+    if not as_json:
+        render.print_header(out, core.RunResult(command, dry_run, settings, policy))  # type: ignore[arg-type]
     show_progress = err.is_terminal and not as_json
     streaming = command == "enforce" and not as_json
 
@@ -157,9 +159,9 @@ def sweep(
     if as_json:
         out.print_json(json.dumps(render.run_json(result)))
     else:
-        if streaming:
+        if streaming and (result.counts["fixed"] or result.counts["drifted"]):
             out.print()
-        render.print_run(out, result, changes_shown=streaming)
+        render.print_run(out, result, changes_shown=streaming, header=False)
     return result.exit_code
 
 
@@ -218,7 +220,7 @@ def check_policy(
 
     def body() -> int:
         path = core.policy_path(file, os.environ.get("LABGUARD_POLICY_FILE", "").strip() or None)
-        policy = core.read_policy(path)
+        policy = core.read_policy(path, hint="")
         out = render.console()
         if as_json:
             out.print_json(json.dumps(render.policy_json(policy)))

@@ -99,11 +99,13 @@ def policy_path(flag: str | None, setting: str | None) -> Path:
     return here.resolve() if here.exists() else (APP_ROOT / name).resolve()
 
 
-def read_policy(path: str | os.PathLike[str], mode: Mode | None = None) -> Policy:
+def read_policy(
+    path: str | os.PathLike[str], mode: Mode | None = None, *, hint: str = " (or pass --policy FILE)"
+) -> Policy:
     try:
         return load_policy(path, mode_override=mode)
     except PolicyError as exc:
-        raise ConfigError(f"{exc} (fix the file, or pass --policy FILE)") from None
+        raise ConfigError(f"{exc}{hint}") from None
 
 
 def require_scope(settings: Settings) -> None:
@@ -125,14 +127,15 @@ class NoticeStatus:
     pending: tuple[str, ...]
     problem: str | None = None
 
-    def describe(self) -> str:
+    def describe(self, contact: str | None = None) -> str:
+        to = f" to {contact}" if contact else ""
         if self.problem:
-            return f"notice status unknown ({self.problem})"
+            return f"failure notice status unknown ({self.problem})"
         if self.sent:
-            return "failure notice sent (" + ", ".join(self.sent) + ")"
+            return f"failure notice sent{to} (" + ", ".join(self.sent) + ")"
         if self.pending:
-            return "failure notice being delivered (" + ", ".join(self.pending) + ")"
-        return "no failure notice sent yet (the Functions send it on the next event or sweep)"
+            return f"failure notice being delivered{to} (" + ", ".join(self.pending) + ")"
+        return f"no failure notice sent{to} yet (the Functions send it on the next event or sweep)"
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ async def run(
     try:
         runtime = await build_runtime(settings, credential=credential)
     except PolicyError as exc:
-        raise ConfigError(f"{exc} (fix the file, or pass --policy FILE)") from None
+        raise ConfigError(f"{exc} (or pass --policy FILE)") from None
     except (TrustError, SettingsError) as exc:
         raise ConfigError(f"bad setting: {exc}") from None
     except ValueError as exc:  # a malformed AzureWebJobsStorage, or AZURE_* values the credential refuses

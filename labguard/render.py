@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labguard.core import PlanResult, RunResult
+from shared.drift import shown
 from shared.policy import Policy, Rules
 from shared.report import evaluation_to_dict
 
@@ -80,23 +81,26 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
         if evaluation.violations:
             lines.append(("not enforced: " + change_text(result), "dim"))
     elif status == "skipped" and evaluation is not None:
-        lines.append((f"{evaluation.reason}: not checked, looked at again next sweep", ""))
+        lines.append((f"{evaluation.reason}: left alone until it settles", ""))
     elif status == "provisioning-failed" and evaluation is not None:
         plan = evaluation.plan
-        error = plan.error
-        message = f" ({error.message})" if error and error.message else ""
-        lines.append((f"{evaluation.reason}{message}", ""))
-        contact = plan.support.email if plan.support and plan.support.email else "no support email"
+        lines.append((str(evaluation.reason), ""))
+        if plan.error and plan.error.message:
+            lines.append((shown(plan.error.message, quote=False, limit=160), "dim"))
+        email = plan.support.email if plan.support and plan.support.email else None
+        contact = shown(email, quote=False, limit=80) if email else None
         if result.notice is not None:
-            lines.append((f"{result.notice.describe()}; owner contact {contact}", ""))
+            lines.append((result.notice.describe(contact), ""))
         else:
-            lines.append((f"owner contact {contact}; the Functions notify it (no ledger here to check)", "dim"))
+            lines.append((f"support contact: {contact or 'none listed'} (the Functions send the notice)", ""))
     elif status in ("failed", "gone"):
         lines.append((outcome.detail or status, ""))
     if evaluation is not None:
         for finding in evaluation.findings:
-            if finding.rule in ("exemption.expired", "exemption.invalid-until"):
-                lines.append((finding.message, "dim"))
+            if finding.rule == "exemption.expired":
+                lines.append((f"its exemption ended {shown(finding.observed, quote=False)}", "dim"))
+            elif finding.rule == "exemption.invalid-until":
+                lines.append((f"exemption ignored: {finding.field} {shown(finding.observed)} is not a date", "dim"))
     return lines
 
 
@@ -184,20 +188,35 @@ def verdict_line(result: RunResult) -> Text:
     return Text("exit 1: " + "; ".join(reasons), style="yellow")
 
 
-def print_run(out: Console, result: RunResult, *, changes_shown: bool = False) -> None:
+def emit(out: Console, renderable: Any) -> None:
+    """Print a table; on a plain stream without the padding rich adds at line ends (clean to paste)."""
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    out.file.write("\n".join(line.rstrip() for line in captured.get().splitlines()) + "\n")
+
+
+def print_header(out: Console, result: RunResult) -> None:
     for line in header_lines(result):
         out.print(line, style="bold" if line.startswith("labguard") else None, soft_wrap=True)
     out.print()
+
+
+def print_run(out: Console, result: RunResult, *, changes_shown: bool = False, header: bool = True) -> None:
+    if header:
+        print_header(out, result)
     if result.command == "enforce" and changes_shown:
         attention = [r for r in result.sorted_results() if r.status not in ("fixed", "compliant")]
         if result.dry_run:
             attention = [r for r in attention if r.status != "drifted"]
         if attention:
-            shown = RunResult(result.command, result.dry_run, result.settings, result.policy, attention)
+            rest = RunResult(result.command, result.dry_run, result.settings, result.policy, attention)
             out.print("Plans labguard did not change:")
-            out.print(plans_table(shown))
+            emit(out, plans_table(rest))
     else:
-        out.print(plans_table(result))
+        emit(out, plans_table(result))
     for scope, error in result.list_failures:
         out.print(Text(f"could not list {scope}: {error}", style="red"), soft_wrap=True)
     out.print()
@@ -332,10 +351,10 @@ def print_policy(out: Console, policy: Policy) -> None:
     )
     for scope in policy.describe():
         if scope != "baseline":
-            out.print(f"  {_scope_label(scope)} = {scope}", soft_wrap=True)
+            out.print(f"  {_scope_label(scope) + ':':<32} {scope}", soft_wrap=True)
     out.print()
     for table in policy_tables(policy):
-        out.print(table)
+        emit(out, table)
         out.print()
     if policy.subscriptions or policy.resource_groups:
         out.print("* differs from the baseline. Precedence: resource group > subscription > baseline.")
