@@ -384,22 +384,24 @@ class Story:
         for plan, changes in sorted(by_plan.items(), key=lambda kv: (ids[kv[0]].sub, ids[kv[0]].rg, ids[kv[0]].name)):
             spec = ids[plan]
             self.out.print(
-                Text.assemble(("fixed ", "green"), (f"{spec.name:<{width}}", "bold"), f"  {', '.join(changes)}"),
+                Text.assemble(("fixed   ", "green"), (f"{spec.name:<{width}}", "bold"), f"  {', '.join(changes)}"),
                 soft_wrap=True,
             )
         for fields in self.captured.since(mark, "plan.skipped", "plan.exempt"):
             spec = ids[fields["plan_id"]]
-            kind = "skipped" if spec.kind == "locked" else "exempt "
+            kind = "skipped " if spec.kind == "locked" else "exempt  "
             self.out.print(
-                Text.assemble((f"{kind} ", "dim"), (f"{spec.name:<{width}}", "bold"), f"  {fields['reason']}")
+                Text.assemble((kind, "dim"), (f"{spec.name:<{width}}", "bold"), f"  {fields['reason']}"),
+                soft_wrap=True,
             )
         for fields in self.captured.since(mark, "plan.provisioning-failed"):
             spec = ids[fields["plan_id"]]
+            to = ", ".join(r for mail in self.sink.messages for r in mail.rcpt_tos) or "nobody"
             self.out.print(
                 Text.assemble(
                     ("FAILED  ", "bold red"),
                     (f"{spec.name:<{width}}", "bold"),
-                    f"  {fields.get('action')} {fields.get('code')}: failure notice sent to its support contact",
+                    f"  {fields.get('action')} {fields.get('code')}: failure notice sent to {to}",
                 ),
                 soft_wrap=True,
             )
