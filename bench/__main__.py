@@ -1,0 +1,192 @@
+"""``python -m bench`` (``make bench``): every measurement once, a table on stdout, ``bench/RESULTS.md``.
+
+Order: cold start (before anything else runs), then the endpoint process is started once (40 ms per
+ARM call, pages of 100, LROs due at once) and every sweep runs in its own child process against a
+freshly seeded estate, then the throttled sweeps, then the event path at 0 ms. The endpoint is
+stopped at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import coldstart
+from bench.endpoint import REPO, Endpoint
+from bench.estate import Estate
+from bench.report import machine, render_markdown, render_table
+
+LATENCY_MS = 40.0
+PAGE_SIZE = 100
+LRO_DELAY_S = 0.0
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def child(module: str, spec: dict[str, Any], ep: Endpoint) -> dict[str, Any]:
+    """Run ``python -m <module>`` with the spec on stdin; its one JSON line is the result."""
+    full = {
+        "endpoint": ep.endpoint,
+        "ca_file": ep.ca_file,
+        "tenant_id": ep.tenant_id,
+        "authority": ep.authority,
+        **spec,
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABGUARD_", "AZURE_"))}
+    env.update({"PYTHONPATH": str(REPO), "SSL_CERT_FILE": ep.ca_file})
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        input=json.dumps(full),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=1800,
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"{module} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["child_s"] = time.perf_counter() - started
+    return result
+
+
+def list_pages(estate: Estate) -> int:
+    per_sub = estate.plans / estate.subscriptions
+    return estate.subscriptions * max(1, math.ceil(per_sub / PAGE_SIZE))
+
+
+def sweep(ep: Endpoint, estate: Estate, *, label: str, **spec: Any) -> dict[str, Any]:
+    ep.seed(estate.state())
+    log(f"{label}: labguard sweep over {estate.describe()} {spec or ''}")
+    result = child("bench.sweep", {"subscriptions": estate.subscription_ids, **spec}, ep)
+    result["server"] = ep.calls()
+    result["estate"] = {
+        "plans": estate.plans,
+        "subscriptions": estate.subscriptions,
+        "drift": estate.drift,
+        "drifted": estate.drifted,
+        "list_pages": list_pages(estate),
+    }
+    result["label"] = label
+    s = result["summary"]
+    log(
+        f"  {result['wall_s']:.1f} s, fixed {s['fixed']}/{estate.drifted}, failed {s['failed']}, "
+        f"calls {result['server']['by_kind']}, 429s {result['server']['throttled']}, "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB"
+    )
+    return result
+
+
+def naive(ep: Endpoint, estate: Estate) -> dict[str, Any]:
+    ep.seed(estate.state())
+    log(f"naive loop over {estate.describe()} (sequential; ~0.2 s per plan at 40 ms)")
+    result = child("bench.naive", {"subscriptions": estate.subscription_ids}, ep)
+    result["server"] = ep.calls()
+    result["estate"] = {"plans": estate.plans, "subscriptions": estate.subscriptions, "drifted": estate.drifted}
+    log(f"  {result['wall_s']:.1f} s for {result['plans']} plans, errors {result['errors']}, {result['server']}")
+    return result
+
+
+def events(ep: Endpoint, estate: Estate, *, count: int, label: str, **spec: Any) -> dict[str, Any]:
+    state = estate.state()
+    warmup = estate.body(0)
+    warmup["id"] = warmup["id"].replace("plan-000000", "warmup")
+    state["labPlans"].append(warmup)
+    ep.seed(state)
+    plans = [estate.plan_id(i) for i in range(count)]
+    drifted = set(estate.drifted_ids())
+    log(f"{label}: {count} Event Grid events through eventgrid_lab_plan {spec or ''}")
+    result = child(
+        "bench.events",
+        {"subscriptions": estate.subscription_ids, "warmup_plan": warmup["id"], "plans": plans, **spec},
+        ep,
+    )
+    for sample, plan_id in zip(result["samples"], plans, strict=True):
+        sample["drifted"] = plan_id in drifted
+    result["server"] = ep.calls()
+    result["label"] = label
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="where to write RESULTS.md (default bench/RESULTS.md; --quick: a temp file)")
+    parser.add_argument(
+        "--naive-plans",
+        type=int,
+        default=1000,
+        help="plans the naive loop runs over (default 1,000, ~3 min; 10,000 takes ~30 min)",
+    )
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (not for figures)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    scale = 10 if quick else 1
+    started = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine(), "quick": quick}
+
+    log("cold start: 10 interleaved fresh interpreters each (floor, app, app + indexing)")
+    results["coldstart"] = coldstart.measure(3 if quick else 10)
+    cs = results["coldstart"]["median_s"]
+    log(f"  medians: floor {cs['floor'] * 1000:.0f} ms, app {cs['app'] * 1000:.0f} ms")
+
+    with Endpoint(latency_ms=LATENCY_MS, page_size=PAGE_SIZE, lro_delay_s=LRO_DELAY_S) as ep:
+        log(f"endpoint process pid {ep.pid} at {ep.endpoint} (latency {LATENCY_MS:.0f} ms, pages of {PAGE_SIZE})")
+        results["endpoint"] = {"latency_ms": LATENCY_MS, "page_size": PAGE_SIZE, "lro_delay_s": LRO_DELAY_S}
+
+        # 1. Sweep against the naive loop, and peak RSS at 1k / 10k / 50k.
+        naive_estate = Estate(args.naive_plans // scale, 100, 0.10)
+        results["naive"] = naive(ep, naive_estate)
+        results["sweeps"] = {
+            "1k": sweep(ep, Estate(1_000 // scale, 100, 0.10), label="1k"),
+            "10k": sweep(ep, Estate(10_000 // scale, 100, 0.10), label="10k"),
+            "50k": sweep(ep, Estate(50_000 // scale, 100, 0.10), label="50k"),
+            "1k-ca-bundle": sweep(
+                ep, Estate(1_000 // scale, 100, 0.10), label="1k with LABGUARD_CA_BUNDLE", ca_bundle=True
+            ),
+        }
+
+        # 2. Inside ARM's budget: the endpoint's per-subscription token buckets on.
+        ep.configure(throttle=True)
+        throttled = {}
+        for key, estate, paced in (
+            ("10k-100subs-paced", Estate(10_000 // scale, 100, 0.10), True),
+            ("10k-1sub-paced", Estate(10_000 // scale, 1, 0.10), True),
+            ("10k-1sub-unpaced", Estate(10_000 // scale, 1, 0.10), False),
+        ):
+            ep.reset_buckets()
+            throttled[key] = sweep(ep, estate, label=key, paced=paced)
+        results["throttled"] = throttled
+        ep.configure(throttle=False)
+
+        # 3. Event path, at 0 ms so the run is short; ARM time is measured and subtracted either way.
+        ep.configure(latency_ms=0)
+        event_estate = Estate(max(args.events, 1_000) // scale, 100, 0.10)
+        results["events"] = events(ep, event_estate, count=args.events // scale, label="events")
+        results["events_ca_bundle"] = events(
+            ep, event_estate, count=200 // scale, label="events with LABGUARD_CA_BUNDLE", ca_bundle=True
+        )
+        results["endpoint"]["rss_mb_at_end"] = ep.rss_mb()
+
+    results["total_s"] = time.perf_counter() - started
+    default = Path(tempfile.gettempdir()) / "labguard-bench-quick.md" if quick else REPO / "bench" / "RESULTS.md"
+    out = Path(args.out) if args.out else default
+    out.write_text(render_markdown(results))
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    print(render_table(results))
+    log(f"wrote {out} and {out.with_suffix('.json').name} ({results['total_s'] / 60:.1f} min in all)")
+
+
+if __name__ == "__main__":
+    main()

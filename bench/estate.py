@@ -1,0 +1,130 @@
+"""The benchmark estate: lab plans spread evenly over subscriptions, a fixed fraction drifted.
+
+Compliant plans sit inside the bundled ``policy.yaml`` (some stricter than it). Drifted plans break
+exactly one governed field each, rotating over every field the policy can tighten, so the drift is
+spread "across the governed fields". Delays are ISO-8601 (``PT15M``): the SDK's typed models, which
+the naive loop uses, raise DeserializationError on the ``00:05`` form the official examples show.
+Everything is deterministic, so every run (and the naive loop) starts from the same drift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+LOCATION = "westus"
+RESOURCE_GROUPS_PER_SUBSCRIPTION = 5
+
+# Inside policy.yaml's bounds (webSsh/webRdp None, clientSsh <= Private, shutdown flags on,
+# idle >= LowUsage, delays <= PT15M / PT30M / PT30M). Two variants so not every plan is identical.
+COMPLIANT_CONNECTION = (
+    {"webSshAccess": "None", "webRdpAccess": "None", "clientSshAccess": "Private", "clientRdpAccess": "Public"},
+    {"webSshAccess": "None", "webRdpAccess": "None", "clientSshAccess": "None", "clientRdpAccess": "Private"},
+)
+COMPLIANT_SHUTDOWN = (
+    {
+        "shutdownOnDisconnect": "Enabled",
+        "shutdownWhenNotConnected": "Enabled",
+        "shutdownOnIdle": "LowUsage",
+        "disconnectDelay": "PT15M",
+        "noConnectDelay": "PT30M",
+        "idleDelay": "PT30M",
+    },
+    {
+        "shutdownOnDisconnect": "Enabled",
+        "shutdownWhenNotConnected": "Enabled",
+        "shutdownOnIdle": "UserAbsence",
+        "disconnectDelay": "PT5M",
+        "noConnectDelay": "PT15M",
+        "idleDelay": "PT10M",
+    },
+)
+
+# One way to break each governed field (clientRdpAccess may be Public under policy.yaml: it cannot drift).
+DRIFTS: tuple[tuple[str, str, str], ...] = (
+    ("defaultConnectionProfile", "webSshAccess", "Public"),
+    ("defaultConnectionProfile", "webRdpAccess", "Private"),
+    ("defaultConnectionProfile", "clientSshAccess", "Public"),
+    ("defaultAutoShutdownProfile", "shutdownOnDisconnect", "Disabled"),
+    ("defaultAutoShutdownProfile", "shutdownWhenNotConnected", "Disabled"),
+    ("defaultAutoShutdownProfile", "shutdownOnIdle", "None"),
+    ("defaultAutoShutdownProfile", "disconnectDelay", "PT1H"),
+    ("defaultAutoShutdownProfile", "noConnectDelay", "PT2H"),
+    ("defaultAutoShutdownProfile", "idleDelay", "PT1H30M"),
+)
+
+# What the naive loop writes to every plan: the policy's bounds as values.
+BASELINE_CONNECTION = {
+    "webSshAccess": "None",
+    "webRdpAccess": "None",
+    "clientSshAccess": "Private",
+    "clientRdpAccess": "Public",
+}
+BASELINE_SHUTDOWN = {
+    "shutdownOnDisconnect": "Enabled",
+    "shutdownWhenNotConnected": "Enabled",
+    "shutdownOnIdle": "LowUsage",
+    "disconnectDelay": "PT15M",
+    "noConnectDelay": "PT30M",
+    "idleDelay": "PT30M",
+}
+
+
+def subscription_id(index: int) -> str:
+    return f"{index + 1:08x}-bbbb-4000-8000-{index + 1:012x}"
+
+
+@dataclass(frozen=True)
+class Estate:
+    plans: int
+    subscriptions: int
+    drift: float
+
+    @property
+    def subscription_ids(self) -> list[str]:
+        return [subscription_id(i) for i in range(self.subscriptions)]
+
+    @property
+    def drifted(self) -> int:
+        return sum(1 for i in range(self.plans) if _is_drifted(i, self.drift))
+
+    def describe(self) -> str:
+        return f"{self.plans:,} plans / {self.subscriptions} subscriptions / {self.drift:.0%} drifted"
+
+    def plan_id(self, index: int) -> str:
+        sub = subscription_id(index * self.subscriptions // self.plans)  # contiguous blocks per subscription
+        rg = f"labs-{index % RESOURCE_GROUPS_PER_SUBSCRIPTION}"
+        return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.LabServices/labPlans/plan-{index:06d}"
+
+    def body(self, index: int) -> dict[str, Any]:
+        connection = dict(COMPLIANT_CONNECTION[index % 2])
+        shutdown = dict(COMPLIANT_SHUTDOWN[(index // 2) % 2])
+        if _is_drifted(index, self.drift):
+            profile, key, value = DRIFTS[_drift_rank(index, self.drift) % len(DRIFTS)]
+            (connection if profile == "defaultConnectionProfile" else shutdown)[key] = value
+        return {
+            "id": self.plan_id(index),
+            "location": LOCATION,
+            "tags": {"department": f"dept-{index % 7}"},
+            "properties": {
+                "defaultConnectionProfile": connection,
+                "defaultAutoShutdownProfile": shutdown,
+                "supportInfo": {"email": "labs-help@school.example", "instructions": "Ask the IT desk."},
+            },
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"labPlans": [self.body(i) for i in range(self.plans)], "labs": []}
+
+    def drifted_ids(self) -> list[str]:
+        return [self.plan_id(i) for i in range(self.plans) if _is_drifted(i, self.drift)]
+
+
+def _is_drifted(index: int, fraction: float) -> bool:
+    """Exactly floor(n * fraction) of the first n plans are drifted, evenly spaced."""
+    return math.floor((index + 1) * fraction + 1e-9) > math.floor(index * fraction + 1e-9)
+
+
+def _drift_rank(index: int, fraction: float) -> int:
+    return math.floor(index * fraction + 1e-9)
