@@ -116,8 +116,15 @@ def sweep(
     core.require_scope(settings)
     policy = core.read_policy(settings.policy_file, settings.mode_override)
     err = Console(file=sys.stderr)
-    if not as_json:
-        render.print_header(out, core.RunResult(command, dry_run, settings, policy))  # type: ignore[arg-type]
+    header = core.RunResult(command, dry_run, settings, policy)  # type: ignore[arg-type]
+    header_shown = False
+
+    def show_header() -> None:  # once the run is under way: a configuration error prints nothing else
+        nonlocal header_shown
+        if not as_json and not header_shown:
+            header_shown = True
+            render.print_header(out, header)
+
     show_progress = err.is_terminal and not as_json
     streaming = command == "enforce" and not as_json
 
@@ -144,6 +151,7 @@ def sweep(
             if streaming:
                 line = render.change_line(item, dry_run=dry_run)
                 if line is not None:
+                    show_header()
                     (progress.console if progress is not None else printer).print(line, soft_wrap=True)
 
         try:
@@ -159,6 +167,7 @@ def sweep(
     if as_json:
         out.print_json(json.dumps(render.run_json(result)))
     else:
+        show_header()
         if streaming and (result.counts["fixed"] or result.counts["drifted"]):
             out.print()
         render.print_run(out, result, changes_shown=streaming, header=False)

@@ -130,12 +130,12 @@ class NoticeStatus:
     def describe(self, contact: str | None = None) -> str:
         to = f" to {contact}" if contact else ""
         if self.problem:
-            return f"failure notice status unknown ({self.problem})"
+            return f"notice status unknown ({self.problem})"
         if self.sent:
-            return f"failure notice sent{to} (" + ", ".join(self.sent) + ")"
+            return f"notice sent{to} (" + ", ".join(self.sent) + ")"
         if self.pending:
-            return f"failure notice being delivered{to} (" + ", ".join(self.pending) + ")"
-        return f"no failure notice sent{to} yet (the Functions send it on the next event or sweep)"
+            return f"notice being sent{to} (" + ", ".join(self.pending) + ")"
+        return f"no notice sent{to} yet (the Functions send it)"
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,8 @@ async def _check_sign_in(session: Any) -> None:
     except CredentialUnavailableError:
         raise ConfigError(f"no Azure credentials found: {LOGIN_HINT}, then try again") from None
     except ClientAuthenticationError as exc:
-        raise ConfigError(_sign_in_problem(str(exc.message or exc))) from None
+        chain = len(getattr(session.credential, "credentials", ()) or ())
+        raise ConfigError(_sign_in_problem(str(exc.message or exc), chain)) from None
     except AzureError as exc:
         raise ConfigError(
             f"cannot reach the sign-in endpoint ({_first_line(str(exc))}): check your network "
@@ -311,13 +312,13 @@ async def _check_sign_in(session: Any) -> None:
         ) from None
 
 
-def _sign_in_problem(text: str) -> str:
-    """DefaultAzureCredential lists each credential it tried; all unavailable = nobody is signed in."""
+def _sign_in_problem(text: str, chain: int) -> str:
+    """DefaultAzureCredential lists each credential it tried, and stops at the first that *failed*
+    (rather than being unavailable): if it tried all ``chain`` of them, nobody is signed in."""
     attempts = [line.strip() for line in text.splitlines() if line.startswith("\t")]
-    failures = [line for line in attempts if "unavailable" not in line.lower()]
-    if attempts and not failures:
+    if chain and len(attempts) >= chain:
         return f"no Azure credentials found: {LOGIN_HINT}, then try again"
-    reason = failures[0] if failures else _first_line(text)
+    reason = attempts[-1] if attempts else _first_line(text)
     if _untrusted(reason):
         return (
             "Azure sign-in failed: the sign-in endpoint's TLS certificate is not trusted: "

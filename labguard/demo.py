@@ -505,6 +505,7 @@ def run_demo(out: Console | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="labguard-demo-") as tmp:
             workdir = Path(tmp)
+            saved_tempdir, tempfile.tempdir = tempfile.tempdir, tmp  # the trust bundle labguard writes goes too
             try:
                 seed = workdir / "estate.json"
                 seed.write_text(json.dumps(estate.estate()), encoding="utf-8")
@@ -516,6 +517,7 @@ def run_demo(out: Console | None = None) -> int:
                 stage = Stage(workdir, policy_file, emulator.ready(), azurite.ready(), tls)
                 problems = asyncio.run(tell(out, stage))
             finally:
+                tempfile.tempdir = saved_tempdir
                 previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
                 try:
                     children.stop_all()
