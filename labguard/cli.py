@@ -13,8 +13,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -98,25 +98,25 @@ def _flags(subscription: list[str] | None, resource_group: list[str] | None, pol
 
 
 def sweep(
-    command: str,
+    command: Literal["audit", "enforce"],
     flags: core.Flags,
     *,
     dry_run: bool,
     as_json: bool,
     verbose: bool,
-    env: Any = None,
+    env: Mapping[str, str] | None = None,
     out: Console | None = None,
     credential: Any = None,
+    err: Console | None = None,
 ) -> int:
     """Run ``audit`` or ``enforce`` and print it; returns the exit code. Raises ConfigError."""
     env = os.environ if env is None else env
     out = out or render.console()
-    mode = "audit" if command == "audit" else "enforce"
-    settings = core.resolve_settings(env, flags, mode=mode)  # type: ignore[arg-type]
+    err = err or Console(file=sys.stderr)
+    settings = core.resolve_settings(env, flags, mode=command)
     core.require_scope(settings)
     policy = core.read_policy(settings.policy_file, settings.mode_override)
-    err = Console(file=sys.stderr)
-    header = core.RunResult(command, dry_run, settings, policy)  # type: ignore[arg-type]
+    header = core.RunResult(command, dry_run, settings, policy)
     header_shown = False
 
     def show_header() -> None:  # once the run is under way: a configuration error prints nothing else
@@ -125,13 +125,11 @@ def sweep(
             header_shown = True
             render.print_header(out, header)
 
-    show_progress = err.is_terminal and not as_json
     streaming = command == "enforce" and not as_json
 
     async def go() -> core.RunResult:
         progress: Progress | None = None
-        task = None
-        if show_progress:
+        if err.is_terminal and not as_json:  # a progress bar for people watching, never in pipes or CI logs
             progress = Progress(
                 SpinnerColumn(),
                 TextColumn("[progress.description]{task.description}"),
@@ -143,21 +141,22 @@ def sweep(
             )
             task = progress.add_task(f"{command}: sweeping", total=None)
             progress.start()
-        printer = progress.console if progress is not None and streaming and out.file is err.file else out
+        # Changes scroll above the bar when both share the screen; a redirected stdout gets them as is.
+        printer = progress.console if progress is not None and out.is_terminal else out
 
         def on_result(item: core.PlanResult) -> None:
-            if progress is not None and task is not None:
+            if progress is not None:
                 progress.advance(task)
             if streaming:
                 line = render.change_line(item, dry_run=dry_run)
                 if line is not None:
                     show_header()
-                    (progress.console if progress is not None else printer).print(line, soft_wrap=True)
+                    printer.print(line, soft_wrap=True)
 
         try:
             return await core.run(
                 settings, policy, command=command, dry_run=dry_run, on_result=on_result, credential=credential
-            )  # type: ignore[arg-type]
+            )
         finally:
             if progress is not None:
                 progress.stop()

@@ -161,7 +161,7 @@ def functions() -> dict[str, Any]:
     try:
         from function_app import app
 
-        return {f.get_function_name(): f for f in app.get_functions()}
+        return {str(f.get_function_name()): f for f in app.get_functions()}
     finally:
         root.removeHandler(quiet)
 

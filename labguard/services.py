@@ -278,7 +278,7 @@ class Mail:
 
     def text(self) -> str:
         part = self.message.get_body(preferencelist=("plain",))
-        return "" if part is None else str(part.get_content())  # type: ignore[attr-defined]
+        return "" if part is None else str(part.get_content())
 
 
 @dataclass

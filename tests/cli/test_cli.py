@@ -313,3 +313,36 @@ def test_python_dash_m_is_the_same_command(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "policy.yaml: valid." in proc.stdout
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(labguard_command: Path, settings: dict[str, str]) -> None:
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [str(labguard_command), "enforce", "--dry-run"],
+            env={**settings, "TERM": "xterm-256color"},
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the writer is gone and everything was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    terminal = seen.decode(errors="replace")
+    assert "enforce: sweeping" in terminal and "plans" in terminal
+    assert proc.returncode == 1
+    assert "would fix" in proc.stdout and "sweeping" not in proc.stdout  # the pipe gets the changes, not the bar
