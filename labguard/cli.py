@@ -36,6 +36,7 @@ Subscriptions = Annotated[
     typer.Option(
         "--subscription",
         "-s",
+        metavar="ID",
         help="Subscription id in scope (repeatable or comma-separated); default LABGUARD_SUBSCRIPTIONS.",
         show_default=False,
     ),
@@ -45,6 +46,7 @@ ResourceGroups = Annotated[
     typer.Option(
         "--resource-group",
         "-g",
+        metavar="NAME",
         help="Only these resource groups (repeatable or comma-separated); default LABGUARD_RESOURCE_GROUPS.",
         show_default=False,
     ),

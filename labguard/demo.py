@@ -268,6 +268,7 @@ class Story:
         from shared.arm import principal_from_token
 
         self.title(2, "A lab owner loosens a plan; Event Grid brings the write to labguard")
+        app_oid = await self._app_principal()  # the Function App is up: its worker holds its ARM session
         spec = estate.spec_named(estate.OWNER_PLAN)
         plan_id = estate.plan_id(spec)
         endpoint = self.stage.endpoint
@@ -334,7 +335,6 @@ class Story:
         )
 
         # labguard's own PATCH raised an event too: the function must recognise it and do nothing.
-        app_oid = await self._app_principal()
         own = await self._event_for(plan_id, app_oid)
         mark = len(self.captured.records)
         await deliver_event(own)
