@@ -130,7 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (not for figures)")
+    parser.add_argument("--render", metavar="RESULTS.json", help="only rewrite RESULTS.md from a run's saved figures")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        out = Path(args.out) if args.out else Path(args.render).with_suffix(".md")
+        out.write_text(render_markdown(saved))
+        print(render_table(saved))
+        return
     quick = args.quick
     scale = 10 if quick else 1
     started = time.perf_counter()

@@ -13,7 +13,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -158,12 +157,3 @@ def _status_kb(pid: int | str, field: str) -> int:
 def peak_rss_mb() -> float:
     """This process's peak resident set (VmHWM), MB."""
     return _status_kb("self", "VmHWM") / 1024
-
-
-def wait_until(predicate: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False

@@ -79,11 +79,13 @@ def polls(by_kind: dict[str, int]) -> int:
 
 
 def arm_floor_s(run: dict[str, Any]) -> float:
-    """The least wall time ARM's per-subscription buckets allow for this run's calls (even spread assumed)."""
+    """The least wall time ARM's per-subscription buckets allow for the calls this run got answered
+    (429s not counted; an even spread over the subscriptions assumed)."""
     subs = run["estate"]["subscriptions"]
-    by_kind = run["summary"]["arm_calls_by_kind"]
-    reads = (by_kind.get("list", 0) + by_kind.get("get", 0) + by_kind.get("poll", 0)) / subs
-    writes = by_kind.get("patch", 0) / subs
+    server = run["server"]
+    ok = {kind: n - server["throttled_by_kind"].get(kind, 0) for kind, n in server["by_kind"].items()}
+    reads = sum(n for kind, n in ok.items() if kind in ("list", "get") or kind.startswith("poll")) / subs
+    writes = ok.get("patch", 0) / subs
     return max(0.0, (reads - READ_BUCKET[0]) / READ_BUCKET[1], (writes - WRITE_BUCKET[0]) / WRITE_BUCKET[1])
 
 
