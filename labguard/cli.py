@@ -75,14 +75,15 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def quiet_logs(verbose: bool) -> Iterator[None]:
     """labguard's records and the Azure SDK's warnings stay off the terminal unless --verbose."""
     names = ("labguard", "azure", "asyncio")
-    saved = [(logging.getLogger(n), logging.getLogger(n).propagate, list(logging.getLogger(n).handlers)) for n in names]
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [(lg, lg.propagate, list(lg.handlers), lg.level) for lg in loggers]
     handler: logging.Handler
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     else:
         handler = logging.NullHandler()
-    for logger, _, _ in saved:
+    for logger in loggers:
         logger.handlers = [handler]
         logger.propagate = False
     logging.getLogger("labguard").setLevel(logging.INFO if verbose else logging.WARNING)
@@ -90,9 +91,10 @@ def quiet_logs(verbose: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        for logger, propagate, handlers in saved:
+        for logger, propagate, handlers, level in saved:
             logger.handlers = handlers
             logger.propagate = propagate
+            logger.setLevel(level)
 
 
 def _flags(subscription: list[str] | None, resource_group: list[str] | None, policy: str | None) -> core.Flags:
@@ -166,7 +168,7 @@ def sweep(
     with quiet_logs(verbose):
         result: core.RunResult = asyncio.run(go())
     if as_json:
-        out.print_json(json.dumps(render.run_json(result)))
+        out.file.write(json.dumps(render.run_json(result), indent=2, ensure_ascii=False) + "\n")
     else:
         show_header()
         if streaming and (result.counts["fixed"] or result.counts["drifted"]):
@@ -233,7 +235,7 @@ def check_policy(
         policy = core.read_policy(path, hint="")
         out = render.console()
         if as_json:
-            out.print_json(json.dumps(render.policy_json(policy)))
+            out.file.write(json.dumps(render.policy_json(policy), indent=2, ensure_ascii=False) + "\n")
         else:
             render.print_policy(out, policy)
         return 0
