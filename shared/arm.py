@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 from shared.lab_plans import PROVIDER, LabPlan, PlanId
 from shared.pacing import Pacer, request_kind, subscription_of
 from shared.settings import Settings
-from shared.tls import trust_bundle
+from shared.tls import ssl_context
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest, PipelineResponse
@@ -339,14 +339,18 @@ async def open_arm(
     AZURE_CLIENT_ID for a user-assigned identity) unless one is passed in. With a ``pacer``, every
     request waits for its subscription's ARM budget first (:mod:`shared.pacing`).
     """
+    import aiohttp
+    from azure.core.pipeline.transport import AioHttpTransport
     from azure.mgmt.labservices.aio import ManagedLabsClient
 
-    verify = trust_bundle(settings.ca_bundle)
+    # One TLS context and one connection pool for the whole run. (Handing azure-core a CA file
+    # instead makes it build a new SSLContext per request, so no connection is ever reused.)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(settings.ca_bundle)))
     own_credential = credential is None
     if credential is None:
         from azure.identity.aio import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(connection_verify=verify)
+        credential = DefaultAzureCredential(transport=AioHttpTransport(session=session, session_owner=False))
     counter = CallCounter()
     scope = f"{settings.arm_audience}.default"
     client = ManagedLabsClient(
@@ -355,7 +359,7 @@ async def open_arm(
         base_url=settings.arm_endpoint,
         api_version=API_VERSION,
         credential_scopes=[scope],
-        connection_verify=verify,
+        transport=AioHttpTransport(session=session, session_owner=False),
         per_retry_policies=[_counting_policy(counter)] + ([_pacing_policy(pacer)] if pacer is not None else []),
     )
     try:
@@ -368,6 +372,9 @@ async def open_arm(
         )
         yield ArmSession(plans=plans, credential=credential, scope=scope)
     finally:
-        await client.close()
-        if own_credential:
-            await credential.close()
+        try:
+            await client.close()
+            if own_credential:
+                await credential.close()
+        finally:
+            await session.close()

@@ -20,7 +20,8 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 
 from shared.notices import Notice, clean_line, is_valid_address
-from shared.webhooks import DeliveryError, tls_context
+from shared.tls import ssl_context
+from shared.webhooks import DeliveryError
 
 TIMEOUT_SECONDS = 30
 IMPLICIT_TLS_PORT = 465
@@ -87,7 +88,7 @@ def build_message(
 
 def _send_blocking(config: SmtpConfig, msg: EmailMessage, to: tuple[str, ...]) -> None:
     """One SMTP conversation. Raises smtplib/ssl/OSError exceptions; the caller turns them into safe text."""
-    ctx: ssl.SSLContext = tls_context(config.ca_bundle)
+    ctx: ssl.SSLContext = ssl_context(config.ca_bundle)
     client: smtplib.SMTP
     if config.port == IMPLICIT_TLS_PORT:
         client = smtplib.SMTP_SSL(config.host, config.port, timeout=config.timeout, context=ctx)

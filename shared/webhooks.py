@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from shared.notices import Notice, clean_line
+from shared.tls import ssl_context
 
 TIMEOUT_SECONDS = 15
 _HOSTNAME = re.compile(
@@ -34,19 +34,10 @@ class DeliveryError(Exception):
     """A channel did not accept the notice. The message is safe to log and report (no secrets)."""
 
 
-def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
-    """System CAs plus the optional extra PEM; hostname checking and verification stay on."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if ca_bundle:
-        ctx.load_verify_locations(cafile=ca_bundle)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
-
-
 def https_session(ca_bundle: str | None) -> aiohttp.ClientSession:
     """One session for all notice HTTPS; proxies from the environment are not consulted."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=tls_context(ca_bundle)),
+        connector=aiohttp.TCPConnector(ssl=ssl_context(ca_bundle)),
         timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,

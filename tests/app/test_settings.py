@@ -57,3 +57,28 @@ def test_sample_settings_list_every_setting_the_code_reads_and_hold_no_secret() 
     assert values["LABGUARD_MODE"] == "audit"
     assert values["LABGUARD_SMTP_PASSWORD"] == ""
     assert values["LABGUARD_EVENTGRID_TOPIC_KEY"] == ""
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate"])
+def test_an_unusable_ca_bundle_is_refused_naming_the_setting(tmp_path: Path, content: str | None) -> None:
+    from shared.tls import TrustError, ssl_context
+
+    bundle = tmp_path / "extra-ca.pem"
+    if content is not None:
+        bundle.write_text(content)
+    with pytest.raises(TrustError, match="LABGUARD_CA_BUNDLE"):
+        ssl_context(str(bundle))
+
+
+def test_the_extra_ca_adds_to_the_system_store_and_keeps_verification_on(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    from shared.tls import ssl_context
+
+    bundle = tmp_path / "extra-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))
+    plain, extra = ssl_context(None), ssl_context(str(bundle))
+    assert extra.cert_store_stats()["x509_ca"] == plain.cert_store_stats()["x509_ca"] + 1
+    assert extra.verify_mode == ssl.CERT_REQUIRED and extra.check_hostname
