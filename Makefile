@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test lint typecheck imports unit bench clean schema
+.PHONY: all venv demo test lint typecheck imports bench clean schema
 
 all: test
 
