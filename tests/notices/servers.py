@@ -16,12 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import socket
 import ssl
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -37,7 +33,6 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_TABLE = ROOT / "node_modules" / ".bin" / "azurite-table"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 # ----------------------------------------------------------------------------- TLS
@@ -248,72 +243,29 @@ class Azurite:
 
 
 def azurite_connection_string(port: int) -> str:
-    return (
-        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
-        f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-    )
+    from labguard.services import Azurite as Service
+
+    return Service(port).connection_string
 
 
 @contextlib.contextmanager
 def azurite(workdir: Path, *, startup_timeout: float = 30.0) -> Iterator[Azurite]:
-    """Start Azurite's Table service (in memory) on a free loopback port; stop it on exit."""
+    """Azurite's Table service (in memory) on a free loopback port, started as the demo starts it."""
+    from labguard.services import AzuriteStarting, Children, ServiceError
+
     if not AZURITE_TABLE.exists():
         pytest.fail(
             f"Azurite is not installed ({AZURITE_TABLE} is missing). Run `make test`: it installs the npm "
             "dev services (npm ci) before running pytest.",
             pytrace=False,
         )
-    if shutil.which("node") is None:
-        pytest.fail("Node.js is not on PATH; Azurite needs it. Install Node.js 18+ and run `make test`.", pytrace=False)
     workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "azurite.log"
-    last_output = ""
-    for _attempt in range(3):  # a free port can be taken between choosing it and Azurite binding it
-        port = free_port()
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    str(AZURITE_TABLE),
-                    "--tableHost",
-                    "127.0.0.1",
-                    "--tablePort",
-                    str(port),
-                    "--inMemoryPersistence",
-                    "--skipApiVersionCheck",
-                    "--loose",
-                    "--disableTelemetry",
-                ],
-                cwd=workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "AZURITE_ACCEPT_EULA": "true"},
-            )
+    children = Children()
+    try:
         try:
-            if _wait_listening(proc, port, startup_timeout):
-                yield Azurite(port, azurite_connection_string(port))
-                return
-            last_output = log_path.read_text(errors="replace")[-2000:]
-        finally:
-            _stop(proc)
-    pytest.fail(f"Azurite did not start on 127.0.0.1; its output:\n{last_output}", pytrace=False)
-
-
-def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+            service = AzuriteStarting(children, workdir).ready(startup_timeout)
+        except ServiceError as exc:
+            pytest.fail(f"{exc} (Run `make test`: it installs Azurite with npm ci.)", pytrace=False)
+        yield Azurite(service.port, service.connection_string)
+    finally:
+        children.stop_all()
