@@ -173,7 +173,10 @@ class LabPlansArm:
         url: str | None = f"{base}/providers/{PROVIDER}/labPlans?api-version={API_VERSION}"
         while url:
             page = await self._json("GET", url)
-            for item in page.get("value") or []:
+            items = page.get("value") or []
+            if not isinstance(items, list):
+                raise ArmError(f"listing {base}: the page has no 'value' list", transient=True)
+            for item in items:
                 if not isinstance(item, Mapping):
                     yield BadPlan(id="?", reason="list item is not an object")
                     continue

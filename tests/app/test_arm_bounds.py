@@ -48,3 +48,19 @@ async def test_sweep_arm_calls_are_list_pages_plus_two_per_drifted_plan(emu: Any
     assert summary.counts["fixed"] == len(drifted) and summary.counts["compliant"] == len(clean)
     arm = [r for r in emu.requests() if r["kind"] == "arm"]
     assert len(arm) == sum(calls.values())  # the counter agrees with what the endpoint saw
+
+
+async def test_a_link_to_another_host_is_never_followed_with_our_token(emu: Any, configure: Any) -> None:
+    """A nextLink (or polling URL) pointing off the configured endpoint is refused, not requested."""
+    from shared.arm import ArmError
+
+    runtime = await build_runtime(load_settings())
+    try:
+        arm = runtime.session.plans
+        with pytest.raises(ArmError, match="not followed"):
+            arm._checked_url("https://attacker.example/steal?api-version=2023-06-07")
+        with pytest.raises(ArmError, match="not followed"):
+            arm._checked_url(emu.endpoint.replace("https://", "http://") + "/subscriptions")
+        assert arm._checked_url(emu.endpoint + "/x") == emu.endpoint + "/x"
+    finally:
+        await runtime.close()
