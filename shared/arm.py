@@ -161,7 +161,10 @@ class LabPlansArm:
     async def get_plan(self, plan_id: PlanId) -> LabPlan:
         """Fresh read of one plan. Raises PlanGone on 404, ArmError otherwise."""
         body = await self._json("GET", _plan_url(plan_id), plan_id=plan_id)
-        return LabPlan.from_arm(body)
+        try:
+            return LabPlan.from_arm(body)
+        except ValueError as exc:
+            raise ArmError(f"GET {plan_id}: ARM answered with an unreadable lab plan ({exc})", transient=False) from exc
 
     async def list_plans(
         self, subscription_id: str, resource_group: str | None = None

@@ -111,6 +111,10 @@ class Reconciler:
         self._dry_run = dry_run
 
     @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
     def mode(self) -> str:
         return self._policy.mode
 
@@ -169,15 +173,20 @@ class Reconciler:
                     if maybe is not None:
                         await maybe
 
-        workers = [asyncio.create_task(consume()) for _ in range(self._concurrency)]
-        try:
+        async def feed() -> None:
             await asyncio.gather(*(produce(sub, rg) for sub, rg in scopes))
-            for _ in workers:
+            for _ in range(self._concurrency):
                 await queue.put(None)
-            await asyncio.gather(*workers)
-        finally:
-            for worker in workers:
-                worker.cancel()
+
+        # A TaskGroup, so an exception anywhere (a caller's on_outcome, say) cancels the rest instead
+        # of leaving producers blocked on a full queue that no worker drains any more.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self._concurrency):
+                    group.create_task(consume())
+                group.create_task(feed())
+        except ExceptionGroup as errors:
+            raise errors.exceptions[0] from None
         summary.duration_s = time.monotonic() - started
         summary.arm_calls = dict(Counter(self._arm.counter.by_kind) - calls_before)
         summary.throttled = self._arm.counter.throttled - throttled_before
@@ -199,6 +208,11 @@ class Reconciler:
                 log, logging.ERROR, "plan.failed", plan_id=item.id.key, error=str(exc), correlation_id=correlation_id
             )
             return PlanOutcome(item.id.key, "failed", detail=str(exc))
+        except Exception as exc:  # one plan never stops the sweep; the run still fails at its end
+            log.exception("traceback of the unexpected failure on %s", item.id.key)
+            detail = f"unexpected {type(exc).__name__}: {exc}"
+            record(log, logging.ERROR, "plan.failed", plan_id=item.id.key, error=detail, correlation_id=correlation_id)
+            return PlanOutcome(item.id.key, "failed", detail=detail)
 
     async def _act(
         self,

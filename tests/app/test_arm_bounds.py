@@ -64,3 +64,52 @@ async def test_a_link_to_another_host_is_never_followed_with_our_token(emu: Any,
         assert arm._checked_url(emu.endpoint + "/x") == emu.endpoint + "/x"
     finally:
         await runtime.close()
+
+
+class _BrokenNotifier:
+    """A notice channel with a bug: it raises for every failed plan (not an ARM error)."""
+
+    enabled = True
+
+    async def notify_failure(self, plan: Any, *, correlation_id: str | None = None) -> Any:
+        raise RuntimeError("channel bug")
+
+    async def resolve(self, plan: Any) -> None:
+        return None
+
+    async def open_snapshot(self) -> frozenset[str] | None:
+        return None
+
+    def may_have_open(self, snapshot: frozenset[str] | None, plan: Any) -> bool:
+        return False
+
+
+async def test_an_unexpected_error_on_one_plan_never_stops_the_sweep(emu: Any, configure: Any) -> None:
+    import asyncio
+
+    from shared.reconcile import Reconciler
+
+    broken = plan_body("broken")
+    emu.put_plan(broken)
+    emu.fail_plan(broken["id"], {"action": "Update", "code": "X", "message": "m", "timestamp": "2026-11-23T00:00:00Z"})
+    drifted = [plan_body(f"drift-{i}") for i in range(3)]
+    for body in drifted:
+        emu.put_plan(body)
+    runtime = await build_runtime(load_settings())
+    try:
+        policy = runtime.reconciler.policy
+        reconciler = Reconciler(runtime.session.plans, policy, notifier=_BrokenNotifier(), concurrency=2)
+        scopes = [(load_settings().subscriptions[0], None)]
+        summary = await asyncio.wait_for(reconciler.sweep(scopes), timeout=30)
+        assert summary.counts["fixed"] == 3
+        assert summary.failed == 1
+        assert "RuntimeError" in summary.failures[0][1]
+
+        # A caller's callback that raises ends the sweep with that error instead of hanging it.
+        def explode(outcome: Any) -> None:
+            raise KeyError("callback bug")
+
+        with pytest.raises(KeyError, match="callback bug"):
+            await asyncio.wait_for(reconciler.sweep(scopes, on_outcome=explode), timeout=30)
+    finally:
+        await runtime.close()
