@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from shared.arm import ArmError, BadPlan, LabPlansArm
+from shared.arm import ArmError
 from shared.lab_plans import LabPlan, PlanId
 from shared.policy import Mode, Policy, PolicyError, load_policy
 from shared.reconcile import PlanOutcome, Reconciler, sweep_scopes
@@ -194,34 +194,6 @@ class RunResult:
 # ------------------------------------------------------------------------------------ running
 
 
-class _WatchedArm:
-    """The runtime's ARM adapter, keeping the exception of each failed listing (the core keeps only its text)."""
-
-    def __init__(self, arm: LabPlansArm) -> None:
-        self._arm = arm
-        self.counter = arm.counter
-        self.list_errors: list[tuple[str, ArmError]] = []
-
-    async def get_plan(self, plan_id: PlanId) -> LabPlan:
-        return await self._arm.get_plan(plan_id)
-
-    async def patch_plan(self, plan_id: PlanId, patch: Mapping[str, Any]) -> None:
-        await self._arm.patch_plan(plan_id, patch)
-
-    async def list_plans(
-        self, subscription_id: str, resource_group: str | None = None
-    ) -> AsyncIterator[LabPlan | BadPlan]:
-        try:
-            async for item in self._arm.list_plans(subscription_id, resource_group):
-                yield item
-        except ArmError as exc:
-            scope = f"/subscriptions/{subscription_id}" + (
-                f"/resourceGroups/{resource_group}" if resource_group else ""
-            )
-            self.list_errors.append((scope, exc))
-            raise
-
-
 OnResult = Callable[[PlanResult], Awaitable[None] | None]
 
 
@@ -243,7 +215,7 @@ async def run(
     require_scope(settings)
     started = time.monotonic()
     try:
-        runtime = await build_runtime(settings, credential=credential)
+        runtime = await build_runtime(settings, credential=credential, policy=policy)
     except PolicyError as exc:
         raise ConfigError(f"{exc} (or pass --policy FILE)") from None
     except (TrustError, SettingsError) as exc:
@@ -258,9 +230,8 @@ async def run(
     result = RunResult(command=command, dry_run=dry_run, settings=settings, policy=policy)
     try:
         await _check_sign_in(runtime.session)
-        arm = _WatchedArm(runtime.session.plans)
         reconciler = Reconciler(
-            arm,  # type: ignore[arg-type]  # the same interface, see _WatchedArm
+            runtime.session.plans,
             policy,
             notifier=None,
             concurrency=settings.concurrency,
@@ -280,13 +251,15 @@ async def run(
                     await maybe
 
         try:
-            await reconciler.sweep(sweep_scopes(settings.subscriptions, settings.resource_groups), on_outcome=collect)
+            summary = await reconciler.sweep(
+                sweep_scopes(settings.subscriptions, settings.resource_groups), on_outcome=collect
+            )
         finally:
             if ledger is not None:
                 await ledger.close()
-        result.list_failures = [(scope, str(exc)) for scope, exc in arm.list_errors]
-        if arm.list_errors and not result.results:
-            raise ConfigError(_listing_problem(settings, *arm.list_errors[0]))
+        result.list_failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
+        if summary.list_errors and not result.results:
+            raise ConfigError(_listing_problem(settings, *summary.list_errors[0]))
     finally:
         await runtime.close()
     result.duration_s = time.monotonic() - started

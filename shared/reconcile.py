@@ -64,6 +64,7 @@ class SweepSummary:
 
     counts: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    list_errors: list[tuple[str, ArmError]] = field(default_factory=list)  # scope, why it could not be listed
     duration_s: float = 0.0
     arm_calls: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
@@ -157,6 +158,7 @@ class Reconciler:
                 )
                 summary.counts["failed"] += 1
                 summary.failures.append((where, f"listing failed: {exc}"))
+                summary.list_errors.append((where, exc))
                 record(log, logging.ERROR, "sweep.list-failed", scope=where, error=str(exc))
 
         async def consume() -> None:

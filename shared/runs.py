@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.events import IgnoredEvent, MalformedEvent, parse_event
 from shared.logs import record
 from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.policy import Policy
 
 log = logging.getLogger("labguard.runs")
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +69,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings.from_env(os.environ if env is None else env)
 
 
-async def build_runtime(settings: Settings, *, credential: Any | None = None, **arm_options: Any) -> Runtime:
+async def build_runtime(
+    settings: Settings, *, credential: Any | None = None, policy: Policy | None = None, **arm_options: Any
+) -> Runtime:
     """Open the ARM session and the notice channels and load the policy; close with ``Runtime.close``.
 
     Requests are paced to ARM's per-subscription budget (one :class:`shared.pacing.Pacer` per runtime,
@@ -82,7 +87,8 @@ async def build_runtime(settings: Settings, *, credential: Any | None = None, **
     policy_path = Path(settings.policy_file)
     if not policy_path.is_absolute():
         policy_path = APP_ROOT / policy_path
-    policy = load_policy(policy_path, mode_override=settings.mode_override)
+    if policy is None:
+        policy = load_policy(policy_path, mode_override=settings.mode_override)
     stack = AsyncExitStack()
     try:
         session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
