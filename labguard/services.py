@@ -28,7 +28,7 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from shared.runs import APP_ROOT
 
@@ -276,23 +276,49 @@ class Mail:
         assert isinstance(msg, EmailMessage)
         return msg
 
-    def text(self) -> str:
-        part = self.message.get_body(preferencelist=("plain",))
+    def body(self, subtype: str = "plain") -> str:
+        part = self.message.get_body(preferencelist=(subtype,))
         return "" if part is None else str(part.get_content())
+
+    def text(self) -> str:
+        return self.body("plain")
+
+
+class ServerTls(Protocol):
+    @property
+    def server_context(self) -> ssl.SSLContext: ...
 
 
 @dataclass
 class SmtpSink:
+    """What the sink received, and two switches the tests use to play a relay having a bad day."""
+
     host: str
     port: int
     username: str
     password: str
     messages: list[Mail] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
+    fail_data_with: str | None = None  # answer DATA with this, e.g. "451 4.3.0 Try again later"
+    reject_rcpt: set[str] = field(default_factory=set)  # answer RCPT for these with 550
+
+    @property
+    def recorder(self) -> SmtpSink:  # the tests' name for the switches
+        return self
+
+    def settings(self) -> dict[str, str]:
+        """The app settings that point labguard at this sink."""
+        return {
+            "LABGUARD_SMTP_HOST": self.host,
+            "LABGUARD_SMTP_PORT": str(self.port),
+            "LABGUARD_SMTP_USERNAME": self.username,
+            "LABGUARD_SMTP_PASSWORD": self.password,
+        }
 
 
 @contextlib.asynccontextmanager
 async def smtp_sink(
-    tls: Tls,
+    tls: ServerTls,
     *,
     username: str = "labguard@school.example",
     password: str = "demo-only-Pa55word",  # noqa: S107
@@ -309,11 +335,22 @@ async def smtp_sink(
         def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> Any:
             if isinstance(data, LoginPassword):
                 login = data.login.decode()
+                sink.logins.append(login)
                 ok = login == username and data.password.decode() == password
                 return AuthResult(success=ok, handled=False, auth_data=login)
             return AuthResult(success=False, handled=False)
 
+        async def handle_RCPT(
+            self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+        ) -> str:
+            if address.lower() in sink.reject_rcpt:
+                return "550 5.1.1 No such user here"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
         async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+            if sink.fail_data_with:
+                return sink.fail_data_with
             login = session.auth_data if isinstance(session.auth_data, str) else None
             raw = envelope.original_content or b""
             tls_on = session.ssl is not None

@@ -275,7 +275,7 @@ def test_untrusted_endpoint_says_which_setting(run: Run, settings: dict[str, str
 
 
 def test_unreachable_endpoint_says_what_to_check(run: Run, settings: dict[str, str]) -> None:
-    from tests.notices.servers import free_port
+    from labguard.services import free_port
 
     endpoint = f"https://127.0.0.1:{free_port()}"
     line = one_line_error(run("audit", "-s", estate.TEACHING, env={**settings, "LABGUARD_ARM_ENDPOINT": endpoint}))

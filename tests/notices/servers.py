@@ -13,23 +13,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 from aiohttp import web
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from labguard.services import Mail, SmtpSink, smtp_sink
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_TABLE = ROOT / "node_modules" / ".bin" / "azurite-table"
@@ -55,115 +51,19 @@ def make_tls(directory: Path) -> TlsMaterial:
     return TlsMaterial(ca, str(ca_file), ctx)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # ----------------------------------------------------------------------------- SMTP
 
 
-@dataclass
-class ReceivedMail:
-    mail_from: str
-    rcpt_tos: list[str]
-    raw: bytes
-    login: str | None
-
-    @property
-    def message(self) -> EmailMessage:
-        msg = message_from_bytes(self.raw, policy=default_policy)
-        assert isinstance(msg, EmailMessage)
-        return msg
-
-    def body(self, subtype: str) -> str:
-        part = self.message.get_body(preferencelist=(subtype,))
-        assert part is not None, f"no text/{subtype} part"
-        return str(part.get_content())  # type: ignore[attr-defined]
+# The SMTP server is the demo's sink (labguard.services): one implementation, with switches for outages.
+ReceivedMail = Mail
+SmtpServer = SmtpSink
 
 
-@dataclass
-class SmtpRecorder:
-    username: str
-    password: str
-    messages: list[ReceivedMail] = field(default_factory=list)
-    fail_data_with: str | None = None  # e.g. "451 4.3.0 Try again later"
-    reject_rcpt: set[str] = field(default_factory=set)
-    logins: list[str] = field(default_factory=list)
-
-    def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        if isinstance(auth_data, LoginPassword):
-            login = auth_data.login.decode()
-            self.logins.append(login)
-            ok = login == self.username and auth_data.password.decode() == self.password
-            return AuthResult(success=ok, handled=False, auth_data=login)
-        return AuthResult(success=False, handled=False)
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        if address.lower() in self.reject_rcpt:
-            return "550 5.1.1 No such user here"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.fail_data_with:
-            return self.fail_data_with
-        raw = envelope.original_content or b""
-        login = session.auth_data if isinstance(session.auth_data, str) else None
-        self.messages.append(ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), raw, login))
-        return "250 Message accepted for delivery"
-
-
-@dataclass
-class SmtpServer:
-    host: str
-    port: int
-    recorder: SmtpRecorder
-
-    @property
-    def messages(self) -> list[ReceivedMail]:
-        return self.recorder.messages
-
-    def settings(self) -> dict[str, str]:
-        return {
-            "LABGUARD_SMTP_HOST": self.host,
-            "LABGUARD_SMTP_PORT": str(self.port),
-            "LABGUARD_SMTP_USERNAME": self.recorder.username,
-            "LABGUARD_SMTP_PASSWORD": self.recorder.password,
-        }
-
-
-@contextlib.asynccontextmanager
-async def smtp_server(
+def smtp_server(
     tls: TlsMaterial, *, username: str = "labguard@school.example", password: str = "smtp-Pa55word!"
-) -> AsyncIterator[SmtpServer]:
+) -> contextlib.AbstractAsyncContextManager[SmtpSink]:
     """aiosmtpd in the running loop (the client runs in a worker thread), STARTTLS + AUTH required."""
-    recorder = SmtpRecorder(username, password)
-    loop = asyncio.get_running_loop()
-
-    def factory() -> SMTP:
-        return SMTP(
-            recorder,
-            hostname="localhost",
-            tls_context=tls.server_context,
-            require_starttls=True,
-            auth_required=True,
-            auth_require_tls=True,
-            authenticator=recorder.authenticate,
-        )
-
-    server = await loop.create_server(factory, "127.0.0.1", 0)
-    port = int(server.sockets[0].getsockname()[1])
-    try:
-        yield SmtpServer("localhost", port, recorder)
-    finally:
-        server.close()
-        await server.wait_closed()
+    return smtp_sink(tls, username=username, password=password)
 
 
 # ----------------------------------------------------------------------------- HTTPS receiver

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from labguard.services import free_port
 from shared import ledger as ledger_module
 from shared.delivery import ChannelResult, NoticeOutcome, Notifier
 from shared.ledger import Ledger
 from shared.notices import EVENT_TYPE, Notice
 from tests.notices.plans import SUPPORT, TOPIC_KEY, WEBHOOK_PATH, plan, settings
-from tests.notices.servers import HttpsReceiver, SmtpServer, azurite_connection_string, free_port
+from tests.notices.servers import HttpsReceiver, SmtpServer, azurite_connection_string
 
 pytestmark = pytest.mark.integration
 
