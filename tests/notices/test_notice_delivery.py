@@ -398,10 +398,17 @@ async def test_resolve_closes_open_records(
 
 
 async def test_resolve_before_any_notice_is_cheap_and_quiet(
-    env: dict[str, str], new_ledger: Callable[[], Ledger]
+    env: dict[str, str], new_ledger: Callable[[], Ledger], table_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from azure.data.tables.aio import TableServiceClient
+
+    caplog.set_level(logging.INFO, logger="labguard.notices")
     async with Notifier.from_settings(settings(env), ledger=new_ledger()) as notifier:
         await notifier.resolve(plan(state="Succeeded"))  # table does not even exist yet
+        assert await notifier.open_snapshot() == frozenset()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    async with TableServiceClient.from_connection_string(env["AzureWebJobsStorage"]) as service:
+        assert table_name not in [t.name async for t in service.list_tables()]  # nothing was written
 
 
 async def test_unreachable_ledger_still_delivers(
