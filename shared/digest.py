@@ -62,7 +62,8 @@ def digest_items(snapshot: Mapping[str, Any]) -> list[DigestItem]:
                 field = str(finding.get("field") or "").rsplit(".", 1)[-1]
                 observed = finding.get("observed") or "(not set)"
                 line = clean_line(f"{field} {observed} -> {finding.get('patchValue')}", 200)
-                items.append(DigestItem(_key(status, pid, field, observed), status, name, group, line))
+                kind: Kind = "fixed" if status == "fixed" else "drift"
+                items.append(DigestItem(_key(kind, pid, field, observed), kind, name, group, line))
         exemption = plan.get("exemption")
         if exemption and exemption.get("state") == "ending-soon":
             days = exemption.get("daysLeft")

@@ -74,6 +74,7 @@ async def send_daily_digest(
     try:
         return await _send(settings, snapshot, now)
     except Exception as exc:
+        log.exception("traceback of the digest failure")
         record(log, logging.ERROR, "digest.failed", error=type(exc).__name__, day=now.date().isoformat())
         return DigestResult("failed", type(exc).__name__)
 

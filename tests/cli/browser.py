@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -101,7 +100,7 @@ class Page:
             "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
         )
         shot = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        _write(path, base64.b64decode(shot["data"]))
 
     def problems(self) -> list[str]:
         """Console errors and warnings, log entries of level error or warning, uncaught exceptions."""
@@ -124,29 +123,47 @@ class Page:
             await self._reader
 
 
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def _prepare(profile: Path) -> Path:
+    profile.mkdir(parents=True, exist_ok=True)
+    return profile / "chromium.log"
+
+
+def _port(profile: Path) -> int | None:
+    port_file = profile / "DevToolsActivePort"
+    text = port_file.read_text().strip() if port_file.exists() else ""
+    return int(text.split()[0]) if text else None
+
+
 @contextlib.asynccontextmanager
 async def headless_chromium(profile: Path) -> AsyncIterator[Page]:
     """chromium with a fresh ``--user-data-dir``; yields its first page with Page, Runtime and Log enabled."""
     binary = chromium_path()
     assert binary is not None
-    profile.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL,
-        stderr=(profile / "chromium.log").open("wb"),
-    )
+    log_path = _prepare(profile)
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            binary,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "about:blank",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
     page: Page | None = None
     try:
-        port_file = profile / "DevToolsActivePort"
+        port = None
         for _ in range(300):
-            if port_file.exists() and port_file.read_text().strip():
+            port = _port(profile)
+            if port is not None:
                 break
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"chromium exited {proc.returncode}: {(profile / 'chromium.log').read_text()[-500:]}"
-                )
+            if proc.returncode is not None:
+                raise RuntimeError(f"chromium exited {proc.returncode}; see {log_path}")
             await asyncio.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
+        assert port is not None, f"chromium did not open its DevTools port; see {log_path}"
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/json/list") as response:
                 targets = await response.json()
@@ -159,9 +176,10 @@ async def headless_chromium(profile: Path) -> AsyncIterator[Page]:
     finally:
         if page is not None:
             await page.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()

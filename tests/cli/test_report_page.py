@@ -87,14 +87,16 @@ async def test_the_page_loads_clean_and_shows_the_audits_numbers(run: Run, emu: 
             ".map(e => [e.dataset.group, Number(e.querySelector('[data-group-total]').textContent)]))"
         )
         bar_counts = await page.evaluate(
-            "[...document.querySelectorAll('tr[data-group] rect[data-count]')].reduce((a, r) => a + Number(r.dataset.count), 0)"
+            "[...document.querySelectorAll('tr[data-group] rect[data-count]')]"
+            ".reduce((a, r) => a + Number(r.dataset.count), 0)"
         )
         failed_notice = await page.evaluate(
-            "[...document.querySelectorAll('#failed tr[data-plan]')].map(e => [e.dataset.plan, e.lastElementChild.textContent])"
+            "[...document.querySelectorAll('#failed tr[data-plan]')]"
+            ".map(e => [e.dataset.plan, e.lastElementChild.textContent])"
         )
         exemptions = await page.evaluate(
-            "[...document.querySelectorAll('#exemptions tr[data-plan]')].map(e => [e.dataset.plan, e.dataset.exemptionState,"
-            " e.querySelector('[data-until]').dataset.until])"
+            "[...document.querySelectorAll('#exemptions tr[data-plan]')]"
+            ".map(e => [e.dataset.plan, e.dataset.exemptionState, e.querySelector('[data-until]').dataset.until])"
         )
         hostile_text = await page.evaluate(
             "document.querySelector('#exemptions tr[data-plan=\"hostile-exempt\"]').children[1].textContent"
