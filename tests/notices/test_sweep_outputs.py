@@ -295,3 +295,18 @@ async def test_each_sweep_writes_the_page_and_snapshot_to_the_container_with_its
     (failed,) = snapshot["failedPlans"]
     assert failed["name"] == "bio-301" and failed["notice"]["sent"] == ["email"]
     assert 'data-total="fixed">1<' in page and "physics-101" in page and "sent (email)" in page
+
+
+async def test_a_fix_made_on_an_event_goes_into_the_change_log(
+    emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.changes import ChangeLog
+    from tests.app.test_functions_e2e import deliver, write_event
+
+    values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
+    plan_id = put(emu, "physics-101", on_disconnect="Disabled")
+    await deliver(write_event(plan_id))
+    async with ChangeLog.from_connection_string(values["AzureWebJobsStorage"], values["LABGUARD_CHANGES_TABLE"]) as log:
+        (change,) = await log.recent(datetime.now(UTC))
+    assert change.plan_id == plan_id and change.trigger == "event" and change.correlation_id
+    assert change.changes == (("properties.defaultAutoShutdownProfile.shutdownOnDisconnect", "Disabled", "Enabled"),)
