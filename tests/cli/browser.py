@@ -32,6 +32,7 @@ CHROMIUM_FLAGS = (
     "--disable-extensions",
     "--remote-debugging-port=0",
     "--window-size=1280,900",
+    "--hide-scrollbars",
 )
 
 
