@@ -24,10 +24,11 @@ import pytest
 from labguard import estate
 
 from .browser import chromium_path, headless_chromium
+from .conftest import one_line_error
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     chromium_path() is None,
     reason="chromium is not installed: `make test` installs Debian's chromium when run as root "
     "(apt-get install -y chromium); otherwise install it to run the page tests",
@@ -58,6 +59,7 @@ def seed_hostile(emu: Any) -> None:
     )
 
 
+@needs_chromium
 async def test_the_page_loads_clean_and_shows_the_audits_numbers(run: Run, emu: Any, tmp_path: Path) -> None:
     seed_hostile(emu)
     page_file = tmp_path / "report.html"
@@ -128,3 +130,9 @@ async def test_the_page_loads_clean_and_shows_the_audits_numbers(run: Run, emu: 
     target = os.environ.get("LABGUARD_PAGE_SCREENSHOT")
     if target:
         shutil.copyfile(shot, target)
+
+
+def test_report_to_an_unwritable_place_is_one_line_before_any_azure_call(run: Run, emu: Any, tmp_path: Path) -> None:
+    line = one_line_error(run("report", "--html", str(tmp_path / "no-such-dir" / "page.html")))
+    assert "no-such-dir" in line and "existing directory" in line
+    assert emu.requests() == []
