@@ -310,3 +310,19 @@ async def test_a_fix_made_on_an_event_goes_into_the_change_log(
         (change,) = await log.recent(datetime.now(UTC))
     assert change.plan_id == plan_id and change.trigger == "event" and change.correlation_id
     assert change.changes == (("properties.defaultAutoShutdownProfile.shutdownOnDisconnect", "Disabled", "Enabled"),)
+
+
+async def test_labguard_enforce_from_a_laptop_goes_into_the_change_log_too(
+    emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labguard import core
+    from shared.changes import ChangeLog
+
+    values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
+    plan_id = put(emu, "physics-101", on_disconnect="Disabled")
+    settings = core.resolve_settings(values, core.Flags(), mode="enforce")
+    result = await core.run(settings, core.read_policy(settings.policy_file, "enforce"), command="enforce")
+    assert result.counts["fixed"] == 1
+    async with ChangeLog.from_connection_string(values["AzureWebJobsStorage"], values["LABGUARD_CHANGES_TABLE"]) as log:
+        (change,) = await log.recent(datetime.now(UTC))
+    assert change.plan_id == plan_id and change.trigger == "labguard enforce"
