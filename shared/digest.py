@@ -94,8 +94,8 @@ class Digest:
         counts = {kind: sum(1 for i in self.items if i.kind == kind and i.key in self.new) for kind in _TITLES}
         parts = [
             f"{counts['failure']} new failure{'s' if counts['failure'] != 1 else ''}" if counts["failure"] else "",
-            f"{counts['drift']} new drift" if counts["drift"] else "",
-            f"{counts['fixed']} fixed" if counts["fixed"] else "",
+            f"{counts['drift']} new drifted setting{'s' if counts['drift'] != 1 else ''}" if counts["drift"] else "",
+            f"{counts['fixed']} setting{'s' if counts['fixed'] != 1 else ''} fixed" if counts["fixed"] else "",
             f"{counts['exemption-ending']} exemption{'s' if counts['exemption-ending'] != 1 else ''} ending"
             if counts["exemption-ending"]
             else "",
