@@ -245,7 +245,7 @@ def _patch(plan: LabPlan, findings: list[Finding]) -> dict[str, Any]:
             continue
         _, profile, key = finding.field.split(".")
         if profile not in profiles:
-            profiles[profile] = copy.deepcopy(dict(plan.profiles_as_read.get(profile) or {}))
+            profiles[profile] = dict(plan.profiles_as_read.get(profile) or {})  # values as read, unchanged
         profiles[profile][key] = finding.patch_value
     return {"properties": profiles} if profiles else {}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 PROVIDER = "Microsoft.LabServices"
@@ -127,7 +128,8 @@ class LabPlan:
     shutdown: AutoShutdownProfile | None = None
     support: SupportInfo | None = None
     error: OperationError | None = None
-    # ARM profile key -> that profile's JSON object exactly as read (a private copy; never mutate it).
+    # ARM profile key -> that profile's JSON object exactly as read: a read-only copy of its keys (values are
+    # shared with the body read, not copied: a hostile nesting depth must not cost a recursion; never mutate them).
     profiles_as_read: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
@@ -190,20 +192,11 @@ class LabPlan:
                 timestamp=_str(error.get("timestamp")),
             ),
             profiles_as_read={
-                key: _json_copy(profile)
+                key: MappingProxyType({str(k): v for k, v in profile.items()})
                 for key, profile in ((CONNECTION_PROFILE, conn), (SHUTDOWN_PROFILE, shut))
                 if profile is not None
             },
         )
-
-
-def _json_copy(value: Any) -> Any:
-    """A private deep copy of JSON data, so what was read cannot change under the plan."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_copy(v) for v in value]
-    return value
 
 
 def _obj(value: object) -> Mapping[str, Any]:

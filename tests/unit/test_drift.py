@@ -591,3 +591,13 @@ def test_apply_patch_does_not_mutate_its_inputs() -> None:
 def test_plan_helper_policy_is_consistent() -> None:
     assert parse_policy(FULL, "x").baseline == policy().baseline
     assert plan().provisioning_state == "Succeeded"
+
+
+def test_a_deeply_nested_unknown_key_is_echoed_without_recursion() -> None:
+    deep: Any = "leaf"
+    for _ in range(50_000):
+        deep = {"x": deep}
+    data = with_connection(clientSshAccess="Public", futureSetting=deep)
+    ev = run(data)
+    assert ev.patch["properties"][CONN]["futureSetting"] is deep
+    assert ev.patch["properties"][CONN]["clientSshAccess"] == "Private"
