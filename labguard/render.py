@@ -14,6 +14,7 @@ from rich.text import Text
 
 from labguard.core import PlanResult, RunResult
 from shared.drift import shown
+from shared.governed import GOVERNED
 from shared.policy import Policy, Rules
 from shared.report import evaluation_to_dict
 
@@ -64,7 +65,7 @@ def change_text(result: PlanResult) -> str:
     parts = []
     for finding in evaluation.violations:
         observed = "(not set)" if finding.observed is None else finding.observed
-        parts.append(f"{finding.field.rsplit('.', 1)[-1]} {observed} → {finding.patch_value}")
+        parts.append(f"{finding.leaf} {observed} → {finding.patch_value}")
     return ", ".join(parts)
 
 
@@ -100,7 +101,7 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
             if finding.rule == "exemption.expired":
                 lines.append((f"its exemption ended {shown(finding.observed, quote=False)}", "dim"))
             elif finding.rule == "exemption.invalid-until":
-                lines.append((f"exemption ignored: {finding.field} {shown(finding.observed)} is not a date", "dim"))
+                lines.append((f"exemption ignored: {finding.path} {shown(finding.observed)} is not a date", "dim"))
     return lines
 
 
@@ -279,24 +280,8 @@ def change_line(result: PlanResult, *, dry_run: bool) -> Text | None:
 # ------------------------------------------------------------------------------------ check-policy
 
 
-def _bound(section: str, key: str, value: str | None) -> str:
-    if value is None:
-        return "not governed"
-    if key.startswith("max"):
-        return f"at most {value}"
-    if key.startswith("min"):
-        return f"at least {value}"
-    if section == "connection":
-        return f"at most {value}"
-    return value
-
-
 def _rule_rows(rules: Rules) -> list[tuple[str, str]]:
-    rows = []
-    for section, values in rules.to_policy_dict().items():
-        for key, value in values.items():
-            rows.append((key, _bound(section, key, value)))
-    return rows
+    return [(setting.policy_key, setting.bound_text(rules.shown(setting))) for setting in GOVERNED]
 
 
 def _scope_label(scope: str) -> str:

@@ -113,7 +113,7 @@ def change_of(outcome: Any, *, trigger: str, correlation_id: str | None, at: dat
     return Change(
         at=at or datetime.now(UTC),
         plan_id=evaluation.plan.id.path,
-        changes=tuple((f.field, f.observed, f.patch_value) for f in evaluation.drift),
+        changes=tuple((f.path, f.observed, f.patch_value) for f in evaluation.drift),
         trigger=trigger,
         correlation_id=correlation_id,
     )

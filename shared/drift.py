@@ -34,8 +34,9 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from shared.durations import describe, format_iso, parse_delay
-from shared.lab_plans import CONNECTION_PROFILE, SHUTDOWN_PROFILE, AutoShutdownProfile, ConnectionProfile, LabPlan
-from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, Rules
+from shared.governed import GOVERNED, Setting, feature_of
+from shared.lab_plans import LabPlan
+from shared.policy import Policy, Rules
 
 __all__ = ["Evaluation", "Finding", "Severity", "Status", "apply_patch", "evaluate", "shown"]
 
@@ -49,7 +50,6 @@ _STATE_MEANING = {
     "Deleting": "is being deleted",
     "Locked": "is locked for maintenance or a scheduled operation, so changes are blocked",
 }
-_ENABLE = {"enabled": "Enabled", "disabled": "Disabled"}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
@@ -61,12 +61,13 @@ class Finding:
     ``rule`` is a stable id (``connection.clientRdpAccess``, ``shutdown.idleDelay``, ``unknown-value``,
     ``state.not-terminal``, ``provisioning.failed``, ``exemption.active``, ``exemption.expired``,
     ``exemption.invalid-until``);
-    ``field`` the ARM path it is about; ``patch_value`` what the bound requires be written (set on drift
-    findings only, even when the patch is withheld because the plan is exempt or failed).
+    ``field`` the path it is about in the plan body (``("properties", "defaultConnectionProfile",
+    "clientRdpAccess")``, ``("tags", "labguard:exempt")``); ``patch_value`` what the bound requires be written
+    (set on drift findings only, even when the patch is withheld because the plan is exempt or failed).
     """
 
     rule: str
-    field: str
+    field: tuple[str, ...]
     observed: str | None
     allowed: str
     severity: Severity
@@ -76,6 +77,16 @@ class Finding:
     @property
     def is_drift(self) -> bool:
         return self.patch_value is not None
+
+    @property
+    def path(self) -> str:
+        """``field`` as one dotted string, as logs, the change log and JSON output carry it."""
+        return ".".join(self.field)
+
+    @property
+    def leaf(self) -> str:
+        """The last part of ``field``: the setting's ARM key, as one-line summaries name it."""
+        return self.field[-1]
 
 
 @dataclass(frozen=True)
@@ -149,87 +160,33 @@ def apply_patch(body: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, 
 # Bounds
 # --------------------------------------------------------------------------------------------
 
-# (ARM key, LabPlan attribute, Rules attribute, label)
-_CONNECTION: tuple[tuple[str, str, str, str], ...] = (
-    ("webSshAccess", "web_ssh_access", "web_ssh_access", "Web SSH access"),
-    ("webRdpAccess", "web_rdp_access", "web_rdp_access", "Web RDP access"),
-    ("clientSshAccess", "client_ssh_access", "client_ssh_access", "Client SSH access"),
-    ("clientRdpAccess", "client_rdp_access", "client_rdp_access", "Client RDP access"),
-)
-_FLAGS: tuple[tuple[str, str, str, str], ...] = (
-    ("shutdownOnDisconnect", "shutdown_on_disconnect", "shutdown_on_disconnect", "Shutdown on disconnect"),
-    (
-        "shutdownWhenNotConnected",
-        "shutdown_when_not_connected",
-        "shutdown_when_not_connected",
-        "Shutdown when not connected",
-    ),
-)
-_DELAYS: tuple[tuple[str, str, str, str], ...] = (
-    ("disconnectDelay", "disconnect_delay", "max_disconnect_delay", "Disconnect delay"),
-    ("noConnectDelay", "no_connect_delay", "max_no_connect_delay", "No-connect delay"),
-    ("idleDelay", "idle_delay", "max_idle_delay", "Idle delay"),
-)
-
-
-# The spec's default of each enum leaf (LabServices.json, 2023-06-07): what the service applies when a
-# plan leaves the leaf out, so an absent leaf is judged as this value.
-_SPEC_DEFAULT: Mapping[str, str] = {
-    "webSshAccess": "None",
-    "webRdpAccess": "None",
-    "clientSshAccess": "None",
-    "clientRdpAccess": "None",
-    "shutdownOnDisconnect": "Disabled",
-    "shutdownWhenNotConnected": "Disabled",
-    "shutdownOnIdle": "None",
-}
-# delay ARM key -> the ARM key of the feature it belongs to
-_DELAY_FEATURE: Mapping[str, str] = {
-    "disconnectDelay": "shutdownOnDisconnect",
-    "noConnectDelay": "shutdownWhenNotConnected",
-    "idleDelay": "shutdownOnIdle",
-}
 FeatureState = Literal["on", "off", "unknown"]
 
 
 def _check(plan: LabPlan, rules: Rules) -> tuple[list[Finding], dict[str, Any]]:
-    """(drift and unknown-value findings, the patch). Each drifted profile goes into the patch whole."""
+    """(drift and unknown-value findings, the patch), setting by setting in table order. Each drifted profile
+    goes into the patch whole."""
     findings: list[Finding] = []
-    connection = plan.connection or ConnectionProfile()
-    shutdown = plan.shutdown or AutoShutdownProfile()
-
-    for key, attr, rule_attr, label in _CONNECTION:
-        bound: str | None = getattr(rules, rule_attr)
-        if bound is not None:
-            finding = _ranked(CONNECTION_PROFILE, key, label, getattr(connection, attr), bound, CONNECTION_RANK, "most")
-            findings += [finding] if finding else []
-    for key, attr, rule_attr, label in _FLAGS:
-        if getattr(rules, rule_attr) == "Enabled":
-            finding = _flag(key, label, getattr(shutdown, attr))
-            findings += [finding] if finding else []
-    if rules.min_shutdown_on_idle is not None:
-        idle = _ranked(
-            SHUTDOWN_PROFILE,
-            "shutdownOnIdle",
-            "Shutdown on idle",
-            shutdown.shutdown_on_idle,
-            rules.min_shutdown_on_idle,
-            IDLE_RANK,
-            "least",
-        )
-        findings += [idle] if idle else []
-    features = _features(shutdown, rules)
-    for key, attr, rule_attr, label in _DELAYS:
-        limit: timedelta | None = getattr(rules, rule_attr)
-        observed = getattr(shutdown, attr)
-        feature = features[_DELAY_FEATURE[key]]
-        # A delay only matters while its feature is on (or the patch turns it on): an absent delay of a
-        # feature that is off is not drift. With the feature's state unknown, only a delay that is there
-        # is checked (shortening it never loosens anything).
-        if limit is not None and (feature == "on" or (feature == "unknown" and observed is not None)):
-            finding = _delay(key, label, observed, limit)
-            findings += [finding] if finding else []
-
+    for setting in GOVERNED:
+        bound = rules.bound(setting)
+        if bound is None:
+            continue
+        observed = plan.observed(setting)
+        finding: Finding | None = None
+        if setting.kind == "max-delay":
+            assert isinstance(bound, timedelta)
+            feature = _feature_state(plan, rules, feature_of(setting))
+            # A delay only matters while its feature is on (or the patch turns it on): an absent delay of a
+            # feature that is off is not drift. With the feature's state unknown, only a delay that is there
+            # is checked (shortening it never loosens anything).
+            if feature == "on" or (feature == "unknown" and observed is not None):
+                finding = _delay(setting, observed, bound)
+        elif setting.kind == "enabled":
+            finding = _flag(setting, observed)
+        else:
+            assert isinstance(bound, str)
+            finding = _ranked(setting, observed, bound)
+        findings += [finding] if finding else []
     return findings, _patch(plan, findings)
 
 
@@ -243,64 +200,53 @@ def _patch(plan: LabPlan, findings: list[Finding]) -> dict[str, Any]:
     for finding in findings:
         if not finding.is_drift:
             continue
-        _, profile, key = finding.field.split(".")
+        _, profile, key = finding.field
         if profile not in profiles:
             profiles[profile] = dict(plan.profiles_as_read.get(profile) or {})  # values as read, unchanged
         profiles[profile][key] = finding.patch_value
     return {"properties": profiles} if profiles else {}
 
 
-def _features(shutdown: AutoShutdownProfile, rules: Rules) -> dict[str, FeatureState]:
-    """Whether each shutdown feature will be on once the patch is applied: on as read, or required."""
-    states: dict[str, FeatureState] = {}
-    for key, attr, rule_attr, _label in _FLAGS:
-        observed = getattr(shutdown, attr)
-        value = _ENABLE.get((observed or _SPEC_DEFAULT[key]).lower())
-        required = getattr(rules, rule_attr) == "Enabled"
-        states[key] = "on" if required or value == "Enabled" else ("off" if value else "unknown")
-    observed_idle = shutdown.shutdown_on_idle
-    idle = {name.lower(): name for name in IDLE_RANK}.get((observed_idle or _SPEC_DEFAULT["shutdownOnIdle"]).lower())
-    idle_required = rules.min_shutdown_on_idle not in (None, "None")
-    states["shutdownOnIdle"] = (
-        "on" if idle_required or (idle not in (None, "None")) else ("off" if idle is not None else "unknown")
-    )
-    return states
+def _feature_state(plan: LabPlan, rules: Rules, switch: Setting | None) -> FeatureState:
+    """Whether a switch's (or mode's) feature will be on once the patch is applied: on as read, or required.
+    The first value of its scale is off; an absent value is the spec's default."""
+    if switch is None:
+        return "unknown"
+    off = switch.scale[0]
+    value = switch.canonical(plan.observed(switch) or switch.spec_default or "")
+    if rules.bound(switch) not in (None, off) or (value is not None and value != off):
+        return "on"
+    return "off" if value is not None else "unknown"
 
 
-def _unknown(profile: str, key: str, label: str, observed: str, allowed: str, what: str) -> Finding:
+def _unknown(setting: Setting, observed: str, allowed: str, what: str) -> Finding:
     """An enum value labguard does not know (a newer api-version may add one), or a delay it cannot read:
     reported for a person to check, never written over (writing the bound could loosen it)."""
     return Finding(
         rule="unknown-value",
-        field=f"properties.{profile}.{key}",
+        field=setting.path,
         observed=observed,
         allowed=allowed,
         severity="medium",
         message=(
-            f"{label} has the value {shown(observed)}, {what}; the policy allows {allowed}. labguard leaves "
-            "it as it is (it never writes over a value it cannot judge): check it by hand."
+            f"{setting.label} has the value {shown(observed)}, {what}; the policy allows {allowed}. labguard "
+            "leaves it as it is (it never writes over a value it cannot judge): check it by hand."
         ),
     )
 
 
-def _ranked(
-    profile: str,
-    key: str,
-    label: str,
-    observed: str | None,
-    bound: str,
-    rank: Mapping[str, int],
-    kind: Literal["most", "least"],
-) -> Finding | None:
-    """A bound on an ordered enum: ``most`` = observed may not rank above it, ``least`` = not below it.
-    An absent value is judged as the spec's default (None for a channel and for the idle mode)."""
-    order = " < ".join(rank)
-    allowed = f"at {kind} {bound} ({order})"
+def _ranked(setting: Setting, observed: str | None, bound: str) -> Finding | None:
+    """A bound on an ordered enum: ``at-most`` = observed may not rank above it, ``at-least`` = not below it.
+    An absent value is judged as the spec's default (None for a channel and for the idle mode). A value at
+    the top of an exposure scale (Public) is high severity."""
+    rank = setting.rank
+    kind = "most" if setting.kind == "at-most" else "least"
+    allowed = f"at {kind} {bound} ({' < '.join(setting.scale)})"
     verb = "allows" if kind == "most" else "requires"
-    effective = _SPEC_DEFAULT[key] if observed is None else observed
-    canonical = {name.lower(): name for name in rank}.get(effective.lower())
+    effective = (setting.spec_default or "") if observed is None else observed
+    canonical = setting.canonical(effective)
     if canonical is None:
-        return _unknown(profile, key, label, effective, allowed, "which labguard does not know")
+        return _unknown(setting, effective, allowed, "which labguard does not know")
     inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
     if inside:
         return None
@@ -308,43 +254,43 @@ def _ranked(
         problem = f"is not set on the plan (Azure's default is {canonical}); the policy {verb} {allowed}"
     else:
         problem = f"is {canonical} but the policy {verb} {allowed}"
-    severity: Severity = "high" if profile == CONNECTION_PROFILE and canonical == "Public" else "medium"
-    rule = ("connection." if profile == CONNECTION_PROFILE else "shutdown.") + key
+    severity: Severity = "high" if kind == "most" and canonical == setting.scale[-1] else "medium"
     return Finding(
-        rule=rule,
-        field=f"properties.{profile}.{key}",
+        rule=setting.rule,
+        field=setting.path,
         observed=observed,
         allowed=allowed,
         severity=severity,
-        message=f"{label} {problem}; the fix sets it to {bound}.",
+        message=f"{setting.label} {problem}; the fix sets it to {bound}.",
         patch_value=bound,
     )
 
 
-def _flag(key: str, label: str, observed: str | None) -> Finding | None:
-    """A shutdown flag the policy requires Enabled; absent means the spec's default, Disabled."""
-    canonical = _ENABLE.get((observed or _SPEC_DEFAULT[key]).lower())
-    if canonical == "Enabled":
+def _flag(setting: Setting, observed: str | None) -> Finding | None:
+    """A switch the policy requires Enabled; absent means the spec's default, Disabled."""
+    required = setting.scale[-1]
+    canonical = setting.canonical(observed or setting.spec_default or "")
+    if canonical == required:
         return None
     if canonical is None:
         assert observed is not None
-        return _unknown(SHUTDOWN_PROFILE, key, label, observed, "Enabled", "which labguard does not know")
+        return _unknown(setting, observed, required, "which labguard does not know")
     if observed is None:
-        problem = "is not set on the plan (Azure's default is Disabled); the policy requires Enabled"
+        problem = f"is not set on the plan (Azure's default is {setting.spec_default}); the policy requires {required}"
     else:
-        problem = f"is {canonical} but the policy requires Enabled"
+        problem = f"is {canonical} but the policy requires {required}"
     return Finding(
-        rule=f"shutdown.{key}",
-        field=f"properties.{SHUTDOWN_PROFILE}.{key}",
+        rule=setting.rule,
+        field=setting.path,
         observed=observed,
-        allowed="Enabled",
+        allowed=required,
         severity="medium",
-        message=f"{label} {problem}; the fix enables it.",
-        patch_value="Enabled",
+        message=f"{setting.label} {problem}; the fix enables it.",
+        patch_value=required,
     )
 
 
-def _delay(key: str, label: str, observed: str | None, limit: timedelta) -> Finding | None:
+def _delay(setting: Setting, observed: str | None, limit: timedelta) -> Finding | None:
     """A delay of a feature that is (or will be) on: absent or longer than the bound is drift."""
     bound = format_iso(limit)
     allowed = f"at most {bound} ({describe(limit)})"
@@ -352,10 +298,10 @@ def _delay(key: str, label: str, observed: str | None, limit: timedelta) -> Find
         value = parse_delay(observed)
     except ValueError:
         assert observed is not None
-        return _unknown(SHUTDOWN_PROFILE, key, label, observed, allowed, "which is not a duration labguard can read")
+        return _unknown(setting, observed, allowed, "which is not a duration labguard can read")
     if value is not None and value < timedelta(0):
         assert observed is not None
-        return _unknown(SHUTDOWN_PROFILE, key, label, observed, allowed, "a negative duration")
+        return _unknown(setting, observed, allowed, "a negative duration")
     if value is None:
         problem = f"is not set on the plan while its feature is on; the policy allows {allowed}"
     elif value <= limit:
@@ -363,12 +309,12 @@ def _delay(key: str, label: str, observed: str | None, limit: timedelta) -> Find
     else:
         problem = f"is {shown(observed)} ({describe(value)}) but the policy allows {allowed}"
     return Finding(
-        rule=f"shutdown.{key}",
-        field=f"properties.{SHUTDOWN_PROFILE}.{key}",
+        rule=setting.rule,
+        field=setting.path,
         observed=observed,
         allowed=allowed,
         severity="low" if value is not None else "medium",
-        message=f"{label} {problem}; the fix sets it to {bound}.",
+        message=f"{setting.label} {problem}; the fix sets it to {bound}.",
         patch_value=bound,
     )
 
@@ -387,7 +333,7 @@ def _not_terminal(raw: str | None, state: str | None) -> Finding:
         why = _STATE_MEANING.get(state, f"is {state}")
     return Finding(
         rule="state.not-terminal",
-        field="properties.provisioningState",
+        field=("properties", "provisioningState"),
         observed=raw,
         allowed="Succeeded or Failed",
         severity="info",
@@ -428,7 +374,7 @@ def _failed(plan: LabPlan) -> Finding:
     who = "Plan support: " + "; ".join(contacts) + "." if contacts else "The plan lists no support contact."
     return Finding(
         rule="provisioning.failed",
-        field="properties.resourceOperationError" if error is not None else "properties.provisioningState",
+        field=("properties", "resourceOperationError" if error is not None else "provisioningState"),
         observed=(error.code if error is not None and error.code else "Failed"),
         allowed="Succeeded",
         severity="high",
@@ -456,7 +402,7 @@ def _exemption(plan: LabPlan, policy: Policy, today: date) -> tuple[str | None, 
     tag, raw_reason = found
     reason = shown(raw_reason.strip(), quote=False) if raw_reason and raw_reason.strip() else "no reason given"
     until_found = tags.get(policy.exemption_until_tag.lower())
-    field = f"tags.{tag}"
+    field = ("tags", tag)
     if until_found is None:
         finding = Finding(
             "exemption.active",
@@ -472,7 +418,7 @@ def _exemption(plan: LabPlan, policy: Policy, today: date) -> tuple[str | None, 
     if until is None:
         finding = Finding(
             "exemption.invalid-until",
-            f"tags.{until_tag}",
+            ("tags", until_tag),
             raw_until,
             "a date such as 2025-07-31",
             "info",
@@ -483,7 +429,7 @@ def _exemption(plan: LabPlan, policy: Policy, today: date) -> tuple[str | None, 
     if until < today:
         finding = Finding(
             "exemption.expired",
-            f"tags.{until_tag}",
+            ("tags", until_tag),
             raw_until,
             f"a date on or after {today.isoformat()}",
             "info",

@@ -5,9 +5,10 @@ never sees SDK models or raw dictionaries. Mapping is total: missing optional pr
 ``None`` and unknown extra fields are ignored, because a sweep must never crash on one odd plan.
 Delays are kept exactly as ARM wrote them (``PT5M`` or ``00:05``); :mod:`shared.durations` reads them.
 
-The two governed profiles are also kept whole, exactly as read (``LabPlan.profiles_as_read``), because a
-patch sends each drifted profile back whole: a service that replaces nested objects must get every other
-key as it was, or it resets them to the spec's defaults.
+The governed profiles (:mod:`shared.governed`) are kept whole, exactly as read (``LabPlan.profiles_as_read``):
+:meth:`LabPlan.observed` reads a governed setting from them, and a patch sends each drifted profile back
+whole, because a service that replaces nested objects must get every other key as it was, or it resets them
+to the spec's defaults.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from shared.governed import PROFILES, Setting
+
 PROVIDER = "Microsoft.LabServices"
-CONNECTION_PROFILE = "defaultConnectionProfile"
-SHUTDOWN_PROFILE = "defaultAutoShutdownProfile"
 RESOURCE_TYPE = "Microsoft.LabServices/labPlans"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
 
@@ -75,28 +76,6 @@ class PlanId:
 
 
 @dataclass(frozen=True)
-class ConnectionProfile:
-    """``defaultConnectionProfile``: each value is None / Private / Public as ARM wrote it, or None if absent."""
-
-    web_ssh_access: str | None = None
-    web_rdp_access: str | None = None
-    client_ssh_access: str | None = None
-    client_rdp_access: str | None = None
-
-
-@dataclass(frozen=True)
-class AutoShutdownProfile:
-    """``defaultAutoShutdownProfile``; delays are raw strings (``PT15M`` or ``00:15``), None if absent."""
-
-    shutdown_on_disconnect: str | None = None
-    shutdown_when_not_connected: str | None = None
-    shutdown_on_idle: str | None = None
-    disconnect_delay: str | None = None
-    no_connect_delay: str | None = None
-    idle_delay: str | None = None
-
-
-@dataclass(frozen=True)
 class SupportInfo:
     """``supportInfo``: written by plan owners, so every field is untrusted text."""
 
@@ -124,8 +103,6 @@ class LabPlan:
     location: str | None = None
     provisioning_state: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
-    connection: ConnectionProfile | None = None
-    shutdown: AutoShutdownProfile | None = None
     support: SupportInfo | None = None
     error: OperationError | None = None
     # ARM profile key -> that profile's JSON object exactly as read: a read-only copy of its keys (values are
@@ -135,6 +112,11 @@ class LabPlan:
     @property
     def name(self) -> str:
         return self.id.name
+
+    def observed(self, setting: Setting) -> str | None:
+        """A governed setting as ARM wrote it (``PT15M`` and ``00:15`` alike), or None if it is absent."""
+        profile = self.profiles_as_read.get(setting.profile.arm_key)
+        return None if profile is None else _str(profile.get(setting.arm_key))
 
     @property
     def is_terminal(self) -> bool:
@@ -148,8 +130,6 @@ class LabPlan:
         props = _obj(body.get("properties"))
         raw_tags = _obj(body.get("tags"))
         tags = {str(k): str(v) for k, v in raw_tags.items() if isinstance(v, (str, int, float, bool))}
-        conn = _obj_or_none(props.get(CONNECTION_PROFILE))
-        shut = _obj_or_none(props.get(SHUTDOWN_PROFILE))
         support = _obj_or_none(props.get("supportInfo"))
         error = _obj_or_none(props.get("resourceOperationError"))
         return cls(
@@ -157,24 +137,6 @@ class LabPlan:
             location=_str(body.get("location")),
             provisioning_state=_str(props.get("provisioningState")),
             tags=tags,
-            connection=None
-            if conn is None
-            else ConnectionProfile(
-                web_ssh_access=_str(conn.get("webSshAccess")),
-                web_rdp_access=_str(conn.get("webRdpAccess")),
-                client_ssh_access=_str(conn.get("clientSshAccess")),
-                client_rdp_access=_str(conn.get("clientRdpAccess")),
-            ),
-            shutdown=None
-            if shut is None
-            else AutoShutdownProfile(
-                shutdown_on_disconnect=_str(shut.get("shutdownOnDisconnect")),
-                shutdown_when_not_connected=_str(shut.get("shutdownWhenNotConnected")),
-                shutdown_on_idle=_str(shut.get("shutdownOnIdle")),
-                disconnect_delay=_str(shut.get("disconnectDelay")),
-                no_connect_delay=_str(shut.get("noConnectDelay")),
-                idle_delay=_str(shut.get("idleDelay")),
-            ),
             support=None
             if support is None
             else SupportInfo(
@@ -192,9 +154,9 @@ class LabPlan:
                 timestamp=_str(error.get("timestamp")),
             ),
             profiles_as_read={
-                key: MappingProxyType({str(k): v for k, v in profile.items()})
-                for key, profile in ((CONNECTION_PROFILE, conn), (SHUTDOWN_PROFILE, shut))
-                if profile is not None
+                profile.arm_key: MappingProxyType({str(k): v for k, v in read.items()})
+                for profile in PROFILES
+                if (read := _obj_or_none(props.get(profile.arm_key))) is not None
             },
         )
 

@@ -10,12 +10,8 @@ Bounds, not exact values:
 * connection: the most exposure allowed per channel, ordered ``None < Private < Public``;
 * auto-shutdown: flags required ``Enabled``; a minimum idle mode; maximum delays (ISO-8601).
 
-Idle modes are ordered by how aggressively they shut VMs down: ``None < LowUsage < UserAbsence``.
-The Lab Services API (LabServices.json, shutdownOnIdleMode, 2023-06-07) and the docs ("Configure
-automatic shutdown for a lab plan", learn.microsoft.com/azure/lab-services/how-to-configure-auto-shutdown-lab-plans)
-say UserAbsence treats a VM as idle when there is no keyboard or mouse input, while LowUsage needs
-the user to be absent *and* CPU/disk usage to be low. Every LowUsage-idle VM is UserAbsence-idle but
-not the other way round, so UserAbsence shuts VMs down at least as often: it is the stricter mode.
+The settings and their kinds of bound are the table in :mod:`shared.governed`; the section models below
+are built from it, so a new row there is a new key here (and in the schema).
 """
 
 from __future__ import annotations
@@ -30,19 +26,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema, create_model
 
 from shared.durations import format_iso, parse_delay, parse_iso
+from shared.governed import EXPOSURE, GOVERNED, IDLE_MODES, PROFILES, Bound, Profile, Setting, rank_of
 from shared.lab_plans import PlanId
 
 __all__ = [
     "CONNECTION_RANK",
     "IDLE_RANK",
-    "ConnectionType",
-    "IdleMode",
     "Mode",
     "Policy",
     "PolicyError",
@@ -53,14 +48,11 @@ __all__ = [
 ]
 
 Mode = Literal["audit", "enforce"]
-ConnectionType = Literal["None", "Private", "Public"]
-IdleMode = Literal["None", "LowUsage", "UserAbsence"]
-Required = Literal["Enabled"]
 
-#: Exposure order of ConnectionType: a higher rank exposes more.
-CONNECTION_RANK: Mapping[str, int] = MappingProxyType({"None": 0, "Private": 1, "Public": 2})
-#: Strictness order of shutdownOnIdle (see the module docstring): a higher rank shuts VMs down more.
-IDLE_RANK: Mapping[str, int] = MappingProxyType({"None": 0, "LowUsage": 1, "UserAbsence": 2})
+#: Exposure order of a connection channel: a higher rank exposes more.
+CONNECTION_RANK: Mapping[str, int] = rank_of(EXPOSURE)
+#: Strictness order of shutdownOnIdle (see :mod:`shared.governed`): a higher rank shuts VMs down more.
+IDLE_RANK: Mapping[str, int] = rank_of(IDLE_MODES)
 
 DEFAULT_EXEMPTION_TAG = "labguard:exempt"
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
@@ -119,39 +111,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, field_title_generator=lambda name, _info: name)
 
 
-class ConnectionBounds(_Strict):
-    """The most exposure allowed per channel (None < Private < Public); omit a channel to leave it alone."""
+def _bound_type(setting: Setting) -> Any:
+    """The policy value a setting's bound takes: one of its enum values, ``Enabled``, or a delay."""
+    if setting.kind == "max-delay":
+        return Delay
+    values = setting.scale[-1:] if setting.kind == "enabled" else setting.scale
+    return cast(Any, Literal)[values]
 
-    webSshAccess: ConnectionType | None = Field(None, description="Most exposure allowed for web access over SSH")
-    webRdpAccess: ConnectionType | None = Field(None, description="Most exposure allowed for web access over RDP")
-    clientSshAccess: ConnectionType | None = Field(None, description="Most exposure allowed for client SSH")
-    clientRdpAccess: ConnectionType | None = Field(None, description="Most exposure allowed for client RDP")
+
+def _section_model(profile: Profile) -> type[BaseModel]:
+    """The policy file section bounding one ARM profile: a key per governed setting, in table order."""
+    fields: dict[str, Any] = {
+        s.policy_key: (_bound_type(s) | None, Field(None, description=s.description))
+        for s in GOVERNED
+        if s.profile == profile
+    }
+    return create_model(profile.model, __base__=_Strict, __doc__=profile.description, **fields)
 
 
-class AutoShutdownBounds(_Strict):
-    """Shutdown flags that must be Enabled, the least aggressive idle mode allowed, the longest delays."""
+_SECTIONS: dict[str, type[BaseModel]] = {profile.section: _section_model(profile) for profile in PROFILES}
 
-    shutdownOnDisconnect: Required | None = Field(None, description="Enabled = must shut down on disconnect")
-    shutdownWhenNotConnected: Required | None = Field(None, description="Enabled = must shut down when nobody connects")
-    minShutdownOnIdle: IdleMode | None = Field(
-        None, description="Least aggressive idle shutdown allowed (None < LowUsage < UserAbsence)"
+if TYPE_CHECKING:  # the section keys are generated from the table; mypy sees the base
+    _ScopeBase = _Strict
+else:
+    _ScopeBase = create_model(
+        "_ScopeBase", __base__=_Strict, **{section: (model | None, None) for section, model in _SECTIONS.items()}
     )
-    maxDisconnectDelay: Delay | None = Field(
-        None, description="Longest disconnectDelay allowed while shutdownOnDisconnect is on or required"
-    )
-    maxNoConnectDelay: Delay | None = Field(
-        None, description="Longest noConnectDelay allowed while shutdownWhenNotConnected is on or required"
-    )
-    maxIdleDelay: Delay | None = Field(
-        None, description="Longest idleDelay allowed while shutdownOnIdle is not None or is required"
-    )
 
 
-class ScopeBounds(_Strict):
+class ScopeBounds(_ScopeBase):
     """Bounds for one scope. In an override, keys you omit are inherited; null means not governed here."""
-
-    connection: ConnectionBounds | None = None
-    autoShutdown: AutoShutdownBounds | None = None
 
 
 class Overrides(_Strict):
@@ -193,59 +182,51 @@ def policy_json_schema() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Rules:
-    """The effective bounds for one plan after overrides. None = not governed."""
+    """The effective bounds for one plan after overrides: (policy key, bound) in table order; a setting
+    left out is not governed. Build with ``Rules.of(maxIdleDelay=timedelta(minutes=15))``."""
 
-    web_ssh_access: ConnectionType | None = None
-    web_rdp_access: ConnectionType | None = None
-    client_ssh_access: ConnectionType | None = None
-    client_rdp_access: ConnectionType | None = None
-    shutdown_on_disconnect: Required | None = None
-    shutdown_when_not_connected: Required | None = None
-    min_shutdown_on_idle: IdleMode | None = None
-    max_disconnect_delay: timedelta | None = None
-    max_no_connect_delay: timedelta | None = None
-    max_idle_delay: timedelta | None = None
+    bounds: tuple[tuple[str, Bound], ...] = ()
 
-    @property
-    def governs_anything(self) -> bool:
-        return any(getattr(self, f.name) is not None for f in dataclasses.fields(self))
+    @classmethod
+    def of(cls, **bounds: Bound | None) -> Rules:
+        unknown = set(bounds) - {s.policy_key for s in GOVERNED}
+        if unknown:
+            raise TypeError(f"not governed settings: {', '.join(sorted(unknown))}")
+        return cls(tuple((s.policy_key, b) for s in GOVERNED if (b := bounds.get(s.policy_key)) is not None))
+
+    def get(self, policy_key: str) -> Bound | None:
+        """The bound on a setting by its policy key, or None when it is not governed."""
+        return next((bound for key, bound in self.bounds if key == policy_key), None)
+
+    def bound(self, setting: Setting) -> Bound | None:
+        return self.get(setting.policy_key)
+
+    def shown(self, setting: Setting) -> str | None:
+        """The bound as the policy file writes it (delays as ISO-8601), or None when not governed."""
+        value = self.get(setting.policy_key)
+        return format_iso(value) if isinstance(value, timedelta) else value
 
     def to_policy_dict(self) -> dict[str, dict[str, str | None]]:
         """These rules in the policy file's own shape (delays as ISO-8601), for ``check-policy`` output."""
-        out: dict[str, dict[str, str | None]] = {"connection": {}, "autoShutdown": {}}
-        for section, key, attr in _FIELDS:
-            value = getattr(self, attr)
-            out[section][key] = format_iso(value) if isinstance(value, timedelta) else value
+        out: dict[str, dict[str, str | None]] = {profile.section: {} for profile in PROFILES}
+        for setting in GOVERNED:
+            out[setting.profile.section][setting.policy_key] = self.shown(setting)
         return out
-
-
-# (policy section, policy key, Rules attribute), in the order findings and patches are written.
-_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("connection", "webSshAccess", "web_ssh_access"),
-    ("connection", "webRdpAccess", "web_rdp_access"),
-    ("connection", "clientSshAccess", "client_ssh_access"),
-    ("connection", "clientRdpAccess", "client_rdp_access"),
-    ("autoShutdown", "shutdownOnDisconnect", "shutdown_on_disconnect"),
-    ("autoShutdown", "shutdownWhenNotConnected", "shutdown_when_not_connected"),
-    ("autoShutdown", "minShutdownOnIdle", "min_shutdown_on_idle"),
-    ("autoShutdown", "maxDisconnectDelay", "max_disconnect_delay"),
-    ("autoShutdown", "maxNoConnectDelay", "max_no_connect_delay"),
-    ("autoShutdown", "maxIdleDelay", "max_idle_delay"),
-)
 
 
 def _layer(parent: Rules, scope: ScopeBounds) -> Rules:
     """Apply one scope's bounds over its parent: set keys win, null un-governs, omitted keys inherit."""
-    changes: dict[str, Any] = {}
-    for section, key, attr in _FIELDS:
+    bounds: dict[str, Bound | None] = dict(parent.bounds)
+    for setting in GOVERNED:
+        section, key = setting.profile.section, setting.policy_key
         if section not in scope.model_fields_set:
             continue
-        bounds: BaseModel | None = getattr(scope, section)
-        if bounds is None:
-            changes[attr] = None
-        elif key in bounds.model_fields_set:
-            changes[attr] = getattr(bounds, key)
-    return dataclasses.replace(parent, **changes)
+        given: BaseModel | None = getattr(scope, section)
+        if given is None:
+            bounds[key] = None
+        elif key in given.model_fields_set:
+            bounds[key] = getattr(given, key)
+    return Rules.of(**bounds)
 
 
 @dataclass(frozen=True)
@@ -349,14 +330,16 @@ def parse_policy(data: object, source: str) -> Policy:
 
 
 def _check_scope(source: str, where: str, rules: Rules) -> None:
-    """A lab needs a client channel that may be Public; a scope that forbids both is unusable."""
-    ssh, rdp = rules.client_ssh_access, rules.client_rdp_access
-    if ssh is not None and rdp is not None and ssh != "Public" and rdp != "Public":
+    """A lab needs a client channel that may be Public; a scope that forbids every one is unusable."""
+    channels = [(s, rules.bound(s)) for s in GOVERNED if s.client_channel]
+    if channels and all(bound is not None and bound != s.scale[-1] for s, bound in channels):
+        top = channels[0][0].scale[-1]
+        named = " and ".join(f"{s.policy_key} (at most {bound})" for s, bound in channels)
         raise PolicyError(
             source,
             where,
-            f"clientSshAccess (at most {ssh}) and clientRdpAccess (at most {rdp}) both forbid Public in this "
-            "scope, so no lab could be created; allow Public on at least one client channel",
+            f"{named} {'both' if len(channels) == 2 else 'all'} forbid {top} in this "
+            f"scope, so no lab could be created; allow {top} on at least one client channel",
         )
 
 

@@ -237,7 +237,7 @@ class Reconciler:
                 "plan.unknown-value",
                 plan_id=key,
                 rule=unknown.rule,
-                field=unknown.field,
+                field=unknown.path,
                 observed=shown(unknown.observed, limit=80),
                 correlation_id=correlation_id,
             )
@@ -273,7 +273,7 @@ class Reconciler:
                 "plan.change" if writing else "plan.drift",
                 plan_id=key,
                 rule=finding.rule,
-                field=finding.field,
+                field=finding.path,
                 observed=finding.observed,
                 new=finding.patch_value,
                 mode=self.mode,

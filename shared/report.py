@@ -96,7 +96,7 @@ def evaluation_to_dict(ev: Evaluation) -> dict[str, Any]:
         "findings": [
             {
                 "rule": f.rule,
-                "field": f.field,
+                "field": f.path,
                 "observed": f.observed,
                 "allowed": f.allowed,
                 "severity": f.severity,
@@ -117,7 +117,7 @@ def _why(ev: Evaluation) -> str:
     if ev.status in ("skipped", "exempt", "failed") and ev.reason:
         return ev.reason
     if ev.violations:
-        return ", ".join(f.field.rsplit(".", 1)[-1] for f in ev.violations)
+        return ", ".join(f.leaf for f in ev.violations)
     return "-"
 
 

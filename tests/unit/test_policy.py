@@ -32,7 +32,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_bundled_policy_loads_in_audit_mode() -> None:
     loaded = load_policy(REPO / "policy.yaml")
     assert loaded.mode == "audit"
-    assert loaded.baseline.max_idle_delay == timedelta(minutes=30)
+    assert loaded.baseline.get("maxIdleDelay") == timedelta(minutes=30)
     assert loaded.exemption_tag == "labguard:exempt"
 
 
@@ -179,7 +179,7 @@ def test_mode_defaults_to_audit_and_the_setting_beats_the_file(tmp_path: Path) -
 
 def test_unset_keys_are_not_governed() -> None:
     rules = parse_policy({"autoShutdown": {"maxIdleDelay": "PT15M"}}, "p").baseline
-    assert rules == Rules(max_idle_delay=timedelta(minutes=15))
+    assert rules == Rules.of(maxIdleDelay=timedelta(minutes=15))
 
 
 def test_rules_for_prefers_resource_group_then_subscription_then_baseline() -> None:
@@ -191,9 +191,9 @@ def test_rules_for_prefers_resource_group_then_subscription_then_baseline() -> N
         },
     }
     loaded = parse_policy(data, "p")
-    assert loaded.rules_for(pid("rg-course")).max_idle_delay == timedelta(hours=2)
-    assert loaded.rules_for(pid("rg-other")).max_idle_delay == timedelta(hours=1)
-    assert loaded.rules_for(pid("rg-course", OTHER_SUB)).max_idle_delay == timedelta(minutes=30)
+    assert loaded.rules_for(pid("rg-course")).get("maxIdleDelay") == timedelta(hours=2)
+    assert loaded.rules_for(pid("rg-other")).get("maxIdleDelay") == timedelta(hours=1)
+    assert loaded.rules_for(pid("rg-course", OTHER_SUB)).get("maxIdleDelay") == timedelta(minutes=30)
 
 
 def test_resource_group_override_inherits_the_rest_from_its_subscription() -> None:
@@ -205,14 +205,14 @@ def test_resource_group_override_inherits_the_rest_from_its_subscription() -> No
         },
     }
     rules = parse_policy(data, "p").rules_for(pid("rg-course"))
-    assert rules.client_ssh_access == "Public"
-    assert rules.max_idle_delay == timedelta(hours=1)
-    assert rules.max_disconnect_delay == timedelta(minutes=15)
+    assert rules.get("clientSshAccess") == "Public"
+    assert rules.get("maxIdleDelay") == timedelta(hours=1)
+    assert rules.get("maxDisconnectDelay") == timedelta(minutes=15)
 
 
 def test_overrides_may_tighten_as_well_as_loosen() -> None:
     data: dict[str, Any] = {**FULL, "overrides": {"subscriptions": {SUB: {"autoShutdown": {"maxIdleDelay": "PT5M"}}}}}
-    assert parse_policy(data, "p").rules_for(pid()).max_idle_delay == timedelta(minutes=5)
+    assert parse_policy(data, "p").rules_for(pid()).get("maxIdleDelay") == timedelta(minutes=5)
 
 
 def test_null_in_an_override_ungoverns_that_field() -> None:
@@ -221,15 +221,15 @@ def test_null_in_an_override_ungoverns_that_field() -> None:
         "overrides": {"resourceGroups": {RG_KEY: {"autoShutdown": {"minShutdownOnIdle": None}}}},
     }
     rules = parse_policy(data, "p").rules_for(pid("rg-course"))
-    assert rules.min_shutdown_on_idle is None
-    assert rules.shutdown_on_disconnect == "Enabled"
+    assert rules.get("minShutdownOnIdle") is None
+    assert rules.get("shutdownOnDisconnect") == "Enabled"
 
 
 def test_null_profile_in_an_override_ungoverns_the_whole_profile() -> None:
     data: dict[str, Any] = {**FULL, "overrides": {"resourceGroups": {RG_KEY: {"autoShutdown": None}}}}
     rules = parse_policy(data, "p").rules_for(pid("rg-course"))
-    assert (rules.max_idle_delay, rules.shutdown_on_disconnect) == (None, None)
-    assert rules.client_ssh_access == "Private"
+    assert (rules.get("maxIdleDelay"), rules.get("shutdownOnDisconnect")) == (None, None)
+    assert rules.get("clientSshAccess") == "Private"
 
 
 def test_override_keys_are_case_insensitive() -> None:
@@ -237,7 +237,7 @@ def test_override_keys_are_case_insensitive() -> None:
         **FULL,
         "overrides": {"resourceGroups": {f"{SUB.upper()}/RG-Course": {"autoShutdown": {"maxIdleDelay": "PT2H"}}}},
     }
-    assert parse_policy(data, "p").rules_for(pid("rg-COURSE")).max_idle_delay == timedelta(hours=2)
+    assert parse_policy(data, "p").rules_for(pid("rg-COURSE")).get("maxIdleDelay") == timedelta(hours=2)
 
 
 def test_describe_lists_every_scope_with_effective_rules() -> None:
