@@ -213,7 +213,8 @@ def _feature_state(plan: LabPlan, rules: Rules, switch: Setting | None) -> Featu
     if switch is None:
         return "unknown"
     off = switch.scale[0]
-    value = switch.canonical(plan.observed(switch) or switch.spec_default or "")
+    observed = plan.observed(switch)
+    value = switch.canonical((switch.spec_default or "") if observed is None else observed)
     if rules.bound(switch) not in (None, off) or (value is not None and value != off):
         return "on"
     return "off" if value is not None else "unknown"
@@ -269,7 +270,7 @@ def _ranked(setting: Setting, observed: str | None, bound: str) -> Finding | Non
 def _flag(setting: Setting, observed: str | None) -> Finding | None:
     """A switch the policy requires Enabled; absent means the spec's default, Disabled."""
     required = setting.scale[-1]
-    canonical = setting.canonical(observed or setting.spec_default or "")
+    canonical = setting.canonical((setting.spec_default or "") if observed is None else observed)
     if canonical == required:
         return None
     if canonical is None:

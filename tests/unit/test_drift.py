@@ -208,6 +208,9 @@ def test_unreadable_or_negative_delay_is_reported_never_written(observed: str) -
         ("webSshAccess", "Tunnel"),
         ("shutdownOnIdle", "Often"),
         ("shutdownOnDisconnect", "Maybe"),
+        ("shutdownOnDisconnect", ""),  # an empty value is not Disabled: it is one labguard does not know
+        ("shutdownOnIdle", ""),
+        ("webRdpAccess", ""),
     ],
 )
 def test_unknown_enum_value_is_reported_and_never_written_over(field: str, value: str) -> None:
