@@ -216,6 +216,19 @@ class Ledger:
         except ResourceNotFoundError:  # no table yet: nothing is open
             return frozenset()
 
+    async def open_rows(self) -> list[tuple[str, str, str]]:
+        """(partition key, row key, state) of every open row: one query per sweep, for the sweep's snapshot
+        and for the notifier's memory of what was sent (so a ledger outage later repeats none of it)."""
+        try:
+            return [
+                (str(entity["PartitionKey"]), str(entity["RowKey"]), str(entity.get("State", "")))
+                async for entity in self._client.query_entities(
+                    "IsOpen eq true", select=["PartitionKey", "RowKey", "State"]
+                )
+            ]
+        except ResourceNotFoundError:  # no table yet: nothing is open
+            return []
+
     async def open_failures(self, plan_id: PlanId) -> list[dict[str, Any]]:
         """Open rows of a plan (for reports and tests)."""
         await self._ensure_table()

@@ -37,6 +37,8 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_WEBHOOK_URLS": "comma-separated incoming-webhook URLs (Teams/Slack style) for notices",
     "LABGUARD_SUPPORT_URL_HOSTS": "comma-separated exact host names whose supportInfo.url may receive notices",
     "LABGUARD_LEDGER_TABLE": "Table storage table of the notice ledger (default labguardnotices)",
+    "LABGUARD_NOTICE_WAIT_SECONDS": "how long one trigger waits for a failure notice step (1-25, default 5); "
+    "the rest finishes in the background or in the next sweep",
     "AzureWebJobsStorage": "storage connection string; also holds the notice ledger",
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
 }
@@ -70,6 +72,7 @@ class Settings:
     support_url_hosts: tuple[str, ...]
     ledger_table: str
     storage_connection: str | None
+    notice_wait_s: float = 5.0
 
     def __repr__(self) -> str:  # secrets never reach logs, even through repr()
         return (
@@ -119,6 +122,7 @@ class Settings:
             support_url_hosts=tuple(h.lower() for h in _csv(get("LABGUARD_SUPPORT_URL_HOSTS"))),
             ledger_table=get("LABGUARD_LEDGER_TABLE") or "labguardnotices",
             storage_connection=get("AzureWebJobsStorage"),
+            notice_wait_s=float(_int(get("LABGUARD_NOTICE_WAIT_SECONDS"), "LABGUARD_NOTICE_WAIT_SECONDS", 5, 1, 25)),
         )
 
 
