@@ -153,21 +153,24 @@ class Ledger:
     async def record_sent(self, plan_id: PlanId, failure_key: str, digest: str, channel_key: str, detail: str) -> None:
         """Record a delivery made without a claim (the ledger was unreachable when the run started)."""
         await self._ensure_table()
-        await self._client.upsert_entity(
-            {
-                "PartitionKey": partition_key(plan_id),
-                "RowKey": row_key(digest, channel_key),
-                "PlanId": plan_id.path,
-                "FailureKey": failure_key,
-                "FailureDigest": digest,
-                "Channel": channel_key,
-                "State": "sent",
-                "SentAt": datetime.now(UTC),
-                "IsOpen": True,
-                "Detail": detail[:1000],
-            },
-            mode=UpdateMode.REPLACE,
-        )
+        entity: dict[str, Any] = {
+            "PartitionKey": partition_key(plan_id),
+            "RowKey": row_key(digest, channel_key),
+            "PlanId": plan_id.path,
+            "FailureKey": failure_key,
+            "FailureDigest": digest,
+            "Channel": channel_key,
+            "State": "sent",
+            "SentAt": datetime.now(UTC),
+            "IsOpen": True,
+            "Detail": detail[:1000],
+        }
+        try:
+            await self._client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except ResourceNotFoundError:  # the table went away during an outage (a fresh emulator, say): create it
+            self._table_ready = False
+            await self._ensure_table()
+            await self._client.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     async def release(self, claim: Claim) -> None:
         """Drop a claim after a failed delivery, unless someone else took it over meanwhile."""
