@@ -26,11 +26,11 @@ from azure.functions.meta import Datum
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
-from function_app import app
 from shared.drift import evaluate
 from shared.events import IgnoredEvent, MalformedEvent, PlanEvent, parse_event
 from shared.lab_plans import LabPlan
 from shared.policy import MESSAGE_CAP, PolicyError, load_policy, parse_policy
+from tests.app.test_functions_e2e import FUNCTIONS
 from tests.fuzz.conftest import FUZZ, tried
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
@@ -117,7 +117,7 @@ envelopes = st.one_of(
 )
 
 
-EVENT_FUNCTION = next(f for f in app.get_functions() if f.get_function_name() == "eventgrid_lab_plan")
+EVENT_FUNCTION = FUNCTIONS["eventgrid_lab_plan"]  # indexed once per session (a second index raises)
 
 
 @pytest.fixture
