@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import warnings
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,16 +14,22 @@ import pytest
 from shared.arm import open_arm
 from shared.settings import Settings
 
-from .conftest import one_line_error
+from .conftest import clean_env, one_line_error
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 
 
-def test_a_credential_that_cannot_be_built_leaks_no_http_client(
-    run: Callable[..., subprocess.CompletedProcess[str]], settings: dict[str, str]
-) -> None:
-    bad = {**settings, "AZURE_AUTHORITY_HOST": "http://login.insecure.example"}  # the credential refuses non-https
-    proc = run("audit", env=bad)
+def test_a_credential_that_cannot_be_built_leaks_no_http_client(labguard_command: Path, tmp_path: Path) -> None:
+    """The CLI fails on the credential before any request, so no endpoint is needed."""
+    env = clean_env(
+        HOME=str(tmp_path),
+        LABGUARD_ARM_ENDPOINT="https://127.0.0.1:9",
+        LABGUARD_SUBSCRIPTIONS=SUB,
+        AZURE_AUTHORITY_HOST="http://login.insecure.example",  # the credential refuses non-https
+    )
+    proc = subprocess.run(
+        [str(labguard_command), "audit"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
     line = one_line_error(proc)  # exactly one line on stderr: nothing else, no "Unclosed client session"
     assert "https" in line
     assert "Unclosed" not in proc.stderr

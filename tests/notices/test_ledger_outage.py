@@ -274,3 +274,13 @@ async def test_a_notice_step_past_its_wait_is_acknowledged_and_the_next_sweep_se
     assert len(receiver.to(WEBHOOK_PATH)) == 2 and receiver.answers[WEBHOOK_PATH][0] == 200
     assert mails_about(smtp, "slow-channel") == 1
     assert len(receiver.to("/api/events")) == 1
+
+
+def test_the_notice_wait_is_a_setting_with_a_sane_default() -> None:
+    from shared.settings import Settings, SettingsError
+
+    assert Settings.from_env({}).notice_wait_s == 5
+    assert Settings.from_env({"LABGUARD_NOTICE_WAIT_SECONDS": "12"}).notice_wait_s == 12
+    for bad in ("0", "30", "soon"):  # past 25 s Event Grid (30 s) would redeliver before the answer
+        with pytest.raises(SettingsError, match="LABGUARD_NOTICE_WAIT_SECONDS"):
+            Settings.from_env({"LABGUARD_NOTICE_WAIT_SECONDS": bad})
