@@ -26,6 +26,13 @@ def _parser() -> argparse.ArgumentParser:
         "--lro-delay-s", type=float, default=0.0, help="seconds a write's LRO stays InProgress (0: due at once)"
     )
     p.add_argument("--throttle", action="store_true", help="ARM per-subscription token buckets")
+    p.add_argument(
+        "--unregistered",
+        action="append",
+        default=[],
+        metavar="SUB",
+        help="subscription where Microsoft.LabServices is not registered (409 MissingSubscriptionRegistration)",
+    )
     return p
 
 
@@ -40,6 +47,8 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
     )
     await server.start()
+    for subscription in args.unregistered:
+        server.store.set_registered(subscription, False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

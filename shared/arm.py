@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from shared.lab_plans import PROVIDER, LabPlan, PlanId
+from shared.logs import quiet_sdk_http_logging
 from shared.pacing import Pacer, request_kind, subscription_of
 from shared.settings import Settings
 from shared.tls import ssl_context
@@ -70,6 +71,22 @@ class PlanGone(ArmError):
         super().__init__(f"lab plan {plan_id} not found", status=404, code="ResourceNotFound", transient=False)
 
 
+class ProviderNotRegistered(ArmError):
+    """The subscription has not registered Microsoft.LabServices (409 MissingSubscriptionRegistration).
+
+    Not an error for labguard: such a subscription holds no lab plans, so a sweep says so and goes on.
+    """
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"{scope}: {PROVIDER} is not registered in this subscription, so it holds no lab plans",
+            status=409,
+            code="MissingSubscriptionRegistration",
+            transient=False,
+        )
+        self.scope = scope
+
+
 class OperationTimeout(ArmError):
     """ARM accepted the PATCH but its operation did not finish in time; never polled forever."""
 
@@ -80,6 +97,15 @@ class BadPlan:
 
     id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class ArmReply:
+    """One raw ARM answer, for probes that must see the status and headers (``labguard doctor``)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: dict[str, Any]
 
 
 class CallCounter:
@@ -175,7 +201,12 @@ class LabPlansArm:
             base += f"/resourceGroups/{quote(resource_group)}"
         url: str | None = f"{base}/providers/{PROVIDER}/labPlans?api-version={API_VERSION}"
         while url:
-            page = await self._json("GET", url)
+            try:
+                page = await self._json("GET", url)
+            except ArmError as exc:
+                if exc.status == 409 and exc.code == "MissingSubscriptionRegistration":
+                    raise ProviderNotRegistered(base) from None
+                raise
             items = page.get("value") or []
             if not isinstance(items, list):
                 raise ArmError(f"listing {base}: the page has no 'value' list", transient=True)
@@ -257,6 +288,15 @@ class LabPlansArm:
         if response.status_code != 200:
             raise _error_from(response, f"{method} {url.split('?')[0]}")
         return _body(response)
+
+    async def request(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> ArmReply:
+        """One ARM request as is, no interpretation: a path on the endpoint or a URL ARM returned (checked)."""
+        from azure.core.rest import HttpRequest
+
+        target = url if url.startswith("/") else self._checked_url(url)
+        request = HttpRequest(method, target, json=dict(body)) if body is not None else HttpRequest(method, target)
+        response = await self._send(request)
+        return ArmReply(int(response.status_code), dict(response.headers), _body(response))
 
     def _checked_url(self, url: str) -> str:
         """Follow only URLs on the ARM host we were configured with: a bearer token never goes elsewhere."""
@@ -349,6 +389,7 @@ async def open_arm(
     from azure.core.pipeline.transport import AioHttpTransport
     from azure.mgmt.labservices.aio import ManagedLabsClient
 
+    quiet_sdk_http_logging()
     # One TLS context and one connection pool for the whole run. (Handing azure-core a CA file
     # instead makes it build a new SSLContext per request, so no connection is ever reused.)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(settings.ca_bundle)))

@@ -41,6 +41,9 @@ KNOWN_SETTINGS: dict[str, str] = {
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
 }
 
+# App Service writes a Key Vault reference it could not resolve into the environment as is.
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\s*\(", re.IGNORECASE)
+
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -85,6 +88,8 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
+        refuse_unresolved_references(env)
+
         mode = get("LABGUARD_MODE")
         if mode is not None and mode.lower() not in ("audit", "enforce"):
             raise SettingsError(f"LABGUARD_MODE={mode!r}: write 'audit' (report only) or 'enforce'")
@@ -120,6 +125,21 @@ class Settings:
             ledger_table=get("LABGUARD_LEDGER_TABLE") or "labguardnotices",
             storage_connection=get("AzureWebJobsStorage"),
         )
+
+
+def refuse_unresolved_references(env: Mapping[str, str]) -> None:
+    """Refuse a setting that still holds ``@Microsoft.KeyVault(...)``: App Service could not resolve it.
+
+    Used as is, the reference text would become a password or a connection string that fails later and
+    far from its cause. The message names the setting and never shows the reference beyond its prefix.
+    """
+    for name in sorted(set(KNOWN_SETTINGS) | {key for key in env if key.startswith("LABGUARD_")}):
+        if _KEY_VAULT_REFERENCE.match(env.get(name, "")):
+            raise SettingsError(
+                f"{name} holds an unresolved Key Vault reference (@Microsoft.KeyVault(...)): give the Function "
+                "App's identity 'Key Vault Secrets User' on the vault and check the secret's name and version "
+                "(the portal shows each reference's status under Environment variables)"
+            )
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
