@@ -357,6 +357,26 @@ def principal_from_token(token: str) -> str | None:
     return str(oid).lower() if oid else None
 
 
+def _without_provider_registration(client: Any) -> None:
+    """Take azure-mgmt-core's auto-registration policy out of the client's pipeline.
+
+    On a 409 MissingSubscriptionRegistration that policy POSTs ``.../providers/<namespace>/register`` and
+    retries: with an admin's credentials, an audit would register Microsoft.LabServices in their
+    subscription, a write nobody asked for. labguard reports "not registered, no plans here" instead.
+    (azure-mgmt-core adds the policy whenever no full policy list is given; the versions are pinned.)
+    """
+    from azure.mgmt.core.policies import AsyncARMAutoResourceProviderRegistrationPolicy
+
+    policies: list[Any] = client._client._pipeline._impl_policies
+    for index, policy in enumerate(policies):
+        if isinstance(policy, AsyncARMAutoResourceProviderRegistrationPolicy):
+            if index:
+                policies[index - 1].next = policy.next
+            del policies[index]
+            return
+    raise RuntimeError("azure-mgmt-core's provider auto-registration policy was not found: check the pinned SDK")
+
+
 @dataclass
 class ArmSession:
     """What one run needs from Azure: the adapter, and who we are (to recognise our own writes)."""
@@ -409,6 +429,7 @@ async def open_arm(
         transport=AioHttpTransport(session=session, session_owner=False),
         per_retry_policies=[_counting_policy(counter)] + ([_pacing_policy(pacer)] if pacer is not None else []),
     )
+    _without_provider_registration(client)
     try:
         plans = LabPlansArm(
             client,

@@ -56,6 +56,9 @@ async def test_a_sweep_reports_an_unregistered_subscription_and_goes_on(
     assert len(records) == 1 and "not registered, no plans here" in records[0] and OTHER_SUB in records[0]
     done = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("sweep.summary"))
     assert json.loads(done.split(" ", 1)[1])["not_registered"] == [f"/subscriptions/{OTHER_SUB}"]
+    # azure-mgmt-core would POST .../providers/Microsoft.LabServices/register and retry: labguard never does.
+    unregistered = [r for r in emu.requests() if r["kind"] == "arm" and OTHER_SUB in r["path"]]
+    assert [(r["method"], r["status"]) for r in unregistered] == [("GET", 409)]
 
 
 async def test_other_409s_still_fail_the_listing(emu: Any, configure: Any) -> None:
