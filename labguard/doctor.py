@@ -613,17 +613,23 @@ def command(
         asyncio.run(diagnose(settings, report=report, live_group=live_group, location=location))
     except KeyboardInterrupt:  # the plan was deleted in diagnose's finally; show what happened, then stop
         interrupted = True
+    if report.live.get("created") and not any(c.name == "live: cleanup" for c in report.checks):
+        report.add(
+            "live: cleanup",
+            "fail",
+            f"interrupted before the throwaway plan was deleted: az resource delete --ids {report.live['plan']}",
+        )
     if as_json:
         out.file.write(json.dumps(report.as_json(), indent=2, ensure_ascii=False) + "\n")
     else:
-        print_report(out, report, live_group=live_group)
+        print_report(out, report, live_group=live_group, interrupted=interrupted)
     return 130 if interrupted else report.exit_code
 
 
 STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
-def print_report(out: Any, report: Report, *, live_group: str | None) -> None:
+def print_report(out: Any, report: Report, *, live_group: str | None, interrupted: bool = False) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -650,7 +656,9 @@ def print_report(out: Any, report: Report, *, live_group: str | None) -> None:
     render.emit(out, table)
     counts = {v: sum(1 for c in report.checks if c.verdict == v) for v in ("ok", "warn", "fail")}
     summary = f"{counts['ok']} ok, {counts['warn']} warning(s), {counts['fail']} failure(s)"
-    if report.exit_code == 0:
+    if interrupted:
+        out.print(Text(f"exit 130: interrupted; {summary}", style="yellow"))
+    elif report.exit_code == 0:
         out.print(Text(f"exit 0: {summary}", style="green"))
     else:
         out.print(Text(f"exit 1: {summary}", style="yellow"))
