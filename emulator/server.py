@@ -41,6 +41,7 @@ _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$", re.I)
 _API_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _REGEX_ONLY = set("^$()[]+?{}|\\")
 WRITE_METHODS = {"PUT", "PATCH", "DELETE", "POST"}
+WRITE_MODE_NAMES = ("patch_reply", "operation_status", "drop_written")
 
 
 def load_seed(seed: dict[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -122,6 +123,7 @@ class EmulatorServer:
         port: int = 0,
         tenant_id: str = DEFAULT_TENANT_ID,
         log_limit: int = 200_000,
+        **write_modes: Any,
     ) -> None:
         self.host = host
         self.port = port
@@ -129,6 +131,7 @@ class EmulatorServer:
         self.throttle_enabled = throttle
         self.issuer = TokenIssuer(tenant_id)
         self.store = Store(tenant_id=tenant_id, page_size=page_size, lro_delay_s=lro_delay_s, log_limit=log_limit)
+        self.store.write_modes.set(**write_modes)
         self.request_log: deque[dict[str, Any]] = deque(maxlen=log_limit)
         self.faults: list[FaultRule] = []
         self._seed = seed
@@ -201,6 +204,7 @@ class EmulatorServer:
             "lro_delay_s": self.store.lro_delay_s,
             "throttle": self.throttle_enabled,
             "api_versions": list(API_VERSIONS),
+            **self.store.write_modes.public(),
         }
 
     def set_config(self, **cfg: Any) -> dict[str, Any]:
@@ -213,6 +217,7 @@ class EmulatorServer:
         if "throttle" in cfg:
             self.throttle_enabled = bool(cfg["throttle"])
             self.store.buckets.clear()
+        self.store.write_modes.set(**{k: v for k, v in cfg.items() if k in WRITE_MODE_NAMES})
         return self.config()
 
     # ------------------------------------------------------------------ dispatch
@@ -510,6 +515,7 @@ class EmulatorServer:
         if m:
             if method != "GET":
                 raise self._method_not_allowed(method, path)
+            self._operation_refusal(m.group(1))
             return store.operation_status(m.group(1), m.group(2), api, request.query.get("monitor") == "location")
         raise ArmError(
             404,
@@ -517,6 +523,20 @@ class EmulatorServer:
             f"The resource type could not be found for path '{path}' and api version '{api}' "
             "(the emulator models labPlans, labs and operationResults of Microsoft.LabServices only).",
         )
+
+    def _operation_refusal(self, sub: str) -> None:
+        """The ``operation_status`` write mode: the operation URL answers 403 (role) or 400."""
+        status = self.store.write_modes.operation_status
+        if status == 403:
+            raise ArmError(
+                403,
+                "AuthorizationFailed",
+                f"The client does not have authorization to perform action "
+                f"'Microsoft.LabServices/operationResults/read' over scope '/subscriptions/{sub}' "
+                "(write mode operation_status=403).",
+            )
+        if status is not None:
+            raise ArmError(status, "BadRequest", f"The operation result cannot be read (write mode {status}).")
 
     @staticmethod
     def _method_not_allowed(method: str, path: str) -> ArmError:

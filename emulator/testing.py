@@ -194,7 +194,8 @@ class Emulator:
         self._call(self._server.faults.clear)
 
     def configure(self, **cfg: Any) -> dict[str, Any]:
-        """Change latency_ms, page_size, lro_delay_s or throttle while running."""
+        """Change latency_ms, page_size, lro_delay_s, throttle or a write mode (patch_reply,
+        operation_status, drop_written) while running."""
         return self._call(self._server.set_config, **cfg)
 
 
