@@ -119,9 +119,7 @@ async def test_backoff_grows_exponentially_with_a_cap(emu: Any, configure: Any) 
     assert max(retries) <= timedelta(hours=24)
 
 
-async def test_a_plan_that_turns_failed_during_a_429_wait_is_not_written(
-    emu: Any, configure: Any, caplog: Any
-) -> None:
+async def test_a_plan_that_turns_failed_during_a_429_wait_is_not_written(emu: Any, configure: Any, caplog: Any) -> None:
     body = plan_body("throttled")
     emu.put_plan(body)
     emu.add_fault(method="PATCH", path_pattern=r".*/labPlans/throttled.*", status=429, retry_after=2, count=1)
