@@ -121,6 +121,8 @@ class LabPlan:
     shutdown: AutoShutdownProfile | None = None
     support: SupportInfo | None = None
     error: OperationError | None = None
+    modified_by: str | None = None  # systemData.lastModifiedBy: who wrote the plan last
+    modified_by_type: str | None = None  # systemData.lastModifiedByType: User, Application, ManagedIdentity, Key
 
     @property
     def name(self) -> str:
@@ -142,6 +144,7 @@ class LabPlan:
         shut = _obj_or_none(props.get("defaultAutoShutdownProfile"))
         support = _obj_or_none(props.get("supportInfo"))
         error = _obj_or_none(props.get("resourceOperationError"))
+        system = _obj(body.get("systemData"))
         return cls(
             id=plan_id,
             location=_str(body.get("location")),
@@ -181,6 +184,8 @@ class LabPlan:
                 message=_str(error.get("message")),
                 timestamp=_str(error.get("timestamp")),
             ),
+            modified_by=_str(system.get("lastModifiedBy")),
+            modified_by_type=_str(system.get("lastModifiedByType")),
         )
 
 

@@ -29,10 +29,11 @@ LIVE_GROUP = "rg-computer-science"
 @pytest.fixture(autouse=True)
 def _default_modes(emu: Any) -> Iterator[None]:
     """The endpoint is shared by the module: every test starts and ends with its default behaviour."""
-    emu.configure(patch_mode="merge", omit_off_delays=False)
+    defaults = {"patch_mode": "merge", "omit_off_delays": False, "patch_reply": "lro", "operation_status": None}
+    emu.configure(**defaults)
     emu.set_permissions(None)
     yield
-    emu.configure(patch_mode="merge", omit_off_delays=False)
+    emu.configure(**defaults)
     emu.set_permissions(None)
 
 
@@ -90,8 +91,8 @@ def test_live_reports_how_the_service_patches_nested_profiles(run: Run, emu: Any
     assert_only_the_throwaway_plan_was_written(emu)
 
 
-@pytest.mark.parametrize("mode", ["merge", "replace"])
-def test_the_table_says_what_each_answer_means_for_labguard(run: Run, emu: Any, mode: str) -> None:
+def test_the_table_says_what_each_answer_means_for_labguard(run: Run, emu: Any) -> None:
+    mode = "replace"  # (both modes' facts: the --json test above)
     emu.configure(patch_mode=mode)
     proc = run("doctor", "-s", estate.TEACHING, "-s", estate.RESEARCH, "--live", LIVE_GROUP)
     out = proc.stdout
@@ -108,7 +109,7 @@ def test_the_table_says_what_each_answer_means_for_labguard(run: Run, emu: Any, 
 
 
 def test_an_operation_url_this_identity_may_not_read_is_reported_not_fatal(run: Run, emu: Any) -> None:
-    emu.add_fault(method="GET", path_pattern="/subscriptions/*/operationResults/*", status=403, count=None)
+    emu.configure(operation_status=403)
     proc = run("doctor", "--live", LIVE_GROUP, "--json")
     report = json.loads(proc.stdout)
     op = checks(report)["live: Azure-AsyncOperation"]
@@ -118,6 +119,28 @@ def test_an_operation_url_this_identity_may_not_read_is_reported_not_fatal(run: 
     assert {u["readable"] for u in report["live"]["operationUrls"]} == {False}
     assert report["live"]["nestedProfiles"] == "merge" and report["live"]["deleted"] is True
     assert proc.returncode == 0
+
+
+def test_a_patch_answered_at_once_is_reported(run: Run, emu: Any) -> None:
+    emu.configure(patch_reply="200", patch_mode="replace")
+    report = json.loads(run("doctor", "--live", LIVE_GROUP, "--json").stdout)
+    answer = checks(report)["live: PATCH answer"]
+    assert answer["detail"] == "HTTP 200; no operation headers"
+    assert "answered at once" in answer["labguard"]
+    assert checks(report)["live: operation URL"]["detail"] == "none given"
+    assert report["live"]["nestedProfiles"] == "replace" and report["live"]["deleted"] is True
+
+
+def test_the_spec_examples_operation_url_is_shown_with_its_missing_api_version(run: Run, emu: Any) -> None:
+    emu.configure(patch_reply="spec")
+    report = json.loads(run("doctor", "--live", LIVE_GROUP, "--json").stdout)
+    assert report["live"]["patchStatus"] == 202 and report["live"]["patchHeaders"] == ["Location"]
+    (location,) = report["live"]["operationUrls"]
+    assert location["shape"] == (
+        "/subscriptions/{subscriptionId}/providers/Microsoft.LabServices/operationresults/{operationId}"
+        " (no query: no api-version)"
+    )
+    assert report["live"]["nestedProfiles"] == "merge" and report["live"]["deleted"] is True
 
 
 def test_delays_the_service_drops_while_their_feature_is_off_are_reported(run: Run, emu: Any) -> None:
