@@ -99,21 +99,16 @@ def test_host_json_never_samples_away_labguards_records_nor_logs_sdk_requests() 
 async def test_the_functions_refuse_an_unresolved_key_vault_reference_before_any_call(
     emu: Any, configure: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from azure.functions.meta import Datum
-    from azure.functions.timer import TimerRequestConverter
-
-    from function_app import app
     from shared.settings import SettingsError
 
     secret_uri = "https://kv-school.vault.azure.net/secrets/smtp-password/"
     configure(LABGUARD_SMTP_PASSWORD=f"@Microsoft.KeyVault(SecretUri={secret_uri})")
     caplog.set_level(logging.INFO, logger="labguard")
-    timer = TimerRequestConverter.decode(Datum(json.dumps({"IsPastDue": False}), "json"), trigger_metadata={})
-    sweep = next(f for f in app.get_functions() if f.get_function_name() == "timer_sweep").get_user_function()
+    # What the timer function runs (handlers/timer_sweep.py is this one call).
     with pytest.raises(
         SettingsError, match=r"^LABGUARD_SMTP_PASSWORD holds an unresolved Key Vault reference"
     ) as caught:
-        await sweep(timer)
+        await on_timer(past_due=False)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("settings.refused")]
     assert len(refused) == 1 and "LABGUARD_SMTP_PASSWORD" in refused[0] and "kv-school" not in refused[0]
