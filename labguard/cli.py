@@ -252,7 +252,7 @@ def doctor(
         typer.Option(
             "--live",
             metavar="RG",
-            help="Also create a throwaway lab plan in this resource group, PATCH it, read it back, delete it.",
+            help="Also create a throwaway lab plan in this resource group (first subscription), PATCH, read, delete it.",
             show_default=False,
         ),
     ] = None,
