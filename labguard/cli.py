@@ -252,13 +252,17 @@ def doctor(
         typer.Option(
             "--live",
             metavar="RG",
-            help="Also create a throwaway lab plan in this resource group (first subscription), PATCH, read, delete it.",
+            help="Also create a throwaway lab plan in this resource group (first subscription); PATCH, read, delete.",
             show_default=False,
         ),
     ] = None,
     location: Annotated[
         str | None,
-        typer.Option(help="Region of the throwaway plan; default that of a plan found in scope.", show_default=False),
+        typer.Option(
+            metavar="REGION",
+            help="Region of the throwaway plan; default that of a plan found in scope.",
+            show_default=False,
+        ),
     ] = None,
     policy: PolicyFile = None,
     as_json: AsJson = False,
