@@ -50,6 +50,10 @@ KNOWN_SETTINGS: dict[str, str] = {
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
 }
 
+# App Service writes a Key Vault reference it could not resolve into the environment as is.
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\s*\(", re.IGNORECASE)
+
+
 _STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -102,6 +106,8 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
+        refuse_unresolved_references(env)
+
         mode = get("LABGUARD_MODE")
         if mode is not None and mode.lower() not in ("audit", "enforce"):
             raise SettingsError(f"LABGUARD_MODE={mode!r}: write 'audit' (report only) or 'enforce'")
@@ -143,6 +149,21 @@ class Settings:
             report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
             digest_email=_address(get("LABGUARD_DIGEST_EMAIL"), "LABGUARD_DIGEST_EMAIL"),
         )
+
+
+def refuse_unresolved_references(env: Mapping[str, str]) -> None:
+    """Refuse a setting that still holds ``@Microsoft.KeyVault(...)``: App Service could not resolve it.
+
+    Used as is, the reference text would become a password or a connection string that fails later and
+    far from its cause. The message names the setting and never shows the reference beyond its prefix.
+    """
+    for name in sorted(set(KNOWN_SETTINGS) | {key for key in env if key.startswith("LABGUARD_")}):
+        if _KEY_VAULT_REFERENCE.match(env.get(name, "")):
+            raise SettingsError(
+                f"{name} holds an unresolved Key Vault reference (@Microsoft.KeyVault(...)): give the Function "
+                "App's identity 'Key Vault Secrets User' on the vault and check the secret's name and version "
+                "(the portal shows each reference's status under Environment variables)"
+            )
 
 
 def _ledger_table_endpoint(get: Callable[[str], str | None]) -> str | None:
