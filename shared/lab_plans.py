@@ -25,12 +25,19 @@ PROVIDER = "Microsoft.LabServices"
 RESOURCE_TYPE = "Microsoft.LabServices/labPlans"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
 
+# ARM's grammar for a lab plan id, ASCII only (re.ASCII: no Unicode case folding, so ``labPlan\u017f`` (long s) is not
+# ``labPlans``, and no Unicode ``\w``). Resource group: 1-90 of letters, digits, ``-_.()``, not ending
+# in a period (ARM's resource group rules). Lab plan name: 1-100 of letters, digits, ``-_.``, starting
+# with a letter and ending with a letter or digit (the service's rules for Microsoft.LabServices/labPlans),
+# so ``.`` and ``..`` segments can never pass.
 _PLAN_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
-    r"/resourceGroups/(?P<rg>[-\w._()]{1,90})"
-    r"/providers/Microsoft\.LabServices/labPlans/(?P<name>[-\w._]{1,100})$",
-    re.IGNORECASE,
+    r"/subscriptions/(?P<sub>[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})"
+    r"/resourceGroups/(?P<rg>[-A-Z0-9_.()]{0,89}[-A-Z0-9_()])"
+    r"/providers/Microsoft\.LabServices/labPlans/(?P<name>[A-Z](?:[-A-Z0-9_.]{0,98}[A-Z0-9])?)/?",
+    re.IGNORECASE | re.ASCII,
 )
+_MAX_ID = 400  # the longest id the grammar allows is about 300 characters
+_ID_SHOWN = 200  # characters of a rejected id shown in an error (never the whole hostile value)
 
 
 @dataclass(frozen=True)
@@ -44,11 +51,12 @@ class PlanId:
     @classmethod
     def parse(cls, text: str) -> PlanId:
         """Parse a lab plan id strictly (no child resources, no trailing parts); ValueError otherwise."""
-        match = _PLAN_ID.match(text.strip().rstrip("/")) if isinstance(text, str) else None
+        match = _PLAN_ID.fullmatch(text) if isinstance(text, str) and len(text) <= _MAX_ID else None
         if match is None:
+            shown = repr(text[:_ID_SHOWN]) + ("..." if len(text) > _ID_SHOWN else "") if isinstance(text, str) else "?"
             raise ValueError(
-                f"not a lab plan resource id: {text!r} (expected /subscriptions/<guid>/resourceGroups/"
-                "<name>/providers/Microsoft.LabServices/labPlans/<name>)"
+                f"not a lab plan resource id: {shown} (expected /subscriptions/<guid>/resourceGroups/"
+                "<name>/providers/Microsoft.LabServices/labPlans/<name>, ASCII, ARM's name rules)"
             )
         return cls(match["sub"].lower(), match["rg"], match["name"])
 
@@ -105,6 +113,8 @@ class LabPlan:
     tags: Mapping[str, str] = field(default_factory=dict)
     support: SupportInfo | None = None
     error: OperationError | None = None
+    modified_by: str | None = None  # systemData.lastModifiedBy: who wrote the plan last
+    modified_by_type: str | None = None  # systemData.lastModifiedByType: User, Application, ManagedIdentity, Key
     # ARM profile key -> that profile's JSON object exactly as read: a read-only copy of its keys (values are
     # shared with the body read, not copied: a hostile nesting depth must not cost a recursion; never mutate them).
     profiles_as_read: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
@@ -132,6 +142,7 @@ class LabPlan:
         tags = {str(k): str(v) for k, v in raw_tags.items() if isinstance(v, (str, int, float, bool))}
         support = _obj_or_none(props.get("supportInfo"))
         error = _obj_or_none(props.get("resourceOperationError"))
+        system = _obj(body.get("systemData"))
         return cls(
             id=plan_id,
             location=_str(body.get("location")),
@@ -153,6 +164,8 @@ class LabPlan:
                 message=_str(error.get("message")),
                 timestamp=_str(error.get("timestamp")),
             ),
+            modified_by=_str(system.get("lastModifiedBy")),
+            modified_by_type=_str(system.get("lastModifiedByType")),
             profiles_as_read={
                 profile.arm_key: MappingProxyType({str(k): v for k, v in read.items()})
                 for profile in PROFILES
