@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from labguard import core
 from shared.arm import API_VERSION, ArmError, ArmReply, BadPlan, LabPlansArm, ProviderNotRegistered
+from shared.governed import GOVERNED
 from shared.lab_plans import PROVIDER
 from shared.policy import DEFAULT_EXEMPTION_TAG, Policy, PolicyError, load_policy
 from shared.reconcile import sweep_scopes
@@ -38,11 +39,7 @@ PERMISSIONS_API = "2022-04-01"  # Microsoft.Authorization: Permissions - List
 WRITE_ACTION = f"{PROVIDER}/labPlans/write"
 READ_ACTION = f"{PROVIDER}/labPlans/read"
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
-DELAYS = {
-    "disconnectDelay": "shutdownOnDisconnect",
-    "noConnectDelay": "shutdownWhenNotConnected",
-    "idleDelay": "shutdownOnIdle",
-}
+DELAYS = {s.arm_key: s.feature for s in GOVERNED if s.feature}  # delay -> the switch or mode of its feature
 # The throwaway plan: a non-default sibling (clientRdpAccess Public) shows whether a PATCH of another leaf
 # keeps it (merge) or resets it to the spec's default (replace). Every shutdown feature is off; one delay is
 # written anyway (is it kept or dropped on read?), the other two are not (do they stay absent?).

@@ -13,50 +13,33 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.durations import parse_delay
-from shared.lab_plans import AutoShutdownProfile, ConnectionProfile, LabPlan
-
-CONNECTION = "properties.defaultConnectionProfile."
-SHUTDOWN = "properties.defaultAutoShutdownProfile."
-
-# ARM path -> (profile, attribute, spec default when absent; None: no default, absent stays absent)
-LEAVES: dict[str, tuple[str, str, str | None]] = {
-    CONNECTION + "webSshAccess": ("connection", "web_ssh_access", "None"),
-    CONNECTION + "webRdpAccess": ("connection", "web_rdp_access", "None"),
-    CONNECTION + "clientSshAccess": ("connection", "client_ssh_access", "None"),
-    CONNECTION + "clientRdpAccess": ("connection", "client_rdp_access", "None"),
-    SHUTDOWN + "shutdownOnDisconnect": ("shutdown", "shutdown_on_disconnect", "Disabled"),
-    SHUTDOWN + "shutdownWhenNotConnected": ("shutdown", "shutdown_when_not_connected", "Disabled"),
-    SHUTDOWN + "shutdownOnIdle": ("shutdown", "shutdown_on_idle", "None"),
-    SHUTDOWN + "disconnectDelay": ("shutdown", "disconnect_delay", None),
-    SHUTDOWN + "noConnectDelay": ("shutdown", "no_connect_delay", None),
-    SHUTDOWN + "idleDelay": ("shutdown", "idle_delay", None),
-}
+from shared.governed import GOVERNED, Setting
+from shared.lab_plans import LabPlan
 
 
 @dataclass(frozen=True)
 class LeafChange:
     """A leaf the write was not meant to change that did change."""
 
-    field: str
+    field: tuple[str, ...]  # the ARM path, as Finding.field
     before: str | None
     after: str | None
 
+    @property
+    def path(self) -> str:
+        return ".".join(self.field)
+
     def as_dict(self) -> dict[str, str | None]:
-        return {"field": self.field, "before": self.before, "after": self.after}
+        return {"field": self.path, "before": self.before, "after": self.after}
 
 
-def raw_leaf(plan: LabPlan, field: str) -> str | None:
-    profile, attribute, _ = LEAVES[field]
-    holder: ConnectionProfile | AutoShutdownProfile | None
-    holder = plan.connection if profile == "connection" else plan.shutdown
-    return None if holder is None else getattr(holder, attribute)
-
-
-def _meaning(field: str, raw: str | None) -> str | timedelta | None:
-    default = LEAVES[field][2]
+def _meaning(setting: Setting, raw: str | None) -> str | timedelta | None:
+    """The value as the service means it: enum values case-insensitive, absent as the spec's default (a delay
+    has none: absent stays absent), delays by duration."""
+    default = setting.spec_default
     if raw is None:
         return default.lower() if default is not None else None
-    if default is None:  # a delay
+    if setting.kind == "max-delay":
         try:
             return parse_delay(raw)
         except ValueError:
@@ -64,13 +47,14 @@ def _meaning(field: str, raw: str | None) -> str | timedelta | None:
     return raw.strip().lower()
 
 
-def unexpected_changes(before: LabPlan, after: LabPlan, written: frozenset[str]) -> tuple[LeafChange, ...]:
-    """Leaves outside ``written`` (the drifted fields the patch changed) whose meaning changed."""
+def unexpected_changes(before: LabPlan, after: LabPlan, written: frozenset[tuple[str, ...]]) -> tuple[LeafChange, ...]:
+    """Governed leaves outside ``written`` (the paths of the drifted fields the patch changed) whose meaning
+    changed. Every governed leaf is compared, not only those this plan's policy governs."""
     changes = []
-    for field in LEAVES:
-        if field in written:
+    for setting in GOVERNED:
+        if setting.path in written:
             continue
-        old, new = raw_leaf(before, field), raw_leaf(after, field)
-        if _meaning(field, old) != _meaning(field, new):
-            changes.append(LeafChange(field, old, new))
+        old, new = before.observed(setting), after.observed(setting)
+        if _meaning(setting, old) != _meaning(setting, new):
+            changes.append(LeafChange(setting.path, old, new))
     return tuple(changes)

@@ -395,7 +395,7 @@ class Reconciler:
         plan = evaluation.plan
         state = await self.backoff.get(plan.id)
         now = self._clock()
-        if state is None or not state.holds(now, (f.field for f in evaluation.drift)):
+        if state is None or not state.holds(now, (f.path for f in evaluation.drift)):
             return None
         record(
             log,
@@ -451,13 +451,13 @@ class Reconciler:
             await self.backoff.clear(before.id)
             return PlanOutcome(key, "fixed", evaluation)
         difference: list[dict[str, Any]] = [
-            {"field": f.field, "written": _written(evaluation, f.field), "read_back": f.observed} for f in still
+            {"field": f.path, "written": _written(evaluation, f.field), "read_back": f.observed} for f in still
         ] + [{**change.as_dict(), "outside_patch": True} for change in moved]
         reason = "; ".join(
-            [f"{f.field.rsplit('.', 1)[-1]} read back {f.observed!r}" for f in still]
-            + [f"{c.field.rsplit('.', 1)[-1]} changed {c.before!r} -> {c.after!r}" for c in moved]
+            [f"{f.leaf} read back {f.observed!r}" for f in still]
+            + [f"{c.field[-1]} changed {c.before!r} -> {c.after!r}" for c in moved]
         )
-        fields = [f.field for f in still] + [c.field for c in moved] + list(written)
+        fields = [f.path for f in still] + [c.path for c in moved] + [".".join(path) for path in written]
         state = await self.backoff.unconverged(before.id, self._clock(), fields, reason)
         record(
             log,
@@ -547,7 +547,7 @@ class Reconciler:
         return PlanOutcome(key, "write-failed", evaluation, detail=detail, notice=notice)
 
 
-def _written(evaluation: Evaluation, field: str) -> str | None:
+def _written(evaluation: Evaluation, field: tuple[str, ...]) -> str | None:
     return next((f.patch_value for f in evaluation.drift if f.field == field), None)
 
 

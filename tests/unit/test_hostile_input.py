@@ -188,4 +188,4 @@ def test_small_aliases_are_still_fine(tmp_path: Path) -> None:
         f"overrides:\n  subscriptions:\n    {SUB}: {{connection: *conn}}\n",
         encoding="utf-8",
     )
-    assert load_policy(path).subscriptions[SUB].client_rdp_access == "Public"
+    assert load_policy(path).subscriptions[SUB].get("clientRdpAccess") == "Public"
