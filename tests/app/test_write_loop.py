@@ -248,3 +248,45 @@ async def test_own_failure_event_is_not_dropped(emu: Any, configure: Any, caplog
     (swept,) = records(caplog, "plan.write-failed")
     assert swept["why"] == "systemData names labguard"
     assert not records(caplog, "plan.provisioning-failed")
+
+
+class _SlowLedgerNotifier:
+    """Notice channels whose ledger answers slowly; meanwhile the plan's owner breaks the plan."""
+
+    enabled = True
+
+    def __init__(self, emu: Any, plan_id: str) -> None:
+        self._emu, self._plan_id = emu, plan_id
+
+    async def notify_failure(self, plan: Any, *, correlation_id: str | None = None) -> Any:
+        return None
+
+    async def notify_admin(self, plan: Any, *, reason: str, correlation_id: str | None = None) -> Any:
+        return None
+
+    async def resolve(self, plan: Any) -> None:
+        await asyncio.sleep(1.2)
+        self._emu.fail_plan(self._plan_id, {"action": "Update", "code": "X", "message": "m"})
+
+    async def open_snapshot(self) -> frozenset[str] | None:
+        return None
+
+    def may_have_open(self, snapshot: frozenset[str] | None, plan: Any) -> bool:
+        return True
+
+
+async def test_a_slow_step_between_the_read_and_the_write_means_a_fresh_read(emu: Any, configure: Any) -> None:
+    from shared.reconcile import Reconciler
+
+    body = plan_body("slowledger")
+    emu.put_plan(body)
+    runtime = await build_runtime(load_settings())
+    try:
+        notifier = _SlowLedgerNotifier(emu, body["id"])
+        reconciler = Reconciler(runtime.session.plans, runtime.reconciler.policy, notifier=notifier)
+        emu.clear_requests()
+        outcome = await reconciler.reconcile_plan(PlanId.parse(body["id"]))
+    finally:
+        await runtime.close()
+    assert patches(emu) == []
+    assert outcome.status == "provisioning-failed"
