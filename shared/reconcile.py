@@ -341,7 +341,7 @@ class Reconciler:
         if held is not None:
             return held
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-            slot = await self._arm.write_slot(plan.id)
+            slot = await self._arm.write_slot(plan.id, max_wait_s=None if wait_s is None else wait_s / 4)
             waited = time.monotonic() - read_at > FRESH_FOR_S or (slot is not None and getattr(slot, "delay", 0) > 0)
             if attempt > 1 or not fresh or waited:
                 plan = await self._arm.get_plan(plan.id)  # the read right before the write
@@ -367,6 +367,8 @@ class Reconciler:
                 if not exc.transient or attempt == MAX_WRITE_ATTEMPTS:
                     raise
                 wait = min(exc.retry_after_s, MAX_THROTTLE_WAIT_S) if isinstance(exc, Throttled) else float(attempt)
+                if wait_s is not None and wait > wait_s / 4:
+                    raise  # a bounded (event) run does not sit out a long Retry-After: redelivery will
                 record(
                     log,
                     logging.WARNING,

@@ -290,3 +290,20 @@ async def test_a_slow_step_between_the_read_and_the_write_means_a_fresh_read(emu
         await runtime.close()
     assert patches(emu) == []
     assert outcome.status == "provisioning-failed"
+
+
+async def test_the_event_path_does_not_sit_out_a_long_retry_after(emu: Any, configure: Any) -> None:
+    import time
+
+    from shared.runs import RunFailed
+
+    body = plan_body("longwait")
+    emu.put_plan(body)
+    emu.add_fault(method="PATCH", path_pattern=r".*/labPlans/longwait.*", status=429, retry_after=40, count=1)
+    emu.clear_requests()
+    for _ in range(2):  # the delivery, and a redelivery while ARM's Retry-After still holds writes
+        started = time.monotonic()
+        with pytest.raises(RunFailed, match="redeliver"):
+            await deliver(write_event(body["id"]))
+        assert time.monotonic() - started < 10  # Event Grid waits 30 s for an answer
+    assert [r["status"] for r in patches(emu)] == [429]  # no write sent into the Retry-After
