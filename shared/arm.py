@@ -51,6 +51,7 @@ ARM_ACTIONS = frozenset(
 )
 
 TERMINAL_OPERATION_STATES = frozenset({"succeeded", "failed", "canceled"})
+BUSY_CODES = frozenset({"AnotherOperationInProgress", "ResourceLocked"})  # a 409 to a write on a busy plan
 
 log = logging.getLogger("labguard.arm")
 
@@ -259,7 +260,10 @@ class LabPlansArm:
             error = _error_from(response, f"PATCH {plan_id}")
             raise Throttled(str(error), retry_after_s=_retry_after(response.headers, 1.0))
         if status not in (200, 201, 202):
-            raise _error_from(response, f"PATCH {plan_id}")
+            error = _error_from(response, f"PATCH {plan_id}")
+            if status == 409 and error.code in BUSY_CODES:  # turned busy after our read: read again, later
+                error.transient = True
+            raise error
         operation = response.headers.get("Azure-AsyncOperation") or response.headers.get("Location")
         retry_after = response.headers.get("Retry-After")
         return WriteAccepted(

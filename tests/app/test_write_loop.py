@@ -307,3 +307,15 @@ async def test_the_event_path_does_not_sit_out_a_long_retry_after(emu: Any, conf
             await deliver(write_event(body["id"]))
         assert time.monotonic() - started < 10  # Event Grid waits 30 s for an answer
     assert [r["status"] for r in patches(emu)] == [429]  # no write sent into the Retry-After
+
+
+async def test_a_plan_that_turned_busy_after_the_read_is_read_again_then_written(emu: Any, configure: Any) -> None:
+    body = plan_body("raced")
+    emu.put_plan(body)
+    emu.add_fault(method="PATCH", path_pattern=r".*/labPlans/raced.*", status=409, count=1)
+    emu.clear_requests()
+    await deliver(write_event(body["id"]))
+    sequence = [(r["method"], r["status"]) for r in arm_requests(emu) if "/labplans/" in r["path"].lower()]
+    first = sequence.index(("PATCH", 409))
+    assert sequence[first + 1 : first + 3] == [("GET", 200), ("PATCH", 202)]
+    assert shutdown_of(emu, body["id"])["idleDelay"] == "PT30M"
