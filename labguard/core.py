@@ -363,12 +363,10 @@ def _cut(text: str, room: int) -> str:
 
 
 def _open_ledger(settings: Settings) -> Any | None:
-    if not settings.storage_connection:
-        return None
-    from shared.ledger import Ledger
+    from shared.ledger import open_ledger
 
     try:
-        return Ledger.from_connection_string(settings.storage_connection, settings.ledger_table, retry_total=0)
+        return open_ledger(settings, retry_total=0)
     except ValueError:
         return None
 
