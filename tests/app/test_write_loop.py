@@ -31,14 +31,15 @@ def records(caplog: Any, event: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.parametrize("patch_mode", ["merge", "replace"])
 @pytest.mark.parametrize(
     ("patch_reply", "operation_status"),
     [("lro", None), ("200", None), ("spec", None), ("lro", 403), ("spec", 403), ("lro", 400)],
 )
 async def test_every_write_answer_ends_in_a_proved_fix(
-    emu: Any, configure: Any, caplog: Any, patch_reply: str, operation_status: int | None
+    emu: Any, configure: Any, caplog: Any, patch_reply: str, operation_status: int | None, patch_mode: str
 ) -> None:
-    emu.configure(patch_reply=patch_reply, operation_status=operation_status)
+    emu.configure(patch_reply=patch_reply, operation_status=operation_status, patch_mode=patch_mode)
     body = plan_body("answers")
     emu.put_plan(body)
     emu.clear_requests()
@@ -58,10 +59,12 @@ async def test_every_write_answer_ends_in_a_proved_fix(
         assert polled and all(r["query"].get("api-version") == "2023-06-07" for r in polled)
 
 
+@pytest.mark.parametrize("patch_mode", ["merge", "replace"])
 async def test_a_dropped_value_is_patched_once_then_backed_off_across_sweeps(
-    emu: Any, configure: Any, caplog: Any
+    emu: Any, configure: Any, caplog: Any, patch_mode: str
 ) -> None:
-    emu.configure(drop_written="idleDelay")  # the service silently keeps the old idleDelay
+    # The service silently drops the written idleDelay: merging keeps the old value, replacing loses it.
+    emu.configure(drop_written="idleDelay", patch_mode=patch_mode)
     body = plan_body("dropper")
     emu.put_plan(body)
     emu.clear_requests()
@@ -70,8 +73,9 @@ async def test_a_dropped_value_is_patched_once_then_backed_off_across_sweeps(
         await tick()
     assert len(patches(emu)) == 1
     (unconverged,) = records(caplog, "plan.unconverged")
+    read_back = "01:00" if patch_mode == "merge" else None
     assert unconverged["difference"] == [
-        {"field": "properties.defaultAutoShutdownProfile.idleDelay", "written": "PT30M", "read_back": "01:00"}
+        {"field": "properties.defaultAutoShutdownProfile.idleDelay", "written": "PT30M", "read_back": read_back}
     ]
     assert unconverged["attempts"] == 1
     retry_at = datetime.fromisoformat(unconverged["retry_at"])
