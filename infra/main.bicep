@@ -1,5 +1,5 @@
 // labguard: everything `azd up` deploys. Subscription scope: creates the resource group, the
-// resources in it (modules/), the two custom roles, and the role assignments of the Function App's
+// resources in it (modules/), the custom role, and the role assignments of the Function App's
 // identity on every subscription or resource group labguard watches. Deploy guide: infra/README.md.
 targetScope = 'subscription'
 
