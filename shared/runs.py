@@ -227,8 +227,7 @@ async def on_event(
         from shared.changes import record_changes
 
         await record_changes(
-            settings.storage_connection,
-            settings.changes_table,
+            settings,
             [outcome],
             trigger="event",
             correlation_id=correlation_id,
