@@ -466,6 +466,7 @@ class EmulatorServer:
         status = int(fault.status or 500)
         codes = {
             429: ("TooManyRequests", "The request was throttled (fault injected by the emulator)."),
+            409: ("AnotherOperationInProgress", "Another operation is in progress (fault injected by the emulator)."),
             500: ("InternalServerError", "Encountered internal server error (fault injected by the emulator)."),
             503: ("ServiceUnavailable", "The service is unavailable (fault injected by the emulator)."),
         }

@@ -262,9 +262,7 @@ async def run(
             from shared.changes import record_changes
 
             outcomes = [item.outcome for item in result.results]
-            await record_changes(
-                settings.storage_connection, settings.changes_table, outcomes, trigger="labguard enforce"
-            )
+            await record_changes(settings, outcomes, trigger="labguard enforce")
         result.list_failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
         result.not_registered = sorted(summary.not_registered)
         if summary.list_errors and not result.results:

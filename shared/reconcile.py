@@ -44,6 +44,7 @@ Status = Literal[
 BUSY_STATES = frozenset({"creating", "updating", "deleting", "locked"})
 MAX_WRITE_ATTEMPTS = 3  # a write answered 429/5xx is tried again, after a fresh read, at most this often
 MAX_THROTTLE_WAIT_S = 60.0
+FRESH_FOR_S = 1.0  # a read older than this (a slow backoff lookup, say) is read again before the write
 
 
 class FailureNotifier(Protocol):
@@ -276,6 +277,7 @@ class Reconciler:
         write_wait_s: float | None = None,
         caused_by_us: bool = False,
     ) -> PlanOutcome:
+        read_at = time.monotonic()  # the caller read the plan just now (or, in a sweep, when listing)
         evaluation = evaluate(plan, self._policy, self._clock())
         key = plan.id.key
         for unknown in evaluation.unknown_values:  # never written over: a person must look at it
@@ -317,7 +319,9 @@ class Reconciler:
         if not writing:
             self._record_changes(evaluation, "plan.drift", correlation_id)
             return PlanOutcome(key, "drifted", evaluation)
-        return await self._write(plan, evaluation, fresh=fresh, correlation_id=correlation_id, wait_s=write_wait_s)
+        return await self._write(
+            plan, evaluation, fresh=fresh, read_at=read_at, correlation_id=correlation_id, wait_s=write_wait_s
+        )
 
     def _record_changes(self, evaluation: Evaluation, event: str, correlation_id: str | None) -> None:
         for finding in evaluation.drift:
@@ -336,7 +340,14 @@ class Reconciler:
             )
 
     async def _write(
-        self, plan: LabPlan, evaluation: Evaluation, *, fresh: bool, correlation_id: str | None, wait_s: float | None
+        self,
+        plan: LabPlan,
+        evaluation: Evaluation,
+        *,
+        fresh: bool,
+        read_at: float,
+        correlation_id: str | None,
+        wait_s: float | None,
     ) -> PlanOutcome:
         """Write the patch: read right before every attempt, never let the SDK re-send, then prove it.
 
@@ -349,8 +360,9 @@ class Reconciler:
         if held is not None:
             return held
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-            slot = await self._arm.write_slot(plan.id)
-            if attempt > 1 or not fresh or (slot is not None and getattr(slot, "delay", 0) > 0):
+            slot = await self._arm.write_slot(plan.id, max_wait_s=None if wait_s is None else wait_s / 4)
+            waited = time.monotonic() - read_at > FRESH_FOR_S or (slot is not None and getattr(slot, "delay", 0) > 0)
+            if attempt > 1 or not fresh or waited:
                 plan = await self._arm.get_plan(plan.id)  # the read right before the write
                 evaluation = evaluate(plan, self._policy, self._clock())
                 if evaluation.status == "failed" or not evaluation.patch:
@@ -374,6 +386,8 @@ class Reconciler:
                 if not exc.transient or attempt == MAX_WRITE_ATTEMPTS:
                     raise
                 wait = min(exc.retry_after_s, MAX_THROTTLE_WAIT_S) if isinstance(exc, Throttled) else float(attempt)
+                if wait_s is not None and wait > wait_s / 4:
+                    raise  # a bounded (event) run does not sit out a long Retry-After: redelivery will
                 record(
                     log,
                     logging.WARNING,

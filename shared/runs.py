@@ -106,7 +106,7 @@ async def build_runtime(
     from shared.delivery import Notifier
     from shared.pacing import Pacer
     from shared.policy import load_policy
-    from shared.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff, backoff_table_name
+    from shared.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
 
     arm_options.setdefault("pacer", Pacer())
 
@@ -120,10 +120,8 @@ async def build_runtime(
         session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
         notifier = await stack.enter_async_context(Notifier.from_settings(settings))
         backoff: WriteBackoff = MemoryBackoff()
-        if settings.storage_connection:  # shared by every instance of a scaled-out app
-            table = TableBackoff.from_connection_string(
-                settings.storage_connection, backoff_table_name(settings.ledger_table)
-            )
+        table = TableBackoff.from_settings(settings)  # shared by every instance of a scaled-out app
+        if table is not None:
             stack.push_async_callback(table.close)
             backoff = table
         identities = _IdentityCache(session)
@@ -229,8 +227,7 @@ async def on_event(
         from shared.changes import record_changes
 
         await record_changes(
-            settings.storage_connection,
-            settings.changes_table,
+            settings,
             [outcome],
             trigger="event",
             correlation_id=correlation_id,
