@@ -227,10 +227,28 @@ def check_policy(
         typer.Argument(help="Policy file; default LABGUARD_POLICY_FILE, else policy.yaml.", show_default=False),
     ] = None,
     as_json: AsJson = False,
+    write_schema: Annotated[
+        str | None,
+        typer.Option(
+            "--write-schema",
+            metavar="PATH",
+            help="Write the policy file's JSON Schema (policy.schema.json) to PATH instead.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Validate a policy file and print the effective rules per scope. Exit 0 valid, 2 invalid."""
 
     def body() -> int:
+        if write_schema:
+            from shared.policy import schema_text
+
+            try:
+                with open(write_schema, "w", encoding="utf-8") as handle:
+                    handle.write(schema_text())
+            except OSError as exc:
+                raise core.ConfigError(f"cannot write the schema to {write_schema}: {exc.strerror or exc}") from None
+            return 0
         path = core.policy_path(file, os.environ.get("LABGUARD_POLICY_FILE", "").strip() or None)
         policy = core.read_policy(path, hint="")
         out = render.console()

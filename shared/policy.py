@@ -3,7 +3,7 @@
 An admin writes ``policy.yaml`` (camelCase keys, as in ARM); :func:`load_policy` reads it into a
 frozen :class:`Policy`, or raises :class:`PolicyError` with one line naming the file and the field
 path. Nothing runs on a bad policy. The JSON Schema shipped as ``policy.schema.json`` is generated
-from the same model: ``python -m shared.policy --write-schema policy.schema.json``.
+from the same model: ``labguard check-policy --write-schema policy.schema.json``.
 
 Bounds, not exact values:
 
@@ -16,12 +16,10 @@ are built from it, so a new row there is a new key here (and in the schema).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -575,35 +573,6 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(f"{where}{problem}".split())
 
 
-# --------------------------------------------------------------------------------------------
-# CLI: python -m shared.policy --write-schema policy.schema.json | --check policy.yaml
-# --------------------------------------------------------------------------------------------
-
-
 def schema_text() -> str:
+    """``policy.schema.json`` as ``labguard check-policy --write-schema`` writes it."""
     return json.dumps(policy_json_schema(), indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.policy", description=__doc__.split("\n")[0])
-    parser.add_argument("--write-schema", metavar="PATH", help="write the policy JSON Schema to PATH")
-    parser.add_argument("--check", metavar="POLICY", help="validate POLICY and print the effective rules per scope")
-    args = parser.parse_args(argv)
-    if not args.write_schema and not args.check:
-        parser.error("give --write-schema PATH or --check POLICY")
-    if args.write_schema:
-        with open(args.write_schema, "w", encoding="utf-8") as handle:
-            handle.write(schema_text())
-    if args.check:
-        try:
-            policy = load_policy(args.check)
-        except PolicyError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        out = {scope: rules.to_policy_dict() for scope, rules in policy.describe().items()}
-        print(json.dumps({"source": policy.source, "mode": policy.mode, "scopes": out}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

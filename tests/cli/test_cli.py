@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from labguard import estate
-from shared.policy import main as policy_main
+from shared.policy import load_policy, schema_text
 from tests.enforcement_support import CONN, PATCH_MODES, SHUT, assert_only_fixed, patch_changes
 
 from .conftest import arm_writes, clean_env, one_line_error
@@ -194,13 +194,21 @@ def test_check_policy_prints_effective_rules_per_scope(run: Run, policy_file: Pa
     ]
 
 
-def test_check_policy_json_matches_the_core(run: Run, policy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_policy_json_is_the_core_rules(run: Run, policy_file: Path) -> None:
     proc = run("check-policy", "--json", str(policy_file))
     assert proc.returncode == 0
     ours = json.loads(proc.stdout)
-    assert policy_main(["--check", str(policy_file)]) == 0
-    core = json.loads(capsys.readouterr().out)
-    assert ours["scopes"] == core["scopes"] and ours["mode"] == core["mode"]
+    policy = load_policy(policy_file)
+    assert ours["scopes"] == {scope: rules.to_policy_dict() for scope, rules in policy.describe().items()}
+    assert ours["mode"] == policy.mode
+
+
+def test_check_policy_writes_the_schema(run: Run, tmp_path: Path) -> None:
+    proc = run("check-policy", "--write-schema", str(tmp_path / "schema.json"))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert (tmp_path / "schema.json").read_text(encoding="utf-8") == schema_text()
+    unwritable = run("check-policy", "--write-schema", str(tmp_path / "no" / "such" / "dir" / "s.json"))
+    assert unwritable.returncode == 2 and len(unwritable.stderr.strip().splitlines()) == 1
 
 
 def test_check_policy_defaults_to_the_setting(run: Run, settings: dict[str, str]) -> None:
