@@ -177,6 +177,27 @@ def sweep(
     return result.exit_code
 
 
+def audit_files(
+    paths: list[str], flags: core.Flags, *, now: str | None, as_json: bool, env: Mapping[str, str] | None = None
+) -> int:
+    """``audit --from-file``: the same report as a sweep, over saved plan JSON. Raises ConfigError."""
+    from datetime import UTC, datetime
+
+    settings = core.resolve_settings(os.environ if env is None else env, flags, mode="audit")
+    policy = core.read_policy(settings.policy_file, settings.mode_override)
+    try:
+        when = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    except ValueError:
+        raise core.ConfigError(f"--now {now!r} is not an ISO date/time such as 2025-07-31T12:00:00Z") from None
+    result = core.evaluate_files(paths, settings, policy, when)
+    out = render.console()
+    if as_json:
+        out.file.write(json.dumps(render.run_json(result), indent=2, ensure_ascii=False) + "\n")
+    else:
+        render.print_run(out, result)
+    return result.exit_code
+
+
 def _guard(body: Callable[[], int]) -> None:
     try:
         code = body()
@@ -194,8 +215,24 @@ def audit(
     policy: PolicyFile = None,
     as_json: AsJson = False,
     verbose: Verbose = False,
+    from_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from-file",
+            metavar="FILE",
+            help="Evaluate saved lab plan JSON (a list, {value: [...]} or one body) instead of Azure (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option("--now", metavar="WHEN", help="With --from-file: evaluate as of this ISO date/time.", hidden=True),
+    ] = None,
 ) -> None:
     """Report every plan in scope against the policy; change nothing. Exit 0 compliant, 1 drift or failure, 2 error."""
+    if from_file:
+        _guard(lambda: audit_files(from_file, _flags(subscription, resource_group, policy), now=now, as_json=as_json))
+        return
     _guard(
         lambda: sweep(
             "audit", _flags(subscription, resource_group, policy), dry_run=False, as_json=as_json, verbose=verbose

@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,6 +171,7 @@ class RunResult:
     list_failures: list[tuple[str, str]] = field(default_factory=list)
     not_registered: list[str] = field(default_factory=list)  # scopes without Microsoft.LabServices: no plans
     duration_s: float = 0.0
+    files: tuple[str, ...] = ()  # audit --from-file: the saved plan JSON evaluated instead of a sweep
 
     @property
     def counts(self) -> Counter[str]:
@@ -193,6 +195,29 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------------ running
+
+
+def evaluate_files(paths: Sequence[str], settings: Settings, policy: Policy, now: datetime) -> RunResult:
+    """``audit --from-file``: evaluate saved lab plan bodies as of ``now``, with no Azure call. An entry that is
+    not a lab plan is a ``failed`` row; a file that cannot be read is a ConfigError."""
+    from shared.drift import evaluate
+    from shared.report import read_plans
+
+    result = RunResult(command="audit", dry_run=False, settings=settings, policy=policy, files=tuple(paths))
+    for path in paths:
+        try:
+            plans, problems = read_plans(path)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read lab plans: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{path}: cannot read lab plans: {_first_line(str(exc))}") from None
+        for plan in plans:
+            evaluation = evaluate(plan, policy, now)
+            status = "provisioning-failed" if evaluation.status == "failed" else evaluation.status
+            detail = evaluation.reason if status in ("skipped", "exempt") else None
+            result.results.append(PlanResult(PlanOutcome(plan.id.key, status, evaluation, detail=detail)))
+        result.results += [PlanResult(PlanOutcome(where, "failed", detail=why)) for where, why in problems]
+    return result
 
 
 OnResult = Callable[[PlanResult], Awaitable[None] | None]

@@ -165,6 +165,13 @@ def summary_line(result: RunResult) -> str:
 
 def header_lines(result: RunResult) -> list[str]:
     settings = result.settings
+    if result.files:
+        return [
+            "labguard audit --from-file: saved plan JSON, no Azure call; nothing is changed "
+            "(→ shows what enforce would write)",
+            f"policy   {result.policy.source}",
+            f"files    {', '.join(result.files)}",
+        ]
     subs = ", ".join(settings.subscriptions)
     groups = ", ".join(settings.resource_groups) if settings.resource_groups else "all resource groups"
     if result.command == "audit":
@@ -283,6 +290,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "summary": {status: result.counts[status] for status in ORDER if result.counts[status]},
         "plans": plans,
         "listFailures": [{"scope": scope, "error": error} for scope, error in result.list_failures],
+        **({"files": list(result.files)} if result.files else {}),
         "notRegistered": list(result.not_registered),
         "exitCode": result.exit_code,
         "durationSeconds": round(result.duration_s, 3),
