@@ -369,3 +369,22 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(labguard_command: Pa
     assert "enforce: sweeping" in terminal and "plans" in terminal
     assert proc.returncode == 1
     assert "would fix" in proc.stdout and "sweeping" not in proc.stdout  # the pipe gets the changes, not the bar
+
+
+def test_audit_from_file_needs_no_azure(labguard_command: Path, tmp_path: Path) -> None:
+    """Saved plan JSON, no endpoint, no credentials, no subscription: the same report, from the installed command."""
+    from .conftest import ROOT
+
+    proc = subprocess.run(
+        [str(labguard_command), "audit", "--json", "--from-file", str(ROOT / "samples" / "lab_plans.json")],
+        env=clean_env(LABGUARD_POLICY_FILE=str(ROOT / "policy.yaml")),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr) == (1, "")
+    report = json.loads(proc.stdout)
+    assert len(report["plans"]) == 14 and report["files"] == [str(ROOT / "samples" / "lab_plans.json")]
+    assert report["summary"]["drifted"] == 6
