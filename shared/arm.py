@@ -528,13 +528,19 @@ async def open_arm(
     operation_timeout_s: float = 300.0,
     poll_interval_s: float = 5.0,
     pacer: Pacer | None = None,
+    retry: Mapping[str, float] | None = None,
 ) -> AsyncIterator[ArmSession]:
     """Build the async SDK client and credential for one run and close both afterwards.
 
     Credentials come from DefaultAzureCredential (managed identity in Azure, ``az login`` on a laptop,
     AZURE_CLIENT_ID for a user-assigned identity) unless one is passed in. With a ``pacer``, every
-    request waits for its subscription's ARM budget first (:mod:`shared.pacing`).
+    request waits for its subscription's ARM budget first (:mod:`shared.pacing`). ``retry`` holds
+    azure-core's retry options (``retry_total``, ``retry_backoff_factor``, ``retry_backoff_max``...);
+    azure-core's defaults otherwise. A Retry-After from ARM is honoured either way.
     """
+    unknown = [key for key in retry or {} if not key.startswith("retry_")]
+    if unknown:
+        raise TypeError(f"not azure-core retry options: {', '.join(unknown)}")
     import aiohttp
     from azure.core.pipeline.transport import AioHttpTransport
     from azure.mgmt.labservices.aio import ManagedLabsClient
@@ -562,6 +568,7 @@ async def open_arm(
             credential_scopes=[scope],
             transport=AioHttpTransport(session=session, session_owner=False),
             per_retry_policies=[_counting_policy(counter)] + ([_pacing_policy(pacer)] if pacer is not None else []),
+            **dict(retry or {}),
         )
         _without_provider_registration(client)
         plans = LabPlansArm(

@@ -139,13 +139,18 @@ async def build_runtime(
     return Runtime(settings=settings, reconciler=reconciler, session=session, stack=stack)
 
 
+#: Options the worker's runtimes open ARM with (:func:`shared.arm.open_arm`): none in the app, so azure-core's
+#: retry defaults; tests set ``retry`` so a transient fault costs no backoff sleep.
+WORKER_ARM_OPTIONS: dict[str, Any] = {}
+
+
 async def current_runtime(env: Mapping[str, str] | None = None) -> Runtime:
     """The worker's runtime for this event loop and configuration, built on first use."""
     env = os.environ if env is None else env
     key = (id(asyncio.get_running_loop()), _fingerprint(env))
     runtime = _runtimes.get(key)
     if runtime is None:
-        runtime = await build_runtime(load_settings(env))
+        runtime = await build_runtime(load_settings(env), **WORKER_ARM_OPTIONS)
         _runtimes[key] = runtime
     return runtime
 
