@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from shared.events import IgnoredEvent, MalformedEvent, parse_event
 from shared.logs import record
 from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -92,7 +92,15 @@ async def build_runtime(
     stack = AsyncExitStack()
     try:
         session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
-        notifier = await stack.enter_async_context(Notifier.from_settings(settings))
+        try:
+            notifier = Notifier.from_settings(settings)
+        except ValueError:  # the SDK's message may quote the value (a key): name the setting, never the value
+            raise SettingsError(
+                "AzureWebJobsStorage is not a valid storage connection string: write "
+                "'UseDevelopmentStorage=true' for Azurite, or 'DefaultEndpointsProtocol=https;AccountName=...;...'"
+                " (in Azure, an identity-based connection: AzureWebJobsStorage__accountName)"
+            ) from None
+        notifier = await stack.enter_async_context(notifier)
         reconciler = Reconciler(
             session.plans, policy, notifier=notifier if notifier.enabled else None, concurrency=settings.concurrency
         )
@@ -110,6 +118,8 @@ async def current_runtime(env: Mapping[str, str] | None = None) -> Runtime:
     if runtime is None:
         runtime = await build_runtime(load_settings(env))
         _runtimes[key] = runtime
+        policy = runtime.reconciler.policy
+        record(log, logging.INFO, "run.mode", mode=policy.mode, source=policy.mode_source, policy=policy.source)
     return runtime
 
 
