@@ -173,6 +173,8 @@ def summary_line(result: RunResult) -> str:
     if denied:
         parts.append(f"{denied} not written")
     plans = f"{total} plan{'s' if total != 1 else ''}"
+    if result.interrupted is not None:
+        plans += " checked before the interrupt"
     return f"{plans}: {', '.join(parts) or 'none found'} ({result.duration_s:.1f} s)"
 
 
