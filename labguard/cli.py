@@ -152,6 +152,7 @@ def sweep(
     fail_on: frozenset[str] | None = None,
     output: str = "table",
     ask: bool = False,
+    results: list[core.RunResult] | None = None,
 ) -> int:
     """Run ``audit`` or ``enforce`` and print it; returns the exit code. Raises ConfigError.
 
@@ -166,7 +167,13 @@ def sweep(
     settings = core.resolve_settings(env, flags, mode=command)
     core.require_scope(settings)
     policy, functions_mode = core.read_run_policy(settings, command, env)
-    if ask and command == "enforce" and not dry_run and not as_json:
+    if ask and command == "enforce" and not dry_run and as_json:
+        raise core.ConfigError(
+            f"enforce --format {output} on a terminal would send patches without showing them first: "
+            "add --yes to send them, or --dry-run to see them"
+        )
+    if ask and command == "enforce" and not dry_run:
+        previews: list[core.RunResult] = []
         preview = sweep(
             command,
             flags,
@@ -178,8 +185,12 @@ def sweep(
             credential=credential,
             err=err,
             fail_on=fail_on,
+            results=previews,
         )
         if preview in (exit_codes.USAGE, exit_codes.AZURE_UNAVAILABLE, exit_codes.INTERRUPTED):
+            return preview
+        if not previews or not previews[0].counts["drifted"]:
+            out.print("Nothing to send.")
             return preview
         out.print()
         if not typer.confirm("Send these patches now? (each plan is read again right before its write)", default=False):
@@ -241,6 +252,8 @@ def sweep(
 
     with quiet_logs(verbose):
         result: core.RunResult = asyncio.run(go())
+    if results is not None:
+        results.append(result)
     if output == "junit":
         from labguard.junit import run_junit
 

@@ -8,16 +8,12 @@ import logging
 from typing import Any
 
 import pytest
-from azure.functions.meta import Datum
-from azure.functions.timer import TimerRequestConverter
 
-from function_app import app
 from shared.runs import current_runtime
 from shared.settings import SettingsError
 
 from .conftest import SUB, compliant_plan
-
-FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
+from .test_functions_e2e import tick  # the indexed timer function (the app indexes its functions once)
 
 
 def records(caplog: Any, event: str) -> list[tuple[int, dict[str, Any]]]:
@@ -26,11 +22,6 @@ def records(caplog: Any, event: str) -> list[tuple[int, dict[str, Any]]]:
         for r in caplog.records
         if r.getMessage().startswith(event + " ")
     ]
-
-
-async def tick() -> None:
-    timer = TimerRequestConverter.decode(Datum(json.dumps({"IsPastDue": False}), "json"), trigger_metadata={})
-    await FUNCTIONS["timer_sweep"].get_user_function()(timer)
 
 
 async def test_sweep_summary_names_the_scopes_with_no_lab_plans(emu: Any, configure: Any, caplog: Any) -> None:

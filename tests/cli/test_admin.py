@@ -282,6 +282,31 @@ def test_enforce_on_a_terminal_shows_the_patches_and_asks(
         assert proc.returncode == 0
 
 
+def test_enforce_json_on_a_terminal_never_sends_unseen_patches(
+    labguard_command: Path, settings: dict[str, str], emu: Any
+) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [str(labguard_command), "enforce", "--json", "-s", estate.EXTENSION],
+            env={**settings, "TERM": "dumb"},
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            text=True,
+        )
+        os.close(slave)
+        proc.wait(timeout=90)
+        seen = read_pty(master)
+    finally:
+        os.close(master)
+    assert proc.returncode == 2
+    assert "add --yes to send them, or --dry-run to see them" in " ".join(seen.split())
+    assert arm_writes(emu) == []
+
+
 # ------------------------------------------------------------------------------------ 6 the mode
 
 
