@@ -61,7 +61,11 @@ ResourceGroups = Annotated[
 PolicyFile = Annotated[
     str | None,
     typer.Option(
-        "--policy", "-p", help="Policy file; default LABGUARD_POLICY_FILE, else policy.yaml.", show_default=False
+        "--policy",
+        "-p",
+        metavar="FILE",
+        help="Policy file; default LABGUARD_POLICY_FILE, else policy.yaml.",
+        show_default=False,
     ),
 ]
 AsJson = Annotated[
@@ -197,7 +201,8 @@ def sweep(
             out.print("Nothing sent.")
             return preview
         out.print()
-    header = core.RunResult(command, dry_run, settings, policy, functions_mode=functions_mode)
+    configured = core.configured_scope(env)
+    header = core.RunResult(command, dry_run, settings, policy, functions_mode=functions_mode, configured=configured)
     header_shown = False
 
     def show_header() -> None:  # once the run is under way: a configuration error prints nothing else
@@ -252,6 +257,7 @@ def sweep(
 
     with quiet_logs(verbose):
         result: core.RunResult = asyncio.run(go())
+    result.configured = configured
     if results is not None:
         results.append(result)
     if output == "junit":

@@ -209,6 +209,7 @@ class RunResult:
     azure_failing: bool = False  # something could not be read because Azure was unreachable or kept failing
     interrupted: Interruption | None = None
     functions_mode: tuple[str, str] | None = None  # (mode, where it came from) the Functions would run in
+    configured: Settings | None = None  # the scope the app settings name, without the flags
     today: date = field(default_factory=lambda: datetime.now(UTC).date())
 
     @property
@@ -410,11 +411,17 @@ def exemption_end(result: PlanResult, policy: Policy) -> date | None:
 
 
 def unused_overrides(
-    policy: Policy, settings: Settings | None, results: Sequence[PlanResult] | None = None
+    policy: Policy,
+    settings: Settings | None,
+    results: Sequence[PlanResult] | None = None,
+    run: Settings | None = None,
 ) -> list[str]:
-    """One line per override that applies to nothing: outside the scope, or (after a run) matching no plan."""
+    """One line per override that applies to nothing: outside the scope ``settings`` names, or (given a run's
+    ``results`` and its scope ``run``) inside the run's scope yet matching no plan it saw."""
     subs = {s.lower() for s in settings.subscriptions} if settings is not None else set()
     groups = {g.lower() for g in settings.resource_groups} if settings is not None else set()
+    run_subs = {s.lower() for s in run.subscriptions} if run is not None else set()
+    run_groups = {g.lower() for g in run.resource_groups} if run is not None else set()
     seen_subs: set[str] = set()
     seen_groups: set[str] = set()
     for item in results or ():
@@ -422,13 +429,19 @@ def unused_overrides(
         if pid is not None:
             seen_subs.add(pid.subscription_id.lower())
             seen_groups.add(f"{pid.subscription_id.lower()}/{pid.resource_group.lower()}")
+
+    def in_run(sub: str, group: str | None = None) -> bool:
+        if results is None or sub not in run_subs:
+            return False
+        return group is None or not run_groups or group in run_groups
+
     lines = []
     for key in policy.subscriptions:
         if subs and key not in subs:
             lines.append(
                 f"override for subscription {key}: outside the scope ({_scope_words(settings)}); it applies to nothing"
             )
-        elif results is not None and key not in seen_subs:
+        elif in_run(key) and not run_groups and key not in seen_subs:
             lines.append(f"override for subscription {key}: matched no lab plan in this run")
     for key in policy.resource_groups:
         sub, _, group = key.partition("/")
@@ -442,12 +455,21 @@ def unused_overrides(
                 f"override for resource group {key}: {group} is not among the resource groups in scope "
                 f"({', '.join(sorted(groups))}); it applies to nothing"
             )
-        elif results is not None and key not in seen_groups:
+        elif in_run(sub, group) and key not in seen_groups:
             lines.append(
                 f"override for resource group {key}: matched no lab plan in this run; check the name "
                 f"(`az group list --subscription {sub} -o table`)"
             )
     return lines
+
+
+def configured_scope(env: Mapping[str, str]) -> Settings | None:
+    """The scope the app settings name (no flags), to tell an override outside it; None when unset or bad."""
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError:
+        return None
+    return settings if settings.subscriptions else None
 
 
 def _scope_words(settings: Settings | None) -> str:

@@ -200,8 +200,8 @@ def header_lines(result: RunResult) -> list[str]:
 
 def mode_line(result: RunResult) -> str:
     """Which mode this run is in and where that came from; and the Functions' mode, from the same rule."""
-    this = "audit" if result.command == "audit" or result.dry_run else "enforce"
-    line = f"{this} (the command decides)"
+    this = {"audit": "audit", "enforce": "enforce --dry-run: nothing is sent" if result.dry_run else "enforce"}
+    line = f"{this[result.command]} (the command decides)"
     if result.functions_mode is not None:
         mode, source = result.functions_mode
         line += f"; with these settings the Functions run in {mode} ({source})"
@@ -258,8 +258,11 @@ def verdict_line(result: RunResult) -> Text:
     if code == 130:
         return Text("exit 130: interrupted; see above for what was changed, in flight and not reached", style="yellow")
     if code == 3:
+        trouble = [text for name, text in words if not name]
+        found = [text for name, text in words if name and name in result.fail_on]
+        also = f"; also found: {'; '.join(found)}" if found else ""
         return Text(
-            "exit 3: Azure could not be reached or kept failing: " + "; ".join(failing) + "; try again later",
+            f"exit 3: Azure could not be reached or kept failing ({'; '.join(trouble)}): try again later{also}",
             style="red",
         )
     return Text(f"exit {code}: " + "; ".join(failing) + note, style="yellow")
@@ -365,14 +368,14 @@ def print_run(out: Console, result: RunResult, *, changes_shown: bool = False, h
         for text in interrupted_lines(result):
             out.print(text, soft_wrap=True)
     out.print()
-    out.print(summary_line(result))
-    out.print(verdict_line(result))
+    out.print(summary_line(result), soft_wrap=True)
+    out.print(verdict_line(result), soft_wrap=True)
 
 
 def unused_override_lines(result: RunResult) -> list[str]:
     if result.interrupted is not None:  # not every plan was seen: "matched nothing" would be a guess
-        return unused_overrides(result.policy, result.settings)
-    return unused_overrides(result.policy, result.settings, result.results)
+        return unused_overrides(result.policy, result.configured)
+    return unused_overrides(result.policy, result.configured, result.results, run=result.settings)
 
 
 def run_json(result: RunResult) -> dict[str, Any]:
