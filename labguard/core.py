@@ -363,12 +363,20 @@ async def run(
                     scope_path(sub, rg) for sub, rg in sweep_scopes(settings.subscriptions, settings.resource_groups)
                 }
                 result.interrupted.scopes_not_listed = sorted(listed_scopes - arm.scopes_done)
-                result.duration_s = time.monotonic() - started
-                return result
         finally:
             undo()
             if ledger is not None:
                 await ledger.close()
+        if command == "enforce" and not dry_run:  # the compliance page's "changes labguard made" include these
+            from shared.changes import record_changes
+
+            outcomes = [item.outcome for item in result.results]
+            await record_changes(
+                settings.storage_connection, settings.changes_table, outcomes, trigger="labguard enforce"
+            )
+        if result.interrupted is not None:
+            result.duration_s = time.monotonic() - started
+            return result
         result.empty_scopes = list(summary.empty_scopes)
         failures = []
         for scope, exc in summary.list_errors:
@@ -582,12 +590,10 @@ def _cut(text: str, room: int) -> str:
 
 
 def _open_ledger(settings: Settings) -> Any | None:
-    if not settings.storage_connection:
-        return None
-    from shared.ledger import Ledger
+    from shared.ledger import open_ledger
 
     try:
-        return Ledger.from_connection_string(settings.storage_connection, settings.ledger_table, retry_total=0)
+        return open_ledger(settings, retry_total=0)
     except ValueError:
         return None
 
