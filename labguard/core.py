@@ -232,7 +232,10 @@ class RunResult:
         not_converged = sum(1 for r in self.results if r.write_failed)
         unreadable = sum(1 for r in self.results if r.status == "failed" and not r.write_failed)
         return exit_codes.Tally(
-            drift=counts["drifted"] + counts["unconverged"] + counts["write-failed"] + counts["proof-deferred"]
+            drift=counts["drifted"]
+            + counts["unconverged"]
+            + counts["write-failed"]
+            + counts["proof-deferred"]
             + not_converged,
             failed_provisioning=counts["provisioning-failed"],
             exempt_expiring=len(self.expiring()),
