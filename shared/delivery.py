@@ -37,8 +37,9 @@ from shared.lab_plans import LabPlan, PlanId
 from shared.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key, row_key
 from shared.logs import record
 from shared.mail import SmtpConfig, send_notice
-from shared.notices import Notice, clean_line, failure_digest
+from shared.notices import Notice, failure_digest
 from shared.settings import Settings
+from shared.text import clean_line
 from shared.topic import TopicPublisher
 from shared.webhooks import (
     DeliveryError,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
-from shared.notices import clean_line
+from shared.text import clean_line
 
 __all__ = ["Digest", "DigestItem", "build_digest", "digest_items"]
 

@@ -37,8 +37,9 @@ from shared.durations import describe, format_iso, parse_delay
 from shared.governed import GOVERNED, Setting, feature_of
 from shared.lab_plans import LabPlan
 from shared.policy import Policy, Rules
+from shared.text import shown
 
-__all__ = ["Evaluation", "Finding", "Severity", "Status", "apply_patch", "evaluate", "shown"]
+__all__ = ["Evaluation", "Finding", "Severity", "Status", "apply_patch", "evaluate"]
 
 Severity = Literal["high", "medium", "low", "info"]
 Status = Literal["compliant", "drifted", "skipped", "exempt", "failed"]
@@ -51,7 +52,6 @@ _STATE_MEANING = {
     "Locked": "is locked for maintenance or a scheduled operation, so changes are blocked",
 }
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 @dataclass(frozen=True)
@@ -457,13 +457,3 @@ def _parse_date(text: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         return None
-
-
-def shown(value: str | None, *, quote: bool = True, limit: int = 200) -> str:
-    """Untrusted text (plan owners write supportInfo, tags...) made safe for one line of a report or mail."""
-    if value is None:
-        return "(none)"
-    text = " ".join(_CONTROL.sub(" ", value).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return repr(text) if quote else text

@@ -19,7 +19,8 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 
-from shared.notices import Notice, clean_line, is_valid_address
+from shared.notices import Notice, is_valid_address
+from shared.text import clean_line
 from shared.tls import ssl_context
 from shared.webhooks import DeliveryError
 

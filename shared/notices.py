@@ -6,8 +6,8 @@ text, HTML and JSON-ready data. No I/O and no Azure imports; the channels in :mo
 
 Every string that comes from ARM (names, error text, supportInfo) is hostile: it is stripped of
 control and invisible formatting characters (no header injection, no bidi tricks), capped in length,
-and HTML-escaped in the HTML body. Only :func:`clean_line` / :func:`clean_block` output is ever
-rendered.
+and HTML-escaped in the HTML body. Only :func:`shared.text.clean_line` / :func:`shared.text.clean_block`
+output is ever rendered.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from shared.lab_plans import LabPlan, PlanId
+from shared.text import clean_block, clean_line, is_dropped
 
 PORTAL = "https://portal.azure.com/#resource"
 EVENT_TYPE = "Labguard.LabPlan.ProvisioningFailed"
@@ -39,49 +39,12 @@ CAP_EMAIL = 320
 CAP_PHONE = 64
 CAP_INSTRUCTIONS = 2000
 CAP_SUBJECT = 200
-MAX_LINES = 60
 MAX_RECIPIENTS = 5
 
-_ELLIPSIS = "…"
 _EMAIL = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
-_SPACES = re.compile(r"[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
-
-
-def _drop(ch: str) -> bool:
-    """Control (Cc), format (Cf: bidi overrides, zero-width), separators (Zl/Zp), unassigned, surrogates."""
-    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cn", "Cs", "Co")
-
-
-def _cap(text: str, cap: int) -> str:
-    return text if len(text) <= cap else text[: cap - 1].rstrip() + _ELLIPSIS
-
-
-def clean_line(value: object, cap: int) -> str:
-    """One safe line: every line break and control character becomes a space, runs of spaces collapse."""
-    if value is None:
-        return ""
-    text = str(value)[: cap * 4]  # bound the work on absurd inputs before scanning them
-    text = "".join(" " if (_drop(ch) or ch.isspace()) else ch for ch in text)
-    return _cap(_SPACES.sub(" ", text).strip(), cap)
-
-
-def clean_block(value: object, cap: int, max_lines: int = MAX_LINES) -> str:
-    """Safe multi-line text: keeps line breaks (normalised to \\n), drops other controls, caps lines and length."""
-    if value is None:
-        return ""
-    text = str(value)[: cap * 4].replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"[\u2028\u2029\x0b\x0c\x85]", "\n", text)
-    lines = [clean_line(line, cap) for line in text.split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    while lines and not lines[0]:
-        lines.pop(0)
-    if len(lines) > max_lines:
-        lines = [*lines[:max_lines], _ELLIPSIS]
-    return _cap("\n".join(lines), cap)
 
 
 def valid_addresses(value: object) -> tuple[str, ...]:
@@ -93,7 +56,7 @@ def valid_addresses(value: object) -> tuple[str, ...]:
     """
     if not isinstance(value, str) or len(value) > CAP_EMAIL * MAX_RECIPIENTS:
         return ()
-    if any(_drop(ch) for ch in value):
+    if any(is_dropped(ch) for ch in value):
         return ()
     found: list[str] = []
     for part in re.split(r"[,; ]+", value.strip()):
@@ -203,7 +166,7 @@ class Notice:
     @property
     def subject(self) -> str:
         what = f": {self.code}" if self.code else ""
-        return _cap(clean_line(f"[labguard] Lab plan {self.plan_name} failed{what}", CAP_SUBJECT), CAP_SUBJECT)
+        return clean_line(f"[labguard] Lab plan {self.plan_name} failed{what}", CAP_SUBJECT)
 
     @property
     def summary(self) -> str:

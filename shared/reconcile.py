@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from shared.arm import ArmError, BadPlan, LabPlansArm, PlanGone, ProviderNotRegistered, Throttled
-from shared.drift import Evaluation, Finding, evaluate, shown
+from shared.drift import Evaluation, Finding, evaluate
 from shared.lab_plans import LabPlan, PlanId
 from shared.logs import record
 from shared.policy import Policy
 from shared.proof import unexpected_changes
+from shared.text import shown
 from shared.write_backoff import MemoryBackoff, WriteBackoff
 
 log = logging.getLogger("labguard.reconcile")

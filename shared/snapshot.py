@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from shared.drift import Evaluation, shown
+from shared.drift import Evaluation
 from shared.lab_plans import PlanId
 from shared.notices import failure_digest, failure_key
 from shared.policy import Policy
 from shared.report import evaluation_to_dict
+from shared.text import shown
 
 __all__ = [
     "EXPIRING_WITHIN_DAYS",

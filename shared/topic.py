@@ -19,7 +19,8 @@ from azure.core.messaging import CloudEvent
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.eventgrid.aio import EventGridPublisherClient
 
-from shared.notices import EVENT_TYPE, Notice, clean_line
+from shared.notices import EVENT_TYPE, Notice
+from shared.text import clean_line
 from shared.webhooks import DeliveryError, safe_host
 
 EVENT_SOURCE = "labguard"

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from shared.notices import Notice, clean_line
+from shared.notices import Notice
+from shared.text import clean_line
 from shared.tls import ssl_context
 
 TIMEOUT_SECONDS = 15

@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 from shared.notices import (
     CAP_MESSAGE,
     Notice,
-    clean_block,
-    clean_line,
     failure_key,
     normalise_timestamp,
     valid_addresses,
 )
+from shared.text import clean_block, clean_line
 from shared.webhooks import check_support_url, parse_allow_list, safe_host, webhook_payload
 from tests.notices.plans import SUB, SUPPORT, plan, plan_json
 
