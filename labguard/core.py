@@ -33,13 +33,12 @@ from labguard.tracking import (
     install_interrupt,
     write_denied,
 )
-from shared.arm import ArmError
+from shared.errors import ArmError, PolicyError, SettingsError, TrustError
 from shared.lab_plans import LabPlan, PlanId
-from shared.policy import Mode, Policy, PolicyError, load_policy
+from shared.policy import Mode, Policy, load_policy
 from shared.reconcile import PlanOutcome, Reconciler, scope_path, sweep_scopes
 from shared.runs import APP_ROOT
-from shared.settings import Settings, SettingsError
-from shared.tls import TrustError
+from shared.settings import Settings
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")

@@ -25,10 +25,11 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from labguard import core
-from shared.arm import API_VERSION, ArmError, ArmReply, BadPlan, LabPlansArm, ProviderNotRegistered
+from shared.arm import API_VERSION, ArmReply, BadPlan, LabPlansArm
+from shared.errors import ArmError, PolicyError, ProviderNotRegistered
 from shared.governed import GOVERNED
 from shared.lab_plans import PROVIDER
-from shared.policy import DEFAULT_EXEMPTION_TAG, Policy, PolicyError, load_policy
+from shared.policy import DEFAULT_EXEMPTION_TAG, Policy, load_policy
 from shared.reconcile import sweep_scopes
 from shared.settings import Settings
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
 from shared.lab_plans import PROVIDER, LabPlan, PlanId
 from shared.logs import quiet_sdk_http_logging, record
 from shared.pacing import Pacer, request_kind, subscription_of
@@ -54,47 +55,6 @@ TERMINAL_OPERATION_STATES = frozenset({"succeeded", "failed", "canceled"})
 BUSY_CODES = frozenset({"AnotherOperationInProgress", "ResourceLocked"})  # a 409 to a write on a busy plan
 
 log = logging.getLogger("labguard.arm")
-
-
-class ArmError(Exception):
-    """ARM answered with an error labguard cannot act on. ``transient`` errors are worth retrying later."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, transient: bool) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.transient = transient
-
-
-class PlanGone(ArmError):
-    """The plan no longer exists (404): nothing to enforce, nothing to retry."""
-
-    def __init__(self, plan_id: PlanId) -> None:
-        super().__init__(f"lab plan {plan_id} not found", status=404, code="ResourceNotFound", transient=False)
-
-
-class ProviderNotRegistered(ArmError):
-    """The subscription has not registered Microsoft.LabServices (409 MissingSubscriptionRegistration).
-
-    Not an error for labguard: such a subscription holds no lab plans, so a sweep says so and goes on.
-    """
-
-    def __init__(self, scope: str) -> None:
-        super().__init__(
-            f"{scope}: {PROVIDER} is not registered in this subscription, so it holds no lab plans",
-            status=409,
-            code="MissingSubscriptionRegistration",
-            transient=False,
-        )
-        self.scope = scope
-
-
-class Throttled(ArmError):
-    """ARM answered 429 to a write; the caller waits ``retry_after_s``, re-reads the plan, then decides again."""
-
-    def __init__(self, message: str, *, retry_after_s: float) -> None:
-        super().__init__(message, status=429, code="TooManyRequests", transient=True)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)

@@ -33,23 +33,17 @@ from typing import Literal, TypeVar
 
 import aiohttp
 
+from shared.errors import DeliveryError
 from shared.lab_plans import LabPlan, PlanId
 from shared.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key, row_key
 from shared.logs import record
 from shared.mail import SmtpConfig, send_notice
 from shared.notices import Notice, failure_digest
 from shared.settings import Settings
+from shared.support_url import check_support_url, parse_allow_list, safe_host
 from shared.text import clean_line
 from shared.topic import TopicPublisher
-from shared.webhooks import (
-    DeliveryError,
-    check_support_url,
-    https_session,
-    parse_allow_list,
-    post_json,
-    safe_host,
-    webhook_payload,
-)
+from shared.webhooks import https_session, post_json, webhook_payload
 
 log = logging.getLogger("labguard.notices")
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.errors import MalformedEvent
 from shared.lab_plans import PlanId
 
 HANDLED_EVENT_TYPES = frozenset(
@@ -19,10 +20,6 @@ HANDLED_EVENT_TYPES = frozenset(
 HANDLED_OPERATIONS = frozenset({"Microsoft.LabServices/labPlans/write"})
 
 _OID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
-
-
-class MalformedEvent(ValueError):
-    """The event cannot be read; it is logged with its id and acknowledged (never retried forever)."""
 
 
 @dataclass(frozen=True)

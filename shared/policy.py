@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema, create_model
 
 from shared.durations import format_iso, parse_delay, parse_iso
+from shared.errors import SHOWN, PolicyError
 from shared.governed import EXPOSURE, GOVERNED, IDLE_MODES, PROFILES, Bound, Profile, Setting, rank_of
 from shared.lab_plans import PlanId
 
@@ -64,13 +65,6 @@ _ISO_PATTERN = r"^P(?!$)(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?(T(?=\d)(\d+(\.\d+)?H)?(\d
 MAX_POLICY_BYTES = 1_000_000
 MAX_DEPTH = 32  # mappings and lists inside each other
 MAX_NODES = 100_000  # values after YAML aliases are expanded (a "billion laughs" file expands to 10^9)
-SHOWN = 200  # characters of a bad value or key an error may show
-MESSAGE_CAP = 600  # the longest PolicyError message: the file name, the field path and the problem
-
-
-def _one_line(text: str, cap: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= cap else flat[: cap - 3] + "..."
 
 
 def _shown(value: object) -> str:
@@ -79,18 +73,6 @@ def _shown(value: object) -> str:
         return f"a {'mapping' if isinstance(value, dict) else 'list'} of {len(value)} item(s)"
     text = repr(value[: SHOWN + 1] if isinstance(value, str) else value)
     return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
-
-
-class PolicyError(ValueError):
-    """A bad policy file. ``str()`` is one line: ``<file>: <field path>: <what is wrong and what to write>``.
-
-    The line is capped (``MESSAGE_CAP``) and shows at most ``SHOWN`` characters of any bad value.
-    """
-
-    def __init__(self, source: str, path: str, problem: str) -> None:
-        self.source, self.path, self.problem = source, _one_line(path, SHOWN), _one_line(problem, 2 * SHOWN)
-        text = f"{source}: {self.path}: {self.problem}" if self.path else f"{source}: {self.problem}"
-        super().__init__(_one_line(text, MESSAGE_CAP))
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from shared.arm import ArmError, BadPlan, LabPlansArm, PlanGone, ProviderNotRegistered, Throttled
+from shared.arm import BadPlan, LabPlansArm
 from shared.drift import Evaluation, Finding, evaluate
+from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
 from shared.lab_plans import LabPlan, PlanId
 from shared.logs import record
 from shared.policy import Policy

@@ -18,24 +18,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.events import IgnoredEvent, MalformedEvent, event_label, parse_event
+from shared.errors import BusyRetry, MalformedEvent, RunFailed, SettingsError
+from shared.events import IgnoredEvent, event_label, parse_event
 from shared.logs import record
 from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.policy import Policy
 
 log = logging.getLogger("labguard.runs")
 APP_ROOT = Path(__file__).resolve().parent.parent
-
-
-class RunFailed(RuntimeError):
-    """Raised at the end of a run so the Functions host records it as failed (and Event Grid redelivers)."""
-
-
-class BusyRetry(RunFailed):
-    """The plan was busy: raised so Event Grid delivers the event again (a plain retry, not a fault)."""
 
 
 @dataclass
@@ -186,7 +179,7 @@ async def on_event(
     Raises (so Event Grid redelivers) on transient ARM failures, on permission errors an admin can fix,
     and when a failure notice could not be delivered.
     """
-    from shared.arm import ArmError
+    from shared.errors import ArmError
 
     try:
         event = parse_event(event_id=event_id, event_type=event_type, subject=subject, data=data)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.errors import SettingsError
+
 PUBLIC_CLOUD_ARM = "https://management.azure.com"
 DEFAULT_SCHEDULE = "0 */15 * * * *"
 
@@ -57,10 +59,6 @@ _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\s*\(", re.IGNORECAS
 
 _STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names it and says what to write."""
 
 
 @dataclass(frozen=True)

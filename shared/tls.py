@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import ssl
 
-
-class TrustError(ValueError):
-    """The extra CA bundle cannot be used; the message names the setting and the file."""
+from shared.errors import TrustError
 
 
 def ssl_context(extra: str | None) -> ssl.SSLContext:

@@ -51,7 +51,7 @@ async def test_sweep_arm_calls_are_list_pages_plus_three_per_drifted_plan(emu: A
 
 async def test_a_link_to_another_host_is_never_followed_with_our_token(emu: Any, configure: Any) -> None:
     """A nextLink (or polling URL) pointing off the configured endpoint is refused, not requested."""
-    from shared.arm import ArmError
+    from shared.errors import ArmError
 
     runtime = await build_runtime(load_settings())
     try:

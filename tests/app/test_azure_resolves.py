@@ -99,7 +99,7 @@ def test_host_json_never_samples_away_labguards_records_nor_logs_sdk_requests() 
 async def test_the_functions_refuse_an_unresolved_key_vault_reference_before_any_call(
     emu: Any, configure: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from shared.settings import SettingsError
+    from shared.errors import SettingsError
 
     secret_uri = "https://kv-school.vault.azure.net/secrets/smtp-password/"
     configure(LABGUARD_SMTP_PASSWORD=f"@Microsoft.KeyVault(SecretUri={secret_uri})")

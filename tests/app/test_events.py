@@ -2,7 +2,8 @@
 
 import pytest
 
-from shared.events import IgnoredEvent, MalformedEvent, PlanEvent, parse_event
+from shared.errors import MalformedEvent
+from shared.events import IgnoredEvent, PlanEvent, parse_event
 from shared.lab_plans import PlanId
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from shared.errors import BusyRetry
 from shared.lab_plans import PlanId
 from shared.pacing import Pacer
-from shared.runs import BusyRetry, build_runtime, load_settings
+from shared.runs import build_runtime, load_settings
 
 from .conftest import plan_body
 from .test_functions_e2e import arm_requests, deliver, patches, shutdown_of, tick, write_event
@@ -299,7 +300,7 @@ async def test_a_slow_step_between_the_read_and_the_write_means_a_fresh_read(emu
 async def test_the_event_path_does_not_sit_out_a_long_retry_after(emu: Any, configure: Any) -> None:
     import time
 
-    from shared.runs import RunFailed
+    from shared.errors import RunFailed
 
     body = plan_body("longwait")
     emu.put_plan(body)

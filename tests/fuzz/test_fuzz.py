@@ -27,9 +27,10 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 
 from shared.drift import evaluate
-from shared.events import IgnoredEvent, MalformedEvent, PlanEvent, parse_event
+from shared.errors import MESSAGE_CAP, MalformedEvent, PolicyError
+from shared.events import IgnoredEvent, PlanEvent, parse_event
 from shared.lab_plans import LabPlan
-from shared.policy import MESSAGE_CAP, PolicyError, load_policy, parse_policy
+from shared.policy import load_policy, parse_policy
 from tests.app.test_functions_e2e import FUNCTIONS
 from tests.fuzz.conftest import FUZZ, tried
 

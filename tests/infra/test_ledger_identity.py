@@ -24,9 +24,10 @@ import pytest
 import trustme
 
 from labguard.services import AZURITE_TABLE, free_port, stop_process, wait_listening
+from shared.errors import SettingsError
 from shared.lab_plans import PlanId
 from shared.ledger import Ledger, open_ledger
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings
 
 PLAN = PlanId.parse(
     "/subscriptions/34adfa4f-cedf-4dc0-ba29-b6d1a69ab345/resourceGroups/rg-labs/providers/Microsoft.LabServices/labPlans/p1"

@@ -277,7 +277,8 @@ async def test_a_notice_step_past_its_wait_is_acknowledged_and_the_next_sweep_se
 
 
 def test_the_notice_wait_is_a_setting_with_a_sane_default() -> None:
-    from shared.settings import Settings, SettingsError
+    from shared.errors import SettingsError
+    from shared.settings import Settings
 
     assert Settings.from_env({}).notice_wait_s == 5
     assert Settings.from_env({"LABGUARD_NOTICE_WAIT_SECONDS": "12"}).notice_wait_s == 12

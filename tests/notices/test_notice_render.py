@@ -16,8 +16,9 @@ from shared.notices import (
     normalise_timestamp,
     valid_addresses,
 )
+from shared.support_url import check_support_url, parse_allow_list, safe_host
 from shared.text import clean_block, clean_line
-from shared.webhooks import check_support_url, parse_allow_list, safe_host, webhook_payload
+from shared.webhooks import webhook_payload
 from tests.notices.plans import SUB, SUPPORT, plan, plan_json
 
 ALLOW = parse_allow_list(["help.school.example", "intake.school.example:8443"])

@@ -117,7 +117,7 @@ async def test_a_new_failure_notifies_again_and_recovery_closes_the_record(
 async def test_smtp_down_fails_the_run_then_the_next_run_delivers_once(
     emu: Any, app_env: dict[str, str], smtp: SmtpServer
 ) -> None:
-    from shared.runs import RunFailed
+    from shared.errors import RunFailed
 
     plan_id = failed_plan(emu)
     smtp.recorder.fail_data_with = "451 4.3.0 try again later"

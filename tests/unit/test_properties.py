@@ -21,8 +21,9 @@ from unit_support import OTHER_SUB, SUB, plan_id
 from emulator.store import replace_patch
 from shared.drift import Evaluation, apply_patch, evaluate
 from shared.durations import format_iso, parse_delay
+from shared.errors import PolicyError
 from shared.lab_plans import LabPlan
-from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, PolicyError, parse_policy
+from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, parse_policy
 
 CONN, SHUT = "defaultConnectionProfile", "defaultAutoShutdownProfile"
 CONNECTION_KEYS = ("webSshAccess", "webRdpAccess", "clientSshAccess", "clientRdpAccess")
