@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROVIDER = "Microsoft.LabServices"
-RESOURCE_TYPE = "Microsoft.LabServices/labPlans"
-TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
 
 _PLAN_ID = re.compile(
     r"^/subscriptions/(?P<sub>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
@@ -125,11 +123,6 @@ class LabPlan:
     @property
     def name(self) -> str:
         return self.id.name
-
-    @property
-    def is_terminal(self) -> bool:
-        """Only a plan in a terminal state may be patched; ARM rejects or queues writes otherwise."""
-        return self.provisioning_state in TERMINAL_STATES
 
     @classmethod
     def from_arm(cls, body: Mapping[str, Any]) -> LabPlan:
