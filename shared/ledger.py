@@ -216,25 +216,6 @@ class Ledger:
         except ResourceNotFoundError:  # no table yet: nothing is open
             return frozenset()
 
-    async def open_failures(self, plan_id: PlanId) -> list[dict[str, Any]]:
-        """Open rows of a plan (for reports and tests)."""
-        await self._ensure_table()
-        return [
-            dict(entity)
-            async for entity in self._client.query_entities(
-                "PartitionKey eq @pk and IsOpen eq true", parameters={"pk": partition_key(plan_id)}
-            )
-        ]
-
-    async def all_rows(self, plan_id: PlanId) -> list[dict[str, Any]]:
-        await self._ensure_table()
-        return [
-            dict(entity)
-            async for entity in self._client.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": partition_key(plan_id)}
-            )
-        ]
-
 
 def _as_datetime(value: object) -> datetime | None:
     if isinstance(value, datetime):

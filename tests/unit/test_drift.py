@@ -18,7 +18,8 @@ from unit_support import (
     policy,
 )
 
-from shared.drift import Evaluation, apply_patch, evaluate
+from emulator.store import merge_patch
+from shared.drift import Evaluation, evaluate
 from shared.lab_plans import LabPlan
 from shared.policy import parse_policy
 
@@ -264,7 +265,7 @@ def test_overrides_are_applied_per_plan() -> None:
 def test_patch_applied_to_the_example_gives_a_compliant_plan() -> None:
     original = example("getLabPlan.json")
     ev = run(original)
-    fixed = apply_patch(original, ev.patch)
+    fixed = merge_patch(original, ev.patch)
     assert run(fixed).status == "compliant"
     assert fixed["properties"]["supportInfo"] == original["properties"]["supportInfo"]
 
@@ -406,35 +407,6 @@ def test_skipped_beats_exempt() -> None:
     data = exempt_plan()
     data["properties"]["provisioningState"] = "Locked"
     assert run(data).status == "skipped"
-
-
-# ---- merge patch ----------------------------------------------------------------------------------
-
-# RFC 7386 appendix A test cases (target, patch, result).
-RFC7386: list[tuple[Any, Any, Any]] = [
-    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
-    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
-    ({"a": "b"}, {"a": None}, {}),
-    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
-    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
-    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
-    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
-    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
-    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
-    ({"a": "foo"}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
-    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
-]
-
-
-@pytest.mark.parametrize(("target", "patch", "result"), RFC7386)
-def test_apply_patch_follows_rfc7386(target: Any, patch: Any, result: Any) -> None:
-    assert apply_patch(target, patch) == result
-
-
-def test_apply_patch_does_not_mutate_its_inputs() -> None:
-    target, patch = {"a": {"b": 1}}, {"a": {"c": 2}}
-    apply_patch(target, patch)
-    assert (target, patch) == ({"a": {"b": 1}}, {"a": {"c": 2}})
 
 
 def test_plan_helper_policy_is_consistent() -> None:

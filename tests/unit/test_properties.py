@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from unit_support import OTHER_SUB, SUB, plan_id
 
-from shared.drift import Evaluation, apply_patch, evaluate
+from emulator.store import merge_patch
+from shared.drift import Evaluation, evaluate
 from shared.durations import format_iso, parse_delay
 from shared.lab_plans import LabPlan
 from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, PolicyError, parse_policy
@@ -177,7 +178,7 @@ def leaves(patch: dict[str, Any]) -> list[tuple[str, str, Any]]:
 @given(plan_bodies(spec_only=False, states=st.just("Succeeded"), tags=no_tags), policies())
 def test_a_patch_converges_in_one_step(body: dict[str, Any], policy: Policy) -> None:
     first = evaluate(LabPlan.from_arm(body), policy, NOW)
-    second = evaluate(LabPlan.from_arm(apply_patch(body, first.patch)), policy, NOW)
+    second = evaluate(LabPlan.from_arm(merge_patch(body, first.patch)), policy, NOW)
     assert second.violations == ()
     assert second.drift == ()
     assert (second.status, second.patch) == ("compliant", {})
