@@ -61,6 +61,26 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts ins
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also print labguard's structured log records.")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"labguard {version('labguard')}")
+        except PackageNotFoundError:  # a checkout run without `pip install`
+            print("labguard (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print labguard's version and exit.")
+    ] = False,
+) -> None:
+    """Keep Azure Lab Services lab plans inside your school's baseline: audit, enforce, check the policy."""
+
+
 def _err() -> Console:
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
@@ -241,14 +261,6 @@ def check_policy(
         return 0
 
     _guard(body)
-
-
-@app.command()
-def demo() -> None:
-    """Run the whole story on this machine with no Azure: local endpoint, Azurite, SMTP sink (make demo)."""
-    from labguard.demo import run_demo
-
-    raise typer.Exit(run_demo())
 
 
 def main() -> None:

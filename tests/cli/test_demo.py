@@ -1,4 +1,4 @@
-"""``make demo``'s scenario: ``labguard demo`` as a subprocess, on embedded defaults, with no Azure.
+"""``make demo`` (``python -m devtools.demo``) as a subprocess, on embedded defaults, with no Azure.
 
 It must tell the whole story in order, check it, and leave no process or temporary directory behind,
 also when interrupted (Ctrl-C or SIGTERM) in the middle.
@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from labguard import estate
-from labguard.services import AZURITE_TABLE
+from devtools import estate
+from devtools.services import AZURITE_TABLE
 
 from .conftest import clean_env
 
@@ -124,11 +125,9 @@ def test_make_demo_tells_the_whole_story_and_stops_everything(demo_env: tuple[di
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_demo_leaves_nothing_behind(demo_env: tuple[dict[str, str], str, Path], sig: int) -> None:
     env, marker, scratch = demo_env
-    labguard = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "labguard"
-    from .conftest import LABGUARD
-
     proc = subprocess.Popen(
-        [str(LABGUARD if LABGUARD.exists() else labguard), "demo"],
+        [sys.executable, "-m", "devtools.demo"],
+        cwd=Path(__file__).resolve().parents[2],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -65,7 +65,9 @@ SUPPORT = {
 }
 
 
-async def ledger_rows(connection_string: str, table: str, plan_id: PlanId, *, open_only: bool = False) -> list[dict[str, Any]]:
+async def ledger_rows(
+    connection_string: str, table: str, plan_id: PlanId, *, open_only: bool = False
+) -> list[dict[str, Any]]:
     """A plan's ledger rows read straight from the table (what the product wrote, not what it reports)."""
     query = "PartitionKey eq @pk" + (" and IsOpen eq true" if open_only else "")
     async with TableClient.from_connection_string(connection_string, table_name=table) as client:

@@ -25,7 +25,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from labguard.services import Mail, SmtpSink, smtp_sink
+from devtools.services import Mail, SmtpSink, smtp_sink
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_TABLE = ROOT / "node_modules" / ".bin" / "azurite-table"
@@ -54,7 +54,7 @@ def make_tls(directory: Path) -> TlsMaterial:
 # ----------------------------------------------------------------------------- SMTP
 
 
-# The SMTP server is the demo's sink (labguard.services): one implementation, with switches for outages.
+# The SMTP server is the demo's sink (devtools.services): one implementation, with switches for outages.
 ReceivedMail = Mail
 SmtpServer = SmtpSink
 
@@ -143,7 +143,7 @@ class Azurite:
 
 
 def azurite_connection_string(port: int) -> str:
-    from labguard.services import Azurite as Service
+    from devtools.services import Azurite as Service
 
     return Service(port).connection_string
 
@@ -151,7 +151,7 @@ def azurite_connection_string(port: int) -> str:
 @contextlib.contextmanager
 def azurite(workdir: Path, *, startup_timeout: float = 30.0) -> Iterator[Azurite]:
     """Azurite's Table service (in memory) on a free loopback port, started as the demo starts it."""
-    from labguard.services import AzuriteStarting, Children, ServiceError
+    from devtools.services import AzuriteStarting, Children, ServiceError
 
     if not AZURITE_TABLE.exists():
         pytest.fail(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from labguard.services import free_port
+from devtools.services import free_port
 from shared import ledger as ledger_module
 from shared.delivery import ChannelResult, NoticeOutcome, Notifier
 from shared.ledger import Ledger
