@@ -51,7 +51,7 @@ def rules_of(ev: Evaluation) -> list[str]:
     return [f.rule for f in ev.findings]
 
 
-# ---- official examples --------------------------------------------------------------------------
+# ---- example documents (tests/fixtures/labservices) ---------------------------------------------
 
 
 def test_get_example_hh_mm_delays_are_read_and_patched_as_iso() -> None:
@@ -305,7 +305,8 @@ def test_failed_plan_reports_error_and_support_and_gets_no_patch() -> None:
         "message": "The subnet must be delegated.",
         "action": "Update",
     }
-    data["properties"]["supportInfo"] = example("getLabPlan.json")["properties"]["supportInfo"]
+    support = example("getLabPlan.json")["properties"]["supportInfo"]
+    data["properties"]["supportInfo"] = support
     ev = run(data)
     assert (ev.status, ev.patch, ev.drift) == ("failed", {}, ())
     assert rules_of(ev) == ["provisioning.failed", "connection.clientSshAccess"]
@@ -320,10 +321,7 @@ def test_failed_plan_reports_error_and_support_and_gets_no_patch() -> None:
         "SubnetNotDelegated",
         "The subnet must be delegated.",
         "2024-11-04T08:15:30Z",
-        "help@contoso.com",
-        "+1-202-555-0123",
-        "help.contoso.com",
-        "Contact support for help.",
+        *(support[key] for key in ("email", "phone", "url", "instructions")),
         "owner",
         "Succeeded",
     ):
