@@ -45,9 +45,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copy2(ROOT / name, src / name)
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install"]
-        + ["--quiet", "--disable-pip-version-check", str(src)],
+        [*pip, "install", "--quiet", "--disable-pip-version-check", str(src)],
         capture_output=True,
         text=True,
         env=clean_env(),
