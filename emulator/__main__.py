@@ -1,4 +1,4 @@
-"""``python -m emulator --port 0 --state seed.json [--latency-ms N]``
+"""``python -m emulator --port 0 --state seed.json [--latency-ms N] [--patch-mode merge|replace]``
 
 Prints exactly one JSON line ``{"endpoint": "https://127.0.0.1:PORT", "ca_file": "PATH"}`` when ready,
 then serves until killed (SIGTERM/SIGINT stop it cleanly and remove the throwaway CA).
@@ -13,6 +13,7 @@ import signal
 import sys
 
 from emulator.server import EmulatorServer
+from emulator.store import PATCH_MODES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +27,16 @@ def _parser() -> argparse.ArgumentParser:
         "--lro-delay-s", type=float, default=0.0, help="seconds a write's LRO stays InProgress (0: due at once)"
     )
     p.add_argument("--throttle", action="store_true", help="ARM per-subscription token buckets")
+    p.add_argument(
+        "--patch-mode",
+        choices=PATCH_MODES,
+        default="merge",
+        help="merge: RFC 7386 (default); replace: each nested object a PATCH names in properties is replaced "
+        "wholesale, omitted leaves taking the spec's defaults",
+    )
+    p.add_argument(
+        "--omit-off-delays", action="store_true", help="reads leave out the delay of a shutdown feature that is off"
+    )
     return p
 
 
@@ -36,6 +47,8 @@ async def _serve(args: argparse.Namespace) -> None:
         page_size=args.page_size,
         lro_delay_s=args.lro_delay_s,
         throttle=args.throttle,
+        patch_mode=args.patch_mode,
+        omit_off_delays=args.omit_off_delays,
         host=args.host,
         port=args.port,
     )

@@ -24,7 +24,7 @@ from typing import Any
 import trustme
 from aiohttp import web
 
-from emulator.store import _INVALID_CONTENT, API_VERSIONS, KINDS, PROVIDER, ArmError, Reply, Store
+from emulator.store import _INVALID_CONTENT, API_VERSIONS, KINDS, PATCH_MODES, PROVIDER, ArmError, Reply, Store
 from emulator.tokens import DEFAULT_TENANT_ID, TOKEN_LIFETIME_S, Caller, TokenError, TokenIssuer
 
 _COLLECTION_SUB = re.compile(r"^/subscriptions/([^/]+)/providers/microsoft\.labservices/(labplans|labs)/?$", re.I)
@@ -122,13 +122,22 @@ class EmulatorServer:
         port: int = 0,
         tenant_id: str = DEFAULT_TENANT_ID,
         log_limit: int = 200_000,
+        patch_mode: str = "merge",
+        omit_off_delays: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.latency_ms = latency_ms
         self.throttle_enabled = throttle
         self.issuer = TokenIssuer(tenant_id)
-        self.store = Store(tenant_id=tenant_id, page_size=page_size, lro_delay_s=lro_delay_s, log_limit=log_limit)
+        self.store = Store(
+            tenant_id=tenant_id,
+            page_size=page_size,
+            lro_delay_s=lro_delay_s,
+            log_limit=log_limit,
+            patch_mode=patch_mode,
+            omit_off_delays=omit_off_delays,
+        )
         self.request_log: deque[dict[str, Any]] = deque(maxlen=log_limit)
         self.faults: list[FaultRule] = []
         self._seed = seed
@@ -200,6 +209,8 @@ class EmulatorServer:
             "page_size": self.store.page_size,
             "lro_delay_s": self.store.lro_delay_s,
             "throttle": self.throttle_enabled,
+            "patch_mode": self.store.patch_mode,
+            "omit_off_delays": self.store.omit_off_delays,
             "api_versions": list(API_VERSIONS),
         }
 
@@ -210,6 +221,12 @@ class EmulatorServer:
             self.store.page_size = int(cfg["page_size"])
         if "lro_delay_s" in cfg:
             self.store.lro_delay_s = float(cfg["lro_delay_s"])
+        if "patch_mode" in cfg:
+            if cfg["patch_mode"] not in PATCH_MODES:
+                raise ValueError(f"patch_mode must be one of {PATCH_MODES}")
+            self.store.patch_mode = str(cfg["patch_mode"])
+        if "omit_off_delays" in cfg:
+            self.store.omit_off_delays = bool(cfg["omit_off_delays"])
         if "throttle" in cfg:
             self.throttle_enabled = bool(cfg["throttle"])
             self.store.buckets.clear()

@@ -157,6 +157,74 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+PATCH_MODES = ("merge", "replace")
+# What a nested profile's omitted leaves become when a PATCH replaces it (the spec's defaults; delays have
+# none, so they are simply absent).
+SPEC_DEFAULTS: dict[str, dict[str, str]] = {
+    "defaultConnectionProfile": {
+        "webSshAccess": "None",
+        "webRdpAccess": "None",
+        "clientSshAccess": "None",
+        "clientRdpAccess": "None",
+    },
+    "defaultAutoShutdownProfile": {
+        "shutdownOnDisconnect": "Disabled",
+        "shutdownWhenNotConnected": "Disabled",
+        "shutdownOnIdle": "None",
+    },
+}
+# delay -> (its feature's flag, the flag values that mean "off")
+_DELAY_FEATURE = {
+    "disconnectDelay": ("shutdownOnDisconnect", ("Disabled",)),
+    "noConnectDelay": ("shutdownWhenNotConnected", ("Disabled",)),
+    "idleDelay": ("shutdownOnIdle", ("None",)),
+}
+
+
+def replace_patch(target: Any, patch: dict[str, Any]) -> Any:
+    """PATCH as a service that replaces nested objects would apply it: top level merged (RFC 7386), but each
+    object the patch names inside ``properties`` replaces the stored one wholesale, its omitted leaves taking
+    the spec's defaults (``SPEC_DEFAULTS``; delays absent)."""
+    result = merge_patch(target, {k: v for k, v in patch.items() if k != "properties"})
+    props_patch = patch.get("properties")
+    if not isinstance(props_patch, dict):
+        return result
+    props = dict(result.get("properties") or {})
+    for k, v in props_patch.items():
+        if v is None:
+            props.pop(k, None)
+        elif isinstance(v, dict):
+            given = {kk: clone(vv) for kk, vv in v.items() if vv is not None}
+            props[k] = {**SPEC_DEFAULTS.get(k, {}), **given}
+        else:
+            props[k] = clone(v)
+    result["properties"] = props
+    return result
+
+
+def omit_off_delays(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as a read that leaves out the delay of a shutdown feature that is off (absent flags are off)."""
+    props = body.get("properties")
+    shutdown = props.get("defaultAutoShutdownProfile") if isinstance(props, dict) else None
+    if not isinstance(shutdown, dict):
+        return body
+    drop = [
+        delay
+        for delay, (flag, off) in _DELAY_FEATURE.items()
+        if delay in shutdown and shutdown.get(flag, SPEC_DEFAULTS["defaultAutoShutdownProfile"][flag]) in off
+    ]
+    if not drop:
+        return body
+    assert isinstance(props, dict)
+    return {
+        **body,
+        "properties": {
+            **props,
+            "defaultAutoShutdownProfile": {k: v for k, v in shutdown.items() if k not in drop},
+        },
+    }
+
+
 def parse_resource_id(resource_id: str) -> tuple[str, str, str, str]:
     """(kind, sub, rg, name) of a lab plan or lab id; ValueError if it is neither."""
     m = ID_RE.match(resource_id)
@@ -174,7 +242,13 @@ class Store:
         page_size: int = 100,
         lro_delay_s: float = 0.0,
         log_limit: int = 200_000,
+        patch_mode: str = "merge",
+        omit_off_delays: bool = False,
     ) -> None:
+        if patch_mode not in PATCH_MODES:
+            raise ValueError(f"patch_mode must be one of {PATCH_MODES}, not {patch_mode!r}")
+        self.patch_mode = patch_mode
+        self.omit_off_delays = omit_off_delays
         self.endpoint = endpoint
         self.tenant_id = tenant_id
         self.page_size = page_size
@@ -317,8 +391,9 @@ class Store:
         return wait, int(b.tokens)
 
     # ------------------------------------------------------------------ views
-    @staticmethod
-    def view(body: dict[str, Any], api_version: str) -> dict[str, Any]:
+    def view(self, body: dict[str, Any], api_version: str) -> dict[str, Any]:
+        if self.omit_off_delays:
+            body = omit_off_delays(body)
         if api_version == "2022-08-01":
             props = body.get("properties")
             if isinstance(props, dict) and "resourceOperationError" in props:
@@ -480,7 +555,7 @@ class Store:
             patch["properties"] = {k: v for k, v in patch["properties"].items() if k not in READ_ONLY_PROPERTIES}
             if kind == "labs":
                 patch["properties"].pop("state", None)
-        new_body = merge_patch(r.body, patch)
+        new_body = replace_patch(r.body, patch) if self.patch_mode == "replace" else merge_patch(r.body, patch)
         new_body["systemData"] = self._system_data(r.body.get("systemData"), caller)
         r.body = new_body
         return self._start_write(r, "PATCH", api_version, caller, http, created=False)

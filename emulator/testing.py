@@ -194,7 +194,7 @@ class Emulator:
         self._call(self._server.faults.clear)
 
     def configure(self, **cfg: Any) -> dict[str, Any]:
-        """Change latency_ms, page_size, lro_delay_s or throttle while running."""
+        """Change latency_ms, page_size, lro_delay_s, throttle, patch_mode or omit_off_delays while running."""
         return self._call(self._server.set_config, **cfg)
 
 
@@ -211,15 +211,23 @@ def start_emulator(
     page_size: int = 100,
     lro_delay_s: float = 0.0,
     throttle: bool = False,
+    patch_mode: str = "merge",
+    omit_off_delays: bool = False,
     **server_kwargs: Any,
 ) -> Iterator[Emulator]:
-    """Run the emulator on a background thread for the duration of the ``with`` block."""
+    """Run the emulator on a background thread for the duration of the ``with`` block.
+
+    ``patch_mode``: ``"merge"`` (RFC 7386) or ``"replace"`` (each nested object a PATCH names in
+    ``properties`` replaces the stored one, omitted leaves taking the spec's defaults).
+    ``omit_off_delays``: reads leave out the delay of a shutdown feature that is off."""
     server = EmulatorServer(
         seed=seed,
         latency_ms=latency_ms,
         page_size=page_size,
         lro_delay_s=lro_delay_s,
         throttle=throttle,
+        patch_mode=patch_mode,
+        omit_off_delays=omit_off_delays,
         **server_kwargs,
     )
     loop = asyncio.new_event_loop()

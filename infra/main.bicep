@@ -20,13 +20,6 @@ param location string
 param resourceGroupName string = ''
 
 @allowed([
-  'FlexConsumption'
-  'Consumption'
-])
-@description('FlexConsumption (recommended), or Consumption (Linux) only in a region without Flex.')
-param hostingPlan string = 'FlexConsumption'
-
-@allowed([
   'Standard_LRS'
   'Standard_ZRS'
   'Standard_GRS'
@@ -35,8 +28,14 @@ param hostingPlan string = 'FlexConsumption'
 @description('Replication of the storage account (host state, notice ledger, dead letters). LRS is enough: all of it can be rebuilt.')
 param storageSku string = 'Standard_LRS'
 
-@description('Create the Event Grid subscription to the eventgrid_lab_plan function. False on the first provision (the function does not exist yet); true once the code is deployed. See infra/README.md.')
-param deployEventSubscription bool = false
+@description('Name of the subscription\'s existing Event Grid system topic (topic type Microsoft.Resources.Subscriptions), if it has one: Azure allows one per subscription. Empty: labguard creates one. Find it with the query in infra/README.md.')
+param existingSystemTopicName string = ''
+
+@description('Resource group of that existing system topic (required with existingSystemTopicName).')
+param existingSystemTopicResourceGroup string = ''
+
+@description('Changes the Key Vault name. The postdown hook sets a new value after `azd down`, because the deleted vault keeps its name for 90 days (purge protection). See infra/README.md.')
+param keyVaultSuffix string = ''
 
 // ---------------------------------------------------------------------------------------------
 // What labguard watches (and so where its identity gets access)
@@ -107,6 +106,12 @@ param eventGridTopicKey string = ''
 @description('LABGUARD_WEBHOOK_URLS: comma-separated incoming-webhook URLs; they carry tokens, so they are stored in Key Vault.')
 param webhookUrls string = ''
 
+@description('LABGUARD_REPORT_CONTAINER: blob container the compliance page is written to after each sweep (the app identity needs Storage Blob Data Contributor on it); empty: no page.')
+param reportContainer string = ''
+
+@description('LABGUARD_DIGEST_EMAIL: admin address for the daily digest (needs the SMTP settings); empty: no digest.')
+param digestEmail string = ''
+
 @description('LABGUARD_SUPPORT_URL_HOSTS: comma-separated host names whose supportInfo.url may receive notices; empty: none.')
 param supportUrlHosts string = ''
 
@@ -126,6 +131,11 @@ var rgName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupN
 var functionAppName = 'func-labguard-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
 var deadLetterContainerName = 'eventgrid-deadletter'
+// Unique per environment and per deployment generation (keyVaultSuffix): `azd down` leaves the
+// vault soft-deleted with purge protection, and its name taken, for 90 days.
+var keyVaultName = 'kv-lg-${uniqueString(subscription().id, environmentName, location, keyVaultSuffix)}'
+var useExistingSystemTopic = !empty(existingSystemTopicName)
+var systemTopicName = useExistingSystemTopic ? existingSystemTopicName : 'evgt-labguard-${resourceToken}'
 
 // ---------------------------------------------------------------------------------------------
 // Scope: which subscriptions and resource groups
@@ -184,7 +194,7 @@ module keyVault 'modules/keyvault.bicep' = {
   params: {
     location: location
     tags: tags
-    keyVaultName: 'kv-lg-${resourceToken}'
+    keyVaultName: keyVaultName
     smtpPassword: smtpPassword
     eventGridTopicKey: eventGridTopicKey
     webhookUrls: webhookUrls
@@ -192,8 +202,9 @@ module keyVault 'modules/keyvault.bicep' = {
 }
 
 // Every setting labguard's code reads (shared/settings.py KNOWN_SETTINGS), except the platform's
-// AzureWebJobsStorage (modules/functionapp.bicep) and AZURE_CLIENT_ID (only for a user-assigned
-// identity; this template uses the system-assigned one). tests/infra checks this list.
+// AzureWebJobsStorage__* (modules/functionapp.bicep), the local-only connection string and endpoint
+// override, and AZURE_CLIENT_ID (only for a user-assigned identity; this template uses the
+// system-assigned one). tests/infra checks this list.
 var appSettings = {
   LABGUARD_MODE: labguardMode
   LABGUARD_POLICY_FILE: policyFile
@@ -215,6 +226,10 @@ var appSettings = {
   LABGUARD_WEBHOOK_URLS: keyVault.outputs.webhookUrlsSetting
   LABGUARD_SUPPORT_URL_HOSTS: supportUrlHosts
   LABGUARD_LEDGER_TABLE: storage.outputs.ledgerTableName
+  LABGUARD_CHANGES_TABLE: 'labguardchanges'
+  LABGUARD_REPORT_CONTAINER: reportContainer
+  LABGUARD_REPORT_ACCOUNT_URL: empty(reportContainer) ? '' : storage.outputs.blobEndpoint
+  LABGUARD_DIGEST_EMAIL: digestEmail
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -225,9 +240,10 @@ module functionApp 'modules/functionapp.bicep' = {
     tags: tags
     functionAppName: functionAppName
     planName: 'plan-labguard-${resourceToken}'
-    hostingPlan: hostingPlan
     storageAccountName: storage.outputs.storageAccountName
     blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
     deploymentContainerName: storage.outputs.deploymentContainerName
     appInsightsName: monitoring.outputs.appInsightsName
     keyVaultName: keyVault.outputs.keyVaultName
@@ -235,14 +251,15 @@ module functionApp 'modules/functionapp.bicep' = {
   }
 }
 
-module eventGrid 'modules/eventgrid.bicep' = {
+// Only where the subscription has no system topic yet. An existing topic is never changed here (and
+// `azd down`, which deletes labguard's resource group, never deletes it): the postdeploy hook only
+// adds labguard's event subscription to it.
+module eventGrid 'modules/eventgrid.bicep' = if (!useExistingSystemTopic) {
   name: 'labguard-eventgrid'
   scope: rg
   params: {
     tags: tags
-    systemTopicName: 'evgt-labguard-${resourceToken}'
-    functionAppId: functionApp.outputs.functionAppId
-    deployEventSubscription: deployEventSubscription
+    systemTopicName: systemTopicName
     storageAccountName: storage.outputs.storageAccountName
     deadLetterContainerName: storage.outputs.deadLetterContainerName
   }
@@ -344,7 +361,11 @@ output LABGUARD_PRINCIPAL_ID string = functionApp.outputs.principalId
 output LABGUARD_STORAGE_ACCOUNT string = storage.outputs.storageAccountName
 output LABGUARD_KEY_VAULT string = keyVault.outputs.keyVaultName
 output LABGUARD_APP_INSIGHTS string = monitoring.outputs.appInsightsName
-output LABGUARD_SYSTEM_TOPIC string = eventGrid.outputs.systemTopicName
-output LABGUARD_EVENT_SUBSCRIPTION_CREATED bool = deployEventSubscription
+output LABGUARD_FUNCTION_APP_ID string = functionApp.outputs.functionAppId
+// What the postdeploy hook subscribes eventgrid_lab_plan to, and where it dead-letters.
+output LABGUARD_SYSTEM_TOPIC string = systemTopicName
+output LABGUARD_SYSTEM_TOPIC_RESOURCE_GROUP string = useExistingSystemTopic ? existingSystemTopicResourceGroup : rg.name
+output LABGUARD_SYSTEM_TOPIC_CREATED bool = !useExistingSystemTopic
+output LABGUARD_DEAD_LETTER_CONTAINER_ID string = '${storage.outputs.storageAccountId}/blobServices/default/containers/${deadLetterContainerName}'
 output LABGUARD_LAB_PLAN_ROLE_ID string = labPlanOperator.id
 output LABGUARD_OPERATION_ROLE_ID string = operationReader.id

@@ -257,6 +257,13 @@ async def run(
         finally:
             if ledger is not None:
                 await ledger.close()
+        if command == "enforce" and not dry_run:  # the compliance page's "changes labguard made" include these
+            from shared.changes import record_changes
+
+            outcomes = [item.outcome for item in result.results]
+            await record_changes(
+                settings.storage_connection, settings.changes_table, outcomes, trigger="labguard enforce"
+            )
         result.list_failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
         if summary.list_errors and not result.results:
             raise ConfigError(_listing_problem(settings, *summary.list_errors[0]))
@@ -363,12 +370,10 @@ def _cut(text: str, room: int) -> str:
 
 
 def _open_ledger(settings: Settings) -> Any | None:
-    if not settings.storage_connection:
-        return None
-    from shared.ledger import Ledger
+    from shared.ledger import open_ledger
 
     try:
-        return Ledger.from_connection_string(settings.storage_connection, settings.ledger_table, retry_total=0)
+        return open_ledger(settings, retry_total=0)
     except ValueError:
         return None
 

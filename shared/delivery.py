@@ -26,7 +26,7 @@ from typing import Literal
 import aiohttp
 
 from shared.lab_plans import LabPlan, PlanId
-from shared.ledger import Claim, Ledger, LedgerRow, partition_key
+from shared.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key
 from shared.mail import SmtpConfig, send_notice
 from shared.notices import Notice, clean_line, failure_digest
 from shared.settings import Settings
@@ -113,10 +113,12 @@ class Notifier:
     def from_settings(cls, settings: Settings, *, ledger: Ledger | None = None) -> Notifier:
         problem = None
         if ledger is None:
-            if settings.storage_connection:
-                ledger = Ledger.from_connection_string(settings.storage_connection, settings.ledger_table)
-            else:
-                problem = "no ledger: AzureWebJobsStorage is not set, so repeats cannot be suppressed"
+            ledger = open_ledger(settings)
+            if ledger is None:
+                problem = (
+                    "no ledger: neither AzureWebJobsStorage nor AzureWebJobsStorage__tableServiceUri is set, "
+                    "so repeats cannot be suppressed"
+                )
         smtp = None
         if settings.smtp_host:
             smtp = SmtpConfig(

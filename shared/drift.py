@@ -1,4 +1,4 @@
-"""Evaluation: one observed lab plan + the policy -> findings and a minimal merge-patch.
+"""Evaluation: one observed lab plan + the policy -> findings and a patch that only tightens.
 
 Pure and total: :func:`evaluate` reads only its arguments, never raises on odd plan data, and
 gives the same answer for the same input. The rules it follows:
@@ -6,9 +6,17 @@ gives the same answer for the same input. The rules it follows:
 * a setting outside its bound is a drift finding, and the patch writes the bound (the least change
   that brings it back); a setting at or inside its bound is never touched (never loosened);
 * a setting the policy does not govern is never looked at;
-* a governed setting that is missing, or whose value cannot be read (an unknown enum value, a delay
-  that is not a duration), is drift too, patched to the bound; so a governed profile that is absent
-  altogether gets the whole governed part of that profile written;
+* an absent enum leaf is judged as the spec's default (``None`` for a connection channel and for the
+  idle mode, ``Disabled`` for a shutdown flag), because that is what the service applies: an absent
+  channel is within any bound, an absent required flag is drift;
+* a value labguard cannot judge (an enum value it does not know, a delay it cannot read or that is
+  negative) is an ``unknown-value`` finding: reported, never written over;
+* a delay bound applies only while its feature is on (flag Enabled, idle mode not None) or the policy
+  requires the feature (then the patch turns it on and writes the delay as well); an absent delay of a
+  feature that is off is not drift;
+* the patch sends each profile with drift whole, exactly as read, with only the drifted leaves changed,
+  so it is right whether the service merges a PATCH's nested objects or replaces them; profiles without
+  drift are left out;
 * delays are read as ISO-8601 (``PT5M``) or TimeSpan text (``00:05``); the patch writes ISO-8601;
 * only Succeeded plans get a patch. A plan in Creating / Updating / Deleting / Locked (or with no or
   an unknown state) is skipped with a ``state.not-terminal`` finding; a Failed plan gets a
@@ -25,7 +33,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from shared.durations import describe, format_iso, parse_delay
-from shared.lab_plans import AutoShutdownProfile, ConnectionProfile, LabPlan
+from shared.lab_plans import CONNECTION_PROFILE, SHUTDOWN_PROFILE, AutoShutdownProfile, ConnectionProfile, LabPlan
 from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, Rules
 
 __all__ = ["Evaluation", "Finding", "Severity", "Status", "evaluate", "shown"]
@@ -33,8 +41,6 @@ __all__ = ["Evaluation", "Finding", "Severity", "Status", "evaluate", "shown"]
 Severity = Literal["high", "medium", "low", "info"]
 Status = Literal["compliant", "drifted", "skipped", "exempt", "failed"]
 
-CONNECTION_PROFILE = "defaultConnectionProfile"
-SHUTDOWN_PROFILE = "defaultAutoShutdownProfile"
 _STATES = {s.lower(): s for s in ("Creating", "Updating", "Deleting", "Succeeded", "Failed", "Locked")}
 _STATE_MEANING = {
     "Creating": "is still being created",
@@ -51,8 +57,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 class Finding:
     """One observation about a plan.
 
-    ``rule`` is a stable id (``connection.clientRdpAccess``, ``shutdown.idleDelay``, ``state.not-terminal``,
-    ``provisioning.failed``, ``exemption.active``, ``exemption.expired``, ``exemption.invalid-until``);
+    ``rule`` is a stable id (``connection.clientRdpAccess``, ``shutdown.idleDelay``, ``unknown-value``,
+    ``state.not-terminal``, ``provisioning.failed``, ``exemption.active``, ``exemption.expired``,
+    ``exemption.invalid-until``);
     ``field`` the ARM path it is about; ``patch_value`` what the bound requires be written (set on drift
     findings only, even when the patch is withheld because the plan is exempt or failed).
     """
@@ -72,7 +79,8 @@ class Finding:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The verdict on one plan. ``patch`` is a minimal RFC 7386 body for PATCH .../labPlans/{name}."""
+    """The verdict on one plan. ``patch`` is the body for PATCH .../labPlans/{name}: each profile with drift,
+    whole as read, with the drifted leaves set to their bounds (right under merge and replace semantics)."""
 
     plan: LabPlan
     findings: tuple[Finding, ...]
@@ -90,6 +98,11 @@ class Evaluation:
         """Every setting outside its bound, whether or not it will be patched (exempt and failed plans too)."""
         return tuple(f for f in self.findings if f.is_drift)
 
+    @property
+    def unknown_values(self) -> tuple[Finding, ...]:
+        """Governed values labguard cannot judge (``unknown-value``): reported, never written over."""
+        return tuple(f for f in self.findings if f.rule == "unknown-value")
+
 
 def evaluate(plan: LabPlan, policy: Policy, now: datetime) -> Evaluation:
     """Evaluate one plan against the policy at time ``now`` (only its date matters: exemption expiry)."""
@@ -101,18 +114,20 @@ def evaluate(plan: LabPlan, policy: Policy, now: datetime) -> Evaluation:
         )
 
     rules = policy.rules_for(plan.id)
-    violations, patch = _check(plan, rules)
+    checked, patch = _check(plan, rules)  # drift and unknown-value findings
     exempt, exemption = _exemption(plan, policy, now.date())
 
     if state == "Failed":
         failed = _failed(plan)
-        findings = (failed, *exemption, *violations)
+        findings = (failed, *exemption, *checked)
         return Evaluation(plan, findings, {}, "failed", _failure_reason(plan))
     if exempt is not None:
-        return Evaluation(plan, (*exemption, *violations), {}, "exempt", exempt)
-    if violations:
-        return Evaluation(plan, (*exemption, *violations), patch, "drifted")
-    return Evaluation(plan, tuple(exemption), {}, "compliant")
+        return Evaluation(plan, (*exemption, *checked), {}, "exempt", exempt)
+    if patch:
+        return Evaluation(plan, (*exemption, *checked), patch, "drifted")
+    # Unknown values alone leave nothing to fix: the plan is compliant as far as labguard can judge, and
+    # the unknown-value findings say what it could not.
+    return Evaluation(plan, (*exemption, *checked), {}, "compliant")
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +157,28 @@ _DELAYS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+# The spec's default of each enum leaf (LabServices.json, 2023-06-07): what the service applies when a
+# plan leaves the leaf out, so an absent leaf is judged as this value.
+_SPEC_DEFAULT: Mapping[str, str] = {
+    "webSshAccess": "None",
+    "webRdpAccess": "None",
+    "clientSshAccess": "None",
+    "clientRdpAccess": "None",
+    "shutdownOnDisconnect": "Disabled",
+    "shutdownWhenNotConnected": "Disabled",
+    "shutdownOnIdle": "None",
+}
+# delay ARM key -> the ARM key of the feature it belongs to
+_DELAY_FEATURE: Mapping[str, str] = {
+    "disconnectDelay": "shutdownOnDisconnect",
+    "noConnectDelay": "shutdownWhenNotConnected",
+    "idleDelay": "shutdownOnIdle",
+}
+FeatureState = Literal["on", "off", "unknown"]
+
+
 def _check(plan: LabPlan, rules: Rules) -> tuple[list[Finding], dict[str, Any]]:
+    """(drift and unknown-value findings, the patch). Each drifted profile goes into the patch whole."""
     findings: list[Finding] = []
     connection = plan.connection or ConnectionProfile()
     shutdown = plan.shutdown or AutoShutdownProfile()
@@ -167,17 +203,69 @@ def _check(plan: LabPlan, rules: Rules) -> tuple[list[Finding], dict[str, Any]]:
             "least",
         )
         findings += [idle] if idle else []
+    features = _features(shutdown, rules)
     for key, attr, rule_attr, label in _DELAYS:
         limit: timedelta | None = getattr(rules, rule_attr)
-        if limit is not None:
-            finding = _delay(key, label, getattr(shutdown, attr), limit)
+        observed = getattr(shutdown, attr)
+        feature = features[_DELAY_FEATURE[key]]
+        # A delay only matters while its feature is on (or the patch turns it on): an absent delay of a
+        # feature that is off is not drift. With the feature's state unknown, only a delay that is there
+        # is checked (shortening it never loosens anything).
+        if limit is not None and (feature == "on" or (feature == "unknown" and observed is not None)):
+            finding = _delay(key, label, observed, limit)
             findings += [finding] if finding else []
 
-    patch: dict[str, Any] = {}
+    return findings, _patch(plan, findings)
+
+
+def _patch(plan: LabPlan, findings: list[Finding]) -> dict[str, Any]:
+    """For each profile with drift: the profile exactly as read, with only the drifted leaves changed.
+
+    Sending the whole profile keeps a service that replaces nested objects (instead of merging them) from
+    resetting the leaves the patch does not fix to the spec's defaults (clientRdpAccess Public -> None).
+    A key that was absent is added only when it is drifted; profiles without drift are left out."""
+    profiles: dict[str, dict[str, Any]] = {}
     for finding in findings:
+        if not finding.is_drift:
+            continue
         _, profile, key = finding.field.split(".")
-        patch.setdefault("properties", {}).setdefault(profile, {})[key] = finding.patch_value
-    return findings, patch
+        if profile not in profiles:
+            profiles[profile] = dict(plan.profiles_as_read.get(profile) or {})  # values as read, unchanged
+        profiles[profile][key] = finding.patch_value
+    return {"properties": profiles} if profiles else {}
+
+
+def _features(shutdown: AutoShutdownProfile, rules: Rules) -> dict[str, FeatureState]:
+    """Whether each shutdown feature will be on once the patch is applied: on as read, or required."""
+    states: dict[str, FeatureState] = {}
+    for key, attr, rule_attr, _label in _FLAGS:
+        observed = getattr(shutdown, attr)
+        value = _ENABLE.get((observed or _SPEC_DEFAULT[key]).lower())
+        required = getattr(rules, rule_attr) == "Enabled"
+        states[key] = "on" if required or value == "Enabled" else ("off" if value else "unknown")
+    observed_idle = shutdown.shutdown_on_idle
+    idle = {name.lower(): name for name in IDLE_RANK}.get((observed_idle or _SPEC_DEFAULT["shutdownOnIdle"]).lower())
+    idle_required = rules.min_shutdown_on_idle not in (None, "None")
+    states["shutdownOnIdle"] = (
+        "on" if idle_required or (idle not in (None, "None")) else ("off" if idle is not None else "unknown")
+    )
+    return states
+
+
+def _unknown(profile: str, key: str, label: str, observed: str, allowed: str, what: str) -> Finding:
+    """An enum value labguard does not know (a newer api-version may add one), or a delay it cannot read:
+    reported for a person to check, never written over (writing the bound could loosen it)."""
+    return Finding(
+        rule="unknown-value",
+        field=f"properties.{profile}.{key}",
+        observed=observed,
+        allowed=allowed,
+        severity="medium",
+        message=(
+            f"{label} has the value {shown(observed)}, {what}; the policy allows {allowed}. labguard leaves "
+            "it as it is (it never writes over a value it cannot judge): check it by hand."
+        ),
+    )
 
 
 def _ranked(
@@ -189,20 +277,22 @@ def _ranked(
     rank: Mapping[str, int],
     kind: Literal["most", "least"],
 ) -> Finding | None:
-    """A bound on an ordered enum: ``most`` = observed may not rank above it, ``least`` = not below it."""
+    """A bound on an ordered enum: ``most`` = observed may not rank above it, ``least`` = not below it.
+    An absent value is judged as the spec's default (None for a channel and for the idle mode)."""
     order = " < ".join(rank)
     allowed = f"at {kind} {bound} ({order})"
     verb = "allows" if kind == "most" else "requires"
-    canonical = {name.lower(): name for name in rank}.get((observed or "").lower())
-    if canonical is not None:
-        inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
-        if inside:
-            return None
-        problem = f"is {canonical} but the policy {verb} {allowed}"
-    elif observed is None:
-        problem = f"is not set on the plan; the policy {verb} {allowed}"
+    effective = _SPEC_DEFAULT[key] if observed is None else observed
+    canonical = {name.lower(): name for name in rank}.get(effective.lower())
+    if canonical is None:
+        return _unknown(profile, key, label, effective, allowed, "which labguard does not know")
+    inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
+    if inside:
+        return None
+    if observed is None:
+        problem = f"is not set on the plan (Azure's default is {canonical}); the policy {verb} {allowed}"
     else:
-        problem = f"has the unknown value {shown(observed)}; the policy {verb} {allowed}"
+        problem = f"is {canonical} but the policy {verb} {allowed}"
     severity: Severity = "high" if profile == CONNECTION_PROFILE and canonical == "Public" else "medium"
     rule = ("connection." if profile == CONNECTION_PROFILE else "shutdown.") + key
     return Finding(
@@ -217,15 +307,17 @@ def _ranked(
 
 
 def _flag(key: str, label: str, observed: str | None) -> Finding | None:
-    canonical = _ENABLE.get((observed or "").lower())
+    """A shutdown flag the policy requires Enabled; absent means the spec's default, Disabled."""
+    canonical = _ENABLE.get((observed or _SPEC_DEFAULT[key]).lower())
     if canonical == "Enabled":
         return None
-    if canonical is not None:
-        problem = f"is {canonical} but the policy requires Enabled"
-    elif observed is None:
+    if canonical is None:
+        assert observed is not None
+        return _unknown(SHUTDOWN_PROFILE, key, label, observed, "Enabled", "which labguard does not know")
+    if observed is None:
         problem = "is not set on the plan (Azure's default is Disabled); the policy requires Enabled"
     else:
-        problem = f"has the unknown value {shown(observed)}; the policy requires Enabled"
+        problem = f"is {canonical} but the policy requires Enabled"
     return Finding(
         rule=f"shutdown.{key}",
         field=f"properties.{SHUTDOWN_PROFILE}.{key}",
@@ -238,27 +330,29 @@ def _flag(key: str, label: str, observed: str | None) -> Finding | None:
 
 
 def _delay(key: str, label: str, observed: str | None, limit: timedelta) -> Finding | None:
+    """A delay of a feature that is (or will be) on: absent or longer than the bound is drift."""
     bound = format_iso(limit)
     allowed = f"at most {bound} ({describe(limit)})"
     try:
         value = parse_delay(observed)
     except ValueError:
-        value, problem = None, f"is {shown(observed)}, which is not a duration; the policy allows {allowed}"
+        assert observed is not None
+        return _unknown(SHUTDOWN_PROFILE, key, label, observed, allowed, "which is not a duration labguard can read")
+    if value is not None and value < timedelta(0):
+        assert observed is not None
+        return _unknown(SHUTDOWN_PROFILE, key, label, observed, allowed, "a negative duration")
+    if value is None:
+        problem = f"is not set on the plan while its feature is on; the policy allows {allowed}"
+    elif value <= limit:
+        return None
     else:
-        if value is None:
-            problem = f"is not set on the plan; the policy allows {allowed}"
-        elif value < timedelta(0):
-            problem = f"is {shown(observed)}, a negative duration; the policy allows {allowed}"
-        elif value <= limit:
-            return None
-        else:
-            problem = f"is {shown(observed)} ({describe(value)}) but the policy allows {allowed}"
+        problem = f"is {shown(observed)} ({describe(value)}) but the policy allows {allowed}"
     return Finding(
         rule=f"shutdown.{key}",
         field=f"properties.{SHUTDOWN_PROFILE}.{key}",
         observed=observed,
         allowed=allowed,
-        severity="low" if value is not None and value > limit else "medium",
+        severity="low" if value is not None else "medium",
         message=f"{label} {problem}; the fix sets it to {bound}.",
         patch_value=bound,
     )

@@ -4,6 +4,10 @@ ARM JSON (camelCase, api-version 2023-06-07) is mapped here and nowhere else, so
 never sees SDK models or raw dictionaries. Mapping is total: missing optional profiles become
 ``None`` and unknown extra fields are ignored, because a sweep must never crash on one odd plan.
 Delays are kept exactly as ARM wrote them (``PT5M`` or ``00:05``); :mod:`shared.durations` reads them.
+
+The two governed profiles are also kept whole, exactly as read (``LabPlan.profiles_as_read``), because a
+patch sends each drifted profile back whole: a service that replaces nested objects must get every other
+key as it was, or it resets them to the spec's defaults.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 PROVIDER = "Microsoft.LabServices"
+CONNECTION_PROFILE = "defaultConnectionProfile"
+SHUTDOWN_PROFILE = "defaultAutoShutdownProfile"
 
 _PLAN_ID = re.compile(
     r"^/subscriptions/(?P<sub>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
@@ -119,6 +126,9 @@ class LabPlan:
     shutdown: AutoShutdownProfile | None = None
     support: SupportInfo | None = None
     error: OperationError | None = None
+    # ARM profile key -> that profile's JSON object exactly as read: a read-only copy of its keys (values are
+    # shared with the body read, not copied: a hostile nesting depth must not cost a recursion; never mutate them).
+    profiles_as_read: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -131,8 +141,8 @@ class LabPlan:
         props = _obj(body.get("properties"))
         raw_tags = _obj(body.get("tags"))
         tags = {str(k): str(v) for k, v in raw_tags.items() if isinstance(v, (str, int, float, bool))}
-        conn = _obj_or_none(props.get("defaultConnectionProfile"))
-        shut = _obj_or_none(props.get("defaultAutoShutdownProfile"))
+        conn = _obj_or_none(props.get(CONNECTION_PROFILE))
+        shut = _obj_or_none(props.get(SHUTDOWN_PROFILE))
         support = _obj_or_none(props.get("supportInfo"))
         error = _obj_or_none(props.get("resourceOperationError"))
         return cls(
@@ -174,6 +184,11 @@ class LabPlan:
                 message=_str(error.get("message")),
                 timestamp=_str(error.get("timestamp")),
             ),
+            profiles_as_read={
+                key: MappingProxyType({str(k): v for k, v in profile.items()})
+                for key, profile in ((CONNECTION_PROFILE, conn), (SHUTDOWN_PROFILE, shut))
+                if profile is not None
+            },
         )
 
 

@@ -25,6 +25,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.lab_plans import PlanId
+from shared.settings import Settings
 
 CLAIM_LEASE = timedelta(minutes=5)
 _UNSAFE_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
@@ -58,17 +59,33 @@ class Claim:
 class Ledger:
     """Async methods over one :class:`azure.data.tables.aio.TableClient`; creates the table on first use."""
 
-    def __init__(self, client: TableClient) -> None:
+    def __init__(self, client: TableClient, *, owned_credential: Any | None = None) -> None:
         self._client = client
+        self._owned_credential = owned_credential  # closed with the ledger
         self._table_ready = False
         self.table_name: str = client.table_name
 
     @classmethod
     def from_connection_string(cls, conn: str, table: str, **client_kwargs: Any) -> Ledger:
         """``client_kwargs`` go to the SDK pipeline (for example ``retry_total``)."""
-        kwargs: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 20}
-        kwargs.update(client_kwargs)
-        return cls(TableClient.from_connection_string(conn, table_name=table, **kwargs))
+        return cls(TableClient.from_connection_string(conn, table_name=table, **_client_options(client_kwargs)))
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, table: str, credential: Any | None = None, **client_kwargs: Any) -> Ledger:
+        """Identity-based (no account key): the table endpoint and an async token credential.
+
+        Without ``credential`` the ledger makes a DefaultAzureCredential (the app's managed identity
+        in Azure, AZURE_CLIENT_ID for a user-assigned one, ``az login`` on a laptop) and closes it.
+        """
+        owned = None
+        if credential is None:
+            from azure.identity.aio import DefaultAzureCredential  # cold start: only when used
+
+            credential = owned = DefaultAzureCredential()
+        client = TableClient(
+            endpoint=endpoint, table_name=table, credential=credential, **_client_options(client_kwargs)
+        )
+        return cls(client, owned_credential=owned)
 
     async def __aenter__(self) -> Ledger:
         return self
@@ -77,7 +94,11 @@ class Ledger:
         await self.close()
 
     async def close(self) -> None:
-        await self._client.close()
+        try:
+            await self._client.close()
+        finally:
+            if self._owned_credential is not None:
+                await self._owned_credential.close()
 
     async def _ensure_table(self) -> None:
         if self._table_ready:
@@ -215,6 +236,20 @@ class Ledger:
             )
         except ResourceNotFoundError:  # no table yet: nothing is open
             return frozenset()
+
+
+def open_ledger(settings: Settings, **client_kwargs: Any) -> Ledger | None:
+    """The ledger the settings name: identity-based on a table endpoint, else by connection string
+    (Azurite locally, tests); None when neither is set."""
+    if settings.ledger_table_endpoint:
+        return Ledger.from_endpoint(settings.ledger_table_endpoint, settings.ledger_table, **client_kwargs)
+    if settings.storage_connection:
+        return Ledger.from_connection_string(settings.storage_connection, settings.ledger_table, **client_kwargs)
+    return None
+
+
+def _client_options(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {"retry_total": 2, "connection_timeout": 10, "read_timeout": 20, **overrides}
 
 
 def _as_datetime(value: object) -> datetime | None:

@@ -136,9 +136,15 @@ class AutoShutdownBounds(_Strict):
     minShutdownOnIdle: IdleMode | None = Field(
         None, description="Least aggressive idle shutdown allowed (None < LowUsage < UserAbsence)"
     )
-    maxDisconnectDelay: Delay | None = Field(None, description="Longest disconnectDelay allowed")
-    maxNoConnectDelay: Delay | None = Field(None, description="Longest noConnectDelay allowed")
-    maxIdleDelay: Delay | None = Field(None, description="Longest idleDelay allowed")
+    maxDisconnectDelay: Delay | None = Field(
+        None, description="Longest disconnectDelay allowed while shutdownOnDisconnect is on or required"
+    )
+    maxNoConnectDelay: Delay | None = Field(
+        None, description="Longest noConnectDelay allowed while shutdownWhenNotConnected is on or required"
+    )
+    maxIdleDelay: Delay | None = Field(
+        None, description="Longest idleDelay allowed while shutdownOnIdle is not None or is required"
+    )
 
 
 class ScopeBounds(_Strict):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from shared.arm import ArmError, BadPlan, LabPlansArm, PlanGone
-from shared.drift import Evaluation, Finding, evaluate
+from shared.drift import Evaluation, Finding, evaluate, shown
 from shared.lab_plans import LabPlan, PlanId
 from shared.logs import record
 from shared.policy import Policy
@@ -230,6 +230,17 @@ class Reconciler:
             plan = await self._arm.get_plan(plan.id)
             evaluation = evaluate(plan, self._policy, self._clock())
         key = plan.id.key
+        for unknown in evaluation.unknown_values:  # never written over: a person must look at it
+            record(
+                log,
+                logging.WARNING,
+                "plan.unknown-value",
+                plan_id=key,
+                rule=unknown.rule,
+                field=unknown.field,
+                observed=shown(unknown.observed, limit=80),
+                correlation_id=correlation_id,
+            )
 
         if evaluation.status == "failed":  # provisioningState Failed: tell the support contacts
             return await self._report_failure(plan, evaluation, correlation_id)

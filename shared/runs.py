@@ -178,6 +178,16 @@ async def on_event(
         status=outcome.status,
         correlation_id=correlation_id,
     )
+    if outcome.status == "fixed":
+        from shared.changes import record_changes
+
+        await record_changes(
+            settings.storage_connection,
+            settings.changes_table,
+            [outcome],
+            trigger="event",
+            correlation_id=correlation_id,
+        )
     if outcome.status == "failed":
         raise RunFailed(f"event {event.event_id}: {outcome.detail}")
     return outcome
@@ -191,7 +201,20 @@ async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> S
     settings = runtime.settings
     if not settings.subscriptions:
         raise RunFailed("LABGUARD_SUBSCRIPTIONS is empty: list the subscription ids to sweep, comma-separated")
-    summary = await runtime.reconciler.sweep(sweep_scopes(settings.subscriptions, settings.resource_groups))
+    from shared.sweep_outputs import after_sweep, wanted
+
+    kept: list[PlanOutcome] = []  # every outcome for the page and digest, else only the changes made
+    keep_all = wanted(settings)
+
+    def keep(outcome: PlanOutcome) -> None:
+        if keep_all or outcome.status == "fixed":
+            kept.append(outcome)
+
+    summary = await runtime.reconciler.sweep(
+        sweep_scopes(settings.subscriptions, settings.resource_groups), on_outcome=keep
+    )
+    failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
+    await after_sweep(settings, runtime.reconciler.policy, kept, list_failures=failures)
     if summary.failed:
         first = "; ".join(f"{plan}: {why}" for plan, why in summary.failures[:3])
         raise RunFailed(f"{summary.failed} plan(s) failed in this sweep: {first}")

@@ -8,7 +8,7 @@ naming the setting and what to write instead; nothing runs on a bad configuratio
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,10 +37,18 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_WEBHOOK_URLS": "comma-separated incoming-webhook URLs (Teams/Slack style) for notices",
     "LABGUARD_SUPPORT_URL_HOSTS": "comma-separated exact host names whose supportInfo.url may receive notices",
     "LABGUARD_LEDGER_TABLE": "Table storage table of the notice ledger (default labguardnotices)",
-    "AzureWebJobsStorage": "storage connection string; also holds the notice ledger",
+    "AzureWebJobsStorage": "storage connection string (local: Azurite); also holds the notice ledger",
+    "AzureWebJobsStorage__tableServiceUri": "table endpoint of identity-based host storage; the ledger uses it",
+    "AzureWebJobsStorage__accountName": "identity-based host storage by account name (public cloud): the ledger uses https://NAME.table.core.windows.net",
+    "LABGUARD_LEDGER_TABLE_ENDPOINT": "ledger table endpoint, with DefaultAzureCredential (optional; wins)",
+    "LABGUARD_CHANGES_TABLE": "Table storage table of the changes labguard made (default labguardchanges)",
+    "LABGUARD_REPORT_CONTAINER": "blob container for the compliance page after each sweep (optional; empty: off)",
+    "LABGUARD_REPORT_ACCOUNT_URL": "blob endpoint of that container, reached with the app's identity (optional)",
+    "LABGUARD_DIGEST_EMAIL": "admin address for the daily digest over the SMTP settings (optional; empty: off)",
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
 }
 
+_STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -70,6 +78,12 @@ class Settings:
     support_url_hosts: tuple[str, ...]
     ledger_table: str
     storage_connection: str | None
+    # Identity-based ledger (DefaultAzureCredential); when set it wins over storage_connection.
+    ledger_table_endpoint: str | None = None
+    changes_table: str = "labguardchanges"
+    report_container: str | None = None
+    report_account_url: str | None = None
+    digest_email: str | None = None
 
     def __repr__(self) -> str:  # secrets never reach logs, even through repr()
         return (
@@ -119,7 +133,40 @@ class Settings:
             support_url_hosts=tuple(h.lower() for h in _csv(get("LABGUARD_SUPPORT_URL_HOSTS"))),
             ledger_table=get("LABGUARD_LEDGER_TABLE") or "labguardnotices",
             storage_connection=get("AzureWebJobsStorage"),
+            ledger_table_endpoint=_ledger_table_endpoint(get),
+            changes_table=get("LABGUARD_CHANGES_TABLE") or "labguardchanges",
+            report_container=_container(get("LABGUARD_REPORT_CONTAINER")),
+            report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
+            digest_email=_address(get("LABGUARD_DIGEST_EMAIL"), "LABGUARD_DIGEST_EMAIL"),
         )
+
+
+def _ledger_table_endpoint(get: Callable[[str], str | None]) -> str | None:
+    """Where the ledger connects with an identity: LABGUARD_LEDGER_TABLE_ENDPOINT, else (only without a
+    connection string, as the Functions host decides) AzureWebJobsStorage__tableServiceUri or
+    __accountName. None: use the connection string, or no ledger."""
+    explicit = get("LABGUARD_LEDGER_TABLE_ENDPOINT")
+    if explicit is not None:
+        return _https_endpoint("LABGUARD_LEDGER_TABLE_ENDPOINT", explicit)
+    if get("AzureWebJobsStorage") is not None:
+        return None
+    service_uri = get("AzureWebJobsStorage__tableServiceUri")
+    if service_uri is not None:
+        return _https_endpoint("AzureWebJobsStorage__tableServiceUri", service_uri)
+    account = get("AzureWebJobsStorage__accountName")
+    if account is None:
+        return None
+    if not _STORAGE_ACCOUNT.match(account):
+        raise SettingsError(
+            "AzureWebJobsStorage__accountName: write the storage account name (3-24 lowercase letters and digits)"
+        )
+    return f"https://{account}.table.core.windows.net"
+
+
+def _https_endpoint(name: str, value: str) -> str:
+    if not value.startswith("https://") or len(value) <= len("https://") or any(c.isspace() for c in value):
+        raise SettingsError(f"{name}: write the https:// table endpoint, e.g. https://ACCOUNT.table.core.windows.net")
+    return value.rstrip("/")
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -138,3 +185,30 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
     if not low <= number <= high:
         raise SettingsError(f"{name}={value!r}: write a whole number from {low} to {high}")
     return number
+
+
+_CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+_ADDRESS = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[A-Za-z]{2,63}$")
+
+
+def _container(value: str | None) -> str | None:
+    if value is not None and not _CONTAINER.match(value):
+        raise SettingsError(
+            f"LABGUARD_REPORT_CONTAINER={value!r}: write a blob container name (3-63 lower-case letters, digits "
+            "and single hyphens), such as labguard-reports"
+        )
+    return value
+
+
+def _https_url(value: str | None, name: str) -> str | None:
+    if value is not None and not value.lower().startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise SettingsError(
+            f"{name}={value!r}: write the https:// blob endpoint, such as https://ACCOUNT.blob.core.windows.net/"
+        )
+    return value
+
+
+def _address(value: str | None, name: str) -> str | None:
+    if value is not None and not _ADDRESS.match(value):
+        raise SettingsError(f"{name}={value!r}: write one plain address, such as it-admins@school.example")
+    return value

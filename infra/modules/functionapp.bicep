@@ -1,6 +1,7 @@
-// The labguard Function App: Linux, Python 3.11, on Flex Consumption (FC1) or, where Flex is not
-// offered, Linux Consumption (Y1). System-assigned managed identity; app settings as one
-// `config/appsettings` resource so the drift test can read every name.
+// The labguard Function App: Linux, Python 3.11, on Flex Consumption (FC1) only. (Linux Consumption
+// (Y1) was dropped: it needs WEBSITE_RUN_FROM_PACKAGE and an Azure Files content share, which
+// needs a storage account key; see infra/README.md.) System-assigned managed identity; app
+// settings as one `config/appsettings` resource so the drift test can read every name.
 
 @description('Region of the plan and the app.')
 param location string
@@ -13,13 +14,6 @@ param functionAppName string
 
 @description('Hosting plan name.')
 param planName string
-
-@description('FlexConsumption (FC1, recommended) or Consumption (Linux Y1, retiring 30 September 2028; only where Flex is not offered).')
-@allowed([
-  'FlexConsumption'
-  'Consumption'
-])
-param hostingPlan string = 'FlexConsumption'
 
 @description('Flex Consumption: most instances the app may scale to (labguard is light; ARM throttling, not compute, is its limit).')
 @minValue(40)
@@ -40,6 +34,12 @@ param storageAccountName string
 @description('Blob endpoint of that account, e.g. https://NAME.blob.core.windows.net/.')
 param blobEndpoint string
 
+@description('Queue endpoint of that account, e.g. https://NAME.queue.core.windows.net/.')
+param queueEndpoint string
+
+@description('Table endpoint of that account, e.g. https://NAME.table.core.windows.net/ (host and notice ledger).')
+param tableEndpoint string
+
 @description('Blob container of the Flex deployment package.')
 param deploymentContainerName string
 
@@ -52,25 +52,19 @@ param keyVaultName string
 @description('labguard\'s own settings (LABGUARD_*): name -> value. Built in main.bicep.')
 param appSettings object
 
-var isFlex = hostingPlan == 'FlexConsumption'
-
 // Role definition ids (built-in roles), each granted on one resource of this resource group only.
-var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+// The three storage data roles are the ones the official Flex Consumption azd samples give the app
+// identity for an identity-based AzureWebJobsStorage: blob (host leases and keys, and the Flex
+// deployment package), queue (host; labguard's sweep fan-out queue later), table (host; the
+// notice ledger, which also creates its table on first use).
+var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
-}
-
-resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
-  parent: storage
-  name: 'default'
-}
-
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
-  parent: blobService
-  name: deploymentContainerName
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -81,35 +75,28 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
 
-// Settings of the Functions platform (not read by labguard's code, except AzureWebJobsStorage).
+// Settings of the Functions platform (labguard's code reads only AzureWebJobsStorage__tableServiceUri).
 var platformSettings = {
-  // The host's storage and the notice ledger (shared/ledger.py reads it as a connection string).
-  AzureWebJobsStorage: 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}'
+  // The host's storage, identity-based (no account key exists to put in a connection string). The
+  // service URIs rather than __accountName: they carry the cloud's storage suffix. The notice ledger
+  // (shared/ledger.py) connects to __tableServiceUri with the same managed identity.
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__blobServiceUri: blobEndpoint
+  AzureWebJobsStorage__queueServiceUri: queueEndpoint
+  AzureWebJobsStorage__tableServiceUri: tableEndpoint
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   // Local auth is off on the component: telemetry is sent with the app's managed identity.
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
-}
-
-// Flex Consumption sets runtime and host version in functionAppConfig and rejects these as app
-// settings; Linux Consumption needs them (and a remote build of requirements.txt on deploy).
-var consumptionOnlySettings = {
-  FUNCTIONS_EXTENSION_VERSION: '~4'
-  FUNCTIONS_WORKER_RUNTIME: 'python'
-  SCM_DO_BUILD_DURING_DEPLOYMENT: 'true'
-  ENABLE_ORYX_BUILD: 'true'
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
   location: location
   tags: tags
-  kind: isFlex ? 'functionapp' : 'functionapp,linux'
-  sku: isFlex ? {
+  kind: 'functionapp'
+  sku: {
     name: 'FC1'
     tier: 'FlexConsumption'
-  } : {
-    name: 'Y1'
-    tier: 'Dynamic'
   }
   properties: {
     reserved: true
@@ -132,7 +119,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientCertEnabled: false
     keyVaultReferenceIdentity: 'SystemAssigned'
-    functionAppConfig: isFlex ? {
+    functionAppConfig: {
       deployment: {
         storage: {
           type: 'blobContainer'
@@ -150,10 +137,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         name: 'python'
         version: '3.11'
       }
-    } : null
+    }
     siteConfig: {
-      // Flex takes the runtime from functionAppConfig.runtime; Linux Consumption from here.
-      linuxFxVersion: isFlex ? null : 'Python|3.11'
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -166,9 +151,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
   name: 'appsettings'
-  properties: union(platformSettings, isFlex ? {} : consumptionOnlySettings, appSettings)
+  properties: union(platformSettings, appSettings)
   dependsOn: [
-    deploymentBlobAccess
+    hostBlobAccess
+    hostQueueAccess
+    hostTableAccess
     secretsAccess
     telemetryAccess
   ]
@@ -191,12 +178,33 @@ resource scmPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-
   }
 }
 
-// Flex reads its deployment package from this one container with the app's identity.
-resource deploymentBlobAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(deploymentContainer.id, functionApp.id, storageBlobDataContributor)
-  scope: deploymentContainer
+// Identity-based AzureWebJobsStorage and the Flex deployment package (blob), the host's queues,
+// and the host's and the notice ledger's tables: on labguard's own storage account only.
+resource hostBlobAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionApp.id, storageBlobDataOwner)
+  scope: storage
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource hostQueueAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionApp.id, storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributor)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource hostTableAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionApp.id, storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributor)
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
   }

@@ -1,5 +1,5 @@
 // The Function App's storage account. It holds:
-// - the Functions host state (AzureWebJobsStorage: timer leases, host keys),
+// - the Functions host state (AzureWebJobsStorage__*, identity-based: timer leases, host keys),
 // - the Flex Consumption deployment package container,
 // - the notice ledger table (LABGUARD_LEDGER_TABLE),
 // - the Event Grid dead-letter container.
@@ -47,9 +47,9 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     supportsHttpsTrafficOnly: true
     allowBlobPublicAccess: false
     allowCrossTenantReplication: false
-    // The code reads AzureWebJobsStorage as a connection string (the ledger's TableClient), so
-    // shared-key access stays on; see infra/README.md, "Checkov".
-    allowSharedKeyAccess: true
+    // No account keys: the host (AzureWebJobsStorage__*), the Flex deployment, the notice ledger
+    // and Event Grid dead-lettering all use Entra ID identities. Many tenants enforce this by policy.
+    allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     publicNetworkAccess: 'Enabled'
     networkAcls: {
@@ -125,6 +125,8 @@ resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@202
 output storageAccountName string = storage.name
 output storageAccountId string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output queueEndpoint string = storage.properties.primaryEndpoints.queue
+output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerName string = deploymentContainer.name
 output deadLetterContainerName string = deadLetterContainer.name
 output ledgerTableName string = ledgerTable.name

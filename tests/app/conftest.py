@@ -59,8 +59,10 @@ def compliant_plan(name: str, **kw: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def emu() -> Iterator[Any]:
-    with start_emulator(lro_delay_s=0.0) as emulator:
+def emu(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The local endpoint; PATCH merges (RFC 7386) unless a test asks for both modes with
+    ``@pytest.mark.parametrize("emu", PATCH_MODES, indirect=True)``."""
+    with start_emulator(lro_delay_s=0.0, patch_mode=getattr(request, "param", "merge")) as emulator:
         yield emulator
 
 

@@ -16,11 +16,14 @@ from azure.functions.timer import TimerRequestConverter
 
 from function_app import app
 from shared.runs import RunFailed
+from tests.enforcement_support import CONN, PATCH_MODES, SHUT, assert_only_fixed, patch_changes
 
-from .conftest import OTHER_SUB, compliant_plan, plan_body
+from .conftest import OTHER_SUB, POLICY, compliant_plan, plan_body
 
 FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
-PATCH_FIXING_EXAMPLE = {"properties": {"defaultAutoShutdownProfile": {"noConnectDelay": "PT30M", "idleDelay": "PT30M"}}}
+FIXES_OF_EXAMPLE = {SHUT: {"noConnectDelay": "PT30M", "idleDelay": "PT30M"}}
+# Enforcement runs against an endpoint that merges a PATCH's nested profiles and one that replaces them.
+BOTH_PATCH_MODES = pytest.mark.parametrize("emu", PATCH_MODES, indirect=True)
 
 
 async def deliver(body: dict[str, Any]) -> None:
@@ -84,17 +87,80 @@ def test_indexed_functions_are_what_azure_loads() -> None:
     assert raw["direction"] == "IN" and raw["useMonitor"] is True
 
 
-async def test_event_fixes_drift_in_enforce_mode_with_one_minimal_patch(emu: Any, configure: Any) -> None:
+@BOTH_PATCH_MODES
+async def test_event_fixes_drift_in_enforce_mode_with_one_patch(emu: Any, configure: Any) -> None:
     body = plan_body("drifted")
     emu.put_plan(body)
     emu.clear_requests()
     await deliver(write_event(body["id"]))
     sent = patches(emu)
     assert len(sent) == 1
-    assert sent[0]["body"] == PATCH_FIXING_EXAMPLE
+    # the drifted profile whole, as read, with only the drifted leaves changed; the connection profile left out
+    assert patch_changes(sent[0]["body"], body) == FIXES_OF_EXAMPLE
     shutdown = shutdown_of(emu, body["id"])
     assert shutdown["noConnectDelay"] == "PT30M" and shutdown["idleDelay"] == "PT30M"
     assert shutdown["disconnectDelay"] == "00:05"  # stricter than the bound, written as ARM had it: untouched
+    assert_only_fixed(body, emu.get_plan(body["id"]), FIXES_OF_EXAMPLE)
+
+
+@BOTH_PATCH_MODES
+async def test_fixing_one_channel_keeps_the_others_under_merge_and_replace(
+    emu: Any, configure: Any, tmp_path: Any
+) -> None:
+    """clientRdpAccess Public is within its bound; fixing clientSshAccess must not reset it to None (no new lab
+    could be reached), whether the service merges the profile or replaces it."""
+    strict = tmp_path / "ssh-private.yaml"
+    strict.write_text(POLICY.replace("clientSshAccess: Public", "clientSshAccess: Private"))
+    configure(LABGUARD_POLICY_FILE=str(strict))
+    body = compliant_plan("rdp-public")
+    body["properties"][CONN] = {"webSshAccess": "None", "clientSshAccess": "Public", "clientRdpAccess": "Public"}
+    emu.put_plan(body)
+    await deliver(write_event(body["id"]))
+    stored = emu.get_plan(body["id"])
+    assert stored["properties"][CONN]["clientSshAccess"] == "Private"
+    assert stored["properties"][CONN]["clientRdpAccess"] == "Public"
+    assert_only_fixed(body, stored, {CONN: {"clientSshAccess": "Private"}})
+    (sent,) = patches(emu)
+    assert sent["body"] == {"properties": {CONN: {**body["properties"][CONN], "clientSshAccess": "Private"}}}
+
+
+async def test_absent_channels_and_unknown_values_are_never_written(emu: Any, configure: Any, caplog: Any) -> None:
+    """An absent channel is None (the spec's default), within any bound; an unknown value is reported, kept."""
+    absent = compliant_plan("absent-channels")
+    absent["properties"][CONN] = {"webSshAccess": "None"}
+    unknown = compliant_plan("unknown-channel")
+    unknown["properties"][CONN]["clientRdpAccess"] = "Everyone"
+    for body in (absent, unknown):
+        emu.put_plan(body)
+    caplog.set_level("INFO", logger="labguard")
+    emu.clear_requests()
+    for body in (absent, unknown):
+        await deliver(write_event(body["id"]))
+    assert patches(emu) == []
+    assert emu.get_plan(absent["id"])["properties"][CONN] == {"webSshAccess": "None"}
+    records = [
+        json.loads(r.getMessage().split(" ", 1)[1])
+        for r in caplog.records
+        if r.getMessage().startswith("plan.unknown-value ")
+    ]
+    assert [(r["plan_id"], r["field"], r["observed"]) for r in records] == [
+        (unknown["id"].lower(), f"properties.{CONN}.clientRdpAccess", "'Everyone'")
+    ]
+
+
+async def test_absent_delay_of_a_feature_that_is_off_is_not_drift(emu: Any, configure: Any, tmp_path: Any) -> None:
+    """Real reads can leave out the delay of a Disabled feature (the endpoint's omit_off_delays mode)."""
+    off_allowed = tmp_path / "disconnect-not-required.yaml"
+    off_allowed.write_text(POLICY.replace("  shutdownOnDisconnect: Enabled\n", ""))
+    configure(LABGUARD_POLICY_FILE=str(off_allowed))
+    emu.configure(omit_off_delays=True)
+    body = compliant_plan("disconnect-off", shutdownOnDisconnect="Disabled", disconnectDelay="PT2H")
+    emu.put_plan(body)
+    emu.clear_requests()
+    await deliver(write_event(body["id"]))
+    await tick()
+    assert patches(emu) == []
+    assert shutdown_of(emu, body["id"])["disconnectDelay"] == "PT2H"
 
 
 async def test_audit_mode_writes_nothing(emu: Any, configure: Any) -> None:
@@ -122,6 +188,7 @@ async def test_a_plan_stricter_than_the_policy_is_left_alone(emu: Any, configure
     assert patches(emu) == []
 
 
+@BOTH_PATCH_MODES
 async def test_labguards_own_write_event_causes_no_second_patch(emu: Any, configure: Any) -> None:
     body = plan_body("drifted")
     emu.put_plan(body)
@@ -143,6 +210,7 @@ async def test_labguards_own_write_event_causes_no_second_patch(emu: Any, config
     assert patches(emu) == []
 
 
+@BOTH_PATCH_MODES
 async def test_duplicate_and_reordered_events_converge_with_one_patch(emu: Any, configure: Any) -> None:
     first, second = plan_body("one"), plan_body("two")
     emu.put_plan(first)
@@ -153,6 +221,8 @@ async def test_duplicate_and_reordered_events_converge_with_one_patch(emu: Any, 
         await deliver(event)
     sent = patches(emu)
     assert sorted(r["path"].lower() for r in sent) == sorted(p["id"].lower() for p in (first, second))
+    for body in (first, second):
+        assert_only_fixed(body, emu.get_plan(body["id"]), FIXES_OF_EXAMPLE)
 
 
 async def test_event_for_a_deleted_plan_is_acknowledged(emu: Any, configure: Any) -> None:
@@ -230,6 +300,7 @@ async def test_malformed_and_unrelated_events_are_acknowledged(emu: Any, configu
     assert arm_requests(emu) == []
 
 
+@BOTH_PATCH_MODES
 async def test_sweep_fixes_drifted_plans_and_counts_arm_calls(emu: Any, configure: Any, caplog: Any) -> None:
     drifted = [plan_body(f"d{i}", rg="labs-east") for i in range(3)]
     clean = [compliant_plan(f"c{i}", rg="labs-west") for i in range(5)]
@@ -241,7 +312,9 @@ async def test_sweep_fixes_drifted_plans_and_counts_arm_calls(emu: Any, configur
     sent = patches(emu)
     assert sorted(r["path"].lower() for r in sent) == sorted(p["id"].lower() for p in drifted)
     for body in drifted:
-        assert shutdown_of(emu, body["id"])["idleDelay"] == "PT30M"
+        assert_only_fixed(body, emu.get_plan(body["id"]), FIXES_OF_EXAMPLE)
+    for body in clean:
+        assert_only_fixed(body, emu.get_plan(body["id"]), {})
     lists = [r for r in arm_requests(emu) if r["method"] == "GET" and r["path"].lower().endswith("/labplans")]
     gets = [r for r in arm_requests(emu) if r["method"] == "GET" and "/labplans/" in r["path"].lower()]
     assert len(gets) == len(drifted)  # one fresh read before each write, none for compliant plans

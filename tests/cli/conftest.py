@@ -46,8 +46,10 @@ def emu_server() -> Iterator[Any]:
 
 
 @pytest.fixture
-def emu(emu_server: Any) -> Any:
-    """The endpoint with the estate freshly seeded and empty logs."""
+def emu(emu_server: Any, request: pytest.FixtureRequest) -> Any:
+    """The endpoint with the estate freshly seeded and empty logs. PATCH merges (RFC 7386) unless a test asks
+    for both modes with ``@pytest.mark.parametrize("emu", PATCH_MODES, indirect=True)``."""
+    emu_server.configure(patch_mode=getattr(request, "param", "merge"))
     emu_server.seed(estate.estate(), reset=True)
     emu_server.clear_requests()
     emu_server.clear_events()

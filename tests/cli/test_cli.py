@@ -16,6 +16,7 @@ import pytest
 
 from devtools import estate
 from shared.policy import main as policy_main
+from tests.enforcement_support import CONN, PATCH_MODES, SHUT, assert_only_fixed, patch_changes
 
 from .conftest import arm_writes, clean_env, one_line_error
 
@@ -66,7 +67,8 @@ def test_audit_json_for_scripts(run: Run, emu: Any) -> None:
     assert plans[estate.LOCKED_PLAN]["status"] == "skipped"
     assert plans[estate.EXEMPT_PLAN]["status"] == "exempt"
     french = plans["lang-french-b2"]
-    assert french["patch"] == {"properties": {"defaultAutoShutdownProfile": {"idleDelay": "PT30M"}}}
+    as_read = emu.get_plan(estate.plan_id(estate.spec_named("lang-french-b2")))
+    assert patch_changes(french["patch"], as_read) == {SHUT: {"idleDelay": "PT30M"}}
     assert french["subscriptionId"] == estate.EXTENSION and french["resourceGroup"] == "rg-languages"
     assert [f["rule"] for f in french["findings"]] == ["shutdown.idleDelay"]
     assert report["summary"] == {"compliant": 20, "drifted": 13, "exempt": 1, "skipped": 1, "provisioning-failed": 1}
@@ -115,7 +117,9 @@ def test_enforce_dry_run_shows_each_patch_and_sends_none(run: Run, emu: Any) -> 
     assert arm_writes(emu) == []
 
 
-def test_enforce_sends_minimal_patches_and_shows_each_change(run: Run, emu: Any) -> None:
+@pytest.mark.parametrize("emu", PATCH_MODES, indirect=True)
+def test_enforce_sends_tighten_only_patches_and_shows_each_change(run: Run, emu: Any) -> None:
+    before = {plan["name"]: plan for plan in estate.estate()["labPlans"]}
     proc = run("enforce", "-s", estate.TEACHING, "-g", "rg-engineering", "-g", "rg-linux-course")
     out = proc.stdout
     fixed = [line for line in out.splitlines() if line.startswith("fixed")]
@@ -126,14 +130,18 @@ def test_enforce_sends_minimal_patches_and_shows_each_change(run: Run, emu: Any)
         "linux201-sysadmin",
     ]
     assert any("eng300-simulation (5b1d7d3e…/rg-engineering): shutdownOnIdle None → LowUsage" in line for line in fixed)
-    # Only the drifted fields are written, one PATCH per plan.
+    # One PATCH per plan: each drifted profile whole as read, only the drifted leaves changed.
     patches = {r["path"].rsplit("/", 1)[-1]: r["body"] for r in arm_writes(emu)}
-    assert patches == {
-        "eng150-cad": {"properties": {"defaultAutoShutdownProfile": {"shutdownOnDisconnect": "Enabled"}}},
-        "eng220-matlab": {"properties": {"defaultAutoShutdownProfile": {"shutdownWhenNotConnected": "Enabled"}}},
-        "eng300-simulation": {"properties": {"defaultAutoShutdownProfile": {"shutdownOnIdle": "LowUsage"}}},
-        "linux201-sysadmin": {"properties": {"defaultConnectionProfile": {"clientRdpAccess": "Private"}}},
+    fixes = {
+        "eng150-cad": {SHUT: {"shutdownOnDisconnect": "Enabled"}},
+        "eng220-matlab": {SHUT: {"shutdownWhenNotConnected": "Enabled"}},
+        "eng300-simulation": {SHUT: {"shutdownOnIdle": "LowUsage"}},
+        "linux201-sysadmin": {CONN: {"clientRdpAccess": "Private"}},
     }
+    assert {name: patch_changes(body, before[name]) for name, body in patches.items()} == fixes
+    # Whether the endpoint merged or replaced the profiles: converged, and nothing else changed anywhere.
+    for name, plan in before.items():
+        assert_only_fixed(plan, emu.get_plan(plan["id"]), fixes.get(name, {}))
     # Failed and Locked plans are never written; the Failed one keeps the exit status at 1.
     assert "Plans labguard did not change:" in out
     assert estate.FAILED_PLAN in out and estate.LOCKED_PLAN in out

@@ -1,27 +1,32 @@
 """The Event Grid subscription admits exactly the events the handler acts on.
 
 The event types and operations come from the code (shared/events.py), the function name from the
-functions the app really registers (function_app.app), and the filter from the parsed template.
+functions the app really registers (function_app.app), and the filter from the `az` call the
+postdeploy hook really makes (run with stand-in commands, hook_support.py). The system topic comes
+from the parsed template.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hook_support import OUTPUTS, Sandbox, option_values, quick
 from infra_support import (
     INFRA,
     ROOT,
     accessor_path,
+    bicep_files,
     body,
-    condition,
     function_call,
     load_json,
     main,
     module,
-    resolve_name,
+    parse,
     resources_of_type,
 )
 
@@ -37,13 +42,25 @@ def eventgrid() -> dict[str, Any]:
     return module("eventgrid")
 
 
-def event_subscription() -> dict[str, Any]:
-    (sub,) = resources_of_type(eventgrid(), "Microsoft.EventGrid/systemTopics/eventSubscriptions").values()
-    return sub
+@functools.cache
+def hook_create_call() -> tuple[str, ...]:
+    """The `az eventgrid system-topic event-subscription create` argv of one postdeploy run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Sandbox(Path(tmp)).run("postdeploy.sh", quick())
+    assert run.returncode == 0, run.stderr
+    (create,) = run.az("eventgrid", "system-topic", "event-subscription", "create")
+    return tuple(create)
 
 
 def subscription_filter() -> dict[str, Any]:
-    return body(event_subscription())["properties"]["filter"]
+    """The hook's filter, in the shape of the ARM resource's `filter` property."""
+    create = list(hook_create_call())
+    key, operator, *values = option_values(create, "--advanced-filter")
+    return {
+        "includedEventTypes": option_values(create, "--included-event-types"),
+        "advancedFilters": [{"operatorType": operator, "key": key, "values": values}],
+        "filterOptions": [o for o in create if o.startswith("--") and ("filter" in o or "subject" in o)],
+    }
 
 
 @functools.cache
@@ -85,8 +102,8 @@ def test_filter_operation_names_are_exactly_the_handled_ones():
 
 
 def test_filter_has_nothing_else_that_could_narrow_or_widen_it():
-    assert set(subscription_filter()) == {"includedEventTypes", "advancedFilters", "enableAdvancedFilteringOnArrays"}
-    assert subscription_filter()["enableAdvancedFilteringOnArrays"] is False
+    # No subject filters, no second advanced filter, no array filtering.
+    assert subscription_filter()["filterOptions"] == ["--advanced-filter"]
 
 
 def admitted(event_type: str, operation: str) -> bool:
@@ -124,17 +141,21 @@ def test_filter_admits_an_event_exactly_when_the_handler_acts_on_it(event_type: 
 
 
 def test_destination_is_the_event_grid_function_the_app_registers():
-    destination = body(event_subscription())["properties"]["destination"]
-    assert destination["endpointType"] == "AzureFunction"
-    props = destination["properties"]
-    assert props["resourceId"] == "${functionAppId}/functions/${functionName}"
-    name = eventgrid()["parameters"]["functionName"]["default"]
+    create = list(hook_create_call())
+    assert option_values(create, "--endpoint-type") == ["azurefunction"]
+    (endpoint,) = option_values(create, "--endpoint")
+    app_id, name = endpoint.split("/functions/")
+    assert app_id == OUTPUTS["LABGUARD_FUNCTION_APP_ID"]
     functions = registered_functions()
     assert functions[name]["type"] == "eventGridTrigger"
     assert [n for n, t in functions.items() if t["type"] == "eventGridTrigger"] == [name]
-    assert props["maxEventsPerBatch"] == 1
-    main_params = body(main()["modules"]["eventGrid"])["params"]
-    assert accessor_path(main_params["functionAppId"]) == ["functionApp", "outputs", "functionAppId"]
+    assert option_values(create, "--max-events-per-batch") == ["1"]
+    # The hook gets the app id from main.bicep's output of that name.
+    assert accessor_path(main()["outputs"]["LABGUARD_FUNCTION_APP_ID"]["value"]) == [
+        "functionApp",
+        "outputs",
+        "functionAppId",
+    ]
 
 
 def test_timer_function_reads_the_schedule_setting_the_template_sets():
@@ -144,20 +165,15 @@ def test_timer_function_reads_the_schedule_setting_the_template_sets():
 
 
 def test_retries_then_dead_letters_to_the_blob_container():
-    props = body(event_subscription())["properties"]
-    retry = props["retryPolicy"]
-    for key, bounds in (("maxDeliveryAttempts", (1, 30)), ("eventTimeToLiveInMinutes", (1, 1440))):
-        kind, param = resolve_name(eventgrid(), retry[key])
-        assert kind == "param"
-        assert bounds[0] <= param["default"] <= bounds[1]
-    dead_letter = props["deadLetterWithResourceIdentity"]
-    assert dead_letter["identity"] == {"type": "SystemAssigned"}
-    destination = dead_letter["deadLetterDestination"]
-    assert destination["endpointType"] == "StorageBlob"
-    assert destination["properties"]["blobContainerName"] == "deadLetterContainerName"
-    # main passes the container the storage module creates.
-    passed = body(main()["modules"]["eventGrid"])["params"]["deadLetterContainerName"]
-    assert passed["operator"]["operands"]["operand_1"] == "storage"
+    create = list(hook_create_call())
+    assert 1 <= int(option_values(create, "--max-delivery-attempts")[0]) <= 30
+    assert 1 <= int(option_values(create, "--event-ttl")[0]) <= 1440
+    assert option_values(create, "--deadletter-identity") == ["systemassigned"]
+    (container_id,) = option_values(create, "--deadletter-identity-endpoint")
+    assert container_id == OUTPUTS["LABGUARD_DEAD_LETTER_CONTAINER_ID"]
+    # main.bicep's output points at the container the storage module creates, private.
+    output = main()["outputs"]["LABGUARD_DEAD_LETTER_CONTAINER_ID"]["value"]
+    assert output == "${storage.outputs.storageAccountId}/blobServices/default/containers/${deadLetterContainerName}"
     storage = module("storage")
     (container,) = [
         c
@@ -165,26 +181,20 @@ def test_retries_then_dead_letters_to_the_blob_container():
         if body(c)["name"] == "deadLetterContainerName"
     ]
     assert body(container)["properties"]["publicAccess"] == "None"
+    passed = body(main()["modules"]["eventGrid"])["params"]["deadLetterContainerName"]
+    assert accessor_path(passed) == ["storage", "outputs", "deadLetterContainerName"]
 
 
 def test_topic_identity_may_write_dead_letters_to_that_container_only():
     (assignment,) = resources_of_type(eventgrid(), "Microsoft.Authorization/roleAssignments").values()
     assert body(assignment)["scope"] == "deadLetterContainer"
-    assert "deadLetterAccess" in body(event_subscription())["dependsOn"]
 
 
-def test_event_subscription_waits_for_the_deployed_function():
-    # Event Grid validates an AzureFunction endpoint when the subscription is created, so it is
-    # created only once the code is deployed (azure.yaml's postdeploy hook provisions again).
-    assert condition(event_subscription()) == "deployEventSubscription"
-    assert eventgrid()["parameters"]["deployEventSubscription"]["default"] is False
-    passed = body(main()["modules"]["eventGrid"])["params"]["deployEventSubscription"]
-    kind, param = resolve_name(main(), passed)
-    assert kind == "param" and param["default"] is False
-    fed = load_json(INFRA / "main.parameters.json")["parameters"]["deployEventSubscription"]["value"]
-    assert fed == "${LABGUARD_EVENT_SUBSCRIPTION=false}"
-    for hook in ("postdeploy.sh", "postdeploy.ps1"):
-        text = (INFRA / "hooks" / hook).read_text(encoding="utf-8")
-        assert "azd env set LABGUARD_EVENT_SUBSCRIPTION true" in text
-        assert "azd provision --no-prompt" in text
-    assert (ROOT / "azure.yaml").is_file()
+def test_no_template_creates_the_event_subscription():
+    # Event Grid validates an AzureFunction endpoint when the subscription is created, and the function
+    # exists only after the code deploy: the postdeploy hook owns the subscription, no provision does.
+    for path in bicep_files():
+        assert not resources_of_type(parse(path), "Microsoft.EventGrid/systemTopics/eventSubscriptions"), path.name
+    assert "deployEventSubscription" not in main()["parameters"]
+    fed = load_json(INFRA / "main.parameters.json")["parameters"]
+    assert not [v for v in fed.values() if "LABGUARD_EVENT_SUBSCRIPTION" in v["value"]]

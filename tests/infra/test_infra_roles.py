@@ -35,6 +35,9 @@ CATALOG = Path(__file__).with_name("labservices_operations.txt")
 
 # Built-in roles the template may assign inside labguard's own resource group, each on one resource.
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 KEY_VAULT_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 
@@ -161,9 +164,13 @@ def all_role_assignments() -> list[tuple[Path, str, dict[str, Any]]]:
     return found
 
 
-def test_built_in_roles_are_only_the_three_data_roles_each_on_one_resource():
+def test_built_in_roles_are_only_the_data_roles_each_on_one_resource():
+    # Identity-based AzureWebJobsStorage: blob, queue and table data roles on labguard's own storage
+    # account, as the official Flex Consumption azd samples assign them (no account keys).
     expected = {
-        ("functionapp.bicep", STORAGE_BLOB_DATA_CONTRIBUTOR, "deploymentContainer"),
+        ("functionapp.bicep", STORAGE_BLOB_DATA_OWNER, "storage"),
+        ("functionapp.bicep", STORAGE_QUEUE_DATA_CONTRIBUTOR, "storage"),
+        ("functionapp.bicep", STORAGE_TABLE_DATA_CONTRIBUTOR, "storage"),
         ("functionapp.bicep", KEY_VAULT_SECRETS_USER, "vault"),
         ("functionapp.bicep", MONITORING_METRICS_PUBLISHER, "appInsights"),
         ("eventgrid.bicep", STORAGE_BLOB_DATA_CONTRIBUTOR, "deadLetterContainer"),

@@ -31,6 +31,19 @@ from shared.settings import DEFAULT_SCHEDULE, KNOWN_SETTINGS, Settings
 
 # Read by the code but deliberately not set by the template.
 EXCLUDED_FROM_TEMPLATE = {
+    "AzureWebJobsStorage": (
+        "a connection string carries an account key, and the account allows no key (allowSharedKeyAccess "
+        "false): in Azure the host and the ledger use AzureWebJobsStorage__* with the app's identity; "
+        "the connection string is for Azurite locally and the tests"
+    ),
+    "AzureWebJobsStorage__accountName": (
+        "the template sets the service URIs instead (AzureWebJobsStorage__blobServiceUri, __queueServiceUri, "
+        "__tableServiceUri): they carry the cloud's storage suffix, the account name assumes the public cloud"
+    ),
+    "LABGUARD_LEDGER_TABLE_ENDPOINT": (
+        "an override for a ledger outside the app's storage account; in Azure the ledger uses "
+        "AzureWebJobsStorage__tableServiceUri"
+    ),
     "AZURE_CLIENT_ID": (
         "names a user-assigned identity; the template gives the app a system-assigned identity, "
         "which DefaultAzureCredential finds without a client id (setting it would be wrong)"
@@ -59,11 +72,7 @@ def functionapp_object_var(name: str) -> dict[str, Any]:
 
 def template_setting_names() -> set[str]:
     """Every app setting name the Function App gets, whatever the hosting plan."""
-    return (
-        set(labguard_settings())
-        | set(functionapp_object_var("platformSettings"))
-        | set(functionapp_object_var("consumptionOnlySettings"))
-    )
+    return set(labguard_settings()) | set(functionapp_object_var("platformSettings"))
 
 
 def test_every_setting_the_code_reads_is_an_app_setting_in_the_template():
@@ -95,30 +104,42 @@ def test_the_function_app_gets_main_settings_merged_with_the_platform_settings()
     call = function_call(body(config)["properties"])
     assert call is not None and call[0] == "union"
     merged = list(call[1].values())
-    assert merged[0] == "platformSettings"
-    assert merged[-1] == "appSettings", "labguard's settings must be merged last (and so win)"
-    conditional = merged[1]["operator"]["operands"]
-    assert conditional["condition"] == "isFlex"
-    assert conditional["false_value"] == "consumptionOnlySettings"
+    assert merged == ["platformSettings", "appSettings"], "labguard's settings must be merged last (and so win)"
     assert resolve_name(fa, "appSettings")[0] == "param"
     passed = body(main()["modules"]["functionApp"])["params"]["appSettings"]
     assert passed == "appSettings" and resolve_name(main(), passed)[0] == "var"
 
 
 def test_flex_consumption_gets_none_of_the_settings_it_rejects():
-    assert not FLEX_FORBIDDEN & set(functionapp_object_var("platformSettings"))
-    assert not FLEX_FORBIDDEN & set(labguard_settings())
-    # ...while Linux Consumption, which needs them, gets them.
-    assert {"FUNCTIONS_EXTENSION_VERSION", "FUNCTIONS_WORKER_RUNTIME"} <= set(
-        functionapp_object_var("consumptionOnlySettings")
-    )
-    assert functionapp_object_var("consumptionOnlySettings")["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert not FLEX_FORBIDDEN & template_setting_names()
 
 
-def test_host_storage_and_telemetry_settings_are_present():
+def test_host_storage_is_identity_based_and_telemetry_settings_are_present():
     platform = functionapp_object_var("platformSettings")
-    assert {"AzureWebJobsStorage", "APPLICATIONINSIGHTS_CONNECTION_STRING"} <= set(platform)
+    assert "AzureWebJobsStorage" not in platform, "a connection string needs an account key"
+    assert platform["AzureWebJobsStorage__credential"] == "managedidentity"
+    for service in ("blob", "queue", "table"):
+        endpoint = platform[f"AzureWebJobsStorage__{service}ServiceUri"]
+        assert resolve_name(module("functionapp"), endpoint)[0] == "param"
+        passed = body(main()["modules"]["functionApp"])["params"][endpoint]
+        assert accessor_path(passed) == ["storage", "outputs", f"{service}Endpoint"]
+        output = module("storage")["outputs"][f"{service}Endpoint"]["value"]
+        assert accessor_path(output) == ["storage", "properties", "primaryEndpoints", service]
+    assert {"APPLICATIONINSIGHTS_CONNECTION_STRING"} <= set(platform)
     assert platform["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
+
+
+def test_the_ledger_finds_its_table_from_the_settings_azure_gets():
+    # The app settings the template gives the Function App, as the ledger's settings reader sees them.
+    env = {
+        "AzureWebJobsStorage__credential": "managedidentity",
+        "AzureWebJobsStorage__tableServiceUri": "https://stlabguardabc.table.core.windows.net/",
+        "LABGUARD_LEDGER_TABLE": "labguardnotices",
+    }
+    assert set(env) - {"LABGUARD_LEDGER_TABLE"} <= set(functionapp_object_var("platformSettings"))
+    settings = Settings.from_env(env)
+    assert settings.storage_connection is None
+    assert settings.ledger_table_endpoint == "https://stlabguardabc.table.core.windows.net"
 
 
 @pytest.mark.parametrize(("setting", "param_name"), sorted(SECRET_SETTINGS.items()))
@@ -179,6 +200,7 @@ def template_defaults_as_environment() -> dict[str, str]:
     env["LABGUARD_SUBSCRIPTIONS"] = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"  # the deployment subscription
     env["LABGUARD_RESOURCE_GROUPS"] = ""  # no resource group narrowing
     env["LABGUARD_LEDGER_TABLE"] = "labguardnotices"
+    env["LABGUARD_REPORT_ACCOUNT_URL"] = "https://stlabguardexample.blob.core.windows.net/"  # storage blobEndpoint
     for secret in SECRET_SETTINGS:  # no secret given: empty
         env[secret] = ""
     return env

@@ -51,23 +51,40 @@ def rules_of(ev: Evaluation) -> list[str]:
     return [f.rule for f in ev.findings]
 
 
+def changed(ev: Evaluation, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The leaves the patch changes, per profile, after checking the patch's shape: each profile in it is the
+    profile exactly as read (every key, same value, same order) plus the changed leaves."""
+    assert set(ev.patch) <= {"properties"}
+    out: dict[str, dict[str, Any]] = {}
+    for profile, sent in ev.patch.get("properties", {}).items():
+        read = data["properties"].get(profile) or {}
+        assert list(sent)[: len(read)] == list(read)
+        diff = {k: v for k, v in sent.items() if k not in read or read[k] != v}
+        assert {k: v for k, v in sent.items() if k not in diff} == {k: v for k, v in read.items() if k not in diff}
+        assert diff, f"{profile} is in the patch without a change"
+        out[profile] = diff
+    return out
+
+
 # ---- example documents (tests/fixtures/labservices) ---------------------------------------------
 
 
 def test_get_example_hh_mm_delays_are_read_and_patched_as_iso() -> None:
-    ev = run(example("getLabPlan.json"))  # 00:05 / 01:00 / 01:00, clientSsh Public
+    data = example("getLabPlan.json")  # 00:05 / 01:00 / 01:00, clientSsh Public
+    ev = run(data)
     assert ev.status == "drifted"
-    assert ev.patch == {
-        "properties": {
-            CONN: {"clientSshAccess": "Private"},
-            SHUT: {"noConnectDelay": "PT30M", "idleDelay": "PT30M"},
-        }
+    assert changed(ev, data) == {
+        CONN: {"clientSshAccess": "Private"},
+        SHUT: {"noConnectDelay": "PT30M", "idleDelay": "PT30M"},
     }
+    assert ev.patch["properties"][SHUT]["disconnectDelay"] == "00:05"  # sent back as read, not rewritten
 
 
 def test_list_example_iso_delays_within_bounds_are_left_alone() -> None:
-    ev = run(example("listLabPlans.json"))  # PT5M / PT15M / PT15M
-    assert ev.patch == {"properties": {CONN: {"clientSshAccess": "Private"}}}
+    data = example("listLabPlans.json")  # PT5M / PT15M / PT15M
+    ev = run(data)
+    assert changed(ev, data) == {CONN: {"clientSshAccess": "Private"}}
+    assert SHUT not in ev.patch["properties"]
 
 
 def test_examples_hh_mm_and_iso_forms_compare_equal() -> None:
@@ -108,8 +125,9 @@ def test_compliant_plan_gives_empty_patch_and_no_findings() -> None:
     ],
 )
 def test_connection_above_bound_is_lowered_to_the_bound(field: str, observed: str, written: str, severity: str) -> None:
-    ev = run(with_connection(**{field: observed}))
-    assert ev.patch == {"properties": {CONN: {field: written}}}
+    data = with_connection(**{field: observed})
+    ev = run(data)
+    assert ev.patch == {"properties": {CONN: {**data["properties"][CONN], field: written}}}
     (finding,) = ev.findings
     assert (finding.rule, finding.field) == (f"connection.{field}", f"properties.{CONN}.{field}")
     assert (finding.observed, finding.patch_value, finding.severity) == (observed, written, severity)
@@ -125,8 +143,9 @@ def test_connection_stricter_than_bound_is_never_loosened(field: str, observed: 
 
 @pytest.mark.parametrize("flag", ["shutdownOnDisconnect", "shutdownWhenNotConnected"])
 def test_disabled_required_flag_is_enabled(flag: str) -> None:
-    ev = run(with_shutdown(**{flag: "Disabled"}))
-    assert ev.patch == {"properties": {SHUT: {flag: "Enabled"}}}
+    data = with_shutdown(**{flag: "Disabled"})
+    ev = run(data)
+    assert changed(ev, data) == {SHUT: {flag: "Enabled"}}
     assert ev.findings[0].rule == f"shutdown.{flag}"
 
 
@@ -140,7 +159,8 @@ def test_disabled_required_flag_is_enabled(flag: str) -> None:
 )
 def test_idle_mode_below_minimum_is_raised(observed: str, minimum: str, patched: str) -> None:
     pol = {**FULL, "autoShutdown": {**FULL["autoShutdown"], "minShutdownOnIdle": minimum}}
-    assert run(with_shutdown(shutdownOnIdle=observed), pol).patch == {"properties": {SHUT: {"shutdownOnIdle": patched}}}
+    data = with_shutdown(shutdownOnIdle=observed)
+    assert changed(run(data, pol), data) == {SHUT: {"shutdownOnIdle": patched}}
 
 
 def test_user_absence_is_stricter_than_low_usage_and_kept() -> None:
@@ -157,8 +177,9 @@ def test_user_absence_is_stricter_than_low_usage_and_kept() -> None:
     ],
 )
 def test_delay_above_maximum_is_lowered_and_written_iso(field: str, observed: str, patched: str) -> None:
-    ev = run(with_shutdown(**{field: observed}))
-    assert ev.patch == {"properties": {SHUT: {field: patched}}}
+    data = with_shutdown(**{field: observed})
+    ev = run(data)
+    assert changed(ev, data) == {SHUT: {field: patched}}
     assert (ev.findings[0].severity, ev.findings[0].rule) == ("low", f"shutdown.{field}")
 
 
@@ -167,21 +188,45 @@ def test_shorter_delay_is_never_lengthened(observed: str) -> None:
     assert run(with_shutdown(idleDelay=observed)).patch == {}
 
 
-@pytest.mark.parametrize("observed", ["soon", "PT", "15", "-PT5M", "P1M"])
-def test_unreadable_delay_is_drift_patched_to_the_bound(observed: str) -> None:
+@pytest.mark.parametrize("observed", ["soon", "PT", "15", "-PT5M", "P1M", "P9999999999D"])
+def test_unreadable_or_negative_delay_is_reported_never_written(observed: str) -> None:
     ev = run(with_shutdown(idleDelay=observed))
-    assert ev.patch == {"properties": {SHUT: {"idleDelay": "PT30M"}}}
-    assert ev.findings[0].severity == "medium"
+    assert (ev.status, ev.patch) == ("compliant", {})
+    (finding,) = ev.findings
+    assert (finding.rule, finding.field, finding.observed) == (
+        "unknown-value",
+        f"properties.{SHUT}.idleDelay",
+        observed,
+    )
+    assert finding.patch_value is None and ev.unknown_values == (finding,)
+    assert "never writes over" in finding.message
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("clientRdpAccess", "Everyone"), ("shutdownOnIdle", "Often"), ("shutdownOnDisconnect", "Maybe")],
+    [
+        ("clientRdpAccess", "Everyone"),
+        ("webSshAccess", "Tunnel"),
+        ("shutdownOnIdle", "Often"),
+        ("shutdownOnDisconnect", "Maybe"),
+    ],
 )
-def test_unknown_enum_value_is_drift_patched_to_the_bound(field: str, value: str) -> None:
-    data = with_connection(**{field: value}) if field.startswith("client") else with_shutdown(**{field: value})
+def test_unknown_enum_value_is_reported_and_never_written_over(field: str, value: str) -> None:
+    profile = CONN if field.endswith("Access") else SHUT
+    data = with_connection(**{field: value}) if profile == CONN else with_shutdown(**{field: value})
     ev = run(data)
-    assert len(ev.findings) == 1 and "unknown value" in ev.findings[0].message
+    assert (ev.status, ev.patch) == ("compliant", {})
+    (finding,) = ev.findings
+    assert (finding.rule, finding.field, finding.observed) == ("unknown-value", f"properties.{profile}.{field}", value)
+    assert ev.violations == () and ev.unknown_values == (finding,)
+
+
+def test_unknown_value_is_kept_as_read_when_its_profile_is_patched() -> None:
+    data = with_connection(clientRdpAccess="Everyone", clientSshAccess="Public")
+    ev = run(data)
+    assert ev.patch["properties"][CONN]["clientRdpAccess"] == "Everyone"
+    assert changed(ev, data) == {CONN: {"clientSshAccess": "Private"}}
+    assert sorted(rules_of(ev)) == ["connection.clientSshAccess", "unknown-value"]
 
 
 @pytest.mark.parametrize(
@@ -196,17 +241,18 @@ def test_enum_case_differences_are_not_drift(field: str, value: str) -> None:
 def test_ungoverned_fields_are_left_alone() -> None:
     data = body(
         connection={"webSshAccess": "Public", "clientRdpAccess": "Public"},
-        shutdown={"idleDelay": "P3D", "shutdownOnIdle": "None"},
+        shutdown={"shutdownOnDisconnect": "Enabled", "idleDelay": "P3D", "shutdownOnIdle": "None"},
     )
     ev = run(data, {"autoShutdown": {"maxDisconnectDelay": "PT15M"}})
-    assert ev.patch == {"properties": {SHUT: {"disconnectDelay": "PT15M"}}}
+    assert changed(ev, data) == {SHUT: {"disconnectDelay": "PT15M"}}
+    assert ev.patch["properties"][SHUT]["idleDelay"] == "P3D"
 
 
-def test_missing_governed_field_is_written() -> None:
+def test_missing_delay_of_a_feature_that_is_on_is_written() -> None:
     data = compliant()
     del data["properties"][SHUT]["noConnectDelay"]
     ev = run(data)
-    assert ev.patch == {"properties": {SHUT: {"noConnectDelay": "PT30M"}}}
+    assert changed(ev, data) == {SHUT: {"noConnectDelay": "PT30M"}}
     assert ev.findings[0].observed is None and "not set" in ev.findings[0].message
 
 
@@ -226,17 +272,104 @@ def test_absent_shutdown_profile_gets_the_whole_governed_part() -> None:
     }
 
 
-def test_absent_connection_profile_gets_only_the_governed_channels() -> None:
+def test_absent_connection_profile_is_all_none_and_within_any_bound() -> None:
     ev = run(
         body(shutdown=dict(COMPLIANT_SHUTDOWN)), {"connection": {"webRdpAccess": "None", "clientRdpAccess": "Public"}}
     )
-    assert ev.patch == {"properties": {CONN: {"webRdpAccess": "None", "clientRdpAccess": "Public"}}}
+    assert (ev.status, ev.patch, ev.findings) == ("compliant", {}, ())
 
 
-def test_delay_bound_applies_even_when_its_flag_is_disabled_and_ungoverned() -> None:
-    data = with_shutdown(shutdownOnDisconnect="Disabled", disconnectDelay="PT1H")
-    ev = run(data, {"autoShutdown": {"maxDisconnectDelay": "PT15M"}})
-    assert ev.patch == {"properties": {SHUT: {"disconnectDelay": "PT15M"}}}
+@pytest.mark.parametrize("field", ["webSshAccess", "webRdpAccess", "clientSshAccess", "clientRdpAccess"])
+def test_absent_channel_is_none_so_never_written(field: str) -> None:
+    """The spec's default for a channel is None: writing the bound (say Public) would open it."""
+    data = compliant()
+    del data["properties"][CONN][field]
+    ev = run(data, {**FULL, "connection": {**FULL["connection"], field: "Public", "clientRdpAccess": "Public"}})
+    assert (ev.status, ev.patch, ev.findings) == ("compliant", {}, ())
+
+
+def test_absent_idle_mode_is_none_and_raised_to_the_minimum() -> None:
+    data = compliant()
+    del data["properties"][SHUT]["shutdownOnIdle"]
+    ev = run(data)
+    assert changed(ev, data) == {SHUT: {"shutdownOnIdle": "LowUsage"}}
+    assert "default is None" in ev.findings[0].message
+
+
+@pytest.mark.parametrize(
+    ("flag", "delay"), [("shutdownOnDisconnect", "disconnectDelay"), ("shutdownWhenNotConnected", "noConnectDelay")]
+)
+@pytest.mark.parametrize("flag_value", ["Disabled", None])
+@pytest.mark.parametrize("delay_value", ["PT1H", None])
+def test_delay_of_a_feature_that_is_off_is_not_drift(
+    flag: str, delay: str, flag_value: str | None, delay_value: str | None
+) -> None:
+    """Real reads can leave out the delay of a Disabled feature; its bound applies only while the feature is on."""
+    data = compliant()
+    shutdown = data["properties"][SHUT]
+    for key, value in ((flag, flag_value), (delay, delay_value)):
+        if value is None:
+            del shutdown[key]
+        else:
+            shutdown[key] = value
+    bound = "maxDisconnectDelay" if delay == "disconnectDelay" else "maxNoConnectDelay"
+    ev = run(data, {"autoShutdown": {bound: "PT15M"}})
+    assert (ev.status, ev.patch) == ("compliant", {})
+
+
+def test_idle_delay_of_idle_mode_none_is_not_drift() -> None:
+    data = with_shutdown(shutdownOnIdle="None")
+    del data["properties"][SHUT]["idleDelay"]
+    assert run(data, {"autoShutdown": {"maxIdleDelay": "PT30M"}}).patch == {}
+    assert (
+        run(with_shutdown(shutdownOnIdle="None", idleDelay="P2D"), {"autoShutdown": {"maxIdleDelay": "PT30M"}}).patch
+        == {}
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "delay"), [("shutdownOnDisconnect", "disconnectDelay"), ("shutdownWhenNotConnected", "noConnectDelay")]
+)
+def test_delay_bound_applies_while_the_feature_is_on(flag: str, delay: str) -> None:
+    data = with_shutdown(**{flag: "Enabled"})
+    del data["properties"][SHUT][delay]
+    bound = "maxDisconnectDelay" if delay == "disconnectDelay" else "maxNoConnectDelay"
+    ev = run(data, {"autoShutdown": {bound: "PT15M"}})
+    assert changed(ev, data) == {SHUT: {delay: "PT15M"}}
+
+
+def test_required_feature_that_is_off_is_turned_on_with_its_delay() -> None:
+    data = body(
+        connection=dict(COMPLIANT_CONNECTION), shutdown={"shutdownOnDisconnect": "Disabled", "shutdownOnIdle": "None"}
+    )
+    pol = {
+        "autoShutdown": {
+            "shutdownOnDisconnect": "Enabled",
+            "minShutdownOnIdle": "LowUsage",
+            "maxDisconnectDelay": "PT15M",
+            "maxIdleDelay": "PT30M",
+            "maxNoConnectDelay": "PT30M",
+        }
+    }
+    ev = run(data, pol)
+    # noConnectDelay: its feature is off (absent flag = Disabled) and not required, so it is not drift
+    assert changed(ev, data) == {
+        SHUT: {
+            "shutdownOnDisconnect": "Enabled",
+            "shutdownOnIdle": "LowUsage",
+            "disconnectDelay": "PT15M",
+            "idleDelay": "PT30M",
+        }
+    }
+
+
+def test_delay_of_a_feature_in_an_unknown_state_is_checked_only_when_present() -> None:
+    pol = {"autoShutdown": {"maxDisconnectDelay": "PT15M"}}
+    present = with_shutdown(shutdownOnDisconnect="Sometimes", disconnectDelay="PT1H")
+    assert changed(run(present, pol), present) == {SHUT: {"disconnectDelay": "PT15M"}}
+    absent = with_shutdown(shutdownOnDisconnect="Sometimes")
+    del absent["properties"][SHUT]["disconnectDelay"]
+    assert run(absent, pol).patch == {}
 
 
 def test_disabled_flag_without_a_delay_bound_checks_no_delay() -> None:
@@ -244,10 +377,28 @@ def test_disabled_flag_without_a_delay_bound_checks_no_delay() -> None:
     assert run(data, {"autoShutdown": {"maxIdleDelay": "PT30M"}}).patch == {}
 
 
-def test_patch_holds_only_drifted_leaves() -> None:
-    ev = run(with_shutdown(idleDelay="PT2H"))
-    assert ev.patch == {"properties": {SHUT: {"idleDelay": "PT30M"}}}
+def test_patch_sends_the_drifted_profile_whole_as_read() -> None:
+    """A service that replaces nested profiles must get every other key back as read, or it resets them."""
+    data = compliant()
+    data["properties"][SHUT] = {
+        "futureSetting": {"nested": [1, 2]},
+        "shutdownOnIdle": "lowusage",
+        "idleDelay": "02:00",
+        "disconnectDelay": "00:10",
+        "shutdownOnDisconnect": "Enabled",
+        "shutdownWhenNotConnected": "enabled",
+        "noConnectDelay": "PT20M",
+        "nothing": None,
+    }
+    ev = run(data)
+    assert ev.patch == {"properties": {SHUT: {**data["properties"][SHUT], "idleDelay": "PT30M"}}}
+    assert list(ev.patch["properties"][SHUT]) == list(data["properties"][SHUT])
     assert [f.field for f in ev.drift] == [f"properties.{SHUT}.idleDelay"]
+
+
+def test_patch_leaves_profiles_without_drift_out() -> None:
+    data = with_connection(clientSshAccess="Public")
+    assert list(run(data).patch["properties"]) == [CONN]
 
 
 def test_overrides_are_applied_per_plan() -> None:
@@ -410,3 +561,13 @@ def test_skipped_beats_exempt() -> None:
 def test_plan_helper_policy_is_consistent() -> None:
     assert parse_policy(FULL, "x").baseline == policy().baseline
     assert plan().provisioning_state == "Succeeded"
+
+
+def test_a_deeply_nested_unknown_key_is_echoed_without_recursion() -> None:
+    deep: Any = "leaf"
+    for _ in range(50_000):
+        deep = {"x": deep}
+    data = with_connection(clientSshAccess="Public", futureSetting=deep)
+    ev = run(data)
+    assert ev.patch["properties"][CONN]["futureSetting"] is deep
+    assert ev.patch["properties"][CONN]["clientSshAccess"] == "Private"

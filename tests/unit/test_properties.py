@@ -1,12 +1,16 @@
 """Hypothesis properties of the evaluation over plans the spec allows and policies the loader accepts.
 
-(a) applying the patch and evaluating again gives no drift (convergence in one step);
-(b) the patch never loosens a field: every value it writes is strictly stricter than what it replaces;
+(a) applying the patch and evaluating again gives no drift (convergence in one step), whether the service
+    merges the PATCH's nested profiles (RFC 7386) or replaces them (omitted leaves taking the spec's defaults);
+(b) no patch raises a channel's exposure or relaxes a shutdown setting compared with what the service would
+    apply for the plan as read, absent fields included, under either semantics; and the patch sends each
+    drifted profile whole, every key it does not fix exactly as read;
 (c) evaluation is total and deterministic, including missing optional profiles and unknown extra fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +18,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from unit_support import OTHER_SUB, SUB, plan_id
 
-from emulator.store import merge_patch
+from emulator.store import merge_patch, replace_patch
 from shared.drift import Evaluation, evaluate
 from shared.durations import format_iso, parse_delay
 from shared.lab_plans import LabPlan
@@ -163,6 +167,15 @@ def policies(draw: st.DrawFn) -> Policy:
 NOW = datetime(2025, 6, 15, 12, 0)
 
 
+# The two ways a service may apply a PATCH: merge (RFC 7386) or replace each nested profile it names.
+APPLY = {"merge": merge_patch, "replace": replace_patch}
+SPEC_DEFAULT = {
+    **dict.fromkeys(CONNECTION_KEYS, "None"),
+    **dict.fromkeys(FLAG_KEYS, "Disabled"),
+    "shutdownOnIdle": "None",
+}
+
+
 def leaves(patch: dict[str, Any]) -> list[tuple[str, str, Any]]:
     return [
         (profile, key, value)
@@ -178,58 +191,105 @@ def leaves(patch: dict[str, Any]) -> list[tuple[str, str, Any]]:
 @given(plan_bodies(spec_only=False, states=st.just("Succeeded"), tags=no_tags), policies())
 def test_a_patch_converges_in_one_step(body: dict[str, Any], policy: Policy) -> None:
     first = evaluate(LabPlan.from_arm(body), policy, NOW)
-    second = evaluate(LabPlan.from_arm(merge_patch(body, first.patch)), policy, NOW)
-    assert second.violations == ()
-    assert second.drift == ()
-    assert (second.status, second.patch) == ("compliant", {})
+    for apply in APPLY.values():
+        second = evaluate(LabPlan.from_arm(apply(body, first.patch)), policy, NOW)
+        assert second.violations == ()
+        assert second.drift == ()
+        assert (second.status, second.patch) == ("compliant", {})
+        assert second.unknown_values == first.unknown_values  # never written over, so still reported
     assert (first.status == "drifted") == bool(first.patch)
 
 
 # ---- (b) never loosens ----------------------------------------------------------------------------
 
 
-def stricter(profile: str, key: str, written: str, observed: object) -> bool:
-    """Is ``written`` strictly stricter than ``observed``? (An unreadable or missing observed value is not a bound.)"""
-    if not isinstance(observed, str):
-        return True
-    if profile == CONN:
-        rank = {k.lower(): v for k, v in CONNECTION_RANK.items()}.get(observed.lower())
-        return rank is None or CONNECTION_RANK[written] < rank
+def applied(body: dict[str, Any]) -> dict[str, Any]:
+    """What the service applies for a plan body: each enum leaf as written, or the spec's default when absent;
+    each delay as written (absent: None, the spec gives delays no default)."""
+    props = body.get("properties") or {}
+    view: dict[str, Any] = {}
+    for profile, keys in ((CONN, CONNECTION_KEYS), (SHUT, (*FLAG_KEYS, "shutdownOnIdle", *DELAY_KEYS))):
+        read = props.get(profile)
+        read = read if isinstance(read, dict) else {}
+        for key in keys:
+            value = read.get(key)
+            view[key] = SPEC_DEFAULT.get(key) if value is None else value
+    return view
+
+
+def _rank(rank: Mapping[str, int], value: object) -> int | None:
+    return {k.lower(): v for k, v in rank.items()}.get(value.lower()) if isinstance(value, str) else None
+
+
+def not_looser(key: str, before: Any, after: Any) -> bool:
+    """Is ``after`` at least as strict as ``before`` for this leaf? A value labguard cannot judge must stay."""
+    if key in CONNECTION_KEYS or key == "shutdownOnIdle":
+        rank = CONNECTION_RANK if key in CONNECTION_KEYS else IDLE_RANK
+        old, new = _rank(rank, before), _rank(rank, after)
+        if old is None:
+            return after == before
+        return new is not None and (new <= old if key in CONNECTION_KEYS else new >= old)
     if key in FLAG_KEYS:
-        return written == "Enabled" and observed.lower() != "enabled"
-    if key == "shutdownOnIdle":
-        rank = {k.lower(): v for k, v in IDLE_RANK.items()}.get(observed.lower())
-        return rank is None or IDLE_RANK[written] > rank
-    try:
-        before = parse_delay(observed)
-    except ValueError:
+        if str(before).lower() not in ("enabled", "disabled"):
+            return after == before
+        return str(before).lower() == "disabled" or str(after).lower() == "enabled"
+    if before is None:  # a delay that was absent: any bound written is a limit where there was none
         return True
-    after = parse_delay(written)
-    assert after is not None
-    return before is None or before < timedelta(0) or after < before
+    try:
+        old = parse_delay(before)
+    except ValueError:
+        return after == before
+    assert old is not None
+    if old < timedelta(0):
+        return after == before
+    try:
+        new = parse_delay(after)
+    except ValueError:
+        return False
+    return new is not None and timedelta(0) <= new <= old
 
 
 @PROPERTIES
 @given(plan_bodies(spec_only=False, states=st.just("Succeeded"), tags=exemption_tags), policies())
-def test_b_patch_never_loosens_a_field(body: dict[str, Any], policy: Policy) -> None:
+def test_b_patch_never_loosens_what_the_service_applies(body: dict[str, Any], policy: Policy) -> None:
     ev = evaluate(LabPlan.from_arm(body), policy, NOW)
-    props = body["properties"]
-    for profile, key, written in leaves(dict(ev.patch)):
-        observed = (props.get(profile) or {}).get(key)
-        assert stricter(profile, key, written, observed), (profile, key, observed, written)
+    before = applied(body)
+    for mode, apply in APPLY.items():
+        after = applied(apply(body, ev.patch))
+        for key in before:
+            assert not_looser(key, before[key], after[key]), (mode, key, before[key], after[key], dict(ev.patch))
+
+
+@PROPERTIES
+@given(plan_bodies(spec_only=False, states=st.just("Succeeded"), tags=no_tags), policies())
+def test_b_patch_sends_each_drifted_profile_whole_as_read(body: dict[str, Any], policy: Policy) -> None:
+    ev = evaluate(LabPlan.from_arm(body), policy, NOW)
+    assert set(ev.patch) <= {"properties"}
+    sent_profiles = ev.patch.get("properties", {})
+    drifted = {f.field for f in ev.drift}
+    assert set(sent_profiles) == {field.split(".")[1] for field in drifted}
+    for profile, sent in sent_profiles.items():
+        read = body["properties"].get(profile) or {}
+        for key, value in read.items():  # every key as read, unless the patch fixes it
+            assert key in sent
+            assert f"properties.{profile}.{key}" in drifted or sent[key] == value, (profile, key)
+        for key in sent:  # no key added unless it is drifted
+            assert key in read or f"properties.{profile}.{key}" in drifted, (profile, key)
+    fixed = {
+        f"properties.{p}.{k}"
+        for p, k, v in leaves(dict(ev.patch))
+        if (body["properties"].get(p) or {}).get(k, object()) != v
+    }
+    assert fixed == drifted
 
 
 @PROPERTIES
 @given(plan_bodies(spec_only=True, states=st.just("Succeeded"), tags=no_tags), policies())
-def test_b_patch_touches_only_governed_drifted_fields(body: dict[str, Any], policy: Policy) -> None:
+def test_b_patch_fixes_only_governed_fields(body: dict[str, Any], policy: Policy) -> None:
     ev = evaluate(LabPlan.from_arm(body), policy, NOW)
-    assert set(ev.patch) <= {"properties"}
-    assert set(ev.patch.get("properties", {})) <= {CONN, SHUT}
-    patched = {f"properties.{profile}.{key}" for profile, key, _ in leaves(dict(ev.patch))}
-    assert patched == {f.field for f in ev.drift}
     governed = policy.rules_for(LabPlan.from_arm(body).id).to_policy_dict()
     governed_arm = {ARM_KEY.get(k, k) for section in governed.values() for k, v in section.items() if v is not None}
-    assert {key for _, key, _ in leaves(dict(ev.patch))} <= governed_arm
+    assert {f.field.split(".")[2] for f in ev.drift} <= governed_arm
 
 
 # ---- (c) total and deterministic ------------------------------------------------------------------
