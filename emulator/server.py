@@ -36,11 +36,35 @@ _ITEM = re.compile(
     re.I,
 )
 _OPERATION = re.compile(r"^/subscriptions/([^/]+)/providers/microsoft\.labservices/operationresults/([^/]+)/?$", re.I)
+_PROVIDER = re.compile(r"^/subscriptions/([^/]+)/providers/microsoft\.labservices/?$", re.I)
+_LABSERVICES = re.compile(r"^/subscriptions/([^/]+)/(?:resourcegroups/[^/]+/)?providers/microsoft\.labservices/", re.I)
+_PERMISSIONS = re.compile(
+    r"^/subscriptions/([^/]+)(?:/resourcegroups/([^/]+))?/providers/microsoft\.authorization/permissions/?$", re.I
+)
+# What ARM's Permissions - List answers by default: the built-in Contributor role's permissions.
+CONTRIBUTOR_PERMISSIONS: list[dict[str, list[str]]] = [
+    {
+        "actions": ["*"],
+        "notActions": [
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+            "Microsoft.Blueprint/blueprintAssignments/write",
+            "Microsoft.Blueprint/blueprintAssignments/delete",
+            "Microsoft.Compute/galleries/share/action",
+            "Microsoft.Purview/consents/write",
+            "Microsoft.Purview/consents/delete",
+        ],
+        "dataActions": [],
+        "notDataActions": [],
+    }
+]
 _OIDC_CONFIG = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$", re.I)
 _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$", re.I)
 _API_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _REGEX_ONLY = set("^$()[]+?{}|\\")
 WRITE_METHODS = {"PUT", "PATCH", "DELETE", "POST"}
+WRITE_MODE_NAMES = ("patch_reply", "operation_status", "drop_written")
 
 
 def load_seed(seed: dict[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -124,6 +148,7 @@ class EmulatorServer:
         log_limit: int = 200_000,
         patch_mode: str = "merge",
         omit_off_delays: bool = False,
+        **write_modes: Any,
     ) -> None:
         self.host = host
         self.port = port
@@ -138,8 +163,11 @@ class EmulatorServer:
             patch_mode=patch_mode,
             omit_off_delays=omit_off_delays,
         )
+        self.store.write_modes.set(**write_modes)
         self.request_log: deque[dict[str, Any]] = deque(maxlen=log_limit)
         self.faults: list[FaultRule] = []
+        # client id (lower case) or "*" -> what Permissions - List answers that caller, on every scope.
+        self.permissions: dict[str, list[dict[str, list[str]]]] = {"*": CONTRIBUTOR_PERMISSIONS}
         self._seed = seed
         self._tmpdir = tempfile.mkdtemp(prefix="labguard-emulator-")
         self.ca_file = os.path.join(self._tmpdir, "emulator-ca.pem")
@@ -199,6 +227,19 @@ class EmulatorServer:
     def requests(self) -> list[dict[str, Any]]:
         return [dict(e) for e in self.request_log]
 
+    def set_permissions(self, permissions: list[dict[str, list[str]]] | None, client_id: str = "*") -> None:
+        """What ``GET .../providers/Microsoft.Authorization/permissions`` answers ``client_id`` (None: the default)."""
+        key = client_id.lower()
+        if permissions is None:
+            self.permissions.pop(key, None)
+            if key == "*":
+                self.permissions["*"] = CONTRIBUTOR_PERMISSIONS
+            return
+        self.permissions[key] = [
+            {k: [str(a) for a in entry.get(k, [])] for k in ("actions", "notActions", "dataActions", "notDataActions")}
+            for entry in permissions
+        ]
+
     def config(self) -> dict[str, Any]:
         return {
             "endpoint": self.endpoint,
@@ -212,6 +253,7 @@ class EmulatorServer:
             "patch_mode": self.store.patch_mode,
             "omit_off_delays": self.store.omit_off_delays,
             "api_versions": list(API_VERSIONS),
+            **self.store.write_modes.public(),
         }
 
     def set_config(self, **cfg: Any) -> dict[str, Any]:
@@ -230,6 +272,7 @@ class EmulatorServer:
         if "throttle" in cfg:
             self.throttle_enabled = bool(cfg["throttle"])
             self.store.buckets.clear()
+        self.store.write_modes.set(**{k: v for k, v in cfg.items() if k in WRITE_MODE_NAMES})
         return self.config()
 
     # ------------------------------------------------------------------ dispatch
@@ -487,6 +530,19 @@ class EmulatorServer:
         path = request.path
         method = request.method
         store = self.store
+        m = _PERMISSIONS.match(path) or _PROVIDER.match(path)
+        if m:  # Microsoft.Authorization and Microsoft.Resources: their own api-versions
+            if not request.query.get("api-version"):
+                self._api_version(request)  # ARM's MissingApiVersionParameter
+            if method != "GET":
+                raise self._method_not_allowed(method, path)
+            if _PROVIDER.match(path):
+                return store.provider(m.group(1))
+            entries = self.permissions.get(caller.client_id.lower(), self.permissions["*"])
+            return Reply(200, {"value": [dict(entry) for entry in entries]})
+        m = _LABSERVICES.match(path)
+        if m:
+            store.check_registered(m.group(1))
         api = self._api_version(request)
         http = {
             "clientRequestId": request.headers.get("x-ms-client-request-id", ""),
@@ -527,6 +583,7 @@ class EmulatorServer:
         if m:
             if method != "GET":
                 raise self._method_not_allowed(method, path)
+            self._operation_refusal(m.group(1))
             return store.operation_status(m.group(1), m.group(2), api, request.query.get("monitor") == "location")
         raise ArmError(
             404,
@@ -534,6 +591,20 @@ class EmulatorServer:
             f"The resource type could not be found for path '{path}' and api version '{api}' "
             "(the emulator models labPlans, labs and operationResults of Microsoft.LabServices only).",
         )
+
+    def _operation_refusal(self, sub: str) -> None:
+        """The ``operation_status`` write mode: the operation URL answers 403 (role) or 400."""
+        status = self.store.write_modes.operation_status
+        if status == 403:
+            raise ArmError(
+                403,
+                "AuthorizationFailed",
+                f"The client does not have authorization to perform action "
+                f"'Microsoft.LabServices/operationResults/read' over scope '/subscriptions/{sub}' "
+                "(write mode operation_status=403).",
+            )
+        if status is not None:
+            raise ArmError(status, "BadRequest", f"The operation result cannot be read (write mode {status}).")
 
     @staticmethod
     def _method_not_allowed(method: str, path: str) -> ArmError:
@@ -591,6 +662,14 @@ class EmulatorServer:
             store.fail_resource(b["id"], b.get("error"), next_write=bool(b.get("next_write", False)))
             r = store.lookup(b["id"])
             return _json_response(200, r.body if r else None)
+        if path == "/_emulator/providers" and method == "POST":
+            b = await body()
+            store.set_registered(str(b["subscription"]), bool(b.get("registered", True)))
+            return _json_response(200, store.provider(str(b["subscription"])).body)
+        if path == "/_emulator/permissions" and method == "POST":
+            b = await body()
+            self.set_permissions(b.get("permissions"), str(b.get("client_id") or "*"))
+            return _json_response(200, {"value": self.permissions})
         if path == "/_emulator/state" and method == "POST":
             b = await body()
             return _json_response(200, store.set_state(b["id"], b["provisioningState"]))

@@ -155,6 +155,15 @@ class Emulator:
     def reset(self) -> None:
         self._call(self._server.store.reset)
 
+    def set_registered(self, subscription_id: str, registered: bool = True) -> None:
+        """``registered=False``: every Microsoft.LabServices request in that subscription answers ARM's
+        409 MissingSubscriptionRegistration, and the provider reads ``NotRegistered``."""
+        self._call(self._server.store.set_registered, subscription_id, registered)
+
+    def set_permissions(self, permissions: list[dict[str, list[str]]] | None, client_id: str = "*") -> None:
+        """What Permissions - List answers ``client_id`` (``*``: everyone); None restores Contributor's."""
+        self._call(self._server.set_permissions, permissions, client_id)
+
     # ------------------------------------------------------------------ logs
     def requests(self) -> list[dict[str, Any]]:
         return self._call(self._server.requests)
@@ -194,7 +203,8 @@ class Emulator:
         self._call(self._server.faults.clear)
 
     def configure(self, **cfg: Any) -> dict[str, Any]:
-        """Change latency_ms, page_size, lro_delay_s, throttle, patch_mode or omit_off_delays while running."""
+        """Change latency_ms, page_size, lro_delay_s, throttle, patch_mode, omit_off_delays or a write mode
+        (patch_reply, operation_status, drop_written) while running."""
         return self._call(self._server.set_config, **cfg)
 
 

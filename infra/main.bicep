@@ -76,6 +76,9 @@ param schedule string = '0 */15 * * * *'
 @description('LABGUARD_CONCURRENCY: plans read or patched at once (1-256); empty: 16.')
 param concurrency string = ''
 
+@description('LABGUARD_NOTICE_WAIT_SECONDS: how long one trigger waits for a failure notice (1-25); empty: 5.')
+param noticeWaitSeconds string = ''
+
 @description('LABGUARD_SMTP_HOST; empty: no email notices.')
 param smtpHost string = ''
 
@@ -226,6 +229,7 @@ var appSettings = {
   LABGUARD_WEBHOOK_URLS: keyVault.outputs.webhookUrlsSetting
   LABGUARD_SUPPORT_URL_HOSTS: supportUrlHosts
   LABGUARD_LEDGER_TABLE: storage.outputs.ledgerTableName
+  LABGUARD_NOTICE_WAIT_SECONDS: noticeWaitSeconds
   LABGUARD_CHANGES_TABLE: 'labguardchanges'
   LABGUARD_REPORT_CONTAINER: reportContainer
   LABGUARD_REPORT_ACCOUNT_URL: empty(reportContainer) ? '' : storage.outputs.blobEndpoint
@@ -266,13 +270,12 @@ module eventGrid 'modules/eventgrid.bicep' = if (!useExistingSystemTopic) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Least privilege: two custom roles, from infra/roles/*.json (also usable with `az role definition
-// create`). No built-in role fits: Lab Services Reader cannot patch, Lab Services Contributor can
-// also create and delete labs, plans and VMs.
+// Least privilege: one custom role, from infra/roles/lab-plan-operator.json (also usable with
+// `az role definition create`). No built-in role fits: Lab Services Reader cannot patch, Lab Services
+// Contributor can also create and delete labs, plans and VMs.
 // ---------------------------------------------------------------------------------------------
 
 var labPlanOperatorRole = loadJsonContent('roles/lab-plan-operator.json')
-var operationReaderRole = loadJsonContent('roles/lab-operation-reader.json')
 
 resource labPlanOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(subscription().id, environmentName, 'labguard-lab-plan-operator')
@@ -289,24 +292,6 @@ resource labPlanOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = 
       }
     ]
     assignableScopes: union([subscription().id], resourceGroupMode ? scopeResourceGroupIds : watchedSubscriptionScopes)
-  }
-}
-
-resource operationReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
-  name: guid(subscription().id, environmentName, 'labguard-lab-operation-reader')
-  properties: {
-    roleName: '${operationReaderRole.roleName} (${environmentName}-${resourceToken})'
-    description: operationReaderRole.description
-    type: 'CustomRole'
-    permissions: [
-      {
-        actions: operationReaderRole.actions
-        notActions: operationReaderRole.notActions
-        dataActions: operationReaderRole.dataActions
-        notDataActions: operationReaderRole.notDataActions
-      }
-    ]
-    assignableScopes: union([subscription().id], watchedSubscriptionScopes)
   }
 }
 
@@ -335,20 +320,6 @@ module labPlanAccessOnResourceGroups 'modules/role-assignment-resourcegroup.bice
   }
 ]
 
-// Operation results live under /subscriptions/ID/providers/Microsoft.LabServices/locations/...,
-// not under a resource group, so this one is always on the subscription.
-module operationAccess 'modules/role-assignment-subscription.bicep' = [
-  for sub in watchedSubscriptions: {
-    name: 'labguard-operations-${uniqueString(sub, environmentName)}'
-    scope: subscription(sub)
-    params: {
-      roleDefinitionId: '/subscriptions/${sub}/providers/Microsoft.Authorization/roleDefinitions/${operationReader.name}'
-      principalId: functionApp.outputs.principalId
-      assignmentDescription: 'labguard (${environmentName}): poll the lab plan patches it started'
-    }
-  }
-]
-
 // ---------------------------------------------------------------------------------------------
 // Outputs (azd writes them into the environment)
 // ---------------------------------------------------------------------------------------------
@@ -368,4 +339,3 @@ output LABGUARD_SYSTEM_TOPIC_RESOURCE_GROUP string = useExistingSystemTopic ? ex
 output LABGUARD_SYSTEM_TOPIC_CREATED bool = !useExistingSystemTopic
 output LABGUARD_DEAD_LETTER_CONTAINER_ID string = '${storage.outputs.storageAccountId}/blobServices/default/containers/${deadLetterContainerName}'
 output LABGUARD_LAB_PLAN_ROLE_ID string = labPlanOperator.id
-output LABGUARD_OPERATION_ROLE_ID string = operationReader.id

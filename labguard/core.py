@@ -33,7 +33,7 @@ _RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
 LOGIN_HINT = "run `az login` (or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a service principal)"
 
 #: Outcomes that make ``audit`` (and ``enforce``) exit 1.
-PROBLEMS = frozenset({"drifted", "provisioning-failed", "failed"})
+PROBLEMS = frozenset({"drifted", "provisioning-failed", "failed", "unconverged", "write-failed", "proof-deferred"})
 
 
 class ConfigError(Exception):
@@ -168,6 +168,7 @@ class RunResult:
     policy: Policy
     results: list[PlanResult] = field(default_factory=list)
     list_failures: list[tuple[str, str]] = field(default_factory=list)
+    not_registered: list[str] = field(default_factory=list)  # scopes without Microsoft.LabServices: no plans
     duration_s: float = 0.0
 
     @property
@@ -265,6 +266,7 @@ async def run(
                 settings.storage_connection, settings.changes_table, outcomes, trigger="labguard enforce"
             )
         result.list_failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
+        result.not_registered = sorted(summary.not_registered)
         if summary.list_errors and not result.results:
             raise ConfigError(_listing_problem(settings, *summary.list_errors[0]))
     finally:

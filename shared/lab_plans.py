@@ -21,13 +21,21 @@ from typing import Any
 PROVIDER = "Microsoft.LabServices"
 CONNECTION_PROFILE = "defaultConnectionProfile"
 SHUTDOWN_PROFILE = "defaultAutoShutdownProfile"
+TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
 
+# ARM's grammar for a lab plan id, ASCII only (re.ASCII: no Unicode case folding, so ``labPlan\u017f`` (long s) is not
+# ``labPlans``, and no Unicode ``\w``). Resource group: 1-90 of letters, digits, ``-_.()``, not ending
+# in a period (ARM's resource group rules). Lab plan name: 1-100 of letters, digits, ``-_.``, starting
+# with a letter and ending with a letter or digit (the service's rules for Microsoft.LabServices/labPlans),
+# so ``.`` and ``..`` segments can never pass.
 _PLAN_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
-    r"/resourceGroups/(?P<rg>[-\w._()]{1,90})"
-    r"/providers/Microsoft\.LabServices/labPlans/(?P<name>[-\w._]{1,100})$",
-    re.IGNORECASE,
+    r"/subscriptions/(?P<sub>[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})"
+    r"/resourceGroups/(?P<rg>[-A-Z0-9_.()]{0,89}[-A-Z0-9_()])"
+    r"/providers/Microsoft\.LabServices/labPlans/(?P<name>[A-Z](?:[-A-Z0-9_.]{0,98}[A-Z0-9])?)/?",
+    re.IGNORECASE | re.ASCII,
 )
+_MAX_ID = 400  # the longest id the grammar allows is about 300 characters
+_ID_SHOWN = 200  # characters of a rejected id shown in an error (never the whole hostile value)
 
 
 @dataclass(frozen=True)
@@ -41,11 +49,12 @@ class PlanId:
     @classmethod
     def parse(cls, text: str) -> PlanId:
         """Parse a lab plan id strictly (no child resources, no trailing parts); ValueError otherwise."""
-        match = _PLAN_ID.match(text.strip().rstrip("/")) if isinstance(text, str) else None
+        match = _PLAN_ID.fullmatch(text) if isinstance(text, str) and len(text) <= _MAX_ID else None
         if match is None:
+            shown = repr(text[:_ID_SHOWN]) + ("..." if len(text) > _ID_SHOWN else "") if isinstance(text, str) else "?"
             raise ValueError(
-                f"not a lab plan resource id: {text!r} (expected /subscriptions/<guid>/resourceGroups/"
-                "<name>/providers/Microsoft.LabServices/labPlans/<name>)"
+                f"not a lab plan resource id: {shown} (expected /subscriptions/<guid>/resourceGroups/"
+                "<name>/providers/Microsoft.LabServices/labPlans/<name>, ASCII, ARM's name rules)"
             )
         return cls(match["sub"].lower(), match["rg"], match["name"])
 
@@ -126,6 +135,8 @@ class LabPlan:
     shutdown: AutoShutdownProfile | None = None
     support: SupportInfo | None = None
     error: OperationError | None = None
+    modified_by: str | None = None  # systemData.lastModifiedBy: who wrote the plan last
+    modified_by_type: str | None = None  # systemData.lastModifiedByType: User, Application, ManagedIdentity, Key
     # ARM profile key -> that profile's JSON object exactly as read: a read-only copy of its keys (values are
     # shared with the body read, not copied: a hostile nesting depth must not cost a recursion; never mutate them).
     profiles_as_read: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
@@ -133,6 +144,11 @@ class LabPlan:
     @property
     def name(self) -> str:
         return self.id.name
+
+    @property
+    def is_terminal(self) -> bool:
+        """Only a plan in a terminal state may be patched; ARM rejects or queues writes otherwise."""
+        return self.provisioning_state in TERMINAL_STATES
 
     @classmethod
     def from_arm(cls, body: Mapping[str, Any]) -> LabPlan:
@@ -145,6 +161,7 @@ class LabPlan:
         shut = _obj_or_none(props.get(SHUTDOWN_PROFILE))
         support = _obj_or_none(props.get("supportInfo"))
         error = _obj_or_none(props.get("resourceOperationError"))
+        system = _obj(body.get("systemData"))
         return cls(
             id=plan_id,
             location=_str(body.get("location")),
@@ -184,6 +201,8 @@ class LabPlan:
                 message=_str(error.get("message")),
                 timestamp=_str(error.get("timestamp")),
             ),
+            modified_by=_str(system.get("lastModifiedBy")),
+            modified_by_type=_str(system.get("lastModifiedByType")),
             profiles_as_read={
                 key: MappingProxyType({str(k): v for k, v in profile.items()})
                 for key, profile in ((CONNECTION_PROFILE, conn), (SHUTDOWN_PROFILE, shut))

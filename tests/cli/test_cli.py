@@ -331,7 +331,7 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(labguard_command: Pa
     master, slave = pty.openpty()
     chunks: list[bytes] = []
 
-    def drain() -> None:  # read the terminal while labguard writes: a full pty would block its progress bar
+    def drain() -> None:  # read while the command runs: a full pty would block its progress bar
         while True:
             try:
                 chunk = os.read(master, 65536)
@@ -357,8 +357,7 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(labguard_command: Pa
         reader.join(timeout=10)
     finally:
         os.close(master)
-    seen = b"".join(chunks)
-    terminal = seen.decode(errors="replace")
+    terminal = b"".join(chunks).decode(errors="replace")
     assert "enforce: sweeping" in terminal and "plans" in terminal
     assert proc.returncode == 1
     assert "would fix" in proc.stdout and "sweeping" not in proc.stdout  # the pipe gets the changes, not the bar
