@@ -102,26 +102,6 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also print labgu
 FORMATS = ("table", "json", "junit")
 
 
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            print(f"labguard {version('labguard')}")
-        except PackageNotFoundError:  # a checkout run without `pip install`
-            print("labguard (not installed)")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _main(
-    show_version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print labguard's version and exit.")
-    ] = False,
-) -> None:
-    """Keep Azure Lab Services lab plans inside your school's baseline: audit, enforce, check the policy."""
-
-
 def _err() -> Console:
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
