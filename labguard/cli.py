@@ -299,8 +299,8 @@ def _version(value: bool) -> None:
 
         try:
             number = version("labguard")
-        except PackageNotFoundError:
-            from labguard import __version__ as number
+        except PackageNotFoundError:  # a checkout run without `pip install`
+            number = "(not installed)"
         typer.echo(f"labguard {number}")
         raise typer.Exit(0)
 
