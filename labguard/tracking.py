@@ -66,7 +66,7 @@ class TrackingArm:
         self.write_errors: dict[str, ArmError] = {}
         self.read_errors: dict[str, ArmError] = {}
         self.refused_patches: dict[str, Mapping[str, Any]] = {}
-        self._writes: dict[str, tuple[PlanId, Mapping[str, Any], asyncio.Task[None]]] = {}
+        self._writes: dict[str, tuple[PlanId, Mapping[str, Any], asyncio.Future[Any]]] = {}
         self.applied: dict[str, tuple[PlanId, Mapping[str, Any]]] = {}
 
     def __getattr__(self, name: str) -> Any:
@@ -87,13 +87,14 @@ class TrackingArm:
             raise
         return plan
 
-    async def patch_plan(self, plan_id: PlanId, patch: Mapping[str, Any]) -> None:
+    async def send_patch(self, plan_id: PlanId, patch: Mapping[str, Any], slot: Any = None) -> Any:
+        """Send the write, shielded: a Ctrl-C cancels the sweep, not a write already on its way."""
         if self.stopping:
             raise NotSent(plan_id)
-        task = asyncio.ensure_future(self._inner.patch_plan(plan_id, patch))
+        task = asyncio.ensure_future(self._inner.send_patch(plan_id, patch, slot))
         self._writes[plan_id.key] = (plan_id, patch, task)
         try:
-            await asyncio.shield(task)  # a Ctrl-C cancels the sweep, not a write already sent
+            return await asyncio.shield(task)
         except ArmError as exc:
             self.write_errors[plan_id.key] = exc
             self.refused_patches[plan_id.key] = patch
@@ -101,8 +102,23 @@ class TrackingArm:
             raise
         except asyncio.CancelledError:
             raise  # the task goes on; settle() waits for it
+
+    async def wait_for_write(self, plan_id: PlanId, accepted: Any, *, timeout_s: float | None = None) -> Any:
+        """The write stays in flight until the service has finished it (the read that proves it)."""
+        sent = self._writes.get(plan_id.key)
+        task = asyncio.ensure_future(self._inner.wait_for_write(plan_id, accepted, timeout_s=timeout_s))
+        patch: Mapping[str, Any] = sent[1] if sent is not None else {}
+        self._writes[plan_id.key] = (plan_id, patch, task)
+        try:
+            after = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            raise  # settle() waits for the service to finish it
+        except BaseException:
+            self._writes.pop(plan_id.key, None)
+            raise
         self._writes.pop(plan_id.key, None)
         self.applied[plan_id.key] = (plan_id, patch)
+        return after
 
     async def settle(self, checked: set[str], abandon: asyncio.Event, grace_s: float) -> Interruption:
         """After an interrupt: wait (bounded) for the writes in flight, then say what was not reached."""

@@ -22,7 +22,6 @@ from typing import Any
 from shared.governed import PROFILES, Setting
 
 PROVIDER = "Microsoft.LabServices"
-RESOURCE_TYPE = "Microsoft.LabServices/labPlans"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
 
 # ARM's grammar for a lab plan id, ASCII only (re.ASCII: no Unicode case folding, so ``labPlan\u017f`` (long s) is not
