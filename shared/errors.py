@@ -10,17 +10,11 @@
 * :class:`RunFailed` (and :class:`BusyRetry`): raised at the end of a trigger so the Functions host records
   the run as failed and Event Grid delivers the event again.
 
-Pure: no Azure, no network. Everything else an error can be (a bug) is left to raise as itself.
+Pure and imported by every room, so it imports nothing of labguard's. Anything else an error can be (a bug)
+is left to raise as itself.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from shared.lab_plans import PROVIDER
-
-if TYPE_CHECKING:
-    from shared.lab_plans import PlanId
 
 __all__ = [
     "ArmError",
@@ -85,7 +79,7 @@ class ArmError(Exception):
 class PlanGone(ArmError):
     """The plan no longer exists (404): nothing to enforce, nothing to retry."""
 
-    def __init__(self, plan_id: PlanId) -> None:
+    def __init__(self, plan_id: object) -> None:  # a PlanId
         super().__init__(f"lab plan {plan_id} not found", status=404, code="ResourceNotFound", transient=False)
 
 
@@ -97,7 +91,7 @@ class ProviderNotRegistered(ArmError):
 
     def __init__(self, scope: str) -> None:
         super().__init__(
-            f"{scope}: {PROVIDER} is not registered in this subscription, so it holds no lab plans",
+            f"{scope}: Microsoft.LabServices is not registered in this subscription, so it holds no lab plans",
             status=409,
             code="MissingSubscriptionRegistration",
             transient=False,

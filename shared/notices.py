@@ -12,14 +12,13 @@ output is ever rendered.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from shared.failures import CAP_CODE, CAP_TIMESTAMP, failure_digest, failure_key
 from shared.lab_plans import LabPlan, PlanId
 from shared.text import clean_block, clean_line, is_dropped
 
@@ -31,8 +30,6 @@ EVENT_TYPE = "Labguard.LabPlan.ProvisioningFailed"
 CAP_NAME = 100
 CAP_RG = 90
 CAP_ACTION = 64
-CAP_CODE = 128
-CAP_TIMESTAMP = 64
 CAP_MESSAGE = 4000
 CAP_URL = 2048
 CAP_EMAIL = 320
@@ -71,36 +68,6 @@ def valid_addresses(value: object) -> tuple[str, ...]:
 
 def is_valid_address(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 254 and _EMAIL.match(value) is not None
-
-
-def normalise_timestamp(value: str | None) -> str:
-    """ARM timestamps in one canonical UTC form, so the event path and the sweep agree on the key."""
-    raw = clean_line(value, CAP_TIMESTAMP)
-    if not raw:
-        return ""
-    text = raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw
-    # .NET writes 7 fractional digits; datetime takes at most 6.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return raw
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def failure_key(plan: LabPlan) -> str:
-    """plan id + error timestamp + code: one notice per key and channel."""
-    error = plan.error
-    stamp = normalise_timestamp(error.timestamp if error else None) or "no-timestamp"
-    code = clean_line(error.code if error else None, CAP_CODE).casefold() or "no-code"
-    return f"{plan.id.key}|{stamp}|{code}"
-
-
-def failure_digest(key: str) -> str:
-    """A short, stable, table-key-safe digest of a failure key (also the CloudEvent id)."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
 def portal_url(plan_id: PlanId) -> str:

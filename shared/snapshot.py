@@ -16,8 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shared.drift import Evaluation
+from shared.failures import failure_digest, failure_key
 from shared.lab_plans import PlanId
-from shared.notices import failure_digest, failure_key
 from shared.policy import Policy
 from shared.report import evaluation_to_dict
 from shared.text import shown

@@ -169,7 +169,7 @@ async def test_a_stopped_ledger_repeats_no_notice_and_catches_up_when_it_returns
 
 
 def _hook(receiver: HttpsReceiver) -> str:
-    from shared.notices import failure_digest
+    from shared.failures import failure_digest
 
     return f"localhost:{failure_digest(receiver.url(WEBHOOK_PATH))[:12]}"
 
