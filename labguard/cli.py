@@ -441,7 +441,7 @@ def check_policy(
 
     def body() -> int:
         if write_schema:
-            from shared.policy import schema_text
+            from shared.core.policy import schema_text
 
             try:
                 with open(write_schema, "w", encoding="utf-8") as handle:

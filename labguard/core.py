@@ -33,9 +33,9 @@ from labguard.tracking import (
     install_interrupt,
     write_denied,
 )
+from shared.core.plans import LabPlan, PlanId
+from shared.core.policy import Mode, Policy, load_policy
 from shared.errors import ArmError, PolicyError, SettingsError, TrustError
-from shared.lab_plans import LabPlan, PlanId
-from shared.policy import Mode, Policy, load_policy
 from shared.reconcile import PlanOutcome, Reconciler, scope_path, sweep_scopes
 from shared.runs import APP_ROOT
 from shared.settings import Settings
@@ -267,8 +267,8 @@ class RunResult:
 def evaluate_files(paths: Sequence[str], settings: Settings, policy: Policy, now: datetime) -> RunResult:
     """``audit --from-file``: evaluate saved lab plan bodies as of ``now``, with no Azure call. An entry that is
     not a lab plan is a ``failed`` row; a file that cannot be read is a ConfigError."""
-    from shared.drift import evaluate
-    from shared.report import read_plans
+    from shared.core.drift import evaluate
+    from shared.core.report import read_plans
 
     result = RunResult(command="audit", dry_run=False, settings=settings, policy=policy, files=tuple(paths))
     for path in paths:

@@ -26,10 +26,10 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from labguard import core
 from shared.arm import API_VERSION, ArmReply, BadPlan, LabPlansArm
+from shared.core.governed import GOVERNED
+from shared.core.plans import PROVIDER
+from shared.core.policy import DEFAULT_EXEMPTION_TAG, Policy, load_policy
 from shared.errors import ArmError, PolicyError, ProviderNotRegistered
-from shared.governed import GOVERNED
-from shared.lab_plans import PROVIDER
-from shared.policy import DEFAULT_EXEMPTION_TAG, Policy, load_policy
 from shared.reconcile import sweep_scopes
 from shared.settings import Settings
 

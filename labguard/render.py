@@ -13,10 +13,10 @@ from rich.table import Table
 from rich.text import Text
 
 from labguard.core import PlanResult, RunResult, unused_overrides
-from shared.governed import GOVERNED
-from shared.policy import Policy, Rules
-from shared.report import evaluation_to_dict
-from shared.text import shown
+from shared.core.governed import GOVERNED
+from shared.core.policy import Policy, Rules
+from shared.core.report import evaluation_to_dict
+from shared.core.text import shown
 
 # status -> (label in the STATE column, style)
 STATES: dict[str, tuple[str, str]] = {

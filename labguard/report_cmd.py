@@ -2,7 +2,7 @@
 
 Runs the same read-only audit as ``labguard audit`` (nothing is changed), adds the notice state of
 Failed plans and the last 7 days of labguard's change log when ``AzureWebJobsStorage`` is set, and
-writes one self-contained HTML file (:mod:`shared.report_html`), plus the JSON snapshot it was
+writes one self-contained HTML file (:mod:`shared.core.report_html`), plus the JSON snapshot it was
 rendered from with ``--snapshot FILE``.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from labguard import core
-from shared.report_html import render_html
-from shared.snapshot import NoticeState, PlanEntry, build_snapshot
+from shared.core.report_html import render_html
+from shared.core.snapshot import NoticeState, PlanEntry, build_snapshot
 
 
 def _notice(result: core.PlanResult) -> NoticeState | None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.core.plans import LabPlan, PlanId
 from shared.errors import ArmError
-from shared.lab_plans import LabPlan, PlanId
 from shared.reconcile import scope_path
 from shared.runs import APP_ROOT
 

@@ -9,7 +9,7 @@ Why the async client: a sweep reads and patches thousands of plans whose cost is
 not CPU; asyncio with a bounded number of requests in flight gives that concurrency on one thread,
 and the Functions Python worker runs ``async def`` functions natively.
 
-Everything SDK-shaped stops here: callers get :class:`shared.lab_plans.LabPlan` and plain errors.
+Everything SDK-shaped stops here: callers get :class:`shared.core.plans.LabPlan` and plain errors.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from shared.core.plans import PROVIDER, LabPlan, PlanId
 from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
-from shared.lab_plans import PROVIDER, LabPlan, PlanId
 from shared.logs import quiet_sdk_http_logging, record
 from shared.pacing import Pacer, request_kind, subscription_of
 from shared.settings import Settings

@@ -19,9 +19,9 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient
 
+from shared.core.snapshot import Change
 from shared.logs import record
 from shared.settings import Settings
-from shared.snapshot import Change
 
 log = logging.getLogger("labguard.changes")
 MAX_ROWS_READ = 2000

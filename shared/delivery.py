@@ -33,16 +33,16 @@ from typing import Literal, TypeVar
 
 import aiohttp
 
+from shared.core.failures import failure_digest
+from shared.core.plans import LabPlan, PlanId
+from shared.core.text import clean_line
 from shared.errors import DeliveryError
-from shared.failures import failure_digest
-from shared.lab_plans import LabPlan, PlanId
 from shared.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key, row_key
 from shared.logs import record
 from shared.mail import SmtpConfig, send_notice
 from shared.notices import Notice
 from shared.settings import Settings
 from shared.support_url import check_support_url, parse_allow_list, safe_host
-from shared.text import clean_line
 from shared.topic import TopicPublisher
 from shared.webhooks import https_session, post_json, webhook_payload
 

@@ -1,4 +1,4 @@
-"""Sends the daily digest (:mod:`shared.digest`) once per day, through the notices' SMTP relay and ledger.
+"""Sends the daily digest (:mod:`shared.core.digest`) once per day, through the notices' SMTP relay and ledger.
 
 The ledger table of the notices gets one row per day (``PartitionKey`` ``labguard-digest``, ``RowKey``
 the UTC date). As for notices, the row is claimed (an insert that fails if it exists) before sending
@@ -20,7 +20,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 from typing import Any, Literal
 
-from shared.digest import Digest, build_digest
+from shared.core.digest import Digest, build_digest
 from shared.ledger import STORAGE_SETTINGS, open_table
 from shared.logs import record
 from shared.mail import SmtpConfig, send_message

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.core.plans import PlanId
 from shared.errors import MalformedEvent
-from shared.lab_plans import PlanId
 
 HANDLED_EVENT_TYPES = frozenset(
     {"Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Resources.ResourceWriteFailure"}

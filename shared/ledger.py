@@ -24,7 +24,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.lab_plans import PlanId
+from shared.core.plans import PlanId
 from shared.settings import Settings
 
 CLAIM_LEASE = timedelta(minutes=5)

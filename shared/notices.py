@@ -1,12 +1,12 @@
 """Failure notices: what a plan's support contacts read when its provisioning failed.
 
-Pure: builds a :class:`Notice` from a :class:`~shared.lab_plans.LabPlan` and renders it as plain
+Pure: builds a :class:`Notice` from a :class:`~shared.core.plans.LabPlan` and renders it as plain
 text, HTML and JSON-ready data. No I/O and no Azure imports; the channels in :mod:`shared.mail`,
 :mod:`shared.webhooks` and :mod:`shared.topic` only carry what is rendered here.
 
 Every string that comes from ARM (names, error text, supportInfo) is hostile: it is stripped of
 control and invisible formatting characters (no header injection, no bidi tricks), capped in length,
-and HTML-escaped in the HTML body. Only :func:`shared.text.clean_line` / :func:`shared.text.clean_block`
+and HTML-escaped in the HTML body. Only :func:`shared.core.text.clean_line` / :func:`shared.core.text.clean_block`
 output is ever rendered.
 """
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from shared.failures import CAP_CODE, CAP_TIMESTAMP, failure_digest, failure_key
-from shared.lab_plans import LabPlan, PlanId
-from shared.text import clean_block, clean_line, is_dropped
+from shared.core.failures import CAP_CODE, CAP_TIMESTAMP, failure_digest, failure_key
+from shared.core.plans import LabPlan, PlanId
+from shared.core.text import clean_block, clean_line, is_dropped
 
 PORTAL = "https://portal.azure.com/#resource"
 EVENT_TYPE = "Labguard.LabPlan.ProvisioningFailed"

@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from shared.arm import BadPlan, LabPlansArm
-from shared.drift import Evaluation, Finding, evaluate
+from shared.core.drift import Evaluation, Finding, evaluate
+from shared.core.plans import LabPlan, PlanId
+from shared.core.policy import Policy
+from shared.core.proof import unexpected_changes
+from shared.core.text import shown
 from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
-from shared.lab_plans import LabPlan, PlanId
 from shared.logs import record
-from shared.policy import Policy
-from shared.proof import unexpected_changes
-from shared.text import shown
 from shared.write_backoff import MemoryBackoff, WriteBackoff
 
 log = logging.getLogger("labguard.reconcile")

@@ -25,7 +25,7 @@ from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sw
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from shared.policy import Policy
+    from shared.core.policy import Policy
 
 log = logging.getLogger("labguard.runs")
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -96,9 +96,9 @@ async def build_runtime(
     shared by sweeps and events) unless ``pacer=None`` is passed.
     """
     from shared.arm import open_arm
+    from shared.core.policy import load_policy
     from shared.delivery import Notifier
     from shared.pacing import Pacer
-    from shared.policy import load_policy
     from shared.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
 
     arm_options.setdefault("pacer", Pacer())

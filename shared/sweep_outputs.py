@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.changes import ChangeLog, record_changes
+from shared.core.policy import Policy
+from shared.core.report_html import render_html
+from shared.core.snapshot import CHANGES_WINDOW_DAYS, Change, NoticeState, PlanEntry, build_snapshot
 from shared.digest_delivery import DigestResult, send_daily_digest
 from shared.ledger import STORAGE_SETTINGS
 from shared.logs import record
-from shared.policy import Policy
-from shared.report_html import render_html
 from shared.settings import Settings
-from shared.snapshot import CHANGES_WINDOW_DAYS, Change, NoticeState, PlanEntry, build_snapshot
 
 log = logging.getLogger("labguard.outputs")
 SNAPSHOT_BLOB = "latest.json"

@@ -19,10 +19,10 @@ from azure.core.messaging import CloudEvent
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.eventgrid.aio import EventGridPublisherClient
 
+from shared.core.text import clean_line
 from shared.errors import DeliveryError
 from shared.notices import EVENT_TYPE, Notice
 from shared.support_url import safe_host
-from shared.text import clean_line
 
 EVENT_SOURCE = "labguard"
 

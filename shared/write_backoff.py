@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from shared.lab_plans import PlanId
+from shared.core.plans import PlanId
 from shared.logs import record
 from shared.settings import Settings
 

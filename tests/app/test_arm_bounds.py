@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.lab_plans import PlanId
+from shared.core.plans import PlanId
 from shared.runs import build_runtime, load_settings
 
 from .conftest import compliant_plan, plan_body

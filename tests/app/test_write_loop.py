@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from shared.core.plans import PlanId
 from shared.errors import BusyRetry
-from shared.lab_plans import PlanId
 from shared.pacing import Pacer
 from shared.runs import build_runtime, load_settings
 

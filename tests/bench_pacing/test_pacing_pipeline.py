@@ -12,7 +12,7 @@ import pytest
 
 from emulator.testing import start_emulator
 from shared.arm import open_arm
-from shared.lab_plans import PlanId
+from shared.core.plans import PlanId
 from shared.pacing import Pacer
 from shared.settings import Settings
 

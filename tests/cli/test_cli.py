@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from devtools import estate
-from shared.policy import load_policy, schema_text
+from shared.core.policy import load_policy, schema_text
 from tests.enforcement_support import CONN, PATCH_MODES, SHUT, assert_only_fixed, patch_changes
 
 from .conftest import arm_writes, clean_env, one_line_error

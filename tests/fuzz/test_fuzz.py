@@ -26,11 +26,11 @@ from azure.functions.meta import Datum
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
-from shared.drift import evaluate
+from shared.core.drift import evaluate
+from shared.core.plans import LabPlan
+from shared.core.policy import load_policy, parse_policy
 from shared.errors import MESSAGE_CAP, MalformedEvent, PolicyError
 from shared.events import IgnoredEvent, PlanEvent, parse_event
-from shared.lab_plans import LabPlan
-from shared.policy import load_policy, parse_policy
 from tests.app.test_functions_e2e import FUNCTIONS
 from tests.fuzz.conftest import FUZZ, tried
 

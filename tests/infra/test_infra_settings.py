@@ -28,7 +28,7 @@ from infra_support import (
     unquote,
 )
 
-from shared.policy import load_policy
+from shared.core.policy import load_policy
 from shared.settings import DEFAULT_SCHEDULE, KNOWN_SETTINGS, Settings
 
 # Read by the code but deliberately not set by the template.
@@ -165,7 +165,7 @@ def test_no_secret_parameter_reaches_an_app_setting_directly():
 
 
 def test_mode_defaults_to_the_policy_file_and_allows_only_audit_or_enforce():
-    # One rule (shared.policy.load_policy): the setting wins when set, the policy file otherwise. An empty
+    # One rule (shared.core.policy.load_policy): the setting wins when set, the policy file otherwise. An empty
     # default keeps the file's `mode:` in charge; the bundled policy.yaml says audit.
     (name,) = [v for k, v in labguard_settings().items() if k == "LABGUARD_MODE"]
     param = main()["parameters"][name]

@@ -24,8 +24,8 @@ import pytest
 import trustme
 
 from devtools.services import AZURITE_TABLE, free_port, stop_process, wait_listening
+from shared.core.plans import PlanId
 from shared.errors import SettingsError
-from shared.lab_plans import PlanId
 from shared.ledger import Ledger, open_ledger
 from shared.settings import Settings
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from azure.data.tables.aio import TableClient
 
-from shared.lab_plans import LabPlan, PlanId
+from shared.core.plans import LabPlan, PlanId
 from shared.ledger import partition_key
 from shared.settings import Settings
 

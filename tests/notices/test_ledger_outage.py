@@ -18,8 +18,8 @@ import pytest
 
 from emulator.testing import start_emulator
 from shared import delivery
+from shared.core.plans import PlanId
 from shared.delivery import Notifier
-from shared.lab_plans import PlanId
 from tests.app.test_functions_e2e import deliver, tick, write_event
 from tests.notices.plans import SUB, SUPPORT, WEBHOOK_PATH, ledger_rows, plan, plan_json, settings
 from tests.notices.servers import (
@@ -169,7 +169,7 @@ async def test_a_stopped_ledger_repeats_no_notice_and_catches_up_when_it_returns
 
 
 def _hook(receiver: HttpsReceiver) -> str:
-    from shared.failures import failure_digest
+    from shared.core.failures import failure_digest
 
     return f"localhost:{failure_digest(receiver.url(WEBHOOK_PATH))[:12]}"
 

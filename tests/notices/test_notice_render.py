@@ -9,10 +9,10 @@ from html.parser import HTMLParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.failures import failure_key, normalise_timestamp
+from shared.core.failures import failure_key, normalise_timestamp
+from shared.core.text import clean_block, clean_line
 from shared.notices import CAP_MESSAGE, Notice, valid_addresses
 from shared.support_url import check_support_url, parse_allow_list, safe_host
-from shared.text import clean_block, clean_line
 from shared.webhooks import webhook_payload
 from tests.notices.plans import SUB, SUPPORT, plan, plan_json
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from emulator.testing import start_emulator
-from shared.lab_plans import PlanId
+from shared.core.plans import PlanId
 from tests.app.test_functions_e2e import deliver, tick, write_event
 from tests.notices.plans import SUB, SUPPORT, ledger_rows, plan_json
 from tests.notices.servers import HttpsReceiver, SmtpServer, TlsMaterial

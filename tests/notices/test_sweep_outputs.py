@@ -190,15 +190,15 @@ async def test_the_digest_goes_out_once_a_day_and_lists_drift_failures_and_endin
 async def test_next_day_only_what_is_new_and_nothing_when_nothing_is_new(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from shared.core.policy import load_policy
+    from shared.core.snapshot import PlanEntry, build_snapshot
     from shared.digest_delivery import send_daily_digest
-    from shared.policy import load_policy
-    from shared.snapshot import PlanEntry, build_snapshot
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, LABGUARD_DIGEST_EMAIL=ADMIN)
     settings = Settings.from_env(values)
     policy = load_policy(values["LABGUARD_POLICY_FILE"])
-    from shared.drift import evaluate
-    from shared.lab_plans import LabPlan
+    from shared.core.drift import evaluate
+    from shared.core.plans import LabPlan
 
     def snapshot(*names_drifted: str, at: datetime) -> dict[str, Any]:
         entries = []

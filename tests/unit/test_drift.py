@@ -19,9 +19,9 @@ from unit_support import (
 )
 
 from emulator.store import merge_patch
-from shared.drift import Evaluation, evaluate
-from shared.lab_plans import LabPlan
-from shared.policy import parse_policy
+from shared.core.drift import Evaluation, evaluate
+from shared.core.plans import LabPlan
+from shared.core.policy import parse_policy
 
 SHUT = "defaultAutoShutdownProfile"
 CONN = "defaultConnectionProfile"

@@ -11,10 +11,10 @@ from datetime import timedelta
 
 from unit_support import NOW, REPO, body
 
-from shared.drift import evaluate
-from shared.governed import GOVERNED, PROFILES
-from shared.lab_plans import LabPlan
-from shared.policy import Rules, parse_policy, policy_json_schema
+from shared.core.drift import evaluate
+from shared.core.governed import GOVERNED, PROFILES
+from shared.core.plans import LabPlan
+from shared.core.policy import Rules, parse_policy, policy_json_schema
 
 
 def test_the_policy_file_has_one_key_per_row_in_table_order() -> None:
@@ -73,16 +73,16 @@ def test_rules_keep_table_order_and_refuse_keys_not_in_the_table() -> None:
 ADD_A_ROW = """
 import dataclasses, json
 from datetime import datetime
-import shared.governed as governed
+import shared.core.governed as governed
 row = dataclasses.replace(governed.GOVERNED[0], arm_key="webVncAccess", policy_key="webVncAccess",
                           label="Web VNC access", description="Most exposure allowed for web access over VNC")
 governed.GOVERNED = (*governed.GOVERNED, row)  # the one change: a row
 
 from labguard.render import _rule_rows
-from shared.drift import evaluate
-from shared.lab_plans import LabPlan
-from shared.policy import parse_policy, policy_json_schema
-from shared.report import evaluation_to_dict
+from shared.core.drift import evaluate
+from shared.core.plans import LabPlan
+from shared.core.policy import parse_policy, policy_json_schema
+from shared.core.report import evaluation_to_dict
 
 policy = parse_policy({"connection": {"webVncAccess": "Private"}}, "p")
 plan = LabPlan.from_arm({

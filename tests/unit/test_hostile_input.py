@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.core.plans import LabPlan, PlanId
+from shared.core.policy import load_policy, parse_policy
 from shared.errors import MESSAGE_CAP, MalformedEvent, PolicyError
 from shared.events import IgnoredEvent, PlanEvent, parse_event
-from shared.lab_plans import LabPlan, PlanId
-from shared.policy import load_policy, parse_policy
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 PLAN = f"/subscriptions/{SUB}/resourceGroups/testrg123/providers/Microsoft.LabServices/labPlans/testlabplan"

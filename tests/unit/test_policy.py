@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from unit_support import FULL, OTHER_SUB, REPO, SUB, policy
 
+from shared.core.plans import PlanId
+from shared.core.policy import Rules, load_policy, parse_policy, schema_text
 from shared.errors import PolicyError
-from shared.lab_plans import PlanId
-from shared.policy import Rules, load_policy, parse_policy, schema_text
 
 RG_KEY = f"{SUB}/rg-course"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.lab_plans import LabPlan
-from shared.proof import unexpected_changes
+from shared.core.plans import LabPlan
+from shared.core.proof import unexpected_changes
 
 PLAN_ID = (
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.LabServices/labPlans/p"

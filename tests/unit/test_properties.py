@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from unit_support import OTHER_SUB, SUB, plan_id
 
 from emulator.store import merge_patch, replace_patch
-from shared.drift import Evaluation, evaluate
-from shared.durations import format_iso, parse_delay
+from shared.core.drift import Evaluation, evaluate
+from shared.core.durations import format_iso, parse_delay
+from shared.core.plans import LabPlan
+from shared.core.policy import CONNECTION_RANK, IDLE_RANK, Policy, parse_policy
 from shared.errors import PolicyError
-from shared.lab_plans import LabPlan
-from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, parse_policy
 
 CONN, SHUT = "defaultConnectionProfile", "defaultAutoShutdownProfile"
 CONNECTION_KEYS = ("webSshAccess", "webRdpAccess", "clientSshAccess", "clientRdpAccess")

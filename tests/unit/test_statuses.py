@@ -2,9 +2,9 @@
 
 from typing import get_args
 
+from shared.core.report_html import _STATES
+from shared.core.snapshot import STATUSES
 from shared.reconcile import Status
-from shared.report_html import _STATES
-from shared.snapshot import STATUSES
 
 
 def test_the_snapshot_counts_every_outcome_status():

@@ -8,7 +8,7 @@ import pytest
 from unit_support import REPO, body
 
 from labguard import cli, core
-from shared.text import clean_line, shown
+from shared.core.text import clean_line, shown
 
 HOSTILE = "Quota\u202eexceeded\u200b for\u2066 lab\r\nBcc: x@y\x1b[2J"
 

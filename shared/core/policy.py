@@ -10,7 +10,7 @@ Bounds, not exact values:
 * connection: the most exposure allowed per channel, ordered ``None < Private < Public``;
 * auto-shutdown: flags required ``Enabled``; a minimum idle mode; maximum delays (ISO-8601).
 
-The settings and their kinds of bound are the table in :mod:`shared.governed`; the section models below
+The settings and their kinds of bound are the table in :mod:`shared.core.governed`; the section models below
 are built from it, so a new row there is a new key here (and in the schema).
 """
 
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast, get_args, get_o
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema, create_model
 
-from shared.durations import format_iso, parse_delay, parse_iso
+from shared.core.durations import format_iso, parse_delay, parse_iso
+from shared.core.governed import EXPOSURE, GOVERNED, IDLE_MODES, PROFILES, Bound, Profile, Setting, rank_of
+from shared.core.plans import PlanId
 from shared.errors import SHOWN, PolicyError
-from shared.governed import EXPOSURE, GOVERNED, IDLE_MODES, PROFILES, Bound, Profile, Setting, rank_of
-from shared.lab_plans import PlanId
 
 __all__ = [
     "CONNECTION_RANK",
@@ -50,7 +50,7 @@ Mode = Literal["audit", "enforce"]
 
 #: Exposure order of a connection channel: a higher rank exposes more.
 CONNECTION_RANK: Mapping[str, int] = rank_of(EXPOSURE)
-#: Strictness order of shutdownOnIdle (see :mod:`shared.governed`): a higher rank shuts VMs down more.
+#: Strictness order of shutdownOnIdle (see :mod:`shared.core.governed`): a higher rank shuts VMs down more.
 IDLE_RANK: Mapping[str, int] = rank_of(IDLE_MODES)
 
 DEFAULT_EXEMPTION_TAG = "labguard:exempt"

@@ -1,10 +1,10 @@
 """The governed settings: one row per lab plan setting labguard keeps inside the policy's bounds.
 
 This table is the only place a governed setting is spelled. It drives the policy file's model and JSON
-Schema and the effective rules (:mod:`shared.policy`), what is read from a plan (:mod:`shared.lab_plans`),
-evaluation and the patch (:mod:`shared.drift`) and how reports name a setting and its bound. Adding a
+Schema and the effective rules (:mod:`shared.core.policy`), what is read from a plan (:mod:`shared.core.plans`),
+evaluation and the patch (:mod:`shared.core.drift`) and how reports name a setting and its bound. Adding a
 setting of a kind below is one row in :data:`GOVERNED`; a new kind of bound also needs its check in
-:mod:`shared.drift`.
+:mod:`shared.core.drift`.
 
 Kinds of bound, and what "tighter" means for each:
 

@@ -3,9 +3,9 @@
 ARM JSON (camelCase, api-version 2023-06-07) is mapped here and nowhere else, so the pure core
 never sees SDK models or raw dictionaries. Mapping is total: missing optional profiles become
 ``None`` and unknown extra fields are ignored, because a sweep must never crash on one odd plan.
-Delays are kept exactly as ARM wrote them (``PT5M`` or ``00:05``); :mod:`shared.durations` reads them.
+Delays are kept exactly as ARM wrote them (``PT5M`` or ``00:05``); :mod:`shared.core.durations` reads them.
 
-The governed profiles (:mod:`shared.governed`) are kept whole, exactly as read (``LabPlan.profiles_as_read``):
+The governed profiles (:mod:`shared.core.governed`) are kept whole, exactly as read (``LabPlan.profiles_as_read``):
 :meth:`LabPlan.observed` reads a governed setting from them, and a patch sends each drifted profile back
 whole, because a service that replaces nested objects must get every other key as it was, or it resets them
 to the spec's defaults.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from shared.governed import PROFILES, Setting
+from shared.core.governed import PROFILES, Setting
 
 PROVIDER = "Microsoft.LabServices"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed"})

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.drift import Evaluation
-from shared.lab_plans import LabPlan
+from shared.core.drift import Evaluation
+from shared.core.plans import LabPlan
 
 __all__ = ["evaluation_to_dict", "read_plans"]
 

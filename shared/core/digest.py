@@ -1,6 +1,6 @@
 """The admin's daily digest, so audit mode is not silent: the day's drift, new failures, ending exemptions.
 
-Pure: built from a snapshot (:mod:`shared.snapshot`) and the item keys of the last digest sent. An item
+Pure: built from a snapshot (:mod:`shared.core.snapshot`) and the item keys of the last digest sent. An item
 is one drifted or fixed setting, one provisioning failure, or one exemption ending within 14 days; its
 key is a short hash of what it says, so the same drift seen on the next day is not "new". A digest is
 sent only when at least one item is new; it then lists every current item, new ones marked.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
-from shared.text import clean_line
+from shared.core.text import clean_line
 
 __all__ = ["Digest", "DigestItem", "build_digest", "digest_items"]
 

@@ -10,8 +10,8 @@ import hashlib
 import re
 from datetime import UTC, datetime
 
-from shared.lab_plans import LabPlan
-from shared.text import clean_line
+from shared.core.plans import LabPlan
+from shared.core.text import clean_line
 
 __all__ = ["CAP_CODE", "CAP_TIMESTAMP", "failure_digest", "failure_key", "normalise_timestamp"]
 

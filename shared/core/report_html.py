@@ -1,4 +1,4 @@
-"""The compliance page: one self-contained HTML file rendered from a snapshot (:mod:`shared.snapshot`).
+"""The compliance page: one self-contained HTML file rendered from a snapshot (:mod:`shared.core.snapshot`).
 
 Self-contained on purpose: inline CSS and inline SVG only, no script, font, image or stylesheet from
 anywhere, and a Content-Security-Policy that forbids loading any (the page is opened from a blob

@@ -3,7 +3,7 @@
 The ``labguard report`` command and the timer sweep both build it here from the same outcomes, so the
 page an admin opens after a sweep and the one they render on a laptop agree. Pure: no Azure imports,
 no I/O. Text that came from ARM (tags, error messages, support info) is kept as data here, cut to one
-safe line by :func:`shared.drift.shown`; the page escapes it again when it renders (never trust twice).
+safe line by :func:`shared.core.drift.shown`; the page escapes it again when it renders (never trust twice).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from shared.drift import Evaluation
-from shared.failures import failure_digest, failure_key
-from shared.lab_plans import PlanId
-from shared.policy import Policy
-from shared.report import evaluation_to_dict
-from shared.text import shown
+from shared.core.drift import Evaluation
+from shared.core.failures import failure_digest, failure_key
+from shared.core.plans import PlanId
+from shared.core.policy import Policy
+from shared.core.report import evaluation_to_dict
+from shared.core.text import shown
 
 __all__ = [
     "EXPIRING_WITHIN_DAYS",

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from shared.durations import describe, format_iso, parse_delay
-from shared.governed import GOVERNED, Setting, feature_of
-from shared.lab_plans import LabPlan
-from shared.policy import Policy, Rules
-from shared.text import shown
+from shared.core.durations import describe, format_iso, parse_delay
+from shared.core.governed import GOVERNED, Setting, feature_of
+from shared.core.plans import LabPlan
+from shared.core.policy import Policy, Rules
+from shared.core.text import shown
 
 __all__ = ["Evaluation", "Finding", "Severity", "Status", "evaluate"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from shared.durations import parse_delay
-from shared.governed import GOVERNED, Setting
-from shared.lab_plans import LabPlan
+from shared.core.durations import parse_delay
+from shared.core.governed import GOVERNED, Setting
+from shared.core.plans import LabPlan
 
 
 @dataclass(frozen=True)
