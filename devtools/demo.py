@@ -214,7 +214,7 @@ class Story:
     async def http(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> tuple[int, Any, Any]:
         import aiohttp
 
-        from shared.tls import ssl_context
+        from shared.edge.tls import ssl_context
 
         url = path if path.startswith("https://") else self.stage.endpoint.endpoint + path
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -266,7 +266,7 @@ class Story:
     async def owner_change(self) -> None:
         from azure.identity.aio import ClientSecretCredential
 
-        from shared.arm import principal_from_token
+        from shared.edge.arm import principal_from_token
 
         self.title(2, "A lab owner loosens a plan; Event Grid brings the write to labguard")
         app_oid = await self._app_principal()  # the Function App is up: its worker holds its ARM session

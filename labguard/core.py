@@ -520,7 +520,7 @@ async def _check_sign_in(session: Any) -> str | None:
     from azure.core.exceptions import AzureError, ClientAuthenticationError
     from azure.identity import CredentialUnavailableError
 
-    from shared.arm import principal_from_token
+    from shared.edge.arm import principal_from_token
 
     try:
         token = await session.credential.get_token(session.scope)

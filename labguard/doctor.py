@@ -25,10 +25,10 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from labguard import core
-from shared.arm import API_VERSION, ArmReply, BadPlan, LabPlansArm
 from shared.core.governed import GOVERNED
 from shared.core.plans import PROVIDER
 from shared.core.policy import DEFAULT_EXEMPTION_TAG, Policy, load_policy
+from shared.edge.arm import API_VERSION, ArmReply, BadPlan, LabPlansArm
 from shared.errors import ArmError, PolicyError, ProviderNotRegistered
 from shared.reconcile import sweep_scopes
 from shared.settings import Settings
@@ -186,7 +186,7 @@ async def diagnose(
     wait_s: float = 300.0,
 ) -> Report:
     """Run every check against the configured ARM endpoint; never raises for what it finds."""
-    from shared.arm import open_arm
+    from shared.edge.arm import open_arm
 
     report = report if report is not None else Report(settings, settings.policy_file)
     policy = _check_policy_file(report, settings)

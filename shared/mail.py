@@ -20,9 +20,9 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 
 from shared.core.text import clean_line
+from shared.edge.tls import ssl_context
 from shared.errors import DeliveryError
 from shared.notices import Notice, is_valid_address
-from shared.tls import ssl_context
 
 TIMEOUT_SECONDS = 30
 IMPLICIT_TLS_PORT = 465

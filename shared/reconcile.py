@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from shared.arm import BadPlan, LabPlansArm
 from shared.core.drift import Evaluation, Finding, evaluate
 from shared.core.plans import LabPlan, PlanId
 from shared.core.policy import Policy
 from shared.core.proof import unexpected_changes
 from shared.core.text import shown
+from shared.edge.arm import BadPlan, LabPlansArm
 from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
 from shared.logs import record
 from shared.write_backoff import MemoryBackoff, WriteBackoff

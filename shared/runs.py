@@ -92,13 +92,13 @@ async def build_runtime(
 ) -> Runtime:
     """Open the ARM session and the notice channels and load the policy; close with ``Runtime.close``.
 
-    Requests are paced to ARM's per-subscription budget (one :class:`shared.pacing.Pacer` per runtime,
+    Requests are paced to ARM's per-subscription budget (one :class:`shared.edge.pacing.Pacer` per runtime,
     shared by sweeps and events) unless ``pacer=None`` is passed.
     """
-    from shared.arm import open_arm
     from shared.core.policy import load_policy
     from shared.delivery import Notifier
-    from shared.pacing import Pacer
+    from shared.edge.arm import open_arm
+    from shared.edge.pacing import Pacer
     from shared.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
 
     arm_options.setdefault("pacer", Pacer())
@@ -140,7 +140,7 @@ async def build_runtime(
     return Runtime(settings=settings, reconciler=reconciler, session=session, stack=stack)
 
 
-#: Options the worker's runtimes open ARM with (:func:`shared.arm.open_arm`): none in the app, so azure-core's
+#: Options the worker's runtimes open ARM with (:func:`shared.edge.arm.open_arm`): none in the app, so azure-core's
 #: retry defaults; tests set ``retry`` so a transient fault costs no backoff sleep.
 WORKER_ARM_OPTIONS: dict[str, Any] = {}
 

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from shared.edge.tls import ssl_context
 from shared.errors import DeliveryError
 from shared.notices import Notice
 from shared.support_url import safe_host
-from shared.tls import ssl_context
 
 TIMEOUT_SECONDS = 15
 

@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from shared.edge.tls import ssl_context
 from shared.logs import SDK_HTTP_LOGGER
 from shared.runs import build_runtime, load_settings, on_timer
-from shared.tls import ssl_context
 
 from .conftest import OTHER_SUB, SUB, plan_body
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from shared.core.plans import PlanId
+from shared.edge.pacing import Pacer
 from shared.errors import BusyRetry
-from shared.pacing import Pacer
 from shared.runs import build_runtime, load_settings
 
 from .conftest import plan_body

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from shared.core.plans import PROVIDER, LabPlan, PlanId
+from shared.edge.pacing import Pacer, request_kind, subscription_of
+from shared.edge.tls import ssl_context
 from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
 from shared.logs import quiet_sdk_http_logging, record
-from shared.pacing import Pacer, request_kind, subscription_of
 from shared.settings import Settings
-from shared.tls import ssl_context
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest, PipelineResponse
@@ -494,7 +494,7 @@ async def open_arm(
 
     Credentials come from DefaultAzureCredential (managed identity in Azure, ``az login`` on a laptop,
     AZURE_CLIENT_ID for a user-assigned identity) unless one is passed in. With a ``pacer``, every
-    request waits for its subscription's ARM budget first (:mod:`shared.pacing`). ``retry`` holds
+    request waits for its subscription's ARM budget first (:mod:`shared.edge.pacing`). ``retry`` holds
     azure-core's retry options (``retry_total``, ``retry_backoff_factor``, ``retry_backoff_max``...);
     azure-core's defaults otherwise. A Retry-After from ARM is honoured either way.
     """
