@@ -617,7 +617,7 @@ def _cut(text: str, room: int) -> str:
 
 
 def _open_ledger(settings: Settings) -> Any | None:
-    from shared.ledger import open_ledger
+    from shared.notices.ledger import open_ledger
 
     try:
         return open_ledger(settings, retry_total=0)
@@ -629,7 +629,7 @@ async def _notice_status(ledger: Any | None, plan: LabPlan) -> NoticeStatus | No
     """Read-only: which channels delivered this failure's notice (None without a ledger)."""
     if ledger is None:
         return None
-    from shared.notices import Notice
+    from shared.notices.message import Notice
 
     try:
         rows = await ledger.rows(plan.id, Notice.from_plan(plan).digest)

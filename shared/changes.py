@@ -38,7 +38,7 @@ class ChangeLog:
     @classmethod
     def from_settings(cls, settings: Settings) -> ChangeLog | None:
         """Where the settings keep labguard's state (identity in Azure, a connection string locally)."""
-        from shared.ledger import open_table
+        from shared.notices.ledger import open_table
 
         opened = open_table(settings, settings.changes_table)
         return None if opened is None else cls(opened[0], owned_credential=opened[1])

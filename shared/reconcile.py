@@ -50,7 +50,7 @@ FRESH_FOR_S = 1.0  # a read older than this (a slow backoff lookup, say) is read
 
 
 class FailureNotifier(Protocol):
-    """What the core needs from the notice channels (shared.delivery.Notifier provides it)."""
+    """What the core needs from the notice channels (shared.notices.delivery.Notifier provides it)."""
 
     @property
     def enabled(self) -> bool: ...

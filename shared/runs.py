@@ -96,9 +96,9 @@ async def build_runtime(
     shared by sweeps and events) unless ``pacer=None`` is passed.
     """
     from shared.core.policy import load_policy
-    from shared.delivery import Notifier
     from shared.edge.arm import open_arm
     from shared.edge.pacing import Pacer
+    from shared.notices.delivery import Notifier
     from shared.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
 
     arm_options.setdefault("pacer", Pacer())

@@ -4,7 +4,7 @@ After each sweep (:func:`shared.runs.on_timer`): the plans labguard fixed go int
 (:mod:`shared.changes`); with ``LABGUARD_REPORT_CONTAINER`` set, the compliance snapshot is written as
 ``latest.json`` and the page as ``latest.html`` to that blob container (with the app's identity when
 ``LABGUARD_REPORT_ACCOUNT_URL`` is set, else through ``AzureWebJobsStorage``); with
-``LABGUARD_DIGEST_EMAIL`` set, the daily digest goes out (:mod:`shared.digest_delivery`). None of
+``LABGUARD_DIGEST_EMAIL`` set, the daily digest goes out (:mod:`shared.notices.digest`). None of
 these fails the sweep: each fault is one log record, and the next sweep tries again.
 """
 
@@ -22,9 +22,9 @@ from shared.changes import ChangeLog, record_changes
 from shared.core.policy import Policy
 from shared.core.report_html import render_html
 from shared.core.snapshot import CHANGES_WINDOW_DAYS, Change, NoticeState, PlanEntry, build_snapshot
-from shared.digest_delivery import DigestResult, send_daily_digest
-from shared.ledger import STORAGE_SETTINGS
 from shared.logs import record
+from shared.notices.digest import DigestResult, send_daily_digest
+from shared.notices.ledger import STORAGE_SETTINGS
 from shared.settings import Settings
 
 log = logging.getLogger("labguard.outputs")
@@ -45,7 +45,7 @@ def wanted(settings: Settings) -> bool:
 
 
 def notice_state(notice: Any) -> NoticeState | None:
-    """A :class:`shared.delivery.NoticeOutcome` as the page shows it."""
+    """A :class:`shared.notices.delivery.NoticeOutcome` as the page shows it."""
     results = getattr(notice, "results", None)
     if results is None:
         return None

@@ -110,7 +110,7 @@ class TableBackoff:
     def from_settings(cls, settings: Settings) -> TableBackoff | None:
         """Beside the notice ledger, connected the same way (identity on a table endpoint, or a
         connection string); None when the settings name no storage."""
-        from shared.ledger import open_table  # the ledger's client building, one place for it
+        from shared.notices.ledger import open_table  # the ledger's client building, one place for it
 
         opened = open_table(
             settings,
@@ -208,7 +208,7 @@ class TableBackoff:
 
 
 def _partition(plan_id: PlanId) -> str:
-    from shared.ledger import partition_key  # the notice ledger's key rules: one place for them
+    from shared.notices.ledger import partition_key  # the notice ledger's key rules: one place for them
 
     return partition_key(plan_id)
 

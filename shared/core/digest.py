@@ -4,7 +4,7 @@ Pure: built from a snapshot (:mod:`shared.core.snapshot`) and the item keys of t
 is one drifted or fixed setting, one provisioning failure, or one exemption ending within 14 days; its
 key is a short hash of what it says, so the same drift seen on the next day is not "new". A digest is
 sent only when at least one item is new; it then lists every current item, new ones marked.
-:mod:`shared.digest_delivery` keeps the once-per-day ledger row and sends it.
+:mod:`shared.notices.digest` keeps the once-per-day ledger row and sends it.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import trustme
 from devtools.services import AZURITE_TABLE, free_port, stop_process, wait_listening
 from shared.core.plans import PlanId
 from shared.errors import SettingsError
-from shared.ledger import Ledger, open_ledger
+from shared.notices.ledger import Ledger, open_ledger
 from shared.settings import Settings
 
 PLAN = PlanId.parse(

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from emulator.testing import start_emulator
-from shared import delivery
 from shared.core.plans import PlanId
-from shared.delivery import Notifier
+from shared.notices import delivery
+from shared.notices.delivery import Notifier
 from tests.app.test_functions_e2e import deliver, tick, write_event
 from tests.notices.plans import SUB, SUPPORT, WEBHOOK_PATH, ledger_rows, plan, plan_json, settings
 from tests.notices.servers import (
@@ -215,7 +215,7 @@ def _free_port() -> int:
 
 
 def test_the_memory_is_bounded() -> None:
-    from shared.delivery import SentMemory
+    from shared.notices.delivery import SentMemory
 
     memory = SentMemory(size=3)
     for n in range(10):

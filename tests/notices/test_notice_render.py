@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from shared.core.failures import failure_key, normalise_timestamp
 from shared.core.text import clean_block, clean_line
-from shared.notices import CAP_MESSAGE, Notice, valid_addresses
-from shared.support_url import check_support_url, parse_allow_list, safe_host
-from shared.webhooks import webhook_payload
+from shared.notices.message import CAP_MESSAGE, Notice, valid_addresses
+from shared.notices.support_url import check_support_url, parse_allow_list, safe_host
+from shared.notices.webhook import webhook_payload
 from tests.notices.plans import SUB, SUPPORT, plan, plan_json
 
 ALLOW = parse_allow_list(["help.school.example", "intake.school.example:8443"])

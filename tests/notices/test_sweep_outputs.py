@@ -192,7 +192,7 @@ async def test_next_day_only_what_is_new_and_nothing_when_nothing_is_new(
 ) -> None:
     from shared.core.policy import load_policy
     from shared.core.snapshot import PlanEntry, build_snapshot
-    from shared.digest_delivery import send_daily_digest
+    from shared.notices.digest import send_daily_digest
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, LABGUARD_DIGEST_EMAIL=ADMIN)
     settings = Settings.from_env(values)

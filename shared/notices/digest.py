@@ -21,9 +21,9 @@ from email.utils import format_datetime, make_msgid
 from typing import Any, Literal
 
 from shared.core.digest import Digest, build_digest
-from shared.ledger import STORAGE_SETTINGS, open_table
 from shared.logs import record
-from shared.mail import SmtpConfig, send_message
+from shared.notices.email import SmtpConfig, send_message
+from shared.notices.ledger import STORAGE_SETTINGS, open_table
 from shared.settings import Settings
 
 log = logging.getLogger("labguard.digest")

@@ -1,8 +1,8 @@
 """Failure notices: what a plan's support contacts read when its provisioning failed.
 
 Pure: builds a :class:`Notice` from a :class:`~shared.core.plans.LabPlan` and renders it as plain
-text, HTML and JSON-ready data. No I/O and no Azure imports; the channels in :mod:`shared.mail`,
-:mod:`shared.webhooks` and :mod:`shared.topic` only carry what is rendered here.
+text, HTML and JSON-ready data. No I/O and no Azure imports; the channels in :mod:`shared.notices.email`,
+:mod:`shared.notices.webhook` and :mod:`shared.notices.topic` only carry what is rendered here.
 
 Every string that comes from ARM (names, error text, supportInfo) is hostile: it is stripped of
 control and invisible formatting characters (no header injection, no bidi tricks), capped in length,

@@ -21,8 +21,8 @@ from azure.eventgrid.aio import EventGridPublisherClient
 
 from shared.core.text import clean_line
 from shared.errors import DeliveryError
-from shared.notices import EVENT_TYPE, Notice
-from shared.support_url import safe_host
+from shared.notices.message import EVENT_TYPE, Notice
+from shared.notices.support_url import safe_host
 
 EVENT_SOURCE = "labguard"
 

@@ -1,6 +1,6 @@
 """Outgoing HTTPS for notices: incoming webhooks (Teams / Slack) and the allow-listed support intake.
 
-Whether ``supportInfo.url`` may be requested at all is :mod:`shared.support_url`'s decision. Redirects
+Whether ``supportInfo.url`` may be requested at all is :mod:`shared.notices.support_url`'s decision. Redirects
 are never followed, anywhere. Webhook URLs carry their token in the path or query, so only their host
 is ever logged or reported.
 
@@ -18,8 +18,8 @@ import aiohttp
 
 from shared.edge.tls import ssl_context
 from shared.errors import DeliveryError
-from shared.notices import Notice
-from shared.support_url import safe_host
+from shared.notices.message import Notice
+from shared.notices.support_url import safe_host
 
 TIMEOUT_SECONDS = 15
 
