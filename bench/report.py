@@ -332,7 +332,7 @@ python -c "import azure.functions" / python -c "import function_app"   # cold st
   `00:05` form of the official examples, so with those the naive loop would fail outright.
   50k uses the same 10 % drift.
 * **labguard**: enforce mode, bundled `policy.yaml`, `LABGUARD_CONCURRENCY` at its default **16**, the
-  real path (`shared.runs.build_runtime(settings)` then `runtime.reconciler.sweep(...)`, what the timer
+  real path (`shared.runtime.runs.build_runtime(settings)` then `runtime.reconciler.sweep(...)`, what the timer
   function's `on_timer` runs), credentials from `DefaultAzureCredential` (environment credential),
   requests paced by the default `Pacer` (`shared.edge.pacing`). LROs are polled as the endpoint's
   `Retry-After` says (0 s); labguard's own `poll_interval_s` (5 s) applies only without one.
@@ -426,7 +426,7 @@ indexing does) **{cs["indexed"] * 1000:.0f} ms** ({d["cold_added_indexed_ms"]:+.
 {breakdown}
 
 (`function_app`'s cumulative time includes `azure.functions` itself.) The handlers import
-`shared.runs` and the SDKs inside the function body, so indexing loads none of them; that cost
+`shared.runtime.runs` and the SDKs inside the function body, so indexing loads none of them; that cost
 is paid by the first invocation (section 3).
 
 ## Findings

@@ -18,8 +18,8 @@ from bench.endpoint import peak_rss_mb
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     from shared.edge.pacing import Pacer
-    from shared.reconcile import sweep_scopes
-    from shared.runs import build_runtime, load_settings
+    from shared.runtime.reconcile import sweep_scopes
+    from shared.runtime.runs import build_runtime, load_settings
 
     logs = capture_logs()
     settings = load_settings()

@@ -362,7 +362,7 @@ class Story:
         raise StoryError(f"the local endpoint recorded no write event for {plan_id} by {caller_oid}")
 
     async def _app_principal(self) -> str:
-        from shared.runs import current_runtime
+        from shared.runtime.runs import current_runtime
 
         runtime = await current_runtime()
         return await runtime.own_principal() or "?"
@@ -474,7 +474,7 @@ def _describe_patch(body: dict[str, Any], patch: dict[str, Any]) -> str:
 
 
 async def tell(out: Console, stage: Stage) -> list[str]:
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     async with services.smtp_sink(stage.tls) as sink:
         bundle = services.combined_bundle(stage.workdir, stage.endpoint.ca_file, stage.tls.ca_file)

@@ -1,8 +1,8 @@
 """What the ``labguard`` command runs, on the same core and ARM adapter as the Functions.
 
-Settings come from the same app settings as the Functions (``shared.settings``), with the command's
-flags written over them first; the ARM session is the one :func:`shared.runs.build_runtime` opens;
-plans stream through :meth:`shared.reconcile.Reconciler.sweep`. The command never sends failure
+Settings come from the same app settings as the Functions (``shared.runtime.settings``), with the command's
+flags written over them first; the ARM session is the one :func:`shared.runtime.runs.build_runtime` opens;
+plans stream through :meth:`shared.runtime.reconcile.Reconciler.sweep`. The command never sends failure
 notices (the Functions do that, once per failure): its reconciler has no notifier; it only reads
 the notice ledger, when one is configured, to say whether a Failed plan's notice went out.
 
@@ -36,9 +36,9 @@ from labguard.tracking import (
 from shared.core.plans import LabPlan, PlanId
 from shared.core.policy import Mode, Policy, load_policy
 from shared.errors import ArmError, PolicyError, SettingsError, TrustError
-from shared.reconcile import PlanOutcome, Reconciler, scope_path, sweep_scopes
-from shared.runs import APP_ROOT
-from shared.settings import Settings
+from shared.runtime.reconcile import PlanOutcome, Reconciler, scope_path, sweep_scopes
+from shared.runtime.runs import APP_ROOT
+from shared.runtime.settings import Settings
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
@@ -312,7 +312,7 @@ async def run(
     """
     import time
 
-    from shared.runs import build_runtime
+    from shared.runtime.runs import build_runtime
 
     require_scope(settings)
     started = time.monotonic()
@@ -396,7 +396,7 @@ async def run(
             if ledger is not None:
                 await ledger.close()
         if command == "enforce" and not dry_run:  # the compliance page's "changes labguard made" include these
-            from shared.changes import record_changes
+            from shared.runtime.changes import record_changes
 
             outcomes = [item.outcome for item in result.results]
             await record_changes(settings, outcomes, trigger="labguard enforce")

@@ -30,8 +30,8 @@ from shared.core.plans import PROVIDER
 from shared.core.policy import DEFAULT_EXEMPTION_TAG, Policy, load_policy
 from shared.edge.arm import API_VERSION, ArmReply, BadPlan, LabPlansArm
 from shared.errors import ArmError, PolicyError, ProviderNotRegistered
-from shared.reconcile import sweep_scopes
-from shared.settings import Settings
+from shared.runtime.reconcile import sweep_scopes
+from shared.runtime.settings import Settings
 
 Verdict = Literal["ok", "warn", "fail"]
 

@@ -57,7 +57,7 @@ def write_report(
     credential: Any = None,
 ) -> tuple[dict[str, Any], list[Path]]:
     """Audit, render and write; returns the snapshot and the files written. Raises core.ConfigError."""
-    from shared.sweep_outputs import recent_changes
+    from shared.runtime.sweep_outputs import recent_changes
 
     env = os.environ if env is None else env
     targets = [Path(html_file).expanduser()] + ([Path(snapshot_file).expanduser()] if snapshot_file else [])

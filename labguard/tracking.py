@@ -20,8 +20,8 @@ from typing import Any
 
 from shared.core.plans import LabPlan, PlanId
 from shared.errors import ArmError
-from shared.reconcile import scope_path
-from shared.runs import APP_ROOT
+from shared.runtime.reconcile import scope_path
+from shared.runtime.runs import APP_ROOT
 
 WRITE_ACTION = "Microsoft.LabServices/labPlans/write"
 #: Seconds an interrupted run waits for writes already sent; a second Ctrl-C stops waiting.

@@ -32,8 +32,8 @@ from shared.core.plans import PROVIDER, LabPlan, PlanId
 from shared.edge.pacing import Pacer, request_kind, subscription_of
 from shared.edge.tls import ssl_context
 from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
-from shared.logs import quiet_sdk_http_logging, record
-from shared.settings import Settings
+from shared.runtime.logs import quiet_sdk_http_logging, record
+from shared.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest, PipelineResponse

@@ -37,14 +37,14 @@ from shared.core.failures import failure_digest
 from shared.core.plans import LabPlan, PlanId
 from shared.core.text import clean_line
 from shared.errors import DeliveryError
-from shared.logs import record
 from shared.notices.email import SmtpConfig, send_notice
 from shared.notices.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key, row_key
 from shared.notices.message import Notice
 from shared.notices.support_url import check_support_url, parse_allow_list, safe_host
 from shared.notices.topic import TopicPublisher
 from shared.notices.webhook import https_session, post_json, webhook_payload
-from shared.settings import Settings
+from shared.runtime.logs import record
+from shared.runtime.settings import Settings
 
 log = logging.getLogger("labguard.notices")
 

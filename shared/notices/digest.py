@@ -21,10 +21,10 @@ from email.utils import format_datetime, make_msgid
 from typing import Any, Literal
 
 from shared.core.digest import Digest, build_digest
-from shared.logs import record
 from shared.notices.email import SmtpConfig, send_message
 from shared.notices.ledger import STORAGE_SETTINGS, open_table
-from shared.settings import Settings
+from shared.runtime.logs import record
+from shared.runtime.settings import Settings
 
 log = logging.getLogger("labguard.digest")
 PARTITION = "labguard-digest"

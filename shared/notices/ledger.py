@@ -25,7 +25,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.core.plans import PlanId
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 CLAIM_LEASE = timedelta(minutes=5)
 _UNSAFE_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")

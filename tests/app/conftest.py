@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from emulator.testing import start_emulator
-from shared import runs
+from shared.runtime import runs
 
 FAST_RETRY = {"retry_backoff_factor": 0.01, "retry_backoff_max": 0.05}
 
@@ -104,6 +104,6 @@ def configure(emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Call
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> AsyncIterator[None]:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.errors import SettingsError
-from shared.runs import current_runtime
+from shared.runtime.runs import current_runtime
 
 from .conftest import SUB, compliant_plan
 from .test_functions_e2e import tick  # the indexed timer function (the app indexes its functions once)

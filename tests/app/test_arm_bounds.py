@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shared.core.plans import PlanId
-from shared.runs import build_runtime, load_settings
+from shared.runtime.runs import build_runtime, load_settings
 
 from .conftest import compliant_plan, plan_body
 
@@ -86,7 +86,7 @@ class _BrokenNotifier:
 async def test_an_unexpected_error_on_one_plan_never_stops_the_sweep(emu: Any, configure: Any) -> None:
     import asyncio
 
-    from shared.reconcile import Reconciler
+    from shared.runtime.reconcile import Reconciler
 
     broken = plan_body("broken")
     emu.put_plan(broken)

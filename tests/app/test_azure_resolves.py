@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from shared.edge.tls import ssl_context
-from shared.logs import SDK_HTTP_LOGGER
-from shared.runs import build_runtime, load_settings, on_timer
+from shared.runtime.logs import SDK_HTTP_LOGGER
+from shared.runtime.runs import build_runtime, load_settings, on_timer
 
 from .conftest import OTHER_SUB, SUB, plan_body
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from shared.errors import SettingsError
-from shared.settings import KNOWN_SETTINGS, Settings
+from shared.runtime.settings import KNOWN_SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

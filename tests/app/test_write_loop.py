@@ -18,7 +18,7 @@ import pytest
 from shared.core.plans import PlanId
 from shared.edge.pacing import Pacer
 from shared.errors import BusyRetry
-from shared.runs import build_runtime, load_settings
+from shared.runtime.runs import build_runtime, load_settings
 
 from .conftest import plan_body
 from .test_functions_e2e import arm_requests, deliver, patches, shutdown_of, tick, write_event
@@ -105,7 +105,7 @@ async def test_backoff_grows_exponentially_with_a_cap(emu: Any, configure: Any) 
     now = [datetime(2026, 12, 1, tzinfo=UTC)]
     runtime = await build_runtime(load_settings())
     try:
-        from shared.reconcile import Reconciler
+        from shared.runtime.reconcile import Reconciler
 
         reconciler = Reconciler(runtime.session.plans, runtime.reconciler.policy, clock=lambda: now[0])
         emu.clear_requests()
@@ -208,9 +208,9 @@ async def test_the_event_path_answers_within_event_grids_timeout(
 ) -> None:
     import time
 
-    import shared.runs
+    import shared.runtime.runs
 
-    monkeypatch.setattr(shared.runs, "EVENT_WRITE_WAIT_S", 1.0, raising=False)  # 20 s in production
+    monkeypatch.setattr(shared.runtime.runs, "EVENT_WRITE_WAIT_S", 1.0, raising=False)  # 20 s in production
     emu.configure(lro_delay_s=30)
     body = plan_body("slow")
     emu.put_plan(body)
@@ -281,7 +281,7 @@ class _SlowLedgerNotifier:
 
 
 async def test_a_slow_step_between_the_read_and_the_write_means_a_fresh_read(emu: Any, configure: Any) -> None:
-    from shared.reconcile import Reconciler
+    from shared.runtime.reconcile import Reconciler
 
     body = plan_body("slowledger")
     emu.put_plan(body)

@@ -14,7 +14,7 @@ from emulator.testing import start_emulator
 from shared.core.plans import PlanId
 from shared.edge.arm import open_arm
 from shared.edge.pacing import Pacer
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 PLAN = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.LabServices/labPlans/paced"

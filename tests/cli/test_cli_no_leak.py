@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shared.edge.arm import open_arm
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 from .conftest import clean_env, one_line_error
 

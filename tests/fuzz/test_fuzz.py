@@ -30,7 +30,7 @@ from shared.core.drift import evaluate
 from shared.core.plans import LabPlan
 from shared.core.policy import load_policy, parse_policy
 from shared.errors import MESSAGE_CAP, MalformedEvent, PolicyError
-from shared.events import IgnoredEvent, PlanEvent, parse_event
+from shared.runtime.events import IgnoredEvent, PlanEvent, parse_event
 from tests.app.test_functions_e2e import FUNCTIONS
 from tests.fuzz.conftest import FUZZ, tried
 

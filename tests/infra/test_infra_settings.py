@@ -1,6 +1,6 @@
 """App settings: the template, the sample settings file and the code read the same names.
 
-``shared.settings.KNOWN_SETTINGS`` is the one list of what the code reads. Each name must be an
+``shared.runtime.settings.KNOWN_SETTINGS`` is the one list of what the code reads. Each name must be an
 app setting of the Function App in the template (or be excluded here, with the reason), and a key
 of ``local.settings.sample.json``.
 """
@@ -29,7 +29,7 @@ from infra_support import (
 )
 
 from shared.core.policy import load_policy
-from shared.settings import DEFAULT_SCHEDULE, KNOWN_SETTINGS, Settings
+from shared.runtime.settings import DEFAULT_SCHEDULE, KNOWN_SETTINGS, Settings
 
 # Read by the code but deliberately not set by the template.
 EXCLUDED_FROM_TEMPLATE = {

@@ -27,7 +27,7 @@ from devtools.services import AZURITE_TABLE, free_port, stop_process, wait_liste
 from shared.core.plans import PlanId
 from shared.errors import SettingsError
 from shared.notices.ledger import Ledger, open_ledger
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 PLAN = PlanId.parse(
     "/subscriptions/34adfa4f-cedf-4dc0-ba29-b6d1a69ab345/resourceGroups/rg-labs/providers/Microsoft.LabServices/labPlans/p1"
@@ -223,8 +223,8 @@ async def test_every_table_and_the_page_use_the_identity_storage_azure_gets():
     # compliance page must open the same identity-based storage as the ledger, not go without.
     from azure.identity.aio import DefaultAzureCredential
 
-    from shared.changes import ChangeLog
-    from shared.write_backoff import TableBackoff
+    from shared.runtime.changes import ChangeLog
+    from shared.runtime.write_backoff import TableBackoff
 
     settings = Settings.from_env(
         {

@@ -8,7 +8,7 @@ from azure.data.tables.aio import TableClient
 
 from shared.core.plans import LabPlan, PlanId
 from shared.notices.ledger import partition_key
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 
 SUB = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 TOPIC_KEY = "topic-key-DO-NOT-LOG-0123456789abcdef=="

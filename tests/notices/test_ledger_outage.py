@@ -99,7 +99,7 @@ def app_env(
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> AsyncIterator[None]:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
 
@@ -159,7 +159,7 @@ async def test_a_stopped_ledger_repeats_no_notice_and_catches_up_when_it_returns
     ]
 
     # Another worker (a fresh runtime, empty memory) reads those rows: still nothing is sent again.
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
     await tick()
@@ -275,7 +275,7 @@ async def test_a_notice_step_past_its_wait_is_acknowledged_and_the_next_sweep_se
 
 def test_the_notice_wait_is_a_setting_with_a_sane_default() -> None:
     from shared.errors import SettingsError
-    from shared.settings import Settings
+    from shared.runtime.settings import Settings
 
     assert Settings.from_env({}).notice_wait_s == 5
     assert Settings.from_env({"LABGUARD_NOTICE_WAIT_SECONDS": "12"}).notice_wait_s == 12

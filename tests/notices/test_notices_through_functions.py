@@ -61,7 +61,7 @@ def app_env(
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> Any:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
 
@@ -157,7 +157,7 @@ async def test_labguards_own_failed_write_goes_to_the_admin_not_the_plans_suppor
 async def test_backoff_is_shared_by_every_worker_through_table_storage(
     emu: Any, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     monkeypatch.setenv("LABGUARD_WEBHOOK_URLS", "")
     emu.configure(drop_written="shutdownOnDisconnect")  # the service never takes the write
@@ -170,7 +170,7 @@ async def test_backoff_is_shared_by_every_worker_through_table_storage(
     assert len(patches) == 1
     from azure.data.tables import TableClient
 
-    from shared.write_backoff import backoff_table_name
+    from shared.runtime.write_backoff import backoff_table_name
 
     table = TableClient.from_connection_string(
         app_env["AzureWebJobsStorage"], backoff_table_name(app_env["LABGUARD_LEDGER_TABLE"])

@@ -15,7 +15,7 @@ import pytest
 
 from devtools.services import AZURITE_ACCOUNT, AZURITE_KEY, Children, free_port, wait_listening
 from emulator.testing import start_emulator
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.app.test_functions_e2e import tick
 from tests.notices.plans import SUB, SUPPORT, plan_json
 from tests.notices.servers import AZURITE_TABLE, Azurite, SmtpServer, TlsMaterial
@@ -67,7 +67,7 @@ def emu() -> Iterator[Any]:
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> Any:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
 
@@ -300,7 +300,7 @@ async def test_each_sweep_writes_the_page_and_snapshot_to_the_container_with_its
 async def test_a_fix_made_on_an_event_goes_into_the_change_log(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.changes import ChangeLog
+    from shared.runtime.changes import ChangeLog
     from tests.app.test_functions_e2e import deliver, write_event
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
@@ -316,7 +316,7 @@ async def test_labguard_enforce_from_a_laptop_goes_into_the_change_log_too(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from labguard import core
-    from shared.changes import ChangeLog
+    from shared.runtime.changes import ChangeLog
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
     plan_id = put(emu, "physics-101", on_disconnect="Disabled")

@@ -14,7 +14,7 @@ import pytest
 from shared.core.plans import LabPlan, PlanId
 from shared.core.policy import load_policy, parse_policy
 from shared.errors import MESSAGE_CAP, MalformedEvent, PolicyError
-from shared.events import IgnoredEvent, PlanEvent, parse_event
+from shared.runtime.events import IgnoredEvent, PlanEvent, parse_event
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 PLAN = f"/subscriptions/{SUB}/resourceGroups/testrg123/providers/Microsoft.LabServices/labPlans/testlabplan"

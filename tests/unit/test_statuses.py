@@ -4,7 +4,7 @@ from typing import get_args
 
 from shared.core.report_html import _STATES
 from shared.core.snapshot import STATUSES
-from shared.reconcile import Status
+from shared.runtime.reconcile import Status
 
 
 def test_the_snapshot_counts_every_outcome_status():

@@ -20,8 +20,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient
 
 from shared.core.snapshot import Change
-from shared.logs import record
-from shared.settings import Settings
+from shared.runtime.logs import record
+from shared.runtime.settings import Settings
 
 log = logging.getLogger("labguard.changes")
 MAX_ROWS_READ = 2000
@@ -120,7 +120,7 @@ def _opt(value: object) -> str | None:
 
 
 def change_of(outcome: Any, *, trigger: str, correlation_id: str | None, at: datetime | None = None) -> Change | None:
-    """The Change for a ``fixed`` :class:`shared.reconcile.PlanOutcome`, else None."""
+    """The Change for a ``fixed`` :class:`shared.runtime.reconcile.PlanOutcome`, else None."""
     evaluation = getattr(outcome, "evaluation", None)
     if getattr(outcome, "status", None) != "fixed" or evaluation is None:
         return None

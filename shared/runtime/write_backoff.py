@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shared.core.plans import PlanId
-from shared.logs import record
-from shared.settings import Settings
+from shared.runtime.logs import record
+from shared.runtime.settings import Settings
 
 BASE_DELAY = timedelta(minutes=30)
 MAX_DELAY = timedelta(hours=24)

@@ -24,8 +24,8 @@ from shared.core.proof import unexpected_changes
 from shared.core.text import shown
 from shared.edge.arm import BadPlan, LabPlansArm
 from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
-from shared.logs import record
-from shared.write_backoff import MemoryBackoff, WriteBackoff
+from shared.runtime.logs import record
+from shared.runtime.write_backoff import MemoryBackoff, WriteBackoff
 
 log = logging.getLogger("labguard.reconcile")
 

@@ -1,7 +1,7 @@
 """What a timer sweep leaves behind besides its log records: the change log, the page, the digest.
 
-After each sweep (:func:`shared.runs.on_timer`): the plans labguard fixed go into the change log
-(:mod:`shared.changes`); with ``LABGUARD_REPORT_CONTAINER`` set, the compliance snapshot is written as
+After each sweep (:func:`shared.runtime.runs.on_timer`): the plans labguard fixed go into the change log
+(:mod:`shared.runtime.changes`); with ``LABGUARD_REPORT_CONTAINER`` set, the compliance snapshot is written as
 ``latest.json`` and the page as ``latest.html`` to that blob container (with the app's identity when
 ``LABGUARD_REPORT_ACCOUNT_URL`` is set, else through ``AzureWebJobsStorage``); with
 ``LABGUARD_DIGEST_EMAIL`` set, the daily digest goes out (:mod:`shared.notices.digest`). None of
@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.changes import ChangeLog, record_changes
 from shared.core.policy import Policy
 from shared.core.report_html import render_html
 from shared.core.snapshot import CHANGES_WINDOW_DAYS, Change, NoticeState, PlanEntry, build_snapshot
-from shared.logs import record
 from shared.notices.digest import DigestResult, send_daily_digest
 from shared.notices.ledger import STORAGE_SETTINGS
-from shared.settings import Settings
+from shared.runtime.changes import ChangeLog, record_changes
+from shared.runtime.logs import record
+from shared.runtime.settings import Settings
 
 log = logging.getLogger("labguard.outputs")
 SNAPSHOT_BLOB = "latest.json"

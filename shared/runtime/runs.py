@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import BusyRetry, MalformedEvent, RunFailed, SettingsError
-from shared.events import IgnoredEvent, event_label, parse_event
-from shared.logs import record
-from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
-from shared.settings import Settings
+from shared.runtime.events import IgnoredEvent, event_label, parse_event
+from shared.runtime.logs import record
+from shared.runtime.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
+from shared.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from shared.core.policy import Policy
 
 log = logging.getLogger("labguard.runs")
-APP_ROOT = Path(__file__).resolve().parent.parent
+APP_ROOT = Path(__file__).resolve().parents[2]  # shared/runtime/runs.py -> the app root
 
 
 @dataclass
@@ -99,7 +99,7 @@ async def build_runtime(
     from shared.edge.arm import open_arm
     from shared.edge.pacing import Pacer
     from shared.notices.delivery import Notifier
-    from shared.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
+    from shared.runtime.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
 
     arm_options.setdefault("pacer", Pacer())
 
@@ -232,7 +232,7 @@ async def on_event(
         correlation_id=correlation_id,
     )
     if outcome.status == "fixed":
-        from shared.changes import record_changes
+        from shared.runtime.changes import record_changes
 
         await record_changes(
             settings,
@@ -295,7 +295,7 @@ async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> S
     settings = runtime.settings
     if not settings.subscriptions:
         raise RunFailed("LABGUARD_SUBSCRIPTIONS is empty: list the subscription ids to sweep, comma-separated")
-    from shared.sweep_outputs import after_sweep, wanted
+    from shared.runtime.sweep_outputs import after_sweep, wanted
 
     kept: list[PlanOutcome] = []  # every outcome for the page and digest, else only the changes made
     keep_all = wanted(settings)
