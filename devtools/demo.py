@@ -39,7 +39,7 @@ from rich.rule import Rule
 from rich.text import Text
 
 from devtools import estate, services
-from labguard import core, render
+from labguard import render, runner
 
 API_VERSION = "2023-06-07"
 APP_CLIENT = "labguard-app"
@@ -203,11 +203,11 @@ class Story:
             self.problems.append(what)
             self.out.print(Text(f"✗ not as expected: {what}", style="bold red"), soft_wrap=True)
 
-    async def audit(self) -> core.RunResult:
-        settings = core.resolve_settings(os.environ, core.Flags(), mode="audit")
-        policy = core.read_policy(settings.policy_file, "audit")
+    async def audit(self) -> runner.RunResult:
+        settings = runner.resolve_settings(os.environ, runner.Flags(), mode="audit")
+        policy = runner.read_policy(settings.policy_file, "audit")
         self.out.print(Text("$ labguard audit", style="bold"))
-        result = await core.run(settings, policy, command="audit")
+        result = await runner.run(settings, policy, command="audit")
         render.print_run(self.out, result)
         return result
 
@@ -527,7 +527,7 @@ def run_demo(out: Console | None = None) -> int:
     except KeyboardInterrupt:
         err.print("labguard demo: interrupted; stopped the local endpoint, Azurite and the SMTP sink")
         return 130
-    except (services.ServiceError, StoryError, core.ConfigError) as exc:
+    except (services.ServiceError, StoryError, runner.ConfigError) as exc:
         err.print(f"[bold red]labguard demo:[/] {exc}")
         return 1
     finally:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from labguard.core import PlanResult, RunResult
 from labguard.render import change_text, findings_lines
+from labguard.runner import PlanResult, RunResult
 
 
 def _case(suite: ET.Element, classname: str, name: str, duration: str = "0") -> ET.Element:

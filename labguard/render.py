@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from labguard.core import PlanResult, RunResult, unused_overrides
+from labguard.runner import PlanResult, RunResult, unused_overrides
 from shared.core.governed import GOVERNED
 from shared.core.policy import Policy, Rules
 from shared.core.report import evaluation_to_dict

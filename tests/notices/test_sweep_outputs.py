@@ -315,13 +315,13 @@ async def test_a_fix_made_on_an_event_goes_into_the_change_log(
 async def test_labguard_enforce_from_a_laptop_goes_into_the_change_log_too(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from labguard import core
+    from labguard import runner
     from shared.runtime.changes import ChangeLog
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
     plan_id = put(emu, "physics-101", on_disconnect="Disabled")
-    settings = core.resolve_settings(values, core.Flags(), mode="enforce")
-    result = await core.run(settings, core.read_policy(settings.policy_file, "enforce"), command="enforce")
+    settings = runner.resolve_settings(values, runner.Flags(), mode="enforce")
+    result = await runner.run(settings, runner.read_policy(settings.policy_file, "enforce"), command="enforce")
     assert result.counts["fixed"] == 1
     async with ChangeLog.from_connection_string(values["AzureWebJobsStorage"], values["LABGUARD_CHANGES_TABLE"]) as log:
         (change,) = await log.recent(datetime.now(UTC))

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from unit_support import REPO, body
 
-from labguard import cli, core
+from labguard import cli, runner
 
 SAMPLES = REPO / "samples" / "lab_plans.json"
-POLICY = core.Flags(policy=str(REPO / "policy.yaml"))
+POLICY = runner.Flags(policy=str(REPO / "policy.yaml"))
 NOW = "2025-06-15T12:00:00+00:00"
 
 
@@ -82,8 +82,8 @@ def test_the_text_report_is_the_commands_table(capsys: pytest.CaptureFixture[str
 def test_bad_policy_stops_the_report_with_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "policy.yaml"
     bad.write_text("autoShutdown: {maxIdleDelay: 15 minutes}\n", encoding="utf-8")
-    with pytest.raises(core.ConfigError) as raised:
-        cli.audit_files([str(SAMPLES)], core.Flags(policy=str(bad)), now=NOW, as_json=False)
+    with pytest.raises(runner.ConfigError) as raised:
+        cli.audit_files([str(SAMPLES)], runner.Flags(policy=str(bad)), now=NOW, as_json=False)
     assert str(raised.value) == (
         f"{bad}: autoShutdown.maxIdleDelay: '15 minutes' is not an ISO-8601 duration; write e.g. PT15M"
         " (or pass --policy FILE)"
@@ -106,7 +106,7 @@ def test_a_file_that_is_not_plan_json_is_one_line(tmp_path: Path, content: str |
     path = tmp_path / "plans.json"
     if content is not None:
         path.write_text(content, encoding="utf-8")
-    with pytest.raises(core.ConfigError, match=rf"^{path}: cannot read lab plans: [^\n]+$"):
+    with pytest.raises(runner.ConfigError, match=rf"^{path}: cannot read lab plans: [^\n]+$"):
         cli.audit_files([str(path)], POLICY, now=NOW, as_json=False)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from unit_support import REPO, body
 
-from labguard import cli, core
+from labguard import cli, runner
 from shared.core.text import clean_line, shown
 
 HOSTILE = "Quota\u202eexceeded\u200b for\u2066 lab\r\nBcc: x@y\x1b[2J"
@@ -32,7 +32,7 @@ def test_the_commands_table_shows_a_hostile_error_message_cleaned(
     data = body(state="Failed", resourceOperationError={"code": "Quota", "message": HOSTILE})
     path = tmp_path / "plans.json"  # type: ignore[operator]
     path.write_text(json.dumps([data]), encoding="utf-8")
-    flags = core.Flags(policy=str(REPO / "policy.yaml"))
+    flags = runner.Flags(policy=str(REPO / "policy.yaml"))
     for as_json in (False, True):
         cli.audit_files([str(path)], flags, now=None, as_json=as_json)
         out = capsys.readouterr().out

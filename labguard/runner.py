@@ -1,4 +1,5 @@
-"""What the ``labguard`` command runs, on the same core and ARM adapter as the Functions.
+"""The `labguard` command's runner: resolves settings and flags, runs a sweep (or reads saved plan JSON) on the
+same reconcile core and ARM adapter as the Functions, and collects every plan's result for the renderer.
 
 Settings come from the same app settings as the Functions (``shared.runtime.settings``), with the command's
 flags written over them first; the ARM session is the one :func:`shared.runtime.runs.build_runtime` opens;
