@@ -3,7 +3,7 @@
 The ``labguard report`` command and the timer sweep both build it here from the same outcomes, so the
 page an admin opens after a sweep and the one they render on a laptop agree. Pure: no Azure imports,
 no I/O. Text that came from ARM (tags, error messages, support info) is kept as data here, cut to one
-safe line by :func:`shared.core.drift.shown`; the page escapes it again when it renders (never trust twice).
+safe line by :func:`shared.core.text.shown`; the page escapes it again when it renders (never trust twice).
 """
 
 from __future__ import annotations
