@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         "--lro-delay-s", type=float, default=0.0, help="seconds a write's LRO stays InProgress (0: due at once)"
     )
     p.add_argument("--throttle", action="store_true", help="ARM per-subscription token buckets")
+    _write_mode_flags(p)
     p.add_argument(
         "--patch-mode",
         choices=PATCH_MODES,
@@ -40,6 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _write_mode_flags(p: argparse.ArgumentParser) -> None:
+    """How writes complete (emulator.store.WriteModes)."""
+    p.add_argument(
+        "--patch-reply",
+        choices=("lro", "200", "spec"),
+        default="lro",
+        help="PATCH answer: 202 + both LRO headers, 200 done at once, or the spec example's 202 + Location only",
+    )
+    p.add_argument("--operation-status", type=int, default=None, help="the operation URL answers this (403, 400)")
+    p.add_argument("--drop-written", default="", help="auto-shutdown leaves writes silently drop, comma-separated")
+
+
 async def _serve(args: argparse.Namespace) -> None:
     server = EmulatorServer(
         seed=args.state,
@@ -51,6 +64,9 @@ async def _serve(args: argparse.Namespace) -> None:
         omit_off_delays=args.omit_off_delays,
         host=args.host,
         port=args.port,
+        patch_reply=args.patch_reply,
+        operation_status=args.operation_status,
+        drop_written=args.drop_written,
     )
     await server.start()
     stop = asyncio.Event()

@@ -41,6 +41,7 @@ _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$", re.I)
 _API_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _REGEX_ONLY = set("^$()[]+?{}|\\")
 WRITE_METHODS = {"PUT", "PATCH", "DELETE", "POST"}
+WRITE_MODE_NAMES = ("patch_reply", "operation_status", "drop_written")
 
 
 def load_seed(seed: dict[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -124,6 +125,7 @@ class EmulatorServer:
         log_limit: int = 200_000,
         patch_mode: str = "merge",
         omit_off_delays: bool = False,
+        **write_modes: Any,
     ) -> None:
         self.host = host
         self.port = port
@@ -138,6 +140,7 @@ class EmulatorServer:
             patch_mode=patch_mode,
             omit_off_delays=omit_off_delays,
         )
+        self.store.write_modes.set(**write_modes)
         self.request_log: deque[dict[str, Any]] = deque(maxlen=log_limit)
         self.faults: list[FaultRule] = []
         self._seed = seed
@@ -212,6 +215,7 @@ class EmulatorServer:
             "patch_mode": self.store.patch_mode,
             "omit_off_delays": self.store.omit_off_delays,
             "api_versions": list(API_VERSIONS),
+            **self.store.write_modes.public(),
         }
 
     def set_config(self, **cfg: Any) -> dict[str, Any]:
@@ -230,6 +234,7 @@ class EmulatorServer:
         if "throttle" in cfg:
             self.throttle_enabled = bool(cfg["throttle"])
             self.store.buckets.clear()
+        self.store.write_modes.set(**{k: v for k, v in cfg.items() if k in WRITE_MODE_NAMES})
         return self.config()
 
     # ------------------------------------------------------------------ dispatch
@@ -423,6 +428,7 @@ class EmulatorServer:
         status = int(fault.status or 500)
         codes = {
             429: ("TooManyRequests", "The request was throttled (fault injected by the emulator)."),
+            409: ("AnotherOperationInProgress", "Another operation is in progress (fault injected by the emulator)."),
             500: ("InternalServerError", "Encountered internal server error (fault injected by the emulator)."),
             503: ("ServiceUnavailable", "The service is unavailable (fault injected by the emulator)."),
         }
@@ -527,6 +533,7 @@ class EmulatorServer:
         if m:
             if method != "GET":
                 raise self._method_not_allowed(method, path)
+            self._operation_refusal(m.group(1))
             return store.operation_status(m.group(1), m.group(2), api, request.query.get("monitor") == "location")
         raise ArmError(
             404,
@@ -534,6 +541,20 @@ class EmulatorServer:
             f"The resource type could not be found for path '{path}' and api version '{api}' "
             "(the emulator models labPlans, labs and operationResults of Microsoft.LabServices only).",
         )
+
+    def _operation_refusal(self, sub: str) -> None:
+        """The ``operation_status`` write mode: the operation URL answers 403 (role) or 400."""
+        status = self.store.write_modes.operation_status
+        if status == 403:
+            raise ArmError(
+                403,
+                "AuthorizationFailed",
+                f"The client does not have authorization to perform action "
+                f"'Microsoft.LabServices/operationResults/read' over scope '/subscriptions/{sub}' "
+                "(write mode operation_status=403).",
+            )
+        if status is not None:
+            raise ArmError(status, "BadRequest", f"The operation result cannot be read (write mode {status}).")
 
     @staticmethod
     def _method_not_allowed(method: str, path: str) -> ArmError:

@@ -157,6 +157,69 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+PATCH_REPLIES = ("lro", "200", "spec")
+SHUTDOWN_LEAVES = (
+    "shutdownOnDisconnect",
+    "shutdownWhenNotConnected",
+    "shutdownOnIdle",
+    "disconnectDelay",
+    "noConnectDelay",
+    "idleDelay",
+)
+
+
+@dataclass
+class WriteModes:
+    """How writes complete, where real Azure may answer in more than one way.
+
+    ``patch_reply``: ``lro`` (default: 202 with Azure-AsyncOperation, Location and Retry-After),
+    ``200`` (done at once, as recorded real traffic answered), ``spec`` (the 2023-06-07 example: 202
+    with only ``Location`` on ``/subscriptions/{sub}/providers/Microsoft.LabServices/operationresults/{id}``,
+    no api-version). ``operation_status``: the operationResults route answers this status instead
+    (403: the caller's role does not cover it; 400). ``drop_written``: auto-shutdown leaves a write
+    silently does not apply (the old value stays), as a service that drops a value would.
+    """
+
+    patch_reply: str = "lro"
+    operation_status: int | None = None
+    drop_written: frozenset[str] = frozenset()
+
+    def set(self, **modes: Any) -> None:
+        if "patch_reply" in modes:
+            reply = str(modes["patch_reply"])
+            if reply not in PATCH_REPLIES:
+                raise ValueError(f"patch_reply must be one of {PATCH_REPLIES}, not {reply!r}")
+            self.patch_reply = reply
+        if "operation_status" in modes:
+            status = modes["operation_status"]
+            self.operation_status = None if status in (None, "", 0) else int(status)
+        if "drop_written" in modes:
+            value = modes["drop_written"] or ()
+            names = value.split(",") if isinstance(value, str) else value
+            unknown = {str(n).strip() for n in names if str(n).strip()} - set(SHUTDOWN_LEAVES)
+            if unknown:
+                raise ValueError(f"drop_written: not auto-shutdown leaves: {sorted(unknown)}")
+            self.drop_written = frozenset(str(n).strip() for n in names if str(n).strip())
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "patch_reply": self.patch_reply,
+            "operation_status": self.operation_status,
+            "drop_written": sorted(self.drop_written),
+        }
+
+    def without_dropped(self, body: Any) -> Any:
+        """The write body minus the leaves this service drops (so the old values stay)."""
+        if not self.drop_written or not isinstance(body, dict):
+            return body
+        props = body.get("properties")
+        profile = props.get("defaultAutoShutdownProfile") if isinstance(props, dict) else None
+        if not isinstance(profile, dict):
+            return body
+        kept = {k: v for k, v in profile.items() if k not in self.drop_written}
+        return {**body, "properties": {**props, "defaultAutoShutdownProfile": kept}}
+
+
 PATCH_MODES = ("merge", "replace")
 # What a nested profile's omitted leaves become when a PATCH replaces it (the spec's defaults; delays have
 # none, so they are simply absent).
@@ -261,6 +324,7 @@ class Store:
         self.events: deque[dict[str, Any]] = deque(maxlen=log_limit)
         self.fail_next: dict[str, dict[str, str]] = {}
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
+        self.write_modes = WriteModes()
         # Set by the server: run fn after delay seconds on the loop.
         self.schedule: Callable[[float, Callable[[], None]], Any] = lambda _d, fn: fn()
 
@@ -550,6 +614,7 @@ class Store:
         if r is None:
             raise self._not_found(kind, rg, name)
         self._check_writable(r)
+        body = self.write_modes.without_dropped(body)
         patch = {k: v for k, v in body.items() if k in UPDATABLE_TOP_LEVEL}
         if isinstance(patch.get("properties"), dict):
             patch["properties"] = {k: v for k, v in patch["properties"].items() if k not in READ_ONLY_PROPERTIES}
@@ -601,10 +666,22 @@ class Store:
         while len(self.ops) > self.ops_limit:
             self.ops.pop(next(iter(self.ops)))
         self.schedule(max(delay, 0.0), lambda: self._complete(op))
+        if method == "PATCH" and self.write_modes.patch_reply != "lro":
+            return self._patch_reply(r, op, api_version)
         headers = self.operation_headers(op)
         if method == "DELETE":
             return Reply(202, None, headers)
         return Reply(201 if created else 202, self.view(r.body, api_version), headers)
+
+    def _patch_reply(self, r: Resource, op: Operation, api_version: str) -> Reply:
+        """The PATCH answers of the non-default write modes (see :class:`WriteModes`)."""
+        if self.write_modes.patch_reply == "200":
+            self._complete(op)  # done before the answer, as recorded real traffic showed
+            return Reply(200, self.view(r.body, api_version))
+        # "spec": the 2023-06-07 example: 202 with only a Location on the unlocalized
+        # operationresults path, without an api-version.
+        location = f"{self.endpoint}/subscriptions/{op.sub}/providers/{PROVIDER}/operationresults/{op.id}"
+        return Reply(202, self.view(r.body, api_version), {"Location": location})
 
     def operation_url(self, op: Operation, location: bool = False) -> str:
         url = (

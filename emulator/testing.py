@@ -194,7 +194,8 @@ class Emulator:
         self._call(self._server.faults.clear)
 
     def configure(self, **cfg: Any) -> dict[str, Any]:
-        """Change latency_ms, page_size, lro_delay_s, throttle, patch_mode or omit_off_delays while running."""
+        """Change latency_ms, page_size, lro_delay_s, throttle, patch_mode, omit_off_delays or a write mode
+        (patch_reply, operation_status, drop_written) while running."""
         return self._call(self._server.set_config, **cfg)
 
 

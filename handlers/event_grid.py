@@ -15,6 +15,18 @@ async def eventgrid_lab_plan(event: func.EventGridEvent) -> None:
     from shared.runs import on_event
 
     if isinstance(event, func.CloudEvent):  # CloudEvents 1.0 schema
-        await on_event(event_id=event.id, event_type=event.type, subject=event.subject, data=event.get_json())
+        await on_event(
+            event_id=event.id,
+            event_type=event.type,
+            subject=event.subject,
+            data=event.get_json(),
+            event_time=event.time,
+        )
     else:
-        await on_event(event_id=event.id, event_type=event.event_type, subject=event.subject, data=event.get_json())
+        await on_event(
+            event_id=event.id,
+            event_type=event.event_type,
+            subject=event.subject,
+            data=event.get_json(),
+            event_time=event.event_time,
+        )

@@ -1,5 +1,5 @@
 // labguard: everything `azd up` deploys. Subscription scope: creates the resource group, the
-// resources in it (modules/), the two custom roles, and the role assignments of the Function App's
+// resources in it (modules/), the custom role, and the role assignments of the Function App's
 // identity on every subscription or resource group labguard watches. Deploy guide: infra/README.md.
 targetScope = 'subscription'
 
@@ -266,13 +266,12 @@ module eventGrid 'modules/eventgrid.bicep' = if (!useExistingSystemTopic) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Least privilege: two custom roles, from infra/roles/*.json (also usable with `az role definition
-// create`). No built-in role fits: Lab Services Reader cannot patch, Lab Services Contributor can
-// also create and delete labs, plans and VMs.
+// Least privilege: one custom role, from infra/roles/lab-plan-operator.json (also usable with
+// `az role definition create`). No built-in role fits: Lab Services Reader cannot patch, Lab Services
+// Contributor can also create and delete labs, plans and VMs.
 // ---------------------------------------------------------------------------------------------
 
 var labPlanOperatorRole = loadJsonContent('roles/lab-plan-operator.json')
-var operationReaderRole = loadJsonContent('roles/lab-operation-reader.json')
 
 resource labPlanOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(subscription().id, environmentName, 'labguard-lab-plan-operator')
@@ -289,24 +288,6 @@ resource labPlanOperator 'Microsoft.Authorization/roleDefinitions@2022-04-01' = 
       }
     ]
     assignableScopes: union([subscription().id], resourceGroupMode ? scopeResourceGroupIds : watchedSubscriptionScopes)
-  }
-}
-
-resource operationReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
-  name: guid(subscription().id, environmentName, 'labguard-lab-operation-reader')
-  properties: {
-    roleName: '${operationReaderRole.roleName} (${environmentName}-${resourceToken})'
-    description: operationReaderRole.description
-    type: 'CustomRole'
-    permissions: [
-      {
-        actions: operationReaderRole.actions
-        notActions: operationReaderRole.notActions
-        dataActions: operationReaderRole.dataActions
-        notDataActions: operationReaderRole.notDataActions
-      }
-    ]
-    assignableScopes: union([subscription().id], watchedSubscriptionScopes)
   }
 }
 
@@ -335,20 +316,6 @@ module labPlanAccessOnResourceGroups 'modules/role-assignment-resourcegroup.bice
   }
 ]
 
-// Operation results live under /subscriptions/ID/providers/Microsoft.LabServices/locations/...,
-// not under a resource group, so this one is always on the subscription.
-module operationAccess 'modules/role-assignment-subscription.bicep' = [
-  for sub in watchedSubscriptions: {
-    name: 'labguard-operations-${uniqueString(sub, environmentName)}'
-    scope: subscription(sub)
-    params: {
-      roleDefinitionId: '/subscriptions/${sub}/providers/Microsoft.Authorization/roleDefinitions/${operationReader.name}'
-      principalId: functionApp.outputs.principalId
-      assignmentDescription: 'labguard (${environmentName}): poll the lab plan patches it started'
-    }
-  }
-]
-
 // ---------------------------------------------------------------------------------------------
 // Outputs (azd writes them into the environment)
 // ---------------------------------------------------------------------------------------------
@@ -368,4 +335,3 @@ output LABGUARD_SYSTEM_TOPIC_RESOURCE_GROUP string = useExistingSystemTopic ? ex
 output LABGUARD_SYSTEM_TOPIC_CREATED bool = !useExistingSystemTopic
 output LABGUARD_DEAD_LETTER_CONTAINER_ID string = '${storage.outputs.storageAccountId}/blobServices/default/containers/${deadLetterContainerName}'
 output LABGUARD_LAB_PLAN_ROLE_ID string = labPlanOperator.id
-output LABGUARD_OPERATION_ROLE_ID string = operationReader.id

@@ -33,7 +33,7 @@ _RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
 LOGIN_HINT = "run `az login` (or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a service principal)"
 
 #: Outcomes that make ``audit`` (and ``enforce``) exit 1.
-PROBLEMS = frozenset({"drifted", "provisioning-failed", "failed"})
+PROBLEMS = frozenset({"drifted", "provisioning-failed", "failed", "unconverged", "write-failed", "proof-deferred"})
 
 
 class ConfigError(Exception):

@@ -27,8 +27,23 @@ STATES: dict[str, tuple[str, str]] = {
     "provisioning-failed": ("FAILED", "bold red"),
     "failed": ("error", "bold red"),
     "gone": ("deleted", "dim"),
+    "unconverged": ("UNCONVERGED", "bold yellow"),
+    "write-failed": ("WRITE FAILED", "bold red"),
+    "proof-deferred": ("written", "yellow"),
 }
-ORDER = ("fixed", "compliant", "drifted", "exempt", "skipped", "provisioning-failed", "failed", "gone")
+ORDER = (
+    "fixed",
+    "compliant",
+    "drifted",
+    "exempt",
+    "skipped",
+    "provisioning-failed",
+    "failed",
+    "gone",
+    "unconverged",
+    "write-failed",
+    "proof-deferred",
+)
 MIN_PLAIN_WIDTH = 120
 
 
@@ -93,7 +108,7 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
             lines.append((result.notice.describe(contact), ""))
         else:
             lines.append((f"support contact: {contact or 'none listed'} (the Functions send the notice)", ""))
-    elif status in ("failed", "gone"):
+    elif status in ("failed", "gone", "unconverged", "write-failed", "proof-deferred"):
         lines.append((outcome.detail or status, ""))
     if evaluation is not None:
         for finding in evaluation.findings:
@@ -183,6 +198,12 @@ def verdict_line(result: RunResult) -> Text:
         reasons.append(f"{n} plan{'s' if n != 1 else ''} failed to provision (its owner's to fix)")
     if counts["failed"]:
         reasons.append(f"{counts['failed']} could not be checked")
+    if counts["unconverged"]:
+        reasons.append(f"{counts['unconverged']} written but not converged (backing off)")
+    if counts["write-failed"]:
+        reasons.append(f"{counts['write-failed']} failed after labguard's own write (the admin's to fix)")
+    if counts["proof-deferred"]:
+        reasons.append(f"{counts['proof-deferred']} written, still being applied")
     if result.list_failures:
         reasons.append(f"{len(result.list_failures)} scope(s) could not be listed")
     return Text("exit 1: " + "; ".join(reasons), style="yellow")

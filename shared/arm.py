@@ -23,11 +23,13 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from shared.lab_plans import PROVIDER, LabPlan, PlanId
+from shared.logs import record
 from shared.pacing import Pacer, request_kind, subscription_of
 from shared.settings import Settings
 from shared.tls import ssl_context
@@ -37,18 +39,19 @@ if TYPE_CHECKING:
 
 API_VERSION = "2023-06-07"
 
-# The RBAC actions the adapter performs: reading plans (get, list) and updating them (PATCH), plus
-# reading the long-running operation's status that a PATCH returns. The infra tests check that the
-# custom role grants exactly these.
+# The RBAC actions the adapter needs: reading plans (get, list) and updating them (PATCH). A write is
+# waited for by reading the plan (labPlans/read); the operation URL a PATCH may name is only a hint,
+# followed when readable and dropped when not, so no role is granted for it. The infra tests check
+# that the custom role grants exactly these.
 ARM_ACTIONS = frozenset(
     {
         "Microsoft.LabServices/labPlans/read",
         "Microsoft.LabServices/labPlans/write",
-        "Microsoft.LabServices/locations/operationResults/read",
     }
 )
 
 TERMINAL_OPERATION_STATES = frozenset({"succeeded", "failed", "canceled"})
+BUSY_CODES = frozenset({"AnotherOperationInProgress", "ResourceLocked"})  # a 409 to a write on a busy plan
 
 log = logging.getLogger("labguard.arm")
 
@@ -70,8 +73,26 @@ class PlanGone(ArmError):
         super().__init__(f"lab plan {plan_id} not found", status=404, code="ResourceNotFound", transient=False)
 
 
-class OperationTimeout(ArmError):
-    """ARM accepted the PATCH but its operation did not finish in time; never polled forever."""
+class Throttled(ArmError):
+    """ARM answered 429 to a write; the caller waits ``retry_after_s``, re-reads the plan, then decides again."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, status=429, code="TooManyRequests", transient=True)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class WriteAccepted:
+    """ARM took a PATCH: 200 (done at once) or 202 (running; maybe an operation URL and Retry-After)."""
+
+    status: int
+    operation_url: str | None = None
+    retry_after_s: float | None = None
+
+
+# A write slot already taken from the pacer (see LabPlansArm.write_slot): the pacing policy lets the
+# PATCH through without waiting again, so no wait falls between the last read and the write.
+_PREPAID_SLOT: ContextVar[Any] = ContextVar("labguard_prepaid_write_slot", default=None)
 
 
 @dataclass(frozen=True)
@@ -132,7 +153,8 @@ def _pacing_policy(pacer: Pacer) -> Any:
             subscription = subscription_of(http.url)
             if subscription is None:  # tenant-level request: not a subscription budget
                 return await self.next.send(request)
-            ticket = await pacer.acquire(subscription, request_kind(http.method))
+            prepaid = _PREPAID_SLOT.get()
+            ticket = prepaid if prepaid is not None else await pacer.acquire(subscription, request_kind(http.method))
             response = await self.next.send(request)
             pacer.observe(ticket, response.http_response.status_code, response.http_response.headers)
             return response
@@ -151,12 +173,19 @@ class LabPlansArm:
         counter: CallCounter | None = None,
         operation_timeout_s: float = 300.0,
         poll_interval_s: float = 5.0,
+        first_poll_s: float = 0.25,
+        pacer: Pacer | None = None,
+        follow_operations: bool = True,
     ) -> None:
         self._client = client
         self._host = urlsplit(arm_endpoint).netloc.lower()
         self.counter = counter or CallCounter()
         self._operation_timeout_s = operation_timeout_s
         self._poll_interval_s = poll_interval_s
+        self._first_poll_s = first_poll_s
+        self._pacer = pacer
+        self._follow_operations = follow_operations
+        self._operation_refused: int | None = None
 
     async def get_plan(self, plan_id: PlanId) -> LabPlan:
         """Fresh read of one plan. Raises PlanGone on 404, ArmError otherwise."""
@@ -190,61 +219,143 @@ class LabPlansArm:
             next_link = page.get("nextLink")
             url = self._checked_url(next_link) if isinstance(next_link, str) and next_link else None
 
-    async def patch_plan(self, plan_id: PlanId, patch: Mapping[str, Any]) -> None:
-        """Send one merge-patch (all drifted fields at once, so never half-applied) and wait, bounded, for it."""
+    async def write_slot(self, plan_id: PlanId, *, max_wait_s: float | None = None) -> Any:
+        """Wait for the subscription's write budget *before* the re-read that precedes a write.
+
+        The returned slot is handed to :meth:`send_patch`, which then goes out without a second wait:
+        nothing waits between the last read of a plan and the write to it. A wait longer than
+        ``max_wait_s`` (a bounded event run) is not sat out: a transient ArmError says try later.
+        """
+        if self._pacer is None:
+            return None
+        ticket = self._pacer.reserve(plan_id.subscription_id, "writes")
+        if max_wait_s is not None and ticket.delay > max_wait_s:
+            raise ArmError(
+                f"PATCH {plan_id}: the subscription's write budget is spent for {ticket.delay:.0f} s more",
+                status=429,
+                code="WriteBudget",
+                transient=True,
+            )
+        if ticket.delay > 0:
+            await self._pacer.sleep(ticket.delay)
+        return ticket
+
+    async def send_patch(self, plan_id: PlanId, patch: Mapping[str, Any], slot: Any = None) -> WriteAccepted:
+        """Send one PATCH (all drifted fields at once, so never half-applied), exactly once.
+
+        azure-core's retries are off for this request (``retry_total=0``): a 429 or 5xx comes back to
+        the caller, which re-reads the plan before it writes again. Raises :class:`Throttled` on 429.
+        """
         from azure.core.rest import HttpRequest
 
-        response = await self._send(HttpRequest("PATCH", _plan_url(plan_id), json=dict(patch)))
+        token = _PREPAID_SLOT.set(slot)
+        try:
+            response = await self._send(HttpRequest("PATCH", _plan_url(plan_id), json=dict(patch)), retry_total=0)
+        finally:
+            _PREPAID_SLOT.reset(token)
         status = response.status_code
         if status == 404:
             raise PlanGone(plan_id)
+        if status == 429:
+            error = _error_from(response, f"PATCH {plan_id}")
+            raise Throttled(str(error), retry_after_s=_retry_after(response.headers, 1.0))
         if status not in (200, 201, 202):
-            raise _error_from(response, f"PATCH {plan_id}")
-        if status == 202:
-            poll_url = response.headers.get("Azure-AsyncOperation") or response.headers.get("Location")
-            if poll_url:
-                await self._wait_for_operation(plan_id, self._checked_url(poll_url), response.headers)
+            error = _error_from(response, f"PATCH {plan_id}")
+            if status == 409 and error.code in BUSY_CODES:  # turned busy after our read: read again, later
+                error.transient = True
+            raise error
+        operation = response.headers.get("Azure-AsyncOperation") or response.headers.get("Location")
+        retry_after = response.headers.get("Retry-After")
+        return WriteAccepted(
+            status=status,
+            operation_url=operation if status == 202 and operation else None,
+            retry_after_s=_retry_after(response.headers, 0.0) if retry_after is not None else None,
+        )
 
-    async def _wait_for_operation(self, plan_id: PlanId, url: str, headers: Mapping[str, str]) -> None:
-        from azure.core.rest import HttpRequest
+    async def wait_for_write(
+        self, plan_id: PlanId, accepted: WriteAccepted, *, timeout_s: float | None = None
+    ) -> LabPlan | None:
+        """Wait until the plan's provisioningState is terminal again and return that read of it.
 
-        deadline = time.monotonic() + self._operation_timeout_s
-        delay = _retry_after(headers, self._poll_interval_s)
+        The plan itself is read (GET, which the read role allows). The operation URL a 202 names is
+        followed only as a hint of when to read: if it cannot be read (403 without a role for it, 400
+        for a URL without api-version, anything else), it is dropped and the plan is read instead;
+        a fix never fails because of it. None when the plan is still busy at the deadline.
+        """
+        timeout = self._operation_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        operation = accepted.operation_url if self._follow_operations else None
+        if accepted.status == 200:
+            delay = 0.0
+        elif accepted.retry_after_s is not None:
+            delay = min(accepted.retry_after_s, self._poll_interval_s)
+        else:
+            delay = self._first_poll_s
+        step = max(self._first_poll_s, 0.05)
         while True:
             if time.monotonic() + delay > deadline:
-                raise OperationTimeout(
-                    f"PATCH {plan_id}: ARM's operation still running after {self._operation_timeout_s:.0f} s; "
-                    "the next sweep checks the plan again",
-                    transient=True,
-                )
+                return None
             await asyncio.sleep(delay)
-            response = await self._send(HttpRequest("GET", url))
-            if response.status_code == 204:  # Location polling: done, no body
-                return
-            if response.status_code not in (200, 202):
-                raise _error_from(response, f"polling {plan_id}")
-            body = _body(response)
-            state = str(body.get("status") or body.get("properties", {}).get("provisioningState") or "")
-            if response.status_code == 200 and (not state or state.lower() in TERMINAL_OPERATION_STATES):
-                if state.lower() in ("failed", "canceled"):
-                    error = body.get("error")
-                    code, message = (
-                        (error.get("code"), error.get("message")) if isinstance(error, Mapping) else (None, None)
-                    )
-                    raise ArmError(
-                        f"PATCH {plan_id}: operation {state}: {code or ''} {message or ''}".strip(),
-                        code=str(code or state),
-                        transient=False,
-                    )
-                return
-            delay = _retry_after(response.headers, self._poll_interval_s)
+            delay = step = min(step * 2, self._poll_interval_s)
+            if operation is not None:
+                done = await self._operation_done(plan_id, operation)
+                if done is None:
+                    operation, delay = None, 0.0
+                    continue
+                if not done:
+                    continue
+            plan = await self.get_plan(plan_id)
+            if plan.is_terminal:
+                return plan
+            operation = None  # the operation says done but the plan is still busy: read the plan
 
-    async def _send(self, request: Any) -> Any:
+    async def _operation_done(self, plan_id: PlanId, url: str) -> bool | None:
+        """True: the operation ended; False: still running; None: the URL cannot be used (never an error)."""
+        from azure.core.rest import HttpRequest
+
+        if self._operation_refused is not None:
+            return None
+        try:
+            target = self._checked_url(url)
+            if "api-version=" not in urlsplit(target).query:
+                target += ("&" if urlsplit(target).query else "?") + f"api-version={API_VERSION}"
+            response = await self._send(HttpRequest("GET", target))
+        except ArmError as exc:
+            self._refuse_operations(plan_id, None, str(exc))
+            return None
+        status = response.status_code
+        if status == 202:
+            return False
+        if status == 204:
+            return True
+        if status == 200:
+            body = _body(response)
+            state = body.get("status")
+            if isinstance(state, str):
+                return state.lower() in TERMINAL_OPERATION_STATES
+            return True  # Location semantics: the final resource
+        self._refuse_operations(plan_id, status, _error_from(response, "operation URL").code)
+        return None
+
+    def _refuse_operations(self, plan_id: PlanId, status: int | None, why: str | None) -> None:
+        """Stop following operation URLs for this run after one could not be read; say so once."""
+        self._operation_refused = status or 0
+        record(
+            log,
+            logging.WARNING,
+            "arm.operation-url-unreadable",
+            plan_id=plan_id.key,
+            status=status,
+            error=why,
+            note="waiting by reading the plan instead (labPlans/read); nothing else changes",
+        )
+
+    async def _send(self, request: Any, **options: Any) -> Any:
         """One request through the SDK pipeline; transport failures become transient ArmErrors."""
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
         try:
-            return await self._client._send_request(request)
+            return await self._client._send_request(request, **options)
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise ArmError(f"{request.method} {request.url.split('?')[0]}: {exc}", transient=True) from exc
 
@@ -317,6 +428,22 @@ def principal_from_token(token: str) -> str | None:
     return str(oid).lower() if oid else None
 
 
+def identities_from_token(token: str) -> frozenset[str]:
+    """Every id our own token names us by (object id, application id), lower-case.
+
+    ARM's ``systemData.lastModifiedBy`` names an application by one of these, so a plan last written
+    by labguard can be told from one written by its owner.
+    """
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return frozenset()
+    if not isinstance(claims, dict):
+        return frozenset()
+    return frozenset(str(claims[k]).lower() for k in ("oid", "appid", "azp") if claims.get(k))
+
+
 @dataclass
 class ArmSession:
     """What one run needs from Azure: the adapter, and who we are (to recognise our own writes)."""
@@ -328,6 +455,10 @@ class ArmSession:
     async def own_principal_id(self) -> str | None:
         token = await self.credential.get_token(self.scope)
         return principal_from_token(token.token)
+
+    async def own_identities(self) -> frozenset[str]:
+        token = await self.credential.get_token(self.scope)
+        return identities_from_token(token.token)
 
 
 @asynccontextmanager
@@ -375,6 +506,7 @@ async def open_arm(
             counter=counter,
             operation_timeout_s=operation_timeout_s,
             poll_interval_s=poll_interval_s,
+            pacer=pacer,
         )
         yield ArmSession(plans=plans, credential=credential, scope=scope)
     finally:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Literal
 
@@ -263,6 +263,18 @@ class Notifier:
                 extra={**extra, "channel": ""},
             )
         return outcome
+
+    async def notify_admin(self, plan: LabPlan, *, reason: str, correlation_id: str | None = None) -> NoticeOutcome:
+        """labguard's own write left the plan Failed: tell the admin (fallback email, topic, webhooks) once.
+
+        The plan's support contacts (supportInfo.email, supportInfo.url) are not used: the owner did
+        not break it. Ledgered like any notice, so it is sent once per failure and channel.
+        """
+        notice = replace(Notice.from_plan(plan), recipients=(), support_url="", admin_reason=reason)
+        extra = {"plan_id": plan.id.path, "correlation_id": correlation_id or ""}
+        lock = self._locks.setdefault(notice.failure_key, asyncio.Lock())
+        async with lock:
+            return await self._notify(notice, correlation_id, extra)
 
     async def _notify(self, notice: Notice, correlation_id: str | None, extra: dict[str, str]) -> NoticeOutcome:
         run = _Run(notice, correlation_id)

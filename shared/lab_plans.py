@@ -128,6 +128,8 @@ class LabPlan:
     shutdown: AutoShutdownProfile | None = None
     support: SupportInfo | None = None
     error: OperationError | None = None
+    modified_by: str | None = None  # systemData.lastModifiedBy: who wrote the plan last
+    modified_by_type: str | None = None  # systemData.lastModifiedByType: User, Application, ManagedIdentity, Key
     # ARM profile key -> that profile's JSON object exactly as read: a read-only copy of its keys (values are
     # shared with the body read, not copied: a hostile nesting depth must not cost a recursion; never mutate them).
     profiles_as_read: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
@@ -152,6 +154,7 @@ class LabPlan:
         shut = _obj_or_none(props.get(SHUTDOWN_PROFILE))
         support = _obj_or_none(props.get("supportInfo"))
         error = _obj_or_none(props.get("resourceOperationError"))
+        system = _obj(body.get("systemData"))
         return cls(
             id=plan_id,
             location=_str(body.get("location")),
@@ -191,6 +194,8 @@ class LabPlan:
                 message=_str(error.get("message")),
                 timestamp=_str(error.get("timestamp")),
             ),
+            modified_by=_str(system.get("lastModifiedBy")),
+            modified_by_type=_str(system.get("lastModifiedByType")),
             profiles_as_read={
                 key: MappingProxyType({str(k): v for k, v in profile.items()})
                 for key, profile in ((CONNECTION_PROFILE, conn), (SHUTDOWN_PROFILE, shut))

@@ -53,6 +53,10 @@ class Recipients:
 
 
 def choose_recipients(notice: Notice, fallback: str | None) -> Recipients:
+    if notice.admin_reason:  # labguard's own failure: the admin's address only, never the plan's contacts
+        if fallback and is_valid_address(fallback):
+            return Recipients((fallback,), f"For the labguard admin: {notice.admin_reason}.")
+        raise DeliveryError("LABGUARD_FALLBACK_EMAIL is not set to a valid address: no admin address to send to")
     if notice.recipients:
         return Recipients(notice.recipients, None)
     if fallback and is_valid_address(fallback):

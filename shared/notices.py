@@ -166,6 +166,7 @@ class Notice:
     recipients: tuple[str, ...]
     portal_url: str
     failure_key: str
+    admin_reason: str = ""  # set: labguard's own write failed; the notice goes to the admin, not the owner
 
     @classmethod
     def from_plan(cls, plan: LabPlan) -> Notice:

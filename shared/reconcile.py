@@ -17,15 +17,34 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from shared.arm import ArmError, BadPlan, LabPlansArm, PlanGone
+from shared.arm import ArmError, BadPlan, LabPlansArm, PlanGone, Throttled
 from shared.drift import Evaluation, Finding, evaluate, shown
 from shared.lab_plans import LabPlan, PlanId
 from shared.logs import record
 from shared.policy import Policy
+from shared.proof import unexpected_changes
+from shared.write_backoff import MemoryBackoff, WriteBackoff
 
 log = logging.getLogger("labguard.reconcile")
 
-Status = Literal["compliant", "drifted", "fixed", "skipped", "exempt", "provisioning-failed", "failed", "gone"]
+Status = Literal[
+    "compliant",
+    "drifted",
+    "fixed",
+    "skipped",
+    "exempt",
+    "provisioning-failed",
+    "failed",
+    "gone",
+    "unconverged",  # written, but the proof read still finds drift or another leaf moved; backing off
+    "write-failed",  # labguard's own write left the plan Failed: the admin is told, not the owner
+    "proof-deferred",  # written; the service had not finished within the wait, the next sweep proves it
+]
+
+BUSY_STATES = frozenset({"creating", "updating", "deleting", "locked"})
+MAX_WRITE_ATTEMPTS = 3  # a write answered 429/5xx is tried again, after a fresh read, at most this often
+MAX_THROTTLE_WAIT_S = 60.0
+FRESH_FOR_S = 1.0  # a read older than this (a slow backoff lookup, say) is read again before the write
 
 
 class FailureNotifier(Protocol):
@@ -39,6 +58,8 @@ class FailureNotifier(Protocol):
     async def resolve(self, plan: LabPlan) -> None: ...
 
     async def open_snapshot(self) -> frozenset[str] | None: ...
+
+    async def notify_admin(self, plan: LabPlan, *, reason: str, correlation_id: str | None = None) -> Any: ...
 
     def may_have_open(self, snapshot: frozenset[str] | None, plan: LabPlan) -> bool: ...
 
@@ -83,6 +104,9 @@ class SweepSummary:
             "provisioning_failed": self.counts["provisioning-failed"],
             "failed": self.counts["failed"],
             "gone": self.counts["gone"],
+            "unconverged": self.counts["unconverged"],
+            "write_failed": self.counts["write-failed"],
+            "proof_deferred": self.counts["proof-deferred"],
             "plans": sum(self.counts.values()),
             "duration_s": round(self.duration_s, 3),
             "arm_calls": sum(self.arm_calls.values()),
@@ -103,6 +127,9 @@ class Reconciler:
         concurrency: int = 16,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         dry_run: bool = False,
+        backoff: WriteBackoff | None = None,
+        own_identities: Callable[[], Awaitable[frozenset[str]]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._arm = arm
         self._policy = policy
@@ -110,6 +137,9 @@ class Reconciler:
         self._concurrency = max(1, concurrency)
         self._clock = clock
         self._dry_run = dry_run
+        self.backoff: WriteBackoff = backoff if backoff is not None else MemoryBackoff()
+        self._own_identities = own_identities
+        self._sleep = sleep
 
     @property
     def policy(self) -> Policy:
@@ -119,14 +149,27 @@ class Reconciler:
     def mode(self) -> str:
         return self._policy.mode
 
-    async def reconcile_plan(self, plan_id: PlanId, *, correlation_id: str | None = None) -> PlanOutcome:
-        """Event path: read the plan fresh, evaluate, act. Transient ARM errors propagate (redelivery)."""
+    async def reconcile_plan(
+        self,
+        plan_id: PlanId,
+        *,
+        correlation_id: str | None = None,
+        write_wait_s: float | None = None,
+        caused_by_us: bool = False,
+    ) -> PlanOutcome:
+        """Event path: read the plan fresh, evaluate, act. Transient ARM errors propagate (redelivery).
+
+        ``write_wait_s`` bounds the wait for a write to finish (Event Grid gives a delivery 30 s);
+        ``caused_by_us``: the event says labguard's identity made the write it reports.
+        """
         try:
             plan = await self._arm.get_plan(plan_id)
         except PlanGone:
             record(log, logging.INFO, "plan.gone", plan_id=plan_id.key, correlation_id=correlation_id)
             return PlanOutcome(plan_id.key, "gone", detail="plan not found (deleted)")
-        return await self._act(plan, fresh=True, correlation_id=correlation_id)
+        return await self._act(
+            plan, fresh=True, correlation_id=correlation_id, write_wait_s=write_wait_s, caused_by_us=caused_by_us
+        )
 
     async def sweep(
         self,
@@ -223,12 +266,11 @@ class Reconciler:
         fresh: bool,
         correlation_id: str | None,
         open_notices: frozenset[str] | None = None,
+        write_wait_s: float | None = None,
+        caused_by_us: bool = False,
     ) -> PlanOutcome:
+        read_at = time.monotonic()  # the caller read the plan just now (or, in a sweep, when listing)
         evaluation = evaluate(plan, self._policy, self._clock())
-        if evaluation.patch and self.mode == "enforce" and not self._dry_run and not fresh:
-            # The list is a snapshot: read the plan again right before writing to it.
-            plan = await self._arm.get_plan(plan.id)
-            evaluation = evaluate(plan, self._policy, self._clock())
         key = plan.id.key
         for unknown in evaluation.unknown_values:  # never written over: a person must look at it
             record(
@@ -242,8 +284,8 @@ class Reconciler:
                 correlation_id=correlation_id,
             )
 
-        if evaluation.status == "failed":  # provisioningState Failed: tell the support contacts
-            return await self._report_failure(plan, evaluation, correlation_id)
+        if evaluation.status == "failed":  # provisioningState Failed: tell the support contacts (or the admin)
+            return await self._report_failure(plan, evaluation, correlation_id, caused_by_us=caused_by_us)
         notifier = self._notifier
         if (
             notifier is not None
@@ -266,12 +308,20 @@ class Reconciler:
             return PlanOutcome(key, "compliant", evaluation)
 
         writing = self.mode == "enforce" and not self._dry_run
+        if not writing:
+            self._record_changes(evaluation, "plan.drift", correlation_id)
+            return PlanOutcome(key, "drifted", evaluation)
+        return await self._write(
+            plan, evaluation, fresh=fresh, read_at=read_at, correlation_id=correlation_id, wait_s=write_wait_s
+        )
+
+    def _record_changes(self, evaluation: Evaluation, event: str, correlation_id: str | None) -> None:
         for finding in evaluation.drift:
             record(
                 log,
                 logging.WARNING,
-                "plan.change" if writing else "plan.drift",
-                plan_id=key,
+                event,
+                plan_id=evaluation.plan.id.key,
                 rule=finding.rule,
                 field=finding.field,
                 observed=finding.observed,
@@ -280,13 +330,163 @@ class Reconciler:
                 dry_run=self._dry_run or None,
                 correlation_id=correlation_id,
             )
-        if not writing:
-            return PlanOutcome(key, "drifted", evaluation)
-        await self._arm.patch_plan(plan.id, evaluation.patch)
-        record(log, logging.INFO, "plan.fixed", plan_id=key, patch=evaluation.patch, correlation_id=correlation_id)
-        return PlanOutcome(key, "fixed", evaluation)
 
-    async def _report_failure(self, plan: LabPlan, evaluation: Evaluation, correlation_id: str | None) -> PlanOutcome:
+    async def _write(
+        self,
+        plan: LabPlan,
+        evaluation: Evaluation,
+        *,
+        fresh: bool,
+        read_at: float,
+        correlation_id: str | None,
+        wait_s: float | None,
+    ) -> PlanOutcome:
+        """Write the patch: read right before every attempt, never let the SDK re-send, then prove it.
+
+        Each attempt first waits for the write budget (the pacer), then reads the plan, then writes at
+        once; a 429 or a transient error is waited out and the next attempt reads again, so a plan that
+        turned Failed or busy meanwhile is not written.
+        """
+        key = plan.id.key
+        held = await self._backoff_holds(evaluation, correlation_id)
+        if held is not None:
+            return held
+        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            slot = await self._arm.write_slot(plan.id, max_wait_s=None if wait_s is None else wait_s / 4)
+            waited = time.monotonic() - read_at > FRESH_FOR_S or (slot is not None and getattr(slot, "delay", 0) > 0)
+            if attempt > 1 or not fresh or waited:
+                plan = await self._arm.get_plan(plan.id)  # the read right before the write
+                evaluation = evaluate(plan, self._policy, self._clock())
+                if evaluation.status == "failed" or not evaluation.patch:
+                    record(
+                        log,
+                        logging.INFO,
+                        "plan.write-dropped",
+                        plan_id=key,
+                        state=plan.provisioning_state,
+                        reason="the read right before the write found nothing to write",
+                        correlation_id=correlation_id,
+                    )
+                    return await self._act(plan, fresh=True, correlation_id=correlation_id)
+                held = await self._backoff_holds(evaluation, correlation_id)
+                if held is not None:
+                    return held
+            self._record_changes(evaluation, "plan.change", correlation_id)
+            try:
+                accepted = await self._arm.send_patch(plan.id, evaluation.patch, slot)
+            except ArmError as exc:
+                if not exc.transient or attempt == MAX_WRITE_ATTEMPTS:
+                    raise
+                wait = min(exc.retry_after_s, MAX_THROTTLE_WAIT_S) if isinstance(exc, Throttled) else float(attempt)
+                if wait_s is not None and wait > wait_s / 4:
+                    raise  # a bounded (event) run does not sit out a long Retry-After: redelivery will
+                record(
+                    log,
+                    logging.WARNING,
+                    "plan.write-retry",
+                    plan_id=key,
+                    status=exc.status,
+                    wait_s=wait,
+                    attempt=attempt,
+                    note="the plan is read again before the next write",
+                    correlation_id=correlation_id,
+                )
+                await self._sleep(wait)
+                continue
+            return await self._prove(plan, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _backoff_holds(self, evaluation: Evaluation, correlation_id: str | None) -> PlanOutcome | None:
+        """The plan's earlier write did not converge and it is not due yet: no write, say when it is."""
+        plan = evaluation.plan
+        state = await self.backoff.get(plan.id)
+        now = self._clock()
+        if state is None or not state.holds(now, (f.field for f in evaluation.drift)):
+            return None
+        record(
+            log,
+            logging.WARNING,
+            "plan.write-backoff",
+            plan_id=plan.id.key,
+            fields=sorted(state.fields),
+            attempts=state.attempts,
+            retry_at=state.retry_at.isoformat(),
+            reason=state.reason,
+            correlation_id=correlation_id,
+        )
+        detail = (
+            f"earlier writes did not converge ({state.attempts}x: {state.reason}); "
+            f"not written again before {state.retry_at.isoformat(timespec='minutes')}"
+        )
+        return PlanOutcome(plan.id.key, "unconverged", evaluation, detail=detail)
+
+    async def _prove(
+        self,
+        before: LabPlan,
+        evaluation: Evaluation,
+        accepted: Any,
+        *,
+        correlation_id: str | None,
+        wait_s: float | None,
+    ) -> PlanOutcome:
+        """Wait for the write by reading the plan, then evaluate that read: fixed, unconverged or failed."""
+        key = before.id.key
+        after = await self._arm.wait_for_write(before.id, accepted, timeout_s=wait_s)
+        if after is None:
+            record(
+                log,
+                logging.WARNING,
+                "plan.proof-deferred",
+                plan_id=key,
+                patch=evaluation.patch,
+                answered=accepted.status,
+                waited_s=wait_s,
+                note="the service had not finished the write; the next sweep reads and proves it",
+                correlation_id=correlation_id,
+            )
+            detail = "write still running; the next sweep proves it"
+            return PlanOutcome(key, "proof-deferred", evaluation, detail=detail)
+        if after.provisioning_state == "Failed":
+            return await self._write_failed(after, evaluation, correlation_id, why="the write labguard just made")
+        proof = evaluate(after, self._policy, self._clock())
+        written = frozenset(f.field for f in evaluation.drift)
+        moved = unexpected_changes(before, after, written)
+        still = list(proof.violations)
+        if not still and not moved:
+            record(log, logging.INFO, "plan.fixed", plan_id=key, patch=evaluation.patch, correlation_id=correlation_id)
+            await self.backoff.clear(before.id)
+            return PlanOutcome(key, "fixed", evaluation)
+        difference: list[dict[str, Any]] = [
+            {"field": f.field, "written": _written(evaluation, f.field), "read_back": f.observed} for f in still
+        ] + [{**change.as_dict(), "outside_patch": True} for change in moved]
+        reason = "; ".join(
+            [f"{f.field.rsplit('.', 1)[-1]} read back {f.observed!r}" for f in still]
+            + [f"{c.field.rsplit('.', 1)[-1]} changed {c.before!r} -> {c.after!r}" for c in moved]
+        )
+        fields = [f.field for f in still] + [c.field for c in moved] + list(written)
+        state = await self.backoff.unconverged(before.id, self._clock(), fields, reason)
+        record(
+            log,
+            logging.ERROR,
+            "plan.unconverged",
+            plan_id=key,
+            patch=evaluation.patch,
+            difference=difference,
+            attempts=state.attempts,
+            retry_at=state.retry_at.isoformat(),
+            note="not written again before retry_at unless another field drifts",
+            correlation_id=correlation_id,
+        )
+        detail = f"written, but {reason}; next try after {state.retry_at.isoformat(timespec='minutes')}"
+        return PlanOutcome(key, "unconverged", evaluation, detail=detail)
+
+    async def _report_failure(
+        self, plan: LabPlan, evaluation: Evaluation, correlation_id: str | None, *, caused_by_us: bool = False
+    ) -> PlanOutcome:
+        if caused_by_us:
+            return await self._write_failed(plan, evaluation, correlation_id, why="the failure event names labguard")
+        if await self._last_written_by_us(plan):
+            return await self._write_failed(plan, evaluation, correlation_id, why="systemData names labguard")
         error = plan.error
         record(
             log,
@@ -305,6 +505,54 @@ class Reconciler:
             # Not delivered everywhere: fail this plan so the run is recorded as failed and retried.
             return PlanOutcome(plan.id.key, "failed", evaluation, detail="failure notice not delivered", notice=notice)
         return PlanOutcome(plan.id.key, "provisioning-failed", evaluation, notice=notice)
+
+    async def _last_written_by_us(self, plan: LabPlan) -> bool:
+        """Whether systemData says labguard's own identity made the plan's last write."""
+        if self._own_identities is None or not plan.modified_by:
+            return False
+        if (plan.modified_by_type or "").lower() not in ("application", "managedidentity"):
+            return False
+        try:
+            ours = await self._own_identities()
+        except Exception as exc:  # identity unknown: treat the failure as the owner's, as before
+            record(log, logging.WARNING, "identity.unknown", error=type(exc).__name__)
+            return False
+        return plan.modified_by.lower() in ours
+
+    async def _write_failed(
+        self, plan: LabPlan, evaluation: Evaluation, correlation_id: str | None, *, why: str
+    ) -> PlanOutcome:
+        """labguard's own write left the plan Failed: the admin's problem, never the plan owner's."""
+        error = plan.error
+        key = plan.id.key
+        record(
+            log,
+            logging.ERROR,
+            "plan.write-failed",
+            plan_id=key,
+            code=error.code if error else None,
+            action=error.action if error else None,
+            timestamp=error.timestamp if error else None,
+            why=why,
+            note="labguard's own write failed: reported to the admin, not to the plan's support contact",
+            correlation_id=correlation_id,
+        )
+        detail = (
+            f"labguard's own write failed ({why}): {error.code if error and error.code else 'no error code'}; "
+            "reported to the admin, not the plan's owner"
+        )
+        if self._notifier is None or not self._notifier.enabled or self._dry_run:
+            return PlanOutcome(key, "write-failed", evaluation, detail=detail)
+        notice = await self._notifier.notify_admin(plan, reason=detail, correlation_id=correlation_id)
+        results = getattr(notice, "results", ())
+        if any(getattr(r, "status", "") == "failed" for r in results):
+            why_failed = "admin notice of a failed write not delivered"
+            return PlanOutcome(key, "failed", evaluation, detail=why_failed, notice=notice)
+        return PlanOutcome(key, "write-failed", evaluation, detail=detail, notice=notice)
+
+
+def _written(evaluation: Evaluation, field: str) -> str | None:
+    return next((f.patch_value for f in evaluation.drift if f.field == field), None)
 
 
 def sweep_scopes(subscriptions: Sequence[str], resource_groups: Sequence[str]) -> list[tuple[str, str | None]]:

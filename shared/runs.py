@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,10 @@ APP_ROOT = Path(__file__).resolve().parent.parent
 
 class RunFailed(RuntimeError):
     """Raised at the end of a run so the Functions host records it as failed (and Event Grid redelivers)."""
+
+
+class BusyRetry(RunFailed):
+    """The plan was busy: raised so Event Grid delivers the event again (a plain retry, not a fault)."""
 
 
 @dataclass
@@ -58,7 +63,22 @@ class Runtime:
         await self.stack.aclose()
 
 
+class _IdentityCache:
+    """Our own ids (object id, application id), read once from our token, to recognise our own writes."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._ids: frozenset[str] | None = None
+
+    async def get(self) -> frozenset[str]:
+        if self._ids is None:
+            self._ids = await self._session.own_identities()
+        return self._ids
+
+
 _runtimes: dict[tuple[int, tuple[tuple[str, str], ...]], Runtime] = {}
+EVENT_WRITE_WAIT_S = 20.0  # Event Grid waits 30 s for a delivery: the rest is left to the next sweep
+BUSY_RETRY_FOR = timedelta(minutes=15)  # an event for a busy plan is redelivered at most this long (then the sweep)
 
 
 def _fingerprint(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -81,6 +101,7 @@ async def build_runtime(
     from shared.delivery import Notifier
     from shared.pacing import Pacer
     from shared.policy import load_policy
+    from shared.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
 
     arm_options.setdefault("pacer", Pacer())
 
@@ -93,8 +114,19 @@ async def build_runtime(
     try:
         session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
         notifier = await stack.enter_async_context(Notifier.from_settings(settings))
+        backoff: WriteBackoff = MemoryBackoff()
+        table = TableBackoff.from_settings(settings)  # shared by every instance of a scaled-out app
+        if table is not None:
+            stack.push_async_callback(table.close)
+            backoff = table
+        identities = _IdentityCache(session)
         reconciler = Reconciler(
-            session.plans, policy, notifier=notifier if notifier.enabled else None, concurrency=settings.concurrency
+            session.plans,
+            policy,
+            notifier=notifier if notifier.enabled else None,
+            concurrency=settings.concurrency,
+            backoff=backoff,
+            own_identities=identities.get,
         )
     except BaseException:
         await stack.aclose()
@@ -127,6 +159,7 @@ async def on_event(
     subject: str | None,
     data: object,
     env: Mapping[str, str] | None = None,
+    event_time: datetime | None = None,
 ) -> PlanOutcome | None:
     """Handle one Event Grid event about a lab plan. Returns None when it was acknowledged unread.
 
@@ -150,11 +183,18 @@ async def on_event(
     runtime = await current_runtime(env)
     correlation_id = event.correlation_id or event.event_id
     own = await runtime.own_principal()
-    if own is not None and event.caller_object_id == own:
+    ours = own is not None and event.caller_object_id == own
+    failure = event.event_type.endswith("WriteFailure")
+    if ours and not failure:  # never drop a failure event for being ours: that failure is ours to report
         record(log, logging.INFO, "event.own-write", event_id=event.event_id, plan_id=event.plan_id.key)
         return None
     try:
-        outcome = await runtime.reconciler.reconcile_plan(event.plan_id, correlation_id=correlation_id)
+        outcome = await runtime.reconciler.reconcile_plan(
+            event.plan_id,
+            correlation_id=correlation_id,
+            write_wait_s=EVENT_WRITE_WAIT_S,
+            caused_by_us=ours and failure,
+        )
     except ArmError as exc:
         record(
             log,
@@ -190,7 +230,49 @@ async def on_event(
         )
     if outcome.status == "failed":
         raise RunFailed(f"event {event.event_id}: {outcome.detail}")
+    _retry_if_busy(outcome, event.event_id, event_time, correlation_id)
     return outcome
+
+
+def _retry_if_busy(
+    outcome: PlanOutcome, event_id: str, event_time: datetime | None, correlation_id: str | None
+) -> None:
+    """A change to a plan that is busy now (a write running, Locked) is asked again of Event Grid.
+
+    Bounded by the event's age: past BUSY_RETRY_FOR it is acknowledged and left to the sweep, so a
+    plan locked for a day does not keep an event spinning.
+    """
+    evaluation = outcome.evaluation
+    state = (evaluation.plan.provisioning_state or "").lower() if evaluation is not None else ""
+    if outcome.status != "skipped" or state not in ("creating", "updating", "deleting", "locked"):
+        return
+    now = datetime.now(UTC)
+    when = event_time if event_time is None or event_time.tzinfo else event_time.replace(tzinfo=UTC)
+    age = now - when if when is not None else timedelta(0)
+    if age > BUSY_RETRY_FOR:
+        record(
+            log,
+            logging.INFO,
+            "plan.busy-left-to-sweep",
+            event_id=event_id,
+            plan_id=outcome.plan_id,
+            state=state,
+            event_age_s=round(age.total_seconds()),
+            correlation_id=correlation_id,
+        )
+        return
+    record(
+        log,
+        logging.WARNING,
+        "plan.busy-retry",
+        event_id=event_id,
+        plan_id=outcome.plan_id,
+        state=state,
+        event_age_s=round(age.total_seconds()),
+        retry_for_s=round(BUSY_RETRY_FOR.total_seconds()),
+        correlation_id=correlation_id,
+    )
+    raise BusyRetry(f"event {event_id}: plan {outcome.plan_id} is {state}; Event Grid will deliver it again")
 
 
 async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> SweepSummary:

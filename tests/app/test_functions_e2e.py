@@ -317,7 +317,8 @@ async def test_sweep_fixes_drifted_plans_and_counts_arm_calls(emu: Any, configur
         assert_only_fixed(body, emu.get_plan(body["id"]), {})
     lists = [r for r in arm_requests(emu) if r["method"] == "GET" and r["path"].lower().endswith("/labplans")]
     gets = [r for r in arm_requests(emu) if r["method"] == "GET" and "/labplans/" in r["path"].lower()]
-    assert len(gets) == len(drifted)  # one fresh read before each write, none for compliant plans
+    # One fresh read right before each write and one proof read after it; none for compliant plans.
+    assert len(gets) == 2 * len(drifted)
     summary = next(
         json.loads(r.getMessage().split(" ", 1)[1])
         for r in caplog.records

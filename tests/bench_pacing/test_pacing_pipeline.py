@@ -51,15 +51,18 @@ async def test_every_arm_request_is_paced_and_arms_remaining_count_is_heard(emu:
     async with emu.async_credential() as credential, open_arm(settings(emu), credential=credential, pacer=pacer) as s:
         for _ in range(3):
             await s.plans.get_plan(PlanId.parse(PLAN))
-        await s.plans.patch_plan(
-            PlanId.parse(PLAN), {"properties": {"defaultAutoShutdownProfile": {"idleDelay": "PT30M"}}}
+        plan_id = PlanId.parse(PLAN)
+        slot = await s.plans.write_slot(plan_id)
+        accepted = await s.plans.send_patch(
+            plan_id, {"properties": {"defaultAutoShutdownProfile": {"idleDelay": "PT30M"}}}, slot
         )
+        await s.plans.wait_for_write(plan_id, accepted)
         kinds = dict(s.plans.counter.by_kind)
-    assert kinds == {"get": 3, "patch": 1, "poll": 1}
-    assert pacer.stats.requests == 5  # the token request is not an ARM request and is not paced
+    assert kinds == {"get": 4, "patch": 1, "poll": 1}  # the write's slot was taken before, not twice
+    assert pacer.stats.requests == 6  # the token request is not an ARM request and is not paced
     assert pacer.stats.waits == 0 and pacer.stats.throttled == 0
-    # The endpoint's buckets and ours agree: 4 reads and 1 write spent (plus refill since, capped at the burst).
-    assert 246 <= pacer.available(SUB, "reads") <= 250
+    # The endpoint's buckets and ours agree: 5 reads and 1 write spent (plus refill since, capped at the burst).
+    assert 245 <= pacer.available(SUB, "reads") <= 250
     assert 199 <= pacer.available(SUB, "writes") <= 200
 
 

@@ -129,3 +129,55 @@ async def test_smtp_down_fails_the_run_then_the_next_run_delivers_once(
     await deliver(write_event(plan_id))
     assert len(smtp.messages) == 1
     assert smtp.messages[0].rcpt_tos == [SUPPORT["email"]]
+
+
+def drifted_plan(emu: Any, name: str = "physics-201") -> str:
+    """A Succeeded plan with no auto-shutdown profile: POLICY (enforce) makes labguard write to it."""
+    body = plan_json(name, state="Succeeded", with_error=False, support=SUPPORT)
+    emu.put_plan(body)
+    return str(body["id"])
+
+
+async def test_labguards_own_failed_write_goes_to_the_admin_not_the_plans_support_contact(
+    emu: Any, app_env: dict[str, str], smtp: SmtpServer, receiver: HttpsReceiver
+) -> None:
+    plan_id = drifted_plan(emu)
+    emu.fail_plan(plan_id, ERROR, next_write=True)  # the service fails labguard's PATCH
+    emu.clear_events()
+    await deliver(write_event(plan_id))  # an owner's change: labguard writes, the write fails
+    own_failure = [e for e in emu.events() if e["eventType"] == "Microsoft.Resources.ResourceWriteFailure"]
+    assert own_failure
+    await deliver(own_failure[0])  # the failure event of labguard's own write is not dropped
+    await tick()  # nor is the failure the sweep finds blamed on the owner
+    assert [m.rcpt_tos for m in smtp.messages] == [[app_env["LABGUARD_FALLBACK_EMAIL"]]]
+    text = smtp.messages[0].body("plain")
+    assert "labguard's own write failed" in text and "SubnetInUse" in text
+    assert SUPPORT["email"] not in smtp.messages[0].rcpt_tos
+    assert len(receiver.to("/api/events")) == 1  # the admin's topic: once, not per trigger
+
+
+async def test_backoff_is_shared_by_every_worker_through_table_storage(
+    emu: Any, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.runs import close_runtimes
+
+    monkeypatch.setenv("LABGUARD_WEBHOOK_URLS", "")
+    emu.configure(drop_written="shutdownOnDisconnect")  # the service never takes the write
+    plan_id = drifted_plan(emu, "chemistry-101")
+    emu.clear_requests()
+    for _ in range(3):
+        await tick()
+        await close_runtimes()  # the next sweep runs on a new worker: nothing in process survives
+    patches = [r for r in emu.requests() if r["kind"] == "arm" and r["method"] == "PATCH"]
+    assert len(patches) == 1
+    from azure.data.tables import TableClient
+
+    from shared.write_backoff import backoff_table_name
+
+    table = TableClient.from_connection_string(
+        app_env["AzureWebJobsStorage"], backoff_table_name(app_env["LABGUARD_LEDGER_TABLE"])
+    )
+    with table:
+        (row,) = list(table.list_entities())
+    assert row["PlanId"].lower() == plan_id.lower() and row["Attempts"] == 1
+    assert row["Fields"] == "properties.defaultAutoShutdownProfile.shutdownOnDisconnect"
