@@ -484,22 +484,25 @@ async def open_arm(
     # instead makes it build a new SSLContext per request, so no connection is ever reused.)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(settings.ca_bundle)))
     own_credential = credential is None
-    if credential is None:
-        from azure.identity.aio import DefaultAzureCredential
+    client: Any = None
+    try:  # everything built after the session is inside the try: a credential that cannot be built still closes it
+        if credential is None:
+            from azure.identity.aio import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(transport=AioHttpTransport(session=session, session_owner=False))
-    counter = CallCounter()
-    scope = f"{settings.arm_audience}.default"
-    client = ManagedLabsClient(
-        credential,
-        subscription_id=settings.subscriptions[0] if settings.subscriptions else "00000000-0000-0000-0000-000000000000",
-        base_url=settings.arm_endpoint,
-        api_version=API_VERSION,
-        credential_scopes=[scope],
-        transport=AioHttpTransport(session=session, session_owner=False),
-        per_retry_policies=[_counting_policy(counter)] + ([_pacing_policy(pacer)] if pacer is not None else []),
-    )
-    try:
+            credential = DefaultAzureCredential(transport=AioHttpTransport(session=session, session_owner=False))
+        counter = CallCounter()
+        scope = f"{settings.arm_audience}.default"
+        client = ManagedLabsClient(
+            credential,
+            subscription_id=settings.subscriptions[0]
+            if settings.subscriptions
+            else "00000000-0000-0000-0000-000000000000",
+            base_url=settings.arm_endpoint,
+            api_version=API_VERSION,
+            credential_scopes=[scope],
+            transport=AioHttpTransport(session=session, session_owner=False),
+            per_retry_policies=[_counting_policy(counter)] + ([_pacing_policy(pacer)] if pacer is not None else []),
+        )
         plans = LabPlansArm(
             client,
             arm_endpoint=settings.arm_endpoint,
@@ -511,8 +514,11 @@ async def open_arm(
         yield ArmSession(plans=plans, credential=credential, scope=scope)
     finally:
         try:
-            await client.close()
-            if own_credential:
-                await credential.close()
+            if client is not None:
+                await client.close()
         finally:
-            await session.close()
+            try:
+                if own_credential and credential is not None:
+                    await credential.close()
+            finally:
+                await session.close()

@@ -501,6 +501,8 @@ class Reconciler:
         if self._notifier is None or not self._notifier.enabled or self._dry_run:
             return PlanOutcome(plan.id.key, "provisioning-failed", evaluation, detail="no notice channel configured")
         notice = await self._notifier.notify_failure(plan, correlation_id=correlation_id)
+        if getattr(notice, "deferred", False):  # still delivering past the wait: acknowledged, the sweep checks again
+            return PlanOutcome(plan.id.key, "provisioning-failed", evaluation, detail="notice deferred", notice=notice)
         if not getattr(notice, "all_delivered", True):
             # Not delivered everywhere: fail this plan so the run is recorded as failed and retried.
             return PlanOutcome(plan.id.key, "failed", evaluation, detail="failure notice not delivered", notice=notice)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.events import IgnoredEvent, MalformedEvent, parse_event
+from shared.events import IgnoredEvent, MalformedEvent, event_label, parse_event
 from shared.logs import record
 from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
 from shared.settings import Settings
@@ -154,9 +154,9 @@ async def close_runtimes() -> None:
 
 async def on_event(
     *,
-    event_id: str | None,
-    event_type: str | None,
-    subject: str | None,
+    event_id: object,
+    event_type: object,
+    subject: object,
     data: object,
     env: Mapping[str, str] | None = None,
     event_time: datetime | None = None,
@@ -171,7 +171,7 @@ async def on_event(
     try:
         event = parse_event(event_id=event_id, event_type=event_type, subject=subject, data=data)
     except MalformedEvent as exc:
-        record(log, logging.ERROR, "event.malformed", event_id=event_id, error=str(exc))
+        record(log, logging.ERROR, "event.malformed", event_id=event_label(event_id), error=str(exc))
         return None
     if isinstance(event, IgnoredEvent):
         record(log, logging.INFO, "event.ignored", event_id=event.event_id, reason=event.reason)

@@ -37,6 +37,8 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_WEBHOOK_URLS": "comma-separated incoming-webhook URLs (Teams/Slack style) for notices",
     "LABGUARD_SUPPORT_URL_HOSTS": "comma-separated exact host names whose supportInfo.url may receive notices",
     "LABGUARD_LEDGER_TABLE": "Table storage table of the notice ledger (default labguardnotices)",
+    "LABGUARD_NOTICE_WAIT_SECONDS": "how long one trigger waits for a failure notice step (1-25, default 5); "
+    "the rest finishes in the background or in the next sweep",
     "AzureWebJobsStorage": "storage connection string (local: Azurite); also holds the notice ledger",
     "AzureWebJobsStorage__tableServiceUri": "table endpoint of identity-based host storage; the ledger uses it",
     "AzureWebJobsStorage__accountName": "identity-based host storage by account name (public cloud): the ledger uses https://NAME.table.core.windows.net",
@@ -78,6 +80,7 @@ class Settings:
     support_url_hosts: tuple[str, ...]
     ledger_table: str
     storage_connection: str | None
+    notice_wait_s: float = 5.0
     # Identity-based ledger (DefaultAzureCredential); when set it wins over storage_connection.
     ledger_table_endpoint: str | None = None
     changes_table: str = "labguardchanges"
@@ -133,6 +136,7 @@ class Settings:
             support_url_hosts=tuple(h.lower() for h in _csv(get("LABGUARD_SUPPORT_URL_HOSTS"))),
             ledger_table=get("LABGUARD_LEDGER_TABLE") or "labguardnotices",
             storage_connection=get("AzureWebJobsStorage"),
+            notice_wait_s=float(_int(get("LABGUARD_NOTICE_WAIT_SECONDS"), "LABGUARD_NOTICE_WAIT_SECONDS", 5, 1, 25)),
             ledger_table_endpoint=_ledger_table_endpoint(get),
             changes_table=get("LABGUARD_CHANGES_TABLE") or "labguardchanges",
             report_container=_container(get("LABGUARD_REPORT_CONTAINER")),
