@@ -362,16 +362,6 @@ class Notifier:
             )
         return outcome
 
-    async def notify_admin(self, plan: LabPlan, *, reason: str, correlation_id: str | None = None) -> NoticeOutcome:
-        """labguard's own write left the plan Failed: tell the admin (fallback email, topic, webhooks) once.
-
-        The plan's support contacts (supportInfo.email, supportInfo.url) are not used: the owner did
-        not break it. Ledgered like any notice, so it is sent once per failure and channel.
-        """
-        notice = replace(Notice.from_plan(plan), recipients=(), support_url="", admin_reason=reason)
-        extra = {"plan_id": plan.id.path, "correlation_id": correlation_id or ""}
-        return await self._notify_in_turn(notice, correlation_id, extra)
-
     def _finished(self, task: asyncio.Task[NoticeOutcome]) -> None:
         self._in_flight.discard(task)
         if not task.cancelled() and task.exception() is not None:  # retrieved here, so never "never retrieved"
@@ -418,6 +408,18 @@ class Notifier:
         if written:
             record(log, logging.INFO, "notice.ledger-caught-up", rows=written, still_owed=len(self.memory.owed))
         return written
+
+    async def notify_admin(self, plan: LabPlan, *, reason: str, correlation_id: str | None = None) -> NoticeOutcome:
+        """labguard's own write left the plan Failed: tell the admin (fallback email, topic, webhooks) once.
+
+        The plan's support contacts (supportInfo.email, supportInfo.url) are not used: the owner did
+        not break it. Ledgered like any notice, so it is sent once per failure and channel.
+        """
+        notice = replace(Notice.from_plan(plan), recipients=(), support_url="", admin_reason=reason)
+        extra = {"plan_id": plan.id.path, "correlation_id": correlation_id or ""}
+        lock = self._locks.setdefault(notice.failure_key, asyncio.Lock())
+        async with lock:
+            return await self._notify(notice, correlation_id, extra)
 
     async def _notify(self, notice: Notice, correlation_id: str | None, extra: dict[str, str]) -> NoticeOutcome:
         run = _Run(notice, correlation_id)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from shared.events import IgnoredEvent, MalformedEvent, event_label, parse_event
 from shared.logs import record
 from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -86,7 +86,12 @@ def _fingerprint(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    return Settings.from_env(os.environ if env is None else env)
+    """The app settings; a bad one is refused with one record naming it (never its value) before anything runs."""
+    try:
+        return Settings.from_env(os.environ if env is None else env)
+    except SettingsError as exc:
+        record(log, logging.ERROR, "settings.refused", error=str(exc))
+        raise SettingsError(str(exc)) from None
 
 
 async def build_runtime(
@@ -222,8 +227,7 @@ async def on_event(
         from shared.changes import record_changes
 
         await record_changes(
-            settings.storage_connection,
-            settings.changes_table,
+            settings,
             [outcome],
             trigger="event",
             correlation_id=correlation_id,

@@ -41,6 +41,7 @@ KNOWN_SETTINGS: dict[str, str] = {
     "the rest finishes in the background or in the next sweep",
     "AzureWebJobsStorage": "storage connection string (local: Azurite); also holds the notice ledger",
     "AzureWebJobsStorage__tableServiceUri": "table endpoint of identity-based host storage; the ledger uses it",
+    "AzureWebJobsStorage__blobServiceUri": "blob endpoint of identity-based host storage; the compliance page uses it",
     "AzureWebJobsStorage__accountName": "identity-based host storage by account name (public cloud): the ledger uses https://NAME.table.core.windows.net",
     "LABGUARD_LEDGER_TABLE_ENDPOINT": "ledger table endpoint, with DefaultAzureCredential (optional; wins)",
     "LABGUARD_CHANGES_TABLE": "Table storage table of the changes labguard made (default labguardchanges)",
@@ -49,6 +50,10 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_DIGEST_EMAIL": "admin address for the daily digest over the SMTP settings (optional; empty: off)",
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
 }
+
+# App Service writes a Key Vault reference it could not resolve into the environment as is.
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\s*\(", re.IGNORECASE)
+
 
 _STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -83,6 +88,8 @@ class Settings:
     notice_wait_s: float = 5.0
     # Identity-based ledger (DefaultAzureCredential); when set it wins over storage_connection.
     ledger_table_endpoint: str | None = None
+    # Identity-based blob endpoint of the host's storage: where the compliance page goes without a key.
+    blob_endpoint: str | None = None
     changes_table: str = "labguardchanges"
     report_container: str | None = None
     report_account_url: str | None = None
@@ -101,6 +108,8 @@ class Settings:
         def get(name: str) -> str | None:
             value = env.get(name, "").strip()
             return value or None
+
+        refuse_unresolved_references(env)
 
         mode = get("LABGUARD_MODE")
         if mode is not None and mode.lower() not in ("audit", "enforce"):
@@ -138,11 +147,27 @@ class Settings:
             storage_connection=get("AzureWebJobsStorage"),
             notice_wait_s=float(_int(get("LABGUARD_NOTICE_WAIT_SECONDS"), "LABGUARD_NOTICE_WAIT_SECONDS", 5, 1, 25)),
             ledger_table_endpoint=_ledger_table_endpoint(get),
+            blob_endpoint=_blob_endpoint(get),
             changes_table=get("LABGUARD_CHANGES_TABLE") or "labguardchanges",
             report_container=_container(get("LABGUARD_REPORT_CONTAINER")),
             report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
             digest_email=_address(get("LABGUARD_DIGEST_EMAIL"), "LABGUARD_DIGEST_EMAIL"),
         )
+
+
+def refuse_unresolved_references(env: Mapping[str, str]) -> None:
+    """Refuse a setting that still holds ``@Microsoft.KeyVault(...)``: App Service could not resolve it.
+
+    Used as is, the reference text would become a password or a connection string that fails later and
+    far from its cause. The message names the setting and never shows the reference beyond its prefix.
+    """
+    for name in sorted(set(KNOWN_SETTINGS) | {key for key in env if key.startswith("LABGUARD_")}):
+        if _KEY_VAULT_REFERENCE.match(env.get(name, "")):
+            raise SettingsError(
+                f"{name} holds an unresolved Key Vault reference (@Microsoft.KeyVault(...)): give the Function "
+                "App's identity 'Key Vault Secrets User' on the vault and check the secret's name and version "
+                "(the portal shows each reference's status under Environment variables)"
+            )
 
 
 def _ledger_table_endpoint(get: Callable[[str], str | None]) -> str | None:
@@ -167,9 +192,22 @@ def _ledger_table_endpoint(get: Callable[[str], str | None]) -> str | None:
     return f"https://{account}.table.core.windows.net"
 
 
-def _https_endpoint(name: str, value: str) -> str:
+def _blob_endpoint(get: Callable[[str], str | None]) -> str | None:
+    """The host storage's blob endpoint when it is identity-based (no connection string), as the ledger's."""
+    if get("AzureWebJobsStorage") is not None:
+        return None
+    service_uri = get("AzureWebJobsStorage__blobServiceUri")
+    if service_uri is not None:
+        return _https_endpoint("AzureWebJobsStorage__blobServiceUri", service_uri, "blob")
+    account = get("AzureWebJobsStorage__accountName")
+    if account is None or not _STORAGE_ACCOUNT.match(account):
+        return None  # a bad account name is already refused for the table endpoint
+    return f"https://{account}.blob.core.windows.net"
+
+
+def _https_endpoint(name: str, value: str, kind: str = "table") -> str:
     if not value.startswith("https://") or len(value) <= len("https://") or any(c.isspace() for c in value):
-        raise SettingsError(f"{name}: write the https:// table endpoint, e.g. https://ACCOUNT.table.core.windows.net")
+        raise SettingsError(f"{name}: write the https:// {kind} endpoint, e.g. https://ACCOUNT.{kind}.core.windows.net")
     return value.rstrip("/")
 
 

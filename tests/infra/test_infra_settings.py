@@ -7,6 +7,7 @@ of ``local.settings.sample.json``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -234,3 +235,12 @@ def test_azure_yaml_deploys_this_folder_as_a_python_function_to_the_tagged_app()
     for hook in config["hooks"].values():
         for shell in hook.values():
             assert (ROOT / shell["run"]).is_file()
+
+
+def test_the_compliance_page_is_on_by_default_in_a_container_the_app_identity_can_write():
+    text = (Path(__file__).resolve().parents[2] / "infra" / "main.bicep").read_text()
+    assert "param reportContainer string = 'labguard-reports'" in text
+    app = (Path(__file__).resolve().parents[2] / "infra" / "modules" / "functionapp.bicep").read_text()
+    # Blob Data Owner on the whole account (not only the deployment container) covers the report container.
+    owner = app.index("roleDefinitions', storageBlobDataOwner)")
+    assert "scope: storage\n" in app[app.rindex("resource ", 0, owner) : owner]
