@@ -464,6 +464,22 @@ class Reconciler:
             record(log, logging.INFO, "plan.fixed", plan_id=key, patch=evaluation.patch, correlation_id=correlation_id)
             await self.backoff.clear(before.id)
             return PlanOutcome(key, "fixed", evaluation)
+        if await self._written_by_someone_else(after):
+            # Someone wrote the plan after labguard did: the difference is their change, not a write of ours
+            # that did not converge, so no backoff. Their write's event (and the next sweep) judges it afresh.
+            record(
+                log,
+                logging.WARNING,
+                "plan.changed-during-write",
+                plan_id=key,
+                patch=evaluation.patch,
+                still_drifted=[f.field for f in still],
+                note="written again by someone else before the proof read; judged afresh, no backoff",
+                correlation_id=correlation_id,
+            )
+            await self.backoff.clear(before.id)
+            status: Status = "drifted" if still else "compliant"
+            return PlanOutcome(key, status, proof, detail="changed by someone else during labguard's write")
         difference: list[dict[str, Any]] = [
             {"field": f.field, "written": _written(evaluation, f.field), "read_back": f.observed} for f in still
         ] + [{**change.as_dict(), "outside_patch": True} for change in moved]
@@ -528,6 +544,17 @@ class Reconciler:
             record(log, logging.WARNING, "identity.unknown", error=type(exc).__name__)
             return False
         return plan.modified_by.lower() in ours
+
+    async def _written_by_someone_else(self, plan: LabPlan) -> bool:
+        """Whether systemData names a last writer that is not labguard (False when either is unknown)."""
+        if self._own_identities is None or not plan.modified_by:
+            return False
+        try:
+            ours = await self._own_identities()
+        except Exception as exc:  # identity unknown: cannot tell, keep the cautious path (backoff)
+            record(log, logging.WARNING, "identity.unknown", error=type(exc).__name__)
+            return False
+        return bool(ours) and plan.modified_by.lower() not in ours
 
     async def _write_failed(
         self, plan: LabPlan, evaluation: Evaluation, correlation_id: str | None, *, why: str
