@@ -54,7 +54,7 @@ test: $(STAMP) node_modules/.installed .venv-checkov/.installed chromium lint ty
 	$(VENV)/bin/pytest
 
 # The full chaos run (about 1,000 changes under each PATCH mode) and a larger fuzz budget; `make test`
-# runs the chaos test at about 150 changes. LABGUARD_CHAOS_SEED=N reproduces a run (each run prints its seed).
+# runs the chaos test at about 120 changes. LABGUARD_CHAOS_SEED=N reproduces a run (each run prints its seed).
 CHAOS_CHANGES ?= 1000
 chaos: $(STAMP) node_modules/.installed
 	LABGUARD_CHAOS_CHANGES=$(CHAOS_CHANGES) LABGUARD_CHAOS_PATCH_MODES=merge,replace \
