@@ -52,11 +52,12 @@ param labPlanResourceGroupIds string = ''
 // ---------------------------------------------------------------------------------------------
 
 @allowed([
+  ''
   'audit'
   'enforce'
 ])
-@description('LABGUARD_MODE: audit reports only (default); enforce applies minimal patches.')
-param labguardMode string = 'audit'
+@description('LABGUARD_MODE: empty (default) = the policy file\'s mode (audit when it sets none); audit or enforce override the file.')
+param labguardMode string = ''
 
 @description('LABGUARD_POLICY_FILE; empty: policy.yaml beside function_app.py.')
 param policyFile string = ''

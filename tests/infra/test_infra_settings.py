@@ -28,6 +28,7 @@ from infra_support import (
     unquote,
 )
 
+from shared.policy import load_policy
 from shared.settings import DEFAULT_SCHEDULE, KNOWN_SETTINGS, Settings
 
 # Read by the code but deliberately not set by the template.
@@ -163,12 +164,14 @@ def test_no_secret_parameter_reaches_an_app_setting_directly():
     assert not direct
 
 
-def test_mode_defaults_to_audit_and_allows_only_audit_or_enforce():
+def test_mode_defaults_to_the_policy_file_and_allows_only_audit_or_enforce():
+    # One rule (shared.policy.load_policy): the setting wins when set, the policy file otherwise. An empty
+    # default keeps the file's `mode:` in charge; the bundled policy.yaml says audit.
     (name,) = [v for k, v in labguard_settings().items() if k == "LABGUARD_MODE"]
     param = main()["parameters"][name]
-    assert param["default"] == "audit"
-    assert allowed_values(param) == ["audit", "enforce"]
-    assert load_json(INFRA / "main.parameters.json")["parameters"][name]["value"] == "${LABGUARD_MODE=audit}"
+    assert param["default"] == ""
+    assert allowed_values(param) == ["", "audit", "enforce"]
+    assert load_json(INFRA / "main.parameters.json")["parameters"][name]["value"] == "${LABGUARD_MODE=}"
 
 
 def test_schedule_is_always_set_and_defaults_to_the_code_default():
@@ -211,7 +214,8 @@ def test_template_defaults_are_a_valid_safe_configuration():
     env = template_defaults_as_environment()
     assert set(env) == set(labguard_settings()), "every labguard setting got a value above"
     settings = Settings.from_env(env)
-    assert settings.mode_override == "audit"
+    assert settings.mode_override is None  # the policy file decides ...
+    assert load_policy(ROOT / "policy.yaml").mode == "audit"  # ... and the bundled one audits
     assert settings.smtp_host is None and settings.webhook_urls == () and settings.eventgrid_topic_endpoint is None
 
 
