@@ -487,7 +487,7 @@ class Run:
         while self.grid.in_flight:  # noqa: ASYNC110  (polling another thread's state)
             await asyncio.sleep(0.02)
         if self.sweep is not None:
-            await self.sweep
+            await asyncio.wait_for(self.sweep, 300)
 
     async def kill_in_process_sweep(self) -> None:
         """Cancel this runtime's sweep mid-way (after a few ARM requests) and drop the runtime."""
@@ -503,8 +503,12 @@ class Run:
         if task.done():
             self.tally.counts["in-process sweep finished before the kill"] += 1
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, RunFailed):
+        try:
             await task
+        except (asyncio.CancelledError, RunFailed):
+            pass
+        except Exception as exc:  # what a cancelled sweep must not do: recorded, and the run goes on
+            self.tally.fail("cancelled sweep", exc)
         owing = sum(
             len(rt.reconciler._notifier.memory.owed) for rt in runs._runtimes.values() if rt.reconciler._notifier
         )
@@ -558,7 +562,7 @@ class Run:
         for how in (0.5, 0.5, 0.0):  # failures that begin during the outage: noticed from memory, once
             await self.fail_something(how)
         if self.sweep is not None:
-            await self.sweep
+            await asyncio.wait_for(self.sweep, 300)  # a sweep that never ends is a failure, not a hang
         await self.sweep_now()  # a sweep during the outage (it finds them), while events go on
         self.tally.counts["ledger outages"] += 1
 
@@ -729,9 +733,10 @@ async def run_chaos(
                     grid.take_new()
                     await asyncio.sleep(0.1)
                 if run.sweep is not None:
-                    await run.sweep
+                    await asyncio.wait_for(run.sweep, 300)
             finally:
                 grid.stop()
+                grid.open.set()  # a phase that failed half-way must not leave the deliveries paused
                 await delivering
             mix = emu.clear_fault_mix() or {}
             chaos_s = time.monotonic() - started
