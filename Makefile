@@ -62,7 +62,7 @@ chaos: $(STAMP) node_modules/.installed
 	LABGUARD_FUZZ_EXAMPLES=1000 $(VENV)/bin/pytest -q tests/fuzz tests/unit/test_properties.py
 
 demo: $(STAMP) node_modules/.installed
-	$(VENV)/bin/labguard demo
+	$(PY) -m devtools.demo
 
 bench: $(STAMP)
 	$(PY) -m bench
