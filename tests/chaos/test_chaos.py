@@ -49,15 +49,14 @@ from azure.functions.meta import Datum
 from azure.functions.timer import TimerRequestConverter
 
 from emulator.testing import start_emulator
-from function_app import app
 from shared.runs import RunFailed
+from tests.app.test_functions_e2e import FUNCTIONS  # the session's one index (indexing twice raises)
 from tests.notices.plans import TOPIC_KEY, WEBHOOK_PATH
 from tests.notices.servers import HttpsReceiver, SmtpServer, StoppableAzurite, TlsMaterial
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = {f.get_function_name(): f for f in app.get_functions()}
 CHANGES = int(os.environ.get("LABGUARD_CHAOS_CHANGES", "120"))
 SEED = int(os.environ.get("LABGUARD_CHAOS_SEED", "20261202"))
 MODES = [m.strip() for m in os.environ.get("LABGUARD_CHAOS_PATCH_MODES", "merge").split(",") if m.strip()]
