@@ -248,6 +248,9 @@ SPEC_DEFAULTS: dict[str, dict[str, str]] = {
         "shutdownOnIdle": "None",
     },
 }
+# A lab's own profiles (connectionProfile, autoShutdownProfile) have the same leaves and defaults.
+SPEC_DEFAULTS["connectionProfile"] = SPEC_DEFAULTS["defaultConnectionProfile"]
+SPEC_DEFAULTS["autoShutdownProfile"] = SPEC_DEFAULTS["defaultAutoShutdownProfile"]
 # delay -> (its feature's flag, the flag values that mean "off")
 _DELAY_FEATURE = {
     "disconnectDelay": ("shutdownOnDisconnect", ("Disabled",)),
@@ -280,7 +283,12 @@ def replace_patch(target: Any, patch: dict[str, Any]) -> Any:
 def omit_off_delays(body: dict[str, Any]) -> dict[str, Any]:
     """The body as a read that leaves out the delay of a shutdown feature that is off (absent flags are off)."""
     props = body.get("properties")
-    shutdown = props.get("defaultAutoShutdownProfile") if isinstance(props, dict) else None
+    key = (
+        "autoShutdownProfile"
+        if isinstance(props, dict) and "autoShutdownProfile" in props
+        else "defaultAutoShutdownProfile"
+    )
+    shutdown = props.get(key) if isinstance(props, dict) else None
     if not isinstance(shutdown, dict):
         return body
     drop = [
@@ -295,7 +303,7 @@ def omit_off_delays(body: dict[str, Any]) -> dict[str, Any]:
         **body,
         "properties": {
             **props,
-            "defaultAutoShutdownProfile": {k: v for k, v in shutdown.items() if k not in drop},
+            key: {k: v for k, v in shutdown.items() if k not in drop},
         },
     }
 

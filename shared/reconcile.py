@@ -72,9 +72,12 @@ class PlanOutcome:
     evaluation: Evaluation | None = None
     detail: str | None = None
     notice: Any = None
+    lab: Any = None  # a lab's outcome: its shared.lab_drift.LabEvaluation (``plan_id`` is then the lab's id)
 
     @property
     def findings(self) -> tuple[Finding, ...]:
+        if self.lab is not None:
+            return tuple(self.lab.findings)
         return self.evaluation.findings if self.evaluation else ()
 
 
@@ -89,10 +92,11 @@ class SweepSummary:
     duration_s: float = 0.0
     arm_calls: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
+    lab_counts: Counter[str] = field(default_factory=Counter)  # labs, by outcome status (shared.lab_reconcile)
 
     @property
     def failed(self) -> int:
-        return self.counts["failed"]
+        return self.counts["failed"] + self.lab_counts["failed"]
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -113,6 +117,11 @@ class SweepSummary:
             "arm_calls": sum(self.arm_calls.values()),
             "arm_calls_by_kind": dict(sorted(self.arm_calls.items())),
             "throttled": self.throttled,
+            **(
+                {"labs": sum(self.lab_counts.values()), "labs_by_status": dict(sorted(self.lab_counts.items()))}
+                if self.lab_counts
+                else {}
+            ),
         }
 
 
@@ -131,6 +140,7 @@ class Reconciler:
         backoff: WriteBackoff | None = None,
         own_identities: Callable[[], Awaitable[frozenset[str]]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        labs: Any = None,
     ) -> None:
         self._arm = arm
         self._policy = policy
@@ -141,6 +151,7 @@ class Reconciler:
         self.backoff: WriteBackoff = backoff if backoff is not None else MemoryBackoff()
         self._own_identities = own_identities
         self._sleep = sleep
+        self.labs = labs  # a shared.lab_reconcile.LabReconciler: the sweep lists and reconciles labs too
 
     @property
     def policy(self) -> Policy:
@@ -190,12 +201,15 @@ class Reconciler:
         summary = SweepSummary()
         # One ledger query up front, so recovered plans are resolved without a query per plan.
         open_notices = await self._notifier.open_snapshot() if self._notifier is not None else None
-        queue: asyncio.Queue[LabPlan | BadPlan | None] = asyncio.Queue(maxsize=self._concurrency * 4)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 4)
 
         async def produce(subscription: str, resource_group: str | None) -> None:
             try:
                 async for item in self._arm.list_plans(subscription, resource_group):
                     await queue.put(item)
+                if self.labs is not None:  # labs beside plans: same paging, pacing and budget
+                    async for lab in self.labs.list_scope(subscription, resource_group):
+                        await queue.put(lab)
             except ProviderNotRegistered as exc:
                 # No plans can exist there: say so once per sweep instead of failing every sweep.
                 summary.not_registered.append(exc.scope)
@@ -216,8 +230,12 @@ class Reconciler:
                 item = await queue.get()
                 if item is None:
                     return
-                outcome = await self._safe_act(item, correlation_id, open_notices)
-                summary.counts[outcome.status] += 1
+                if self.labs is not None and self.labs.handles(item):
+                    outcome = await self.labs.safe_act(item, correlation_id)
+                    summary.lab_counts[outcome.status] += 1
+                else:
+                    outcome = await self._safe_act(item, correlation_id, open_notices)
+                    summary.counts[outcome.status] += 1
                 if outcome.status == "failed":
                     summary.failures.append((outcome.plan_id, outcome.detail or "failed"))
                 if on_outcome is not None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.events import IgnoredEvent, MalformedEvent, event_label, parse_event
+from shared.events import IgnoredEvent, LabEvent, MalformedEvent, event_label, parse_event
 from shared.logs import record
 from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
 from shared.settings import Settings, SettingsError
@@ -134,11 +134,22 @@ async def build_runtime(
             concurrency=settings.concurrency,
             backoff=backoff,
             own_identities=identities.get,
+            labs=_lab_reconciler(settings, session, policy, backoff),
         )
     except BaseException:
         await stack.aclose()
         raise
     return Runtime(settings=settings, reconciler=reconciler, session=session, stack=stack)
+
+
+def _lab_reconciler(settings: Settings, session: Any, policy: Policy, backoff: Any) -> Any:
+    """Labs beside plans (LABGUARD_LABS, on by default), over the same ARM session, pacer and backoff."""
+    if not settings.labs:
+        return None
+    from shared.lab_arm import LabsArm
+    from shared.lab_reconcile import LabReconciler
+
+    return LabReconciler(LabsArm(session.plans), policy, backoff=backoff)
 
 
 async def current_runtime(env: Mapping[str, str] | None = None) -> Runtime:
@@ -183,6 +194,10 @@ async def on_event(
     if isinstance(event, IgnoredEvent):
         record(log, logging.INFO, "event.ignored", event_id=event.event_id, reason=event.reason)
         return None
+    if isinstance(event, LabEvent):
+        from shared.lab_runs import on_lab_event
+
+        return await on_lab_event(event, env, EVENT_WRITE_WAIT_S)
     settings = load_settings(env)
     if not in_scope(event.plan_id, settings.subscriptions, settings.resource_groups):
         record(log, logging.INFO, "event.out-of-scope", event_id=event.event_id, plan_id=event.plan_id.key)
@@ -235,6 +250,10 @@ async def on_event(
             trigger="event",
             correlation_id=correlation_id,
         )
+    if outcome.status not in ("gone", "failed"):
+        from shared.lab_runs import labs_of_changed_plan
+
+        await labs_of_changed_plan(runtime, event.plan_id, correlation_id)  # one lab's failure: the sweep's
     if outcome.status == "failed":
         raise RunFailed(f"event {event.event_id}: {outcome.detail}")
     _retry_if_busy(outcome, event.event_id, event_time, correlation_id)

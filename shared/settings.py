@@ -48,6 +48,7 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_REPORT_ACCOUNT_URL": "blob endpoint of that container, reached with the app's identity (optional)",
     "LABGUARD_DIGEST_EMAIL": "admin address for the daily digest over the SMTP settings (optional; empty: off)",
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
+    "LABGUARD_LABS": "on (default): labs are held to the policy too (sweep, events); off: lab plans only",
 }
 
 # App Service writes a Key Vault reference it could not resolve into the environment as is.
@@ -91,6 +92,7 @@ class Settings:
     report_container: str | None = None
     report_account_url: str | None = None
     digest_email: str | None = None
+    labs: bool = True
 
     def __repr__(self) -> str:  # secrets never reach logs, even through repr()
         return (
@@ -148,6 +150,7 @@ class Settings:
             report_container=_container(get("LABGUARD_REPORT_CONTAINER")),
             report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
             digest_email=_address(get("LABGUARD_DIGEST_EMAIL"), "LABGUARD_DIGEST_EMAIL"),
+            labs=_on_off(get("LABGUARD_LABS"), "LABGUARD_LABS"),
         )
 
 
@@ -237,3 +240,11 @@ def _address(value: str | None, name: str) -> str | None:
     if value is not None and not _ADDRESS.match(value):
         raise SettingsError(f"{name}={value!r}: write one plain address, such as it-admins@school.example")
     return value
+
+
+def _on_off(value: str | None, name: str) -> bool:
+    if value is None or value.strip().lower() in ("", "on", "true", "1"):
+        return True
+    if value.strip().lower() in ("off", "false", "0"):
+        return False
+    raise SettingsError(f"{name}={value[:40]!r}: write on or off")
