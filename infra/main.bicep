@@ -76,6 +76,10 @@ param schedule string = '0 */15 * * * *'
 @description('LABGUARD_CONCURRENCY: plans read or patched at once (1-256); empty: 16.')
 param concurrency string = ''
 
+@description('LABGUARD_LABS: on (default) holds labs to the policy too; off: lab plans only.')
+@allowed(['on', 'off'])
+param labs string = 'on'
+
 @description('LABGUARD_NOTICE_WAIT_SECONDS: how long one trigger waits for a failure notice (1-25); empty: 5.')
 param noticeWaitSeconds string = ''
 
@@ -234,6 +238,7 @@ var appSettings = {
   LABGUARD_REPORT_CONTAINER: reportContainer
   LABGUARD_REPORT_ACCOUNT_URL: empty(reportContainer) ? '' : storage.outputs.blobEndpoint
   LABGUARD_DIGEST_EMAIL: digestEmail
+  LABGUARD_LABS: labs
 }
 
 module functionApp 'modules/functionapp.bicep' = {
