@@ -675,6 +675,13 @@ class Store:
             if kind == "labs":
                 patch["properties"].pop("state", None)
         new_body = replace_patch(r.body, patch) if self.patch_mode == "replace" else merge_patch(r.body, patch)
+        if kind == "labs":  # osType is read-only (the service's, from the image): a PATCH never drops it
+            vm, old_vm = (
+                (new_body.get("properties") or {}).get("virtualMachineProfile"),
+                (r.body.get("properties") or {}).get("virtualMachineProfile"),
+            )
+            if isinstance(vm, dict) and isinstance(old_vm, dict) and "osType" in old_vm:
+                vm["osType"] = old_vm["osType"]
         new_body["systemData"] = self._system_data(r.body.get("systemData"), caller)
         r.body = new_body
         return self._start_write(r, "PATCH", api_version, caller, http, created=False)

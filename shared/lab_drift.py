@@ -18,18 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from shared.drift import Finding, _patch, evaluate, shown
+from shared.durations import describe, format_iso, parse_delay
 from shared.lab_plans import CONNECTION_PROFILE, SHUTDOWN_PROFILE, LabPlan
-from shared.labs import LAB_CONNECTION_PROFILE, LAB_SHUTDOWN_PROFILE, Lab
-from shared.policy import Policy
+from shared.labs import LAB_CONNECTION_PROFILE, LAB_SHUTDOWN_PROFILE, LAB_VM_PROFILE, Lab
+from shared.policy import LabRules, Policy
 
 __all__ = ["LabEvaluation", "LabStatus", "evaluate_lab"]
 
 LabStatus = Literal["compliant", "drifted", "skipped", "exempt", "failed"]
 NOT_PATCHABLE = "lab.not-patchable"
+# Rules reported, never patched: what the service would refuse, and what it cannot change on a lab.
+REPORTED_ONLY = frozenset({NOT_PATCHABLE, "lab.vmSize", "lab.templateVm", "lab.nonAdminUser"})
+# virtualMachineProfile keys the spec marks read-only: the service computes them, a patch leaves them out.
+_VM_READ_ONLY = frozenset({"osType"})
 
 _TO_LAB = {CONNECTION_PROFILE: LAB_CONNECTION_PROFILE, SHUTDOWN_PROFILE: LAB_SHUTDOWN_PROFILE}
 # Plan wording in shared.drift's messages -> the lab's (fixed phrases only; untrusted text is left alone).
@@ -67,7 +72,7 @@ class LabEvaluation:
     @property
     def not_patchable(self) -> tuple[Finding, ...]:
         """Out of bounds, but never written: the service would refuse it or the lab would be unusable."""
-        return tuple(f for f in self.findings if f.rule == NOT_PATCHABLE)
+        return tuple(f for f in self.findings if f.rule in REPORTED_ONLY)
 
     @property
     def unknown_values(self) -> tuple[Finding, ...]:
@@ -98,17 +103,116 @@ def evaluate_lab(lab: Lab, policy: Policy, now: datetime) -> LabEvaluation:
     proxy = as_plan(lab)
     base = evaluate(proxy, policy, now)
     findings = _withhold_refused(lab, list(base.findings))
+    may_patch = base.status in ("compliant", "drifted")  # not failed, exempt or busy
     patch = _patch(proxy, findings) if base.patch else {}
+    patch = _patch_for_lab(patch)
     status: LabStatus = base.status
     reason = base.reason
+    rules = policy.lab_rules_for(lab.id.scope)
+    lab_findings = _lab_rules(lab, rules)
+    quota = next((f for f in lab_findings if f.is_drift), None)
+    if quota is not None and may_patch:
+        vm = {k: v for k, v in (lab.profiles_as_read.get(LAB_VM_PROFILE) or {}).items() if k not in _VM_READ_ONLY}
+        vm[quota.field.rsplit(".", 1)[-1]] = quota.patch_value
+        patch = {"properties": {**patch.get("properties", {}), LAB_VM_PROFILE: vm}}
+    findings = [*findings, *lab_findings]
     if base.status == "failed":
         findings = [_failed(lab) if f.rule == "provisioning.failed" else f for f in findings]
-    elif base.status == "drifted" and not patch:
-        reason = "out of bounds, but nothing labguard may write"
-    elif base.status == "compliant" and any(f.rule == NOT_PATCHABLE for f in findings):
+    elif may_patch and patch:
+        status, reason = "drifted", None
+    elif may_patch and any(f.rule in REPORTED_ONLY for f in findings):
         status = "drifted"
         reason = "out of bounds, but nothing labguard may write"
-    return LabEvaluation(lab, tuple(_named_for_lab(f) for f in findings), _patch_for_lab(patch), status, reason)
+    return LabEvaluation(lab, tuple(_named_for_lab(f) for f in findings), patch, status, reason)
+
+
+def _lab_rules(lab: Lab, rules: LabRules) -> list[Finding]:
+    """The lab-only rules: size, template VM and non-admin user are reported (create-only: the service cannot
+    change them on an existing lab); a usage quota above its bound is drift the patch lowers."""
+    out: list[Finding] = []
+    create_only = (
+        "the service cannot change it on an existing lab (create-only), so labguard reports it, never patches it"
+    )
+    if rules.allowed_vm_sizes is not None and (lab.sku_name or "").lower() not in {
+        size.lower() for size in rules.allowed_vm_sizes
+    }:
+        allowed = ", ".join(rules.allowed_vm_sizes)
+        out.append(
+            Finding(
+                "lab.vmSize",
+                f"properties.{LAB_VM_PROFILE}.sku.name",
+                lab.sku_name,
+                f"one of {allowed}",
+                "medium",
+                f"VM size is {shown(lab.sku_name)}, not one the policy allows ({shown(allowed, quote=False)}); "
+                f"{create_only}: recreate the lab with an allowed size.",
+            )
+        )
+    if rules.template_vm == "Forbidden" and (lab.create_option or "").lower() == "templatevm":
+        out.append(
+            Finding(
+                "lab.templateVm",
+                f"properties.{LAB_VM_PROFILE}.createOption",
+                lab.create_option,
+                "Image (no template VM)",
+                "medium",
+                f"The lab uses a template VM, which the policy forbids; {create_only}: recreate it from an image.",
+            )
+        )
+    if rules.require_non_admin_user and not lab.has_non_admin_user:
+        out.append(
+            Finding(
+                "lab.nonAdminUser",
+                f"properties.{LAB_VM_PROFILE}.nonAdminUser",
+                None,
+                "a non-admin user",
+                "medium",
+                f"The lab has no non-admin user, which the policy requires; {create_only}: recreate it with one.",
+            )
+        )
+    if rules.max_usage_quota is not None:
+        out += _quota(lab, rules.max_usage_quota)
+    return out
+
+
+def _quota(lab: Lab, limit: timedelta) -> list[Finding]:
+    bound = format_iso(limit)
+    allowed = f"at most {bound} ({describe(limit)}) per student"
+    field = f"properties.{LAB_VM_PROFILE}.usageQuota"
+    label = "Usage quota"
+    observed = lab.usage_quota
+    if observed is None:  # required by the spec; an absent quota is nothing labguard can judge
+        return []
+    try:
+        value = parse_delay(observed)
+    except ValueError:
+        value = None
+    if value is None or value < timedelta(0):
+        return [
+            Finding(
+                "unknown-value",
+                field,
+                observed,
+                allowed,
+                "medium",
+                f"{label} has the value {shown(observed)}, which is not a duration labguard can read; the policy "
+                f"allows {allowed}. labguard leaves it as it is: check it by hand.",
+            )
+        ]
+    if value <= limit:
+        return []
+    return [
+        Finding(
+            "lab.usageQuota",
+            field,
+            observed,
+            allowed,
+            "medium",
+            f"{label} is {shown(observed)} ({describe(value)}) but the policy allows {allowed}; the fix sets it "
+            f"to {bound}.",
+            patch_value=bound,
+        )
+    ]
 
 
 def _withhold_refused(lab: Lab, findings: list[Finding]) -> list[Finding]:

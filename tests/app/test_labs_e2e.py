@@ -142,3 +142,28 @@ async def test_labs_off_lists_no_labs(emu: Any, configure: Any) -> None:
     emu.clear_requests()
     await tick()
     assert not [r for r in arm_requests(emu) if "/labs" in r["path"].lower().replace("/labplans", "")]
+
+
+@BOTH_PATCH_MODES
+async def test_an_over_quota_lab_is_lowered_and_a_template_vm_lab_only_reported(
+    emu: Any, configure: Any, tmp_path: Any, caplog: Any
+) -> None:
+    policy = tmp_path / "labs.yaml"
+    policy.write_text("mode: enforce\nlabs:\n  templateVm: Forbidden\n  maxUsageQuota: PT20H\n")
+    configure(LABGUARD_LABS="on", LABGUARD_POLICY_FILE=str(policy))
+    over = lab("lab-over-quota", createOption="Image")
+    template = lab("lab-template", usageQuota="PT10H")
+    for body in (over, template):
+        emu.put_lab(body)
+    caplog.set_level("INFO", logger="labguard")
+    emu.clear_requests()
+    await tick()
+    (sent,) = patches(emu)
+    assert sent["path"].lower() == over["id"].lower()
+    vm = {k: v for k, v in over["properties"]["virtualMachineProfile"].items() if k != "osType"}
+    assert sent["body"] == {"properties": {"virtualMachineProfile": {**vm, "usageQuota": "PT20H"}}}
+    after = stored(emu, over)["properties"]["virtualMachineProfile"]
+    assert after == {**over["properties"]["virtualMachineProfile"], "usageQuota": "PT20H"}  # nothing else moved
+    reported = [r for r in records(caplog, "lab.not-patchable") if r["lab_id"] == template["id"].lower()]
+    assert [r["field"] for r in reported] == ["properties.virtualMachineProfile.createOption"]
+    assert stored(emu, template)["properties"]["virtualMachineProfile"]["createOption"] == "TemplateVM"

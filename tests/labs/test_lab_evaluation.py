@@ -186,3 +186,50 @@ def test_failed_lab_names_its_plan_and_gets_no_patch() -> None:
 def test_busy_lab_is_skipped() -> None:
     ev = run(lab_body(state="Updating"))
     assert ev.status == "skipped" and ev.patch == {} and "lab" in ev.findings[0].message
+
+
+LAB_RULES = {
+    **BASE,
+    "labs": {
+        "allowedVmSizes": ["Classic_Dsv4_4_16GB_128_P_SSD"],
+        "templateVm": "Forbidden",
+        "requireNonAdminUser": True,
+        "maxUsageQuota": "PT20H",
+    },
+}
+
+
+def test_lab_rules_report_what_cannot_change_and_lower_the_quota() -> None:
+    body = compliant_lab()
+    ev = run(body, LAB_RULES)
+    rules = {f.rule: f for f in ev.findings}
+    assert set(rules) == {"lab.vmSize", "lab.templateVm", "lab.nonAdminUser", "lab.usageQuota"}
+    for rule in ("lab.vmSize", "lab.templateVm", "lab.nonAdminUser"):
+        assert rules[rule].patch_value is None and "create-only" in rules[rule].message
+    assert rules["lab.usageQuota"].patch_value == "PT20H"
+    vm = dict(body["properties"]["virtualMachineProfile"])
+    del vm["osType"]  # read-only: the service's
+    assert ev.status == "drifted"
+    assert ev.patch == {"properties": {"virtualMachineProfile": {**vm, "usageQuota": "PT20H"}}}
+
+
+def test_quota_within_bound_in_timespan_form_is_left_alone_and_overrides_apply() -> None:
+    within = compliant_lab(usageQuota="10:00")  # ten hours, as the spec's example writes it
+    assert run(within, {**BASE, "labs": {"maxUsageQuota": "PT20H"}}).patch == {}
+    unreadable = run(compliant_lab(usageQuota="lots"), {**BASE, "labs": {"maxUsageQuota": "PT20H"}})
+    assert [f.rule for f in unreadable.findings] == ["unknown-value"] and unreadable.patch == {}
+    loose = {**LAB_RULES, "overrides": {"resourceGroups": {f"{SUB}/{RG}": {"labs": None}}}}
+    assert run(compliant_lab(), loose).findings == ()
+
+
+def test_an_exempt_lab_over_quota_is_reported_not_patched() -> None:
+    ev = run(compliant_lab(tags={"labguard:exempt": "pilot"}), {**BASE, "labs": {"maxUsageQuota": "PT20H"}})
+    assert ev.status == "exempt" and ev.patch == {} and [f.rule for f in ev.violations] == ["lab.usageQuota"]
+
+
+def test_the_lab_rules_are_in_the_policy_schema() -> None:
+    from shared.policy import PolicyError, policy_json_schema
+
+    assert "LabBounds" in policy_json_schema()["$defs"]
+    with pytest.raises(PolicyError, match=r"labs\.maxUsageQuota"):
+        parse_policy({**BASE, "labs": {"maxUsageQuota": "20 hours"}}, "policy.yaml")
