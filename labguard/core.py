@@ -170,6 +170,18 @@ class RunResult:
     list_failures: list[tuple[str, str]] = field(default_factory=list)
     not_registered: list[str] = field(default_factory=list)  # scopes without Microsoft.LabServices: no plans
     duration_s: float = 0.0
+    labs: list[PlanOutcome] = field(default_factory=list)  # lab outcomes (outcome.lab: the LabEvaluation)
+
+    def labs_of(self, plan_id: PlanId | None) -> list[PlanOutcome]:
+        """The labs whose labPlanId names this plan (None: labs naming no plan in this run), by name."""
+        keys = {r.plan_id.key for r in self.results if r.plan_id is not None}
+        out = []
+        for outcome in self.labs:
+            named = outcome.lab.lab.lab_plan_id if outcome.lab is not None else None
+            mine = named == plan_id if plan_id is not None else (named is None or named.key not in keys)
+            if mine:
+                out.append(outcome)
+        return sorted(out, key=lambda o: o.plan_id)
 
     @property
     def counts(self) -> Counter[str]:
@@ -179,6 +191,8 @@ class RunResult:
     def exit_code(self) -> int:
         """0: everything in scope is compliant (or exempt / skipped); 1: drift left or a failure."""
         if self.list_failures or any(result.status in PROBLEMS for result in self.results):
+            return 1
+        if any(lab.status in PROBLEMS for lab in self.labs):
             return 1
         return 0
 
@@ -237,10 +251,14 @@ async def run(
             notifier=None,
             concurrency=settings.concurrency,
             dry_run=dry_run or command == "audit",
+            labs=_labs(runtime, policy, dry_run=dry_run or command == "audit"),
         )
         ledger = _open_ledger(settings) if read_ledger else None
 
         async def collect(outcome: PlanOutcome) -> None:
+            if outcome.lab is not None or "/providers/microsoft.labservices/labs/" in outcome.plan_id.lower():
+                result.labs.append(outcome)  # shown under its plan
+                return
             notice = None
             if outcome.status == "provisioning-failed" and outcome.evaluation is not None:
                 notice = await _notice_status(ledger, outcome.evaluation.plan)
@@ -398,3 +416,13 @@ async def _notice_status(ledger: Any | None, plan: LabPlan) -> NoticeStatus | No
 def _channel(ledger_key: str) -> str:
     """``webhook:<host>:<digest>`` -> ``webhook:<host>``; other channel keys are already names."""
     return ":".join(ledger_key.split(":")[:2]) if ledger_key.startswith("webhook:") else ledger_key
+
+
+def _labs(runtime: Any, policy: Policy, *, dry_run: bool) -> Any:
+    """Labs beside plans (LABGUARD_LABS, on by default), judged as the Functions judge them."""
+    if runtime.reconciler.labs is None:
+        return None
+    from shared.lab_arm import LabsArm
+    from shared.lab_reconcile import LabReconciler
+
+    return LabReconciler(LabsArm(runtime.session.plans), policy, dry_run=dry_run)

@@ -19,7 +19,7 @@ from shared.arm import ArmError, Throttled
 from shared.drift import shown
 from shared.lab_arm import BadLab, LabGone, LabsArm
 from shared.lab_drift import LabEvaluation, as_plan, evaluate_lab
-from shared.lab_plans import CONNECTION_PROFILE, SHUTDOWN_PROFILE, PlanId
+from shared.lab_plans import CONNECTION_PROFILE, SHUTDOWN_PROFILE, LabPlan, PlanId
 from shared.labs import LAB_CONNECTION_PROFILE, LAB_SHUTDOWN_PROFILE, Lab, LabId
 from shared.logs import record
 from shared.policy import Policy
@@ -60,8 +60,10 @@ class LabReconciler:
         dry_run: bool = False,
         backoff: WriteBackoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        notifier: Any = None,
     ) -> None:
         self._arm = arm
+        self._notifier = notifier  # shared.delivery.Notifier (enabled) or None
         self._policy = policy
         self._clock = clock
         self._dry_run = dry_run
@@ -110,13 +112,15 @@ class LabReconciler:
         )
         return outcomes
 
-    async def safe_act(self, lab: Lab | BadLab, correlation_id: str | None) -> PlanOutcome:
+    async def safe_act(
+        self, lab: Lab | BadLab, correlation_id: str | None, open_notices: frozenset[str] | None = None
+    ) -> PlanOutcome:
         """Sweep path: one lab's failure is recorded and the sweep goes on."""
         if isinstance(lab, BadLab):
             record(log, logging.ERROR, "lab.unreadable", lab_id=lab.id, error=lab.reason)
             return PlanOutcome(lab.id, "failed", detail=f"unreadable lab JSON: {lab.reason}")
         try:
-            return await self.act(lab, fresh=False, correlation_id=correlation_id)
+            return await self.act(lab, fresh=False, correlation_id=correlation_id, open_notices=open_notices)
         except LabGone:
             return PlanOutcome(lab.id.key, "gone", detail="deleted during the sweep")
         except ArmError as exc:
@@ -129,7 +133,13 @@ class LabReconciler:
             return PlanOutcome(lab.id.key, "failed", detail=detail)
 
     async def act(
-        self, lab: Lab, *, fresh: bool, correlation_id: str | None, write_wait_s: float | None = None
+        self,
+        lab: Lab,
+        *,
+        fresh: bool,
+        correlation_id: str | None,
+        write_wait_s: float | None = None,
+        open_notices: frozenset[str] | None = None,
     ) -> PlanOutcome:
         evaluation = evaluate_lab(lab, self._policy, self._clock())
         key = lab.id.key
@@ -159,7 +169,12 @@ class LabReconciler:
                 timestamp=error.timestamp if error else None,
                 correlation_id=correlation_id,
             )
-            return _outcome(key, "provisioning-failed", evaluation, evaluation.reason)
+            return await self._report_failure(lab, evaluation, correlation_id)
+        notifier = self._notifier
+        if notifier is not None and lab.provisioning_state == "Succeeded":
+            subject = self._as_notice_subject(lab, None)
+            if notifier.may_have_open(open_notices, subject):  # the sweep's one ledger query says which may
+                await notifier.resolve(subject)  # recovered: close its open notice
         if evaluation.status in ("skipped", "exempt"):
             record(
                 log,
@@ -177,6 +192,36 @@ class LabReconciler:
             self._record_changes(evaluation, "lab.drift", correlation_id)
             return _outcome(key, "drifted", evaluation)
         return await self._write(lab, evaluation, fresh=fresh, correlation_id=correlation_id, wait_s=write_wait_s)
+
+    @staticmethod
+    def _as_notice_subject(lab: Lab, plan: LabPlan | None) -> LabPlan:
+        """The failed lab in the shape the notice channels and their ledger take: the lab's own id (so one
+        notice per lab and error), its error, and the support contacts of the plan it belongs to."""
+        return LabPlan(
+            id=cast(PlanId, lab.id),
+            location=lab.location,
+            provisioning_state=lab.provisioning_state,
+            support=plan.support if plan is not None else None,
+            error=lab.error,
+        )
+
+    async def _report_failure(self, lab: Lab, evaluation: LabEvaluation, correlation_id: str | None) -> PlanOutcome:
+        """A failed lab: its resourceOperationError goes once per error to its plan's support contacts."""
+        key = lab.id.key
+        if self._notifier is None or self._dry_run:
+            return _outcome(key, "provisioning-failed", evaluation, "no notice channel configured")
+        plan: LabPlan | None = None
+        if lab.lab_plan_id is not None:
+            try:
+                plan = await self._arm.plans.get_plan(lab.lab_plan_id)
+            except ArmError as exc:  # no plan to read: the notice goes to the fallback address
+                record(log, logging.WARNING, "lab.plan-unreadable", lab_id=key, error=str(exc))
+        notice = await self._notifier.notify_failure(self._as_notice_subject(lab, plan), correlation_id=correlation_id)
+        if getattr(notice, "deferred", False):
+            return _outcome(key, "provisioning-failed", evaluation, "notice deferred")
+        if not getattr(notice, "all_delivered", True):
+            return _outcome(key, "failed", evaluation, "failure notice not delivered")
+        return _outcome(key, "provisioning-failed", evaluation)
 
     def _record_changes(self, evaluation: LabEvaluation, event: str, correlation_id: str | None) -> None:
         lab = evaluation.lab

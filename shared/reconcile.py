@@ -231,7 +231,7 @@ class Reconciler:
                 if item is None:
                     return
                 if self.labs is not None and self.labs.handles(item):
-                    outcome = await self.labs.safe_act(item, correlation_id)
+                    outcome = await self.labs.safe_act(item, correlation_id, open_notices)
                     summary.lab_counts[outcome.status] += 1
                 else:
                     outcome = await self._safe_act(item, correlation_id, open_notices)

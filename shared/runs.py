@@ -134,7 +134,7 @@ async def build_runtime(
             concurrency=settings.concurrency,
             backoff=backoff,
             own_identities=identities.get,
-            labs=_lab_reconciler(settings, session, policy, backoff),
+            labs=_lab_reconciler(settings, session, policy, backoff, notifier if notifier.enabled else None),
         )
     except BaseException:
         await stack.aclose()
@@ -142,14 +142,14 @@ async def build_runtime(
     return Runtime(settings=settings, reconciler=reconciler, session=session, stack=stack)
 
 
-def _lab_reconciler(settings: Settings, session: Any, policy: Policy, backoff: Any) -> Any:
+def _lab_reconciler(settings: Settings, session: Any, policy: Policy, backoff: Any, notifier: Any) -> Any:
     """Labs beside plans (LABGUARD_LABS, on by default), over the same ARM session, pacer and backoff."""
     if not settings.labs:
         return None
     from shared.lab_arm import LabsArm
     from shared.lab_reconcile import LabReconciler
 
-    return LabReconciler(LabsArm(session.plans), policy, backoff=backoff)
+    return LabReconciler(LabsArm(session.plans), policy, backoff=backoff, notifier=notifier)
 
 
 async def current_runtime(env: Mapping[str, str] | None = None) -> Runtime:
