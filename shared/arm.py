@@ -51,6 +51,7 @@ ARM_ACTIONS = frozenset(
 )
 
 TERMINAL_OPERATION_STATES = frozenset({"succeeded", "failed", "canceled"})
+BUSY_CODES = frozenset({"AnotherOperationInProgress", "ResourceLocked"})  # a 409 to a write on a busy plan
 
 log = logging.getLogger("labguard.arm")
 
@@ -248,15 +249,26 @@ class LabPlansArm:
             next_link = page.get("nextLink")
             url = self._checked_url(next_link) if isinstance(next_link, str) and next_link else None
 
-    async def write_slot(self, plan_id: PlanId) -> Any:
+    async def write_slot(self, plan_id: PlanId, *, max_wait_s: float | None = None) -> Any:
         """Wait for the subscription's write budget *before* the re-read that precedes a write.
 
         The returned slot is handed to :meth:`send_patch`, which then goes out without a second wait:
-        nothing waits between the last read of a plan and the write to it.
+        nothing waits between the last read of a plan and the write to it. A wait longer than
+        ``max_wait_s`` (a bounded event run) is not sat out: a transient ArmError says try later.
         """
         if self._pacer is None:
             return None
-        return await self._pacer.acquire(plan_id.subscription_id, "writes")
+        ticket = self._pacer.reserve(plan_id.subscription_id, "writes")
+        if max_wait_s is not None and ticket.delay > max_wait_s:
+            raise ArmError(
+                f"PATCH {plan_id}: the subscription's write budget is spent for {ticket.delay:.0f} s more",
+                status=429,
+                code="WriteBudget",
+                transient=True,
+            )
+        if ticket.delay > 0:
+            await self._pacer.sleep(ticket.delay)
+        return ticket
 
     async def send_patch(self, plan_id: PlanId, patch: Mapping[str, Any], slot: Any = None) -> WriteAccepted:
         """Send one PATCH (all drifted fields at once, so never half-applied), exactly once.
@@ -278,7 +290,10 @@ class LabPlansArm:
             error = _error_from(response, f"PATCH {plan_id}")
             raise Throttled(str(error), retry_after_s=_retry_after(response.headers, 1.0))
         if status not in (200, 201, 202):
-            raise _error_from(response, f"PATCH {plan_id}")
+            error = _error_from(response, f"PATCH {plan_id}")
+            if status == 409 and error.code in BUSY_CODES:  # turned busy after our read: read again, later
+                error.transient = True
+            raise error
         operation = response.headers.get("Azure-AsyncOperation") or response.headers.get("Location")
         retry_after = response.headers.get("Retry-After")
         return WriteAccepted(

@@ -44,6 +44,7 @@ Status = Literal[
 BUSY_STATES = frozenset({"creating", "updating", "deleting", "locked"})
 MAX_WRITE_ATTEMPTS = 3  # a write answered 429/5xx is tried again, after a fresh read, at most this often
 MAX_THROTTLE_WAIT_S = 60.0
+FRESH_FOR_S = 1.0  # a read older than this (a slow backoff lookup, say) is read again before the write
 
 
 class FailureNotifier(Protocol):
@@ -89,6 +90,7 @@ class SweepSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     list_errors: list[tuple[str, ArmError]] = field(default_factory=list)  # scope, why it could not be listed
     not_registered: list[str] = field(default_factory=list)  # scopes whose subscription lacks Microsoft.LabServices
+    empty_scopes: list[str] = field(default_factory=list)  # scopes listed fine with no lab plan: a typo, usually
     duration_s: float = 0.0
     arm_calls: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
@@ -117,12 +119,28 @@ class SweepSummary:
             "arm_calls": sum(self.arm_calls.values()),
             "arm_calls_by_kind": dict(sorted(self.arm_calls.items())),
             "throttled": self.throttled,
+            "empty_scopes": sorted(self.empty_scopes),
+            "warning": empty_scope_warning(self.empty_scopes),
             **(
                 {"labs": sum(self.lab_counts.values()), "labs_by_status": dict(sorted(self.lab_counts.items()))}
                 if self.lab_counts
                 else {}
             ),
         }
+
+
+def scope_path(subscription: str, resource_group: str | None) -> str:
+    return f"/subscriptions/{subscription}" + (f"/resourceGroups/{resource_group}" if resource_group else "")
+
+
+def empty_scope_warning(scopes: Sequence[str]) -> str | None:
+    """Nothing found is not compliance: name the scopes that held no lab plan, and what to check."""
+    if not scopes:
+        return None
+    return (
+        f"no lab plans in {', '.join(sorted(scopes))}: check LABGUARD_SUBSCRIPTIONS / LABGUARD_RESOURCE_GROUPS "
+        "for a typo, or that labguard's identity can read there"
+    )
 
 
 class Reconciler:
@@ -204,9 +222,14 @@ class Reconciler:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 4)
 
         async def produce(subscription: str, resource_group: str | None) -> None:
+            where = scope_path(subscription, resource_group)
+            listed = 0
             try:
                 async for item in self._arm.list_plans(subscription, resource_group):
+                    listed += 1
                     await queue.put(item)
+                if not listed:
+                    summary.empty_scopes.append(where)
                 if self.labs is not None:  # labs beside plans: same paging, pacing and budget
                     async for lab in self.labs.list_scope(subscription, resource_group):
                         await queue.put(lab)
@@ -217,9 +240,6 @@ class Reconciler:
                     log, logging.WARNING, "sweep.not-registered", scope=exc.scope, note="not registered, no plans here"
                 )
             except ArmError as exc:
-                where = f"/subscriptions/{subscription}" + (
-                    f"/resourceGroups/{resource_group}" if resource_group else ""
-                )
                 summary.counts["failed"] += 1
                 summary.failures.append((where, f"listing failed: {exc}"))
                 summary.list_errors.append((where, exc))
@@ -260,7 +280,8 @@ class Reconciler:
         summary.duration_s = time.monotonic() - started
         summary.arm_calls = dict(Counter(self._arm.counter.by_kind) - calls_before)
         summary.throttled = self._arm.counter.throttled - throttled_before
-        record(log, logging.INFO, "sweep.summary", mode=self.mode, correlation_id=correlation_id, **summary.as_record())
+        level = logging.WARNING if summary.empty_scopes else logging.INFO
+        record(log, level, "sweep.summary", mode=self.mode, correlation_id=correlation_id, **summary.as_record())
         return summary
 
     async def _safe_act(
@@ -294,6 +315,7 @@ class Reconciler:
         write_wait_s: float | None = None,
         caused_by_us: bool = False,
     ) -> PlanOutcome:
+        read_at = time.monotonic()  # the caller read the plan just now (or, in a sweep, when listing)
         evaluation = evaluate(plan, self._policy, self._clock())
         key = plan.id.key
         for unknown in evaluation.unknown_values:  # never written over: a person must look at it
@@ -335,7 +357,9 @@ class Reconciler:
         if not writing:
             self._record_changes(evaluation, "plan.drift", correlation_id)
             return PlanOutcome(key, "drifted", evaluation)
-        return await self._write(plan, evaluation, fresh=fresh, correlation_id=correlation_id, wait_s=write_wait_s)
+        return await self._write(
+            plan, evaluation, fresh=fresh, read_at=read_at, correlation_id=correlation_id, wait_s=write_wait_s
+        )
 
     def _record_changes(self, evaluation: Evaluation, event: str, correlation_id: str | None) -> None:
         for finding in evaluation.drift:
@@ -354,7 +378,14 @@ class Reconciler:
             )
 
     async def _write(
-        self, plan: LabPlan, evaluation: Evaluation, *, fresh: bool, correlation_id: str | None, wait_s: float | None
+        self,
+        plan: LabPlan,
+        evaluation: Evaluation,
+        *,
+        fresh: bool,
+        read_at: float,
+        correlation_id: str | None,
+        wait_s: float | None,
     ) -> PlanOutcome:
         """Write the patch: read right before every attempt, never let the SDK re-send, then prove it.
 
@@ -367,8 +398,9 @@ class Reconciler:
         if held is not None:
             return held
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-            slot = await self._arm.write_slot(plan.id)
-            if attempt > 1 or not fresh or (slot is not None and getattr(slot, "delay", 0) > 0):
+            slot = await self._arm.write_slot(plan.id, max_wait_s=None if wait_s is None else wait_s / 4)
+            waited = time.monotonic() - read_at > FRESH_FOR_S or (slot is not None and getattr(slot, "delay", 0) > 0)
+            if attempt > 1 or not fresh or waited:
                 plan = await self._arm.get_plan(plan.id)  # the read right before the write
                 evaluation = evaluate(plan, self._policy, self._clock())
                 if evaluation.status == "failed" or not evaluation.patch:
@@ -392,6 +424,8 @@ class Reconciler:
                 if not exc.transient or attempt == MAX_WRITE_ATTEMPTS:
                     raise
                 wait = min(exc.retry_after_s, MAX_THROTTLE_WAIT_S) if isinstance(exc, Throttled) else float(attempt)
+                if wait_s is not None and wait > wait_s / 4:
+                    raise  # a bounded (event) run does not sit out a long Retry-After: redelivery will
                 record(
                     log,
                     logging.WARNING,

@@ -106,7 +106,7 @@ async def build_runtime(
     from shared.delivery import Notifier
     from shared.pacing import Pacer
     from shared.policy import load_policy
-    from shared.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff, backoff_table_name
+    from shared.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
 
     arm_options.setdefault("pacer", Pacer())
 
@@ -118,12 +118,18 @@ async def build_runtime(
     stack = AsyncExitStack()
     try:
         session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
-        notifier = await stack.enter_async_context(Notifier.from_settings(settings))
+        try:
+            notifier = Notifier.from_settings(settings)
+        except ValueError:  # the SDK's message may quote the value (a key): name the setting, never the value
+            raise SettingsError(
+                "AzureWebJobsStorage is not a valid storage connection string: write "
+                "'UseDevelopmentStorage=true' for Azurite, or 'DefaultEndpointsProtocol=https;AccountName=...;...'"
+                " (in Azure, an identity-based connection: AzureWebJobsStorage__accountName)"
+            ) from None
+        notifier = await stack.enter_async_context(notifier)
         backoff: WriteBackoff = MemoryBackoff()
-        if settings.storage_connection:  # shared by every instance of a scaled-out app
-            table = TableBackoff.from_connection_string(
-                settings.storage_connection, backoff_table_name(settings.ledger_table)
-            )
+        table = TableBackoff.from_settings(settings)  # shared by every instance of a scaled-out app
+        if table is not None:
             stack.push_async_callback(table.close)
             backoff = table
         identities = _IdentityCache(session)
@@ -160,6 +166,8 @@ async def current_runtime(env: Mapping[str, str] | None = None) -> Runtime:
     if runtime is None:
         runtime = await build_runtime(load_settings(env))
         _runtimes[key] = runtime
+        policy = runtime.reconciler.policy
+        record(log, logging.INFO, "run.mode", mode=policy.mode, source=policy.mode_source, policy=policy.source)
     return runtime
 
 
@@ -244,8 +252,7 @@ async def on_event(
         from shared.changes import record_changes
 
         await record_changes(
-            settings.storage_connection,
-            settings.changes_table,
+            settings,
             [outcome],
             trigger="event",
             correlation_id=correlation_id,

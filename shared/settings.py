@@ -41,6 +41,7 @@ KNOWN_SETTINGS: dict[str, str] = {
     "the rest finishes in the background or in the next sweep",
     "AzureWebJobsStorage": "storage connection string (local: Azurite); also holds the notice ledger",
     "AzureWebJobsStorage__tableServiceUri": "table endpoint of identity-based host storage; the ledger uses it",
+    "AzureWebJobsStorage__blobServiceUri": "blob endpoint of identity-based host storage; the compliance page uses it",
     "AzureWebJobsStorage__accountName": "identity-based host storage by account name (public cloud): the ledger uses https://NAME.table.core.windows.net",
     "LABGUARD_LEDGER_TABLE_ENDPOINT": "ledger table endpoint, with DefaultAzureCredential (optional; wins)",
     "LABGUARD_CHANGES_TABLE": "Table storage table of the changes labguard made (default labguardchanges)",
@@ -88,6 +89,8 @@ class Settings:
     notice_wait_s: float = 5.0
     # Identity-based ledger (DefaultAzureCredential); when set it wins over storage_connection.
     ledger_table_endpoint: str | None = None
+    # Identity-based blob endpoint of the host's storage: where the compliance page goes without a key.
+    blob_endpoint: str | None = None
     changes_table: str = "labguardchanges"
     report_container: str | None = None
     report_account_url: str | None = None
@@ -146,6 +149,7 @@ class Settings:
             storage_connection=get("AzureWebJobsStorage"),
             notice_wait_s=float(_int(get("LABGUARD_NOTICE_WAIT_SECONDS"), "LABGUARD_NOTICE_WAIT_SECONDS", 5, 1, 25)),
             ledger_table_endpoint=_ledger_table_endpoint(get),
+            blob_endpoint=_blob_endpoint(get),
             changes_table=get("LABGUARD_CHANGES_TABLE") or "labguardchanges",
             report_container=_container(get("LABGUARD_REPORT_CONTAINER")),
             report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
@@ -191,9 +195,22 @@ def _ledger_table_endpoint(get: Callable[[str], str | None]) -> str | None:
     return f"https://{account}.table.core.windows.net"
 
 
-def _https_endpoint(name: str, value: str) -> str:
+def _blob_endpoint(get: Callable[[str], str | None]) -> str | None:
+    """The host storage's blob endpoint when it is identity-based (no connection string), as the ledger's."""
+    if get("AzureWebJobsStorage") is not None:
+        return None
+    service_uri = get("AzureWebJobsStorage__blobServiceUri")
+    if service_uri is not None:
+        return _https_endpoint("AzureWebJobsStorage__blobServiceUri", service_uri, "blob")
+    account = get("AzureWebJobsStorage__accountName")
+    if account is None or not _STORAGE_ACCOUNT.match(account):
+        return None  # a bad account name is already refused for the table endpoint
+    return f"https://{account}.blob.core.windows.net"
+
+
+def _https_endpoint(name: str, value: str, kind: str = "table") -> str:
     if not value.startswith("https://") or len(value) <= len("https://") or any(c.isspace() for c in value):
-        raise SettingsError(f"{name}: write the https:// table endpoint, e.g. https://ACCOUNT.table.core.windows.net")
+        raise SettingsError(f"{name}: write the https:// {kind} endpoint, e.g. https://ACCOUNT.{kind}.core.windows.net")
     return value.rstrip("/")
 
 

@@ -6,10 +6,11 @@ day. A new drift on a field that did converge still gets its write (the owner ch
 else), but the unconverged fields alone never cause a PATCH before the plan is due again.
 
 The state lives where every instance of a scaled-out app sees it: an Azure Table in the notice
-ledger's storage account (``AzureWebJobsStorage``), table ``<LABGUARD_LEDGER_TABLE>writes``, one
-row per plan. Without storage (the CLI) it is kept in process. The table is never on the critical
-path: each call is bounded, and while it cannot be read or written the in-process copy is used, so a
-storage outage cannot turn into a PATCH loop on one worker either.
+ledger's storage account, connected as the ledger is (identity or connection string), table
+``<LABGUARD_LEDGER_TABLE>writes``, one row per plan. Without storage (the CLI) it is kept in
+process. The table is never on the critical path: each call is bounded, and while it cannot be read
+or written the in-process copy is used, so a storage outage cannot turn into a PATCH loop on one
+worker either.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shared.lab_plans import PlanId
 from shared.logs import record
+from shared.settings import Settings
 
 BASE_DELAY = timedelta(minutes=30)
 MAX_DELAY = timedelta(hours=24)
@@ -97,24 +99,41 @@ def _next_state(previous: BackoffState | None, now: datetime, fields: Iterable[s
 class TableBackoff:
     """Backoff rows in Azure Table storage (one row per plan), with the in-process copy as fallback."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, closer: Callable[[], Awaitable[None]] | None = None) -> None:
         self._client = client
+        self._closer = closer or client.close
         self._memory = MemoryBackoff()
         self._table_ready = False
         self.table_name: str = client.table_name
 
     @classmethod
-    def from_connection_string(cls, conn: str, table: str) -> TableBackoff:
-        from azure.data.tables.aio import TableClient
+    def from_settings(cls, settings: Settings) -> TableBackoff | None:
+        """Beside the notice ledger, connected the same way (identity on a table endpoint, or a
+        connection string); None when the settings name no storage."""
+        from shared.ledger import open_table  # the ledger's client building, one place for it
 
-        return cls(
-            TableClient.from_connection_string(
-                conn, table_name=table, retry_total=1, connection_timeout=3, read_timeout=TABLE_CALL_TIMEOUT_S
-            )
+        opened = open_table(
+            settings,
+            backoff_table_name(settings.ledger_table),
+            retry_total=1,
+            connection_timeout=3,
+            read_timeout=TABLE_CALL_TIMEOUT_S,
         )
+        if opened is None:
+            return None
+        client, credential = opened
+
+        async def close() -> None:
+            try:
+                await client.close()
+            finally:
+                if credential is not None:
+                    await credential.close()
+
+        return cls(client, close)
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._closer()
 
     async def get(self, plan_id: PlanId) -> BackoffState | None:
         from azure.core.exceptions import ResourceNotFoundError

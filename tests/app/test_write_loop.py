@@ -31,14 +31,15 @@ def records(caplog: Any, event: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.parametrize("patch_mode", ["merge", "replace"])
 @pytest.mark.parametrize(
     ("patch_reply", "operation_status"),
     [("lro", None), ("200", None), ("spec", None), ("lro", 403), ("spec", 403), ("lro", 400)],
 )
 async def test_every_write_answer_ends_in_a_proved_fix(
-    emu: Any, configure: Any, caplog: Any, patch_reply: str, operation_status: int | None
+    emu: Any, configure: Any, caplog: Any, patch_reply: str, operation_status: int | None, patch_mode: str
 ) -> None:
-    emu.configure(patch_reply=patch_reply, operation_status=operation_status)
+    emu.configure(patch_reply=patch_reply, operation_status=operation_status, patch_mode=patch_mode)
     body = plan_body("answers")
     emu.put_plan(body)
     emu.clear_requests()
@@ -58,10 +59,12 @@ async def test_every_write_answer_ends_in_a_proved_fix(
         assert polled and all(r["query"].get("api-version") == "2023-06-07" for r in polled)
 
 
+@pytest.mark.parametrize("patch_mode", ["merge", "replace"])
 async def test_a_dropped_value_is_patched_once_then_backed_off_across_sweeps(
-    emu: Any, configure: Any, caplog: Any
+    emu: Any, configure: Any, caplog: Any, patch_mode: str
 ) -> None:
-    emu.configure(drop_written="idleDelay")  # the service silently keeps the old idleDelay
+    # The service silently drops the written idleDelay: merging keeps the old value, replacing loses it.
+    emu.configure(drop_written="idleDelay", patch_mode=patch_mode)
     body = plan_body("dropper")
     emu.put_plan(body)
     emu.clear_requests()
@@ -70,8 +73,9 @@ async def test_a_dropped_value_is_patched_once_then_backed_off_across_sweeps(
         await tick()
     assert len(patches(emu)) == 1
     (unconverged,) = records(caplog, "plan.unconverged")
+    read_back = "01:00" if patch_mode == "merge" else None
     assert unconverged["difference"] == [
-        {"field": "properties.defaultAutoShutdownProfile.idleDelay", "written": "PT30M", "read_back": "01:00"}
+        {"field": "properties.defaultAutoShutdownProfile.idleDelay", "written": "PT30M", "read_back": read_back}
     ]
     assert unconverged["attempts"] == 1
     retry_at = datetime.fromisoformat(unconverged["retry_at"])
@@ -248,3 +252,74 @@ async def test_own_failure_event_is_not_dropped(emu: Any, configure: Any, caplog
     (swept,) = records(caplog, "plan.write-failed")
     assert swept["why"] == "systemData names labguard"
     assert not records(caplog, "plan.provisioning-failed")
+
+
+class _SlowLedgerNotifier:
+    """Notice channels whose ledger answers slowly; meanwhile the plan's owner breaks the plan."""
+
+    enabled = True
+
+    def __init__(self, emu: Any, plan_id: str) -> None:
+        self._emu, self._plan_id = emu, plan_id
+
+    async def notify_failure(self, plan: Any, *, correlation_id: str | None = None) -> Any:
+        return None
+
+    async def notify_admin(self, plan: Any, *, reason: str, correlation_id: str | None = None) -> Any:
+        return None
+
+    async def resolve(self, plan: Any) -> None:
+        await asyncio.sleep(1.2)
+        self._emu.fail_plan(self._plan_id, {"action": "Update", "code": "X", "message": "m"})
+
+    async def open_snapshot(self) -> frozenset[str] | None:
+        return None
+
+    def may_have_open(self, snapshot: frozenset[str] | None, plan: Any) -> bool:
+        return True
+
+
+async def test_a_slow_step_between_the_read_and_the_write_means_a_fresh_read(emu: Any, configure: Any) -> None:
+    from shared.reconcile import Reconciler
+
+    body = plan_body("slowledger")
+    emu.put_plan(body)
+    runtime = await build_runtime(load_settings())
+    try:
+        notifier = _SlowLedgerNotifier(emu, body["id"])
+        reconciler = Reconciler(runtime.session.plans, runtime.reconciler.policy, notifier=notifier)
+        emu.clear_requests()
+        outcome = await reconciler.reconcile_plan(PlanId.parse(body["id"]))
+    finally:
+        await runtime.close()
+    assert patches(emu) == []
+    assert outcome.status == "provisioning-failed"
+
+
+async def test_the_event_path_does_not_sit_out_a_long_retry_after(emu: Any, configure: Any) -> None:
+    import time
+
+    from shared.runs import RunFailed
+
+    body = plan_body("longwait")
+    emu.put_plan(body)
+    emu.add_fault(method="PATCH", path_pattern=r".*/labPlans/longwait.*", status=429, retry_after=40, count=1)
+    emu.clear_requests()
+    for _ in range(2):  # the delivery, and a redelivery while ARM's Retry-After still holds writes
+        started = time.monotonic()
+        with pytest.raises(RunFailed, match="redeliver"):
+            await deliver(write_event(body["id"]))
+        assert time.monotonic() - started < 10  # Event Grid waits 30 s for an answer
+    assert [r["status"] for r in patches(emu)] == [429]  # no write sent into the Retry-After
+
+
+async def test_a_plan_that_turned_busy_after_the_read_is_read_again_then_written(emu: Any, configure: Any) -> None:
+    body = plan_body("raced")
+    emu.put_plan(body)
+    emu.add_fault(method="PATCH", path_pattern=r".*/labPlans/raced.*", status=409, count=1)
+    emu.clear_requests()
+    await deliver(write_event(body["id"]))
+    sequence = [(r["method"], r["status"]) for r in arm_requests(emu) if "/labplans/" in r["path"].lower()]
+    first = sequence.index(("PATCH", 409))
+    assert sequence[first + 1 : first + 3] == [("GET", 200), ("PATCH", 202)]
+    assert shutdown_of(emu, body["id"])["idleDelay"] == "PT30M"
