@@ -141,7 +141,7 @@ class CallCounter:
         if "/operationresults/" in path or "/operationstatuses/" in path:
             kind = "poll"
         elif http.method == "GET":
-            kind = "get" if "/labplans/" in path else "list"
+            kind = "get" if "/labplans/" in path or "/labs/" in path else "list"  # one resource (plan or lab)
         else:
             kind = http.method.lower()
         self.by_kind[kind] += 1

@@ -24,7 +24,7 @@ from shared.labs import LAB_CONNECTION_PROFILE, LAB_SHUTDOWN_PROFILE, Lab, LabId
 from shared.logs import record
 from shared.policy import Policy
 from shared.proof import unexpected_changes
-from shared.reconcile import MAX_THROTTLE_WAIT_S, MAX_WRITE_ATTEMPTS, PlanOutcome
+from shared.reconcile import MAX_THROTTLE_WAIT_S, MAX_WRITE_ATTEMPTS, PlanOutcome, _changed_by
 from shared.write_backoff import MemoryBackoff, WriteBackoff
 
 log = logging.getLogger("labguard.labs")
@@ -238,7 +238,7 @@ class LabReconciler:
                 new=finding.patch_value,
                 mode=self.mode,
                 dry_run=self._dry_run or None,
-                changed_by=shown(lab.last_modified_by, limit=120) if lab.last_modified_by else None,
+                changed_by=_changed_by(lab.last_modified_by, lab.last_modified_by_type),
                 correlation_id=correlation_id,
             )
 

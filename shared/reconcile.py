@@ -374,6 +374,7 @@ class Reconciler:
                 new=finding.patch_value,
                 mode=self.mode,
                 dry_run=self._dry_run or None,
+                changed_by=_changed_by(evaluation.plan.modified_by, evaluation.plan.modified_by_type),
                 correlation_id=correlation_id,
             )
 
@@ -601,6 +602,13 @@ class Reconciler:
 
 def _written(evaluation: Evaluation, field: str) -> str | None:
     return next((f.patch_value for f in evaluation.drift if f.field == field), None)
+
+
+def _changed_by(who: str | None, kind: str | None) -> str | None:
+    """Who made the change being undone (systemData), capped and on one line; None if not said."""
+    if not who:
+        return None
+    return f"{shown(who, quote=False, limit=120)} ({shown(kind, quote=False, limit=20) if kind else 'unknown kind'})"
 
 
 def sweep_scopes(subscriptions: Sequence[str], resource_groups: Sequence[str]) -> list[tuple[str, str | None]]:

@@ -12,7 +12,7 @@ import pytest
 from tests.enforcement_support import PATCH_MODES
 from tests.labs.lab_fixtures import compliant_lab, lab_body
 
-from .conftest import SUB, compliant_plan
+from .conftest import SUB, compliant_plan, plan_body
 from .test_functions_e2e import arm_requests, deliver, patches, tick, write_event
 
 BOTH_PATCH_MODES = pytest.mark.parametrize("emu", PATCH_MODES, indirect=True)
@@ -76,7 +76,7 @@ async def test_sweep_fixes_a_drifted_lab_with_the_whole_profile_and_leaves_the_r
     (fixed,) = records(caplog, "lab.fixed")
     assert fixed["lab_id"] == drifted["id"].lower()
     changes = records(caplog, "lab.change")
-    assert {c["changed_by"] for c in changes} == {"'teacher@contoso.edu'"}
+    assert {c["changed_by"] for c in changes} == {"teacher@contoso.edu (User)"}
     # the proof: the last ARM request after the PATCH is a read of the lab
     calls = arm_requests(emu)
     tail = calls[[r["method"] for r in calls].index("PATCH") + 1 :]
@@ -167,3 +167,42 @@ async def test_an_over_quota_lab_is_lowered_and_a_template_vm_lab_only_reported(
     reported = [r for r in records(caplog, "lab.not-patchable") if r["lab_id"] == template["id"].lower()]
     assert [r["field"] for r in reported] == ["properties.virtualMachineProfile.createOption"]
     assert stored(emu, template)["properties"]["virtualMachineProfile"]["createOption"] == "TemplateVM"
+
+
+async def test_sweep_arm_calls_with_labs_are_list_pages_plus_three_per_drifted_lab(emu: Any, configure: Any) -> None:
+    """Measured on the endpoint's request log: plan pages + lab pages, then for each drifted lab a read right
+    before the write, the PATCH and the proof read (the same three calls as a drifted plan)."""
+    from shared.runs import build_runtime, load_settings
+
+    configure(LABGUARD_LABS="on")
+    emu.configure(page_size=4)
+    drifted = [lab(f"drift-{i}") for i in range(3)]
+    clean = [lab(f"ok-{i}", compliant_lab) for i in range(7)]
+    plans = [compliant_plan(f"p-{i}") for i in range(5)]
+    for body in drifted + clean:
+        emu.put_lab(body)
+    for body in plans:
+        emu.put_plan(body)
+    emu.clear_requests()
+    runtime = await build_runtime(load_settings())
+    try:
+        summary = await runtime.reconciler.sweep([(SUB, None)])
+    finally:
+        await runtime.close()
+    calls = summary.arm_calls
+    plan_pages, lab_pages = -(-len(plans) // 4), -(-(len(drifted) + len(clean)) // 4)
+    assert calls["list"] == plan_pages + lab_pages
+    assert calls["get"] == 2 * len(drifted) and calls["patch"] == len(drifted)
+    assert summary.lab_counts == {"fixed": 3, "compliant": 7} and summary.counts["compliant"] == 5
+    logged = [r for r in emu.requests() if r["kind"] == "arm"]
+    assert len(logged) == sum(calls.values())  # the counter agrees with the endpoint's log
+
+
+async def test_plan_change_records_name_who_made_the_change_undone(emu: Any, configure: Any, caplog: Any) -> None:
+    body = plan_body("changed-by-a-person")
+    body["systemData"] = {"lastModifiedBy": "dr.who@contoso.edu\nforged: line", "lastModifiedByType": "User"}
+    emu.put_plan(body)
+    caplog.set_level("INFO", logger="labguard")
+    await deliver(write_event(body["id"]))
+    changes = records(caplog, "plan.change")
+    assert changes and {c["changed_by"] for c in changes} == {"dr.who@contoso.edu forged: line (User)"}

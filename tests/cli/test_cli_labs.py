@@ -1,0 +1,43 @@
+"""`labguard audit` shows each plan's labs indented under it, and `--json` carries them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from labguard import estate
+from tests.cli.conftest import arm_writes
+from tests.labs.lab_fixtures import lab_body
+
+PLAN = estate.plan_id(estate.spec_named("cs310-web-development"))
+
+
+def seed_labs(emu: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    mine = lab_body("web-lab-a", plan_id=PLAN, rg="rg-computer-science")
+    loose = lab_body("loose-lab", plan_id=None, rg="rg-computer-science", os_type="Linux")
+    for body in (mine, loose):
+        body["id"] = body["id"].replace(body["id"].split("/")[2], estate.TEACHING)
+        emu.put_lab(body)
+    return mine, loose
+
+
+def test_audit_shows_labs_under_their_plan_and_in_json(run: Any, emu: Any) -> None:
+    mine, loose = seed_labs(emu)
+    proc = run("audit", "-s", estate.TEACHING)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    plan_row = next(i for i, line in enumerate(lines) if line.split() and line.split()[0] == "cs310-web-development")
+    lab_row = next(i for i, line in enumerate(lines) if "└ lab web-lab-a" in line)
+    assert lab_row > plan_row and all(
+        "└ lab" not in line or "web-lab-a" in line for line in lines[plan_row : lab_row + 1]
+    )
+    assert "drifted" in lines[lab_row] and "webRdpAccess Public → None" in proc.stdout
+    assert "labs naming no plan in scope" in proc.stdout and "└ lab loose-lab" in proc.stdout
+    assert arm_writes(emu) == []
+
+    report = json.loads(run("audit", "--json", "-s", estate.TEACHING).stdout)
+    plan = next(p for p in report["plans"] if p["name"] == "cs310-web-development")
+    (lab,) = plan["labs"]
+    assert lab["id"].lower() == mine["id"].lower() and lab["status"] == "drifted" and lab["osType"] == "Windows"
+    assert lab["patch"]["properties"]["connectionProfile"]["webRdpAccess"] == "None"
+    assert [entry["id"].lower() for entry in report["labsWithoutPlan"]] == [loose["id"].lower()]
