@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from labguard import estate
+from devtools import estate
 from tests.cli.conftest import arm_writes
 from tests.labs.lab_fixtures import lab_body
 
