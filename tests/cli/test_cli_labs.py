@@ -41,3 +41,19 @@ def test_audit_shows_labs_under_their_plan_and_in_json(run: Any, emu: Any) -> No
     assert lab["id"].lower() == mine["id"].lower() and lab["status"] == "drifted" and lab["osType"] == "Windows"
     assert lab["patch"]["properties"]["connectionProfile"]["webRdpAccess"] == "None"
     assert [entry["id"].lower() for entry in report["labsWithoutPlan"]] == [loose["id"].lower()]
+
+
+def test_the_demo_estate_seeds_labs_of_every_kind_and_enforce_fixes_only_what_it_may(run: Any, emu: Any) -> None:
+    report = json.loads(run("audit", "--json", "-s", estate.TEACHING).stdout)
+    plan = next(p for p in report["plans"] if p["name"] == estate.LAB_PLAN)
+    status = {lab["id"].rsplit("/", 1)[-1]: lab["status"] for lab in plan["labs"]}
+    assert status == {
+        "db-lab-drifted": "drifted",
+        "db-lab-stricter": "compliant",
+        "db-lab-exempt": "exempt",
+        "db-lab-template": "drifted",
+        "db-lab-over-quota": "drifted",
+    }
+    run("enforce", "-s", estate.TEACHING)
+    patched = sorted(w["path"].rsplit("/", 1)[-1] for w in arm_writes(emu) if "/labs/" in w["path"].lower())
+    assert patched == ["db-lab-drifted", "db-lab-over-quota"]  # never the template-VM, stricter or exempt lab
