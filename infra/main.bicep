@@ -76,6 +76,18 @@ param schedule string = '0 */15 * * * *'
 @description('LABGUARD_CONCURRENCY: plans read or patched at once (1-256); empty: 16.')
 param concurrency string = ''
 
+@description('LABGUARD_SWEEP_FANOUT: auto (a queue message per subscription from 10 scopes up), on or off; empty: auto.')
+@allowed([
+  ''
+  'auto'
+  'on'
+  'off'
+])
+param sweepFanout string = ''
+
+@description('LABGUARD_LIST_CONCURRENCY: scopes a sweep lists at once (1-64); empty: 4.')
+param listConcurrency string = ''
+
 @description('LABGUARD_SMTP_HOST; empty: no email notices.')
 param smtpHost string = ''
 
@@ -209,6 +221,8 @@ var appSettings = {
   LABGUARD_RESOURCE_GROUPS: join(watchedResourceGroupNames, ',')
   LABGUARD_SCHEDULE: schedule
   LABGUARD_CONCURRENCY: concurrency
+  LABGUARD_SWEEP_FANOUT: sweepFanout
+  LABGUARD_LIST_CONCURRENCY: listConcurrency
   LABGUARD_SMTP_HOST: smtpHost
   LABGUARD_SMTP_PORT: smtpPort
   LABGUARD_SMTP_USERNAME: smtpUsername
