@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test lint typecheck imports bench clean schema
+.PHONY: all venv demo test lint typecheck imports bench clean schema chromium
 
 all: test
 
@@ -29,6 +29,14 @@ node_modules/.installed: package.json package-lock.json
 
 venv: $(STAMP)
 
+# The compliance page is tested in a real headless browser: Debian's chromium. CI runs as root with
+# Debian's mirror, so it is installed here; elsewhere the page test skips and says why.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (apt-get) for the page tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -42,7 +50,7 @@ imports: $(STAMP)
 schema: $(STAMP)
 	$(PY) -m shared.policy --write-schema policy.schema.json
 
-test: $(STAMP) node_modules/.installed .venv-checkov/.installed lint typecheck imports
+test: $(STAMP) node_modules/.installed .venv-checkov/.installed chromium lint typecheck imports
 	$(VENV)/bin/pytest
 
 demo: $(STAMP) node_modules/.installed

@@ -1,5 +1,5 @@
 // labguard: everything `azd up` deploys. Subscription scope: creates the resource group, the
-// resources in it (modules/), the two custom roles, and the role assignments of the Function App's
+// resources in it (modules/), the custom role, and the role assignments of the Function App's
 // identity on every subscription or resource group labguard watches. Deploy guide: infra/README.md.
 targetScope = 'subscription'
 
@@ -118,6 +118,12 @@ param eventGridTopicKey string = ''
 @description('LABGUARD_WEBHOOK_URLS: comma-separated incoming-webhook URLs; they carry tokens, so they are stored in Key Vault.')
 param webhookUrls string = ''
 
+@description('LABGUARD_REPORT_CONTAINER: blob container the compliance page is written to after each sweep (the app identity needs Storage Blob Data Contributor on it); empty: no page.')
+param reportContainer string = ''
+
+@description('LABGUARD_DIGEST_EMAIL: admin address for the daily digest (needs the SMTP settings); empty: no digest.')
+param digestEmail string = ''
+
 @description('LABGUARD_SUPPORT_URL_HOSTS: comma-separated host names whose supportInfo.url may receive notices; empty: none.')
 param supportUrlHosts string = ''
 
@@ -234,6 +240,10 @@ var appSettings = {
   LABGUARD_WEBHOOK_URLS: keyVault.outputs.webhookUrlsSetting
   LABGUARD_SUPPORT_URL_HOSTS: supportUrlHosts
   LABGUARD_LEDGER_TABLE: storage.outputs.ledgerTableName
+  LABGUARD_CHANGES_TABLE: 'labguardchanges'
+  LABGUARD_REPORT_CONTAINER: reportContainer
+  LABGUARD_REPORT_ACCOUNT_URL: empty(reportContainer) ? '' : storage.outputs.blobEndpoint
+  LABGUARD_DIGEST_EMAIL: digestEmail
 }
 
 module functionApp 'modules/functionapp.bicep' = {

@@ -244,6 +244,32 @@ def check_policy(
 
 
 @app.command()
+def report(
+    html_file: Annotated[str, typer.Option("--html", metavar="FILE", help="Write the compliance page here.")],
+    snapshot_file: Annotated[
+        str | None,
+        typer.Option("--snapshot", metavar="FILE", help="Also write the JSON snapshot the page shows."),
+    ] = None,
+    subscription: Subscriptions = None,
+    resource_group: ResourceGroups = None,
+    policy: PolicyFile = None,
+    verbose: Verbose = False,
+) -> None:
+    """Audit (change nothing) and write the compliance page: one self-contained HTML file. Exit 0 written, 2 error."""
+    from labguard.report_cmd import write_report
+
+    def body() -> int:
+        with quiet_logs(verbose):
+            snapshot, files = write_report(_flags(subscription, resource_group, policy), html_file, snapshot_file)
+        totals = snapshot["totals"]
+        counts = ", ".join(f"{totals[k]} {k}" for k in totals if k != "plans" and totals[k])
+        _err().print(f"labguard: wrote {', '.join(map(str, files))} ({totals['plans']} plans: {counts or 'none'})")
+        return 0
+
+    _guard(body)
+
+
+@app.command()
 def demo() -> None:
     """Run the whole story on this machine with no Azure: local endpoint, Azurite, SMTP sink (make demo)."""
     from labguard.demo import run_demo

@@ -257,6 +257,13 @@ async def run(
         finally:
             if ledger is not None:
                 await ledger.close()
+        if command == "enforce" and not dry_run:  # the compliance page's "changes labguard made" include these
+            from shared.changes import record_changes
+
+            outcomes = [item.outcome for item in result.results]
+            await record_changes(
+                settings.storage_connection, settings.changes_table, outcomes, trigger="labguard enforce"
+            )
         result.list_failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
         if summary.list_errors and not result.results:
             raise ConfigError(_listing_problem(settings, *summary.list_errors[0]))

@@ -167,3 +167,13 @@ async def send_notice(config: SmtpConfig, notice: Notice, *, correlation_id: str
         raise DeliveryError(_describe(exc, config)) from None
     kind = "fallback " if recipients.note else ""
     return f"sent to {kind}{', '.join(recipients.to)} via {config.where}"
+
+
+async def send_message(config: SmtpConfig, msg: EmailMessage, to: tuple[str, ...]) -> None:
+    """Send a message built elsewhere (the daily digest) over the same TLS-only conversation.
+
+    Raises DeliveryError with safe text on failure."""
+    try:
+        await asyncio.to_thread(_send_blocking, config, msg, to)
+    except Exception as exc:
+        raise DeliveryError(_describe(exc, config)) from None

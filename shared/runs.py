@@ -229,6 +229,16 @@ async def on_event(
         status=outcome.status,
         correlation_id=correlation_id,
     )
+    if outcome.status == "fixed":
+        from shared.changes import record_changes
+
+        await record_changes(
+            settings.storage_connection,
+            settings.changes_table,
+            [outcome],
+            trigger="event",
+            correlation_id=correlation_id,
+        )
     if outcome.status == "failed":
         raise RunFailed(f"event {event.event_id}: {outcome.detail}")
     _retry_if_busy(outcome, event.event_id, event_time, correlation_id)
@@ -297,7 +307,18 @@ async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> S
             )
         return await enqueue_run(settings, scopes)
     runtime = await current_runtime(env)
-    summary = await runtime.reconciler.sweep(scopes)
+    from shared.sweep_outputs import after_sweep, wanted
+
+    kept: list[PlanOutcome] = []  # every outcome for the page and digest, else only the changes made
+    keep_all = wanted(settings)
+
+    def keep(outcome: PlanOutcome) -> None:
+        if keep_all or outcome.status == "fixed":
+            kept.append(outcome)
+
+    summary = await runtime.reconciler.sweep(scopes, on_outcome=keep)
+    failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
+    await after_sweep(settings, runtime.reconciler.policy, kept, list_failures=failures)
     if summary.failed:
         first = "; ".join(f"{plan}: {why}" for plan, why in summary.failures[:3])
         raise RunFailed(f"{summary.failed} plan(s) failed in this sweep: {first}")
@@ -330,11 +351,20 @@ async def on_scope_message(
         record(log, logging.WARNING, "sweep.scope-out-of-scope", run_id=message.run_id, scope=message.scope)
         summary = SweepSummary()
     else:
+        from shared.changes import record_changes
+
+        fixed: list[PlanOutcome] = []
         summary = await runtime.reconciler.sweep(
             [scope],
+            on_outcome=lambda outcome: fixed.append(outcome) if outcome.status == "fixed" else None,
             correlation_id=message.run_id,
             summary_event="sweep.scope",
             summary_fields={"run_id": message.run_id, "scope": message.scope, "dequeue_count": dequeue_count},
+        )
+        # The change log gets each scope's changes; the compliance page and digest need the whole estate
+        # and are written only by a sweep in one invocation (LABGUARD_SWEEP_FANOUT=off).
+        await record_changes(
+            settings.storage_connection, settings.changes_table, fixed, trigger="sweep", correlation_id=message.run_id
         )
         if summary.list_errors:
             where, error = summary.list_errors[0]

@@ -44,6 +44,10 @@ KNOWN_SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage__accountName": "identity-based host storage by account name (public cloud): the ledger uses https://NAME.table.core.windows.net",
     "AzureWebJobsStorage__queueServiceUri": "queue endpoint of identity-based host storage; the sweep fan-out uses it",
     "LABGUARD_LEDGER_TABLE_ENDPOINT": "ledger table endpoint, with DefaultAzureCredential (optional; wins)",
+    "LABGUARD_CHANGES_TABLE": "Table storage table of the changes labguard made (default labguardchanges)",
+    "LABGUARD_REPORT_CONTAINER": "blob container for the compliance page after each sweep (optional; empty: off)",
+    "LABGUARD_REPORT_ACCOUNT_URL": "blob endpoint of that container, reached with the app's identity (optional)",
+    "LABGUARD_DIGEST_EMAIL": "admin address for the daily digest over the SMTP settings (optional; empty: off)",
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
 }
 
@@ -83,6 +87,10 @@ class Settings:
     # Identity-based queue of the sweep fan-out (only without a connection string, as the host decides).
     queue_endpoint: str | None = None
     list_concurrency: int = 4
+    changes_table: str = "labguardchanges"
+    report_container: str | None = None
+    report_account_url: str | None = None
+    digest_email: str | None = None
 
     def __repr__(self) -> str:  # secrets never reach logs, even through repr()
         return (
@@ -141,6 +149,10 @@ class Settings:
             sweep_fanout="on" if fanout == "on" else "off" if fanout == "off" else "auto",
             queue_endpoint=_queue_endpoint(get),
             list_concurrency=_int(get("LABGUARD_LIST_CONCURRENCY"), "LABGUARD_LIST_CONCURRENCY", 4, 1, 64),
+            changes_table=get("LABGUARD_CHANGES_TABLE") or "labguardchanges",
+            report_container=_container(get("LABGUARD_REPORT_CONTAINER")),
+            report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
+            digest_email=_address(get("LABGUARD_DIGEST_EMAIL"), "LABGUARD_DIGEST_EMAIL"),
         )
 
 
@@ -202,3 +214,30 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
     if not low <= number <= high:
         raise SettingsError(f"{name}={value!r}: write a whole number from {low} to {high}")
     return number
+
+
+_CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+_ADDRESS = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[A-Za-z]{2,63}$")
+
+
+def _container(value: str | None) -> str | None:
+    if value is not None and not _CONTAINER.match(value):
+        raise SettingsError(
+            f"LABGUARD_REPORT_CONTAINER={value!r}: write a blob container name (3-63 lower-case letters, digits "
+            "and single hyphens), such as labguard-reports"
+        )
+    return value
+
+
+def _https_url(value: str | None, name: str) -> str | None:
+    if value is not None and not value.lower().startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise SettingsError(
+            f"{name}={value!r}: write the https:// blob endpoint, such as https://ACCOUNT.blob.core.windows.net/"
+        )
+    return value
+
+
+def _address(value: str | None, name: str) -> str | None:
+    if value is not None and not _ADDRESS.match(value):
+        raise SettingsError(f"{name}={value!r}: write one plain address, such as it-admins@school.example")
+    return value

@@ -25,6 +25,9 @@ def test_defaults_are_safe() -> None:
         ({"LABGUARD_ARM_ENDPOINT": "http://management.azure.com"}, "LABGUARD_ARM_ENDPOINT"),
         ({"LABGUARD_CONCURRENCY": "0"}, "LABGUARD_CONCURRENCY"),
         ({"LABGUARD_SMTP_PORT": "smtp"}, "LABGUARD_SMTP_PORT"),
+        ({"LABGUARD_REPORT_CONTAINER": "Reports_2026"}, "LABGUARD_REPORT_CONTAINER"),
+        ({"LABGUARD_REPORT_ACCOUNT_URL": "http://st.blob.core.windows.net/"}, "LABGUARD_REPORT_ACCOUNT_URL"),
+        ({"LABGUARD_DIGEST_EMAIL": "IT Admins <admins@school.example>"}, "LABGUARD_DIGEST_EMAIL"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:

@@ -200,6 +200,7 @@ def template_defaults_as_environment() -> dict[str, str]:
     env["LABGUARD_SUBSCRIPTIONS"] = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"  # the deployment subscription
     env["LABGUARD_RESOURCE_GROUPS"] = ""  # no resource group narrowing
     env["LABGUARD_LEDGER_TABLE"] = "labguardnotices"
+    env["LABGUARD_REPORT_ACCOUNT_URL"] = "https://stlabguardexample.blob.core.windows.net/"  # storage blobEndpoint
     for secret in SECRET_SETTINGS:  # no secret given: empty
         env[secret] = ""
     return env
