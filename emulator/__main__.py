@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--throttle", action="store_true", help="ARM per-subscription token buckets")
     _write_mode_flags(p)
     p.add_argument(
+        "--unregistered",
+        action="append",
+        default=[],
+        metavar="SUB",
+        help="subscription where Microsoft.LabServices is not registered (409 MissingSubscriptionRegistration)",
+    )
+    p.add_argument(
         "--patch-mode",
         choices=PATCH_MODES,
         default="merge",
@@ -69,6 +76,8 @@ async def _serve(args: argparse.Namespace) -> None:
         drop_written=args.drop_written,
     )
     await server.start()
+    for subscription in args.unregistered:
+        server.store.set_registered(subscription, False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -36,6 +36,29 @@ _ITEM = re.compile(
     re.I,
 )
 _OPERATION = re.compile(r"^/subscriptions/([^/]+)/providers/microsoft\.labservices/operationresults/([^/]+)/?$", re.I)
+_PROVIDER = re.compile(r"^/subscriptions/([^/]+)/providers/microsoft\.labservices/?$", re.I)
+_LABSERVICES = re.compile(r"^/subscriptions/([^/]+)/(?:resourcegroups/[^/]+/)?providers/microsoft\.labservices/", re.I)
+_PERMISSIONS = re.compile(
+    r"^/subscriptions/([^/]+)(?:/resourcegroups/([^/]+))?/providers/microsoft\.authorization/permissions/?$", re.I
+)
+# What ARM's Permissions - List answers by default: the built-in Contributor role's permissions.
+CONTRIBUTOR_PERMISSIONS: list[dict[str, list[str]]] = [
+    {
+        "actions": ["*"],
+        "notActions": [
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+            "Microsoft.Blueprint/blueprintAssignments/write",
+            "Microsoft.Blueprint/blueprintAssignments/delete",
+            "Microsoft.Compute/galleries/share/action",
+            "Microsoft.Purview/consents/write",
+            "Microsoft.Purview/consents/delete",
+        ],
+        "dataActions": [],
+        "notDataActions": [],
+    }
+]
 _OIDC_CONFIG = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$", re.I)
 _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$", re.I)
 _API_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
@@ -143,6 +166,8 @@ class EmulatorServer:
         self.store.write_modes.set(**write_modes)
         self.request_log: deque[dict[str, Any]] = deque(maxlen=log_limit)
         self.faults: list[FaultRule] = []
+        # client id (lower case) or "*" -> what Permissions - List answers that caller, on every scope.
+        self.permissions: dict[str, list[dict[str, list[str]]]] = {"*": CONTRIBUTOR_PERMISSIONS}
         self._seed = seed
         self._tmpdir = tempfile.mkdtemp(prefix="labguard-emulator-")
         self.ca_file = os.path.join(self._tmpdir, "emulator-ca.pem")
@@ -201,6 +226,19 @@ class EmulatorServer:
 
     def requests(self) -> list[dict[str, Any]]:
         return [dict(e) for e in self.request_log]
+
+    def set_permissions(self, permissions: list[dict[str, list[str]]] | None, client_id: str = "*") -> None:
+        """What ``GET .../providers/Microsoft.Authorization/permissions`` answers ``client_id`` (None: the default)."""
+        key = client_id.lower()
+        if permissions is None:
+            self.permissions.pop(key, None)
+            if key == "*":
+                self.permissions["*"] = CONTRIBUTOR_PERMISSIONS
+            return
+        self.permissions[key] = [
+            {k: [str(a) for a in entry.get(k, [])] for k in ("actions", "notActions", "dataActions", "notDataActions")}
+            for entry in permissions
+        ]
 
     def config(self) -> dict[str, Any]:
         return {
@@ -493,6 +531,19 @@ class EmulatorServer:
         path = request.path
         method = request.method
         store = self.store
+        m = _PERMISSIONS.match(path) or _PROVIDER.match(path)
+        if m:  # Microsoft.Authorization and Microsoft.Resources: their own api-versions
+            if not request.query.get("api-version"):
+                self._api_version(request)  # ARM's MissingApiVersionParameter
+            if method != "GET":
+                raise self._method_not_allowed(method, path)
+            if _PROVIDER.match(path):
+                return store.provider(m.group(1))
+            entries = self.permissions.get(caller.client_id.lower(), self.permissions["*"])
+            return Reply(200, {"value": [dict(entry) for entry in entries]})
+        m = _LABSERVICES.match(path)
+        if m:
+            store.check_registered(m.group(1))
         api = self._api_version(request)
         http = {
             "clientRequestId": request.headers.get("x-ms-client-request-id", ""),
@@ -612,6 +663,14 @@ class EmulatorServer:
             store.fail_resource(b["id"], b.get("error"), next_write=bool(b.get("next_write", False)))
             r = store.lookup(b["id"])
             return _json_response(200, r.body if r else None)
+        if path == "/_emulator/providers" and method == "POST":
+            b = await body()
+            store.set_registered(str(b["subscription"]), bool(b.get("registered", True)))
+            return _json_response(200, store.provider(str(b["subscription"])).body)
+        if path == "/_emulator/permissions" and method == "POST":
+            b = await body()
+            self.set_permissions(b.get("permissions"), str(b.get("client_id") or "*"))
+            return _json_response(200, {"value": self.permissions})
         if path == "/_emulator/state" and method == "POST":
             b = await body()
             return _json_response(200, store.set_state(b["id"], b["provisioningState"]))

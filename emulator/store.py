@@ -67,6 +67,18 @@ class ArmError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
+class MissingRegistration(ArmError):
+    """409 MissingSubscriptionRegistration, with the ``details`` entry (``target`` = the namespace) ARM adds."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(409, "MissingSubscriptionRegistration", message)
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["details"] = [{"code": self.code, "target": PROVIDER, "message": self.message}]
+        return body
+
+
 @dataclass
 class Reply:
     status: int
@@ -324,6 +336,8 @@ class Store:
         self.events: deque[dict[str, Any]] = deque(maxlen=log_limit)
         self.fail_next: dict[str, dict[str, str]] = {}
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
+        # Subscriptions (lower case) where Microsoft.LabServices is not registered: ARM answers 409.
+        self.unregistered: set[str] = set()
         self.write_modes = WriteModes()
         # Set by the server: run fn after delay seconds on the loop.
         self.schedule: Callable[[float, Callable[[], None]], Any] = lambda _d, fn: fn()
@@ -411,6 +425,7 @@ class Store:
         self._by_rg.clear()
         self.ops.clear()
         self.fail_next.clear()
+        self.unregistered.clear()
 
     def set_state(self, resource_id: str, state: str) -> dict[str, Any]:
         r = self.lookup(resource_id)
@@ -441,6 +456,37 @@ class Store:
         err.setdefault("message", "The operation failed.")
         err.setdefault("action", action)
         return err
+
+    # ------------------------------------------------------------------ provider registration
+    def set_registered(self, sub: str, registered: bool) -> None:
+        (self.unregistered.discard if registered else self.unregistered.add)(sub.lower())
+
+    def check_registered(self, sub: str) -> None:
+        """ARM's answer to any Microsoft.LabServices request in a subscription that has not registered it."""
+        if sub.lower() in self.unregistered:
+            message = (
+                f"The subscription is not registered to use namespace '{PROVIDER}'. "
+                "See https://aka.ms/rps-not-found for how to register subscriptions."
+            )
+            raise MissingRegistration(message)
+
+    def provider(self, sub: str) -> Reply:
+        """``GET /subscriptions/{sub}/providers/Microsoft.LabServices`` (Microsoft.Resources Providers - Get)."""
+        state = "NotRegistered" if sub.lower() in self.unregistered else "Registered"
+        types = [
+            {"resourceType": t, "locations": ["West Europe", "East US"], "apiVersions": list(reversed(API_VERSIONS))}
+            for t in ("labPlans", "labs", "operationResults", "locations/operationResults")
+        ]
+        return Reply(
+            200,
+            {
+                "id": f"/subscriptions/{sub}/providers/{PROVIDER}",
+                "namespace": PROVIDER,
+                "registrationState": state,
+                "registrationPolicy": "RegistrationRequired",
+                "resourceTypes": types,
+            },
+        )
 
     # ------------------------------------------------------------------ throttling
     def throttle(self, sub: str, write: bool, now: float) -> tuple[float, int]:

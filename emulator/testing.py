@@ -155,6 +155,15 @@ class Emulator:
     def reset(self) -> None:
         self._call(self._server.store.reset)
 
+    def set_registered(self, subscription_id: str, registered: bool = True) -> None:
+        """``registered=False``: every Microsoft.LabServices request in that subscription answers ARM's
+        409 MissingSubscriptionRegistration, and the provider reads ``NotRegistered``."""
+        self._call(self._server.store.set_registered, subscription_id, registered)
+
+    def set_permissions(self, permissions: list[dict[str, list[str]]] | None, client_id: str = "*") -> None:
+        """What Permissions - List answers ``client_id`` (``*``: everyone); None restores Contributor's."""
+        self._call(self._server.set_permissions, permissions, client_id)
+
     # ------------------------------------------------------------------ logs
     def requests(self) -> list[dict[str, Any]]:
         return self._call(self._server.requests)

@@ -88,6 +88,9 @@ param sweepFanout string = ''
 @description('LABGUARD_LIST_CONCURRENCY: scopes a sweep lists at once (1-64); empty: 4.')
 param listConcurrency string = ''
 
+@description('LABGUARD_NOTICE_WAIT_SECONDS: how long one trigger waits for a failure notice (1-25); empty: 5.')
+param noticeWaitSeconds string = ''
+
 @description('LABGUARD_SMTP_HOST; empty: no email notices.')
 param smtpHost string = ''
 
@@ -240,6 +243,7 @@ var appSettings = {
   LABGUARD_WEBHOOK_URLS: keyVault.outputs.webhookUrlsSetting
   LABGUARD_SUPPORT_URL_HOSTS: supportUrlHosts
   LABGUARD_LEDGER_TABLE: storage.outputs.ledgerTableName
+  LABGUARD_NOTICE_WAIT_SECONDS: noticeWaitSeconds
   LABGUARD_CHANGES_TABLE: 'labguardchanges'
   LABGUARD_REPORT_CONTAINER: reportContainer
   LABGUARD_REPORT_ACCOUNT_URL: empty(reportContainer) ? '' : storage.outputs.blobEndpoint

@@ -244,6 +244,47 @@ def check_policy(
 
 
 @app.command()
+def doctor(
+    subscription: Subscriptions = None,
+    resource_group: ResourceGroups = None,
+    live: Annotated[
+        str | None,
+        typer.Option(
+            "--live",
+            metavar="RG",
+            help="Also create a throwaway lab plan in this resource group (first subscription); PATCH, read, delete.",
+            show_default=False,
+        ),
+    ] = None,
+    location: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REGION",
+            help="Region of the throwaway plan; default that of a plan found in scope.",
+            show_default=False,
+        ),
+    ] = None,
+    policy: PolicyFile = None,
+    as_json: AsJson = False,
+    verbose: Verbose = False,
+) -> None:
+    """Check credential, roles, provider, plans and policy (--live: how the service writes) before enforce."""
+    from labguard.doctor import command
+
+    def body() -> int:
+        with quiet_logs(verbose):
+            return command(
+                _flags(subscription, resource_group, policy),
+                live_group=live,
+                location=location,
+                as_json=as_json,
+                env=os.environ,
+            )
+
+    _guard(body)
+
+
+@app.command()
 def report(
     html_file: Annotated[str, typer.Option("--html", metavar="FILE", help="Write the compliance page here.")],
     snapshot_file: Annotated[

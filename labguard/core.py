@@ -168,6 +168,7 @@ class RunResult:
     policy: Policy
     results: list[PlanResult] = field(default_factory=list)
     list_failures: list[tuple[str, str]] = field(default_factory=list)
+    not_registered: list[str] = field(default_factory=list)  # scopes without Microsoft.LabServices: no plans
     duration_s: float = 0.0
 
     @property
@@ -265,6 +266,7 @@ async def run(
                 settings.storage_connection, settings.changes_table, outcomes, trigger="labguard enforce"
             )
         result.list_failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
+        result.not_registered = sorted(summary.not_registered)
         if summary.list_errors and not result.results:
             raise ConfigError(_listing_problem(settings, *summary.list_errors[0]))
     finally:

@@ -240,6 +240,8 @@ def print_run(out: Console, result: RunResult, *, changes_shown: bool = False, h
         emit(out, plans_table(result))
     for scope, error in result.list_failures:
         out.print(Text(f"could not list {scope}: {error}", style="red"), soft_wrap=True)
+    for scope in result.not_registered:
+        out.print(f"{scope}: Microsoft.LabServices is not registered, no plans here", soft_wrap=True)
     out.print()
     out.print(summary_line(result))
     out.print(verdict_line(result))
@@ -280,6 +282,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "summary": {status: result.counts[status] for status in ORDER if result.counts[status]},
         "plans": plans,
         "listFailures": [{"scope": scope, "error": error} for scope, error in result.list_failures],
+        "notRegistered": list(result.not_registered),
         "exitCode": result.exit_code,
         "durationSeconds": round(result.duration_s, 3),
     }

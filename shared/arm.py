@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from shared.lab_plans import PROVIDER, LabPlan, PlanId
-from shared.logs import record
+from shared.logs import quiet_sdk_http_logging, record
 from shared.pacing import Pacer, request_kind, subscription_of
 from shared.settings import Settings
 from shared.tls import ssl_context
@@ -74,6 +74,22 @@ class PlanGone(ArmError):
         super().__init__(f"lab plan {plan_id} not found", status=404, code="ResourceNotFound", transient=False)
 
 
+class ProviderNotRegistered(ArmError):
+    """The subscription has not registered Microsoft.LabServices (409 MissingSubscriptionRegistration).
+
+    Not an error for labguard: such a subscription holds no lab plans, so a sweep says so and goes on.
+    """
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"{scope}: {PROVIDER} is not registered in this subscription, so it holds no lab plans",
+            status=409,
+            code="MissingSubscriptionRegistration",
+            transient=False,
+        )
+        self.scope = scope
+
+
 class Throttled(ArmError):
     """ARM answered 429 to a write; the caller waits ``retry_after_s``, re-reads the plan, then decides again."""
 
@@ -102,6 +118,15 @@ class BadPlan:
 
     id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class ArmReply:
+    """One raw ARM answer, for probes that must see the status and headers (``labguard doctor``)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: dict[str, Any]
 
 
 class CallCounter:
@@ -205,7 +230,12 @@ class LabPlansArm:
             base += f"/resourceGroups/{quote(resource_group)}"
         url: str | None = f"{base}/providers/{PROVIDER}/labPlans?api-version={API_VERSION}"
         while url:
-            page = await self._json("GET", url)
+            try:
+                page = await self._json("GET", url)
+            except ArmError as exc:
+                if exc.status == 409 and exc.code == "MissingSubscriptionRegistration":
+                    raise ProviderNotRegistered(base) from None
+                raise
             items = page.get("value") or []
             if not isinstance(items, list):
                 raise ArmError(f"listing {base}: the page has no 'value' list", transient=True)
@@ -382,6 +412,15 @@ class LabPlansArm:
             raise _error_from(response, f"{method} {url.split('?')[0]}")
         return _body(response)
 
+    async def request(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> ArmReply:
+        """One ARM request as is, no interpretation: a path on the endpoint or a URL ARM returned (checked)."""
+        from azure.core.rest import HttpRequest
+
+        target = url if url.startswith("/") else self._checked_url(url)
+        request = HttpRequest(method, target, json=dict(body)) if body is not None else HttpRequest(method, target)
+        response = await self._send(request)
+        return ArmReply(int(response.status_code), dict(response.headers), _body(response))
+
     def _checked_url(self, url: str) -> str:
         """Follow only URLs on the ARM host we were configured with: a bearer token never goes elsewhere."""
         parts = urlsplit(url)
@@ -441,6 +480,26 @@ def principal_from_token(token: str) -> str | None:
     return str(oid).lower() if oid else None
 
 
+def _without_provider_registration(client: Any) -> None:
+    """Take azure-mgmt-core's auto-registration policy out of the client's pipeline.
+
+    On a 409 MissingSubscriptionRegistration that policy POSTs ``.../providers/<namespace>/register`` and
+    retries: with an admin's credentials, an audit would register Microsoft.LabServices in their
+    subscription, a write nobody asked for. labguard reports "not registered, no plans here" instead.
+    (azure-mgmt-core adds the policy whenever no full policy list is given; the versions are pinned.)
+    """
+    from azure.mgmt.core.policies import AsyncARMAutoResourceProviderRegistrationPolicy
+
+    policies: list[Any] = client._client._pipeline._impl_policies
+    for index, policy in enumerate(policies):
+        if isinstance(policy, AsyncARMAutoResourceProviderRegistrationPolicy):
+            if index:
+                policies[index - 1].next = policy.next
+            del policies[index]
+            return
+    raise RuntimeError("azure-mgmt-core's provider auto-registration policy was not found: check the pinned SDK")
+
+
 def identities_from_token(token: str) -> frozenset[str]:
     """Every id our own token names us by (object id, application id), lower-case.
 
@@ -493,26 +552,31 @@ async def open_arm(
     from azure.core.pipeline.transport import AioHttpTransport
     from azure.mgmt.labservices.aio import ManagedLabsClient
 
+    quiet_sdk_http_logging()
     # One TLS context and one connection pool for the whole run. (Handing azure-core a CA file
     # instead makes it build a new SSLContext per request, so no connection is ever reused.)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(settings.ca_bundle)))
     own_credential = credential is None
-    if credential is None:
-        from azure.identity.aio import DefaultAzureCredential
+    client: Any = None
+    try:  # everything built after the session is inside the try: a credential that cannot be built still closes it
+        if credential is None:
+            from azure.identity.aio import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(transport=AioHttpTransport(session=session, session_owner=False))
-    counter = CallCounter()
-    scope = f"{settings.arm_audience}.default"
-    client = ManagedLabsClient(
-        credential,
-        subscription_id=settings.subscriptions[0] if settings.subscriptions else "00000000-0000-0000-0000-000000000000",
-        base_url=settings.arm_endpoint,
-        api_version=API_VERSION,
-        credential_scopes=[scope],
-        transport=AioHttpTransport(session=session, session_owner=False),
-        per_retry_policies=[_counting_policy(counter)] + ([_pacing_policy(pacer)] if pacer is not None else []),
-    )
-    try:
+            credential = DefaultAzureCredential(transport=AioHttpTransport(session=session, session_owner=False))
+        counter = CallCounter()
+        scope = f"{settings.arm_audience}.default"
+        client = ManagedLabsClient(
+            credential,
+            subscription_id=settings.subscriptions[0]
+            if settings.subscriptions
+            else "00000000-0000-0000-0000-000000000000",
+            base_url=settings.arm_endpoint,
+            api_version=API_VERSION,
+            credential_scopes=[scope],
+            transport=AioHttpTransport(session=session, session_owner=False),
+            per_retry_policies=[_counting_policy(counter)] + ([_pacing_policy(pacer)] if pacer is not None else []),
+        )
+        _without_provider_registration(client)
         plans = LabPlansArm(
             client,
             arm_endpoint=settings.arm_endpoint,
@@ -524,8 +588,11 @@ async def open_arm(
         yield ArmSession(plans=plans, credential=credential, scope=scope)
     finally:
         try:
-            await client.close()
-            if own_credential:
-                await credential.close()
+            if client is not None:
+                await client.close()
         finally:
-            await session.close()
+            try:
+                if own_credential and credential is not None:
+                    await credential.close()
+            finally:
+                await session.close()

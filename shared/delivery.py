@@ -8,7 +8,13 @@ Succeeded. Per failure (plan id + error timestamp + code) and channel, a notice 
   accepted the notice; a failed channel releases its claim and is retried by the next event or sweep;
 * channels are independent: one channel down never blocks or repeats another;
 * if the ledger cannot be read or written, the notice is delivered anyway (at least once beats never)
-  and :attr:`NoticeOutcome.ledger_fault` says what went wrong.
+  and :attr:`NoticeOutcome.ledger_fault` says what went wrong;
+* while the ledger is down, this worker's bounded memory of what it sent (or saw recorded as sent)
+  stands in for it: a notice it knows is never sent again, a new failure is sent once, and the rows
+  it owes are written when the ledger answers again (:class:`SentMemory`);
+* every ledger call is bounded (a hung Table endpoint is treated as down, and left alone for
+  ``LEDGER_RETRY_S``), and a caller waits at most ``notice_wait_s`` for the whole notice step: what
+  has not finished by then goes on in the background and is reported ``deferred``.
 
 Nothing here logs or reports secrets: the SMTP password and topic key never leave their clients,
 webhooks are named by host only.
@@ -18,15 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import aiohttp
 
 from shared.lab_plans import LabPlan, PlanId
-from shared.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key
+from shared.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key, row_key
+from shared.logs import record
 from shared.mail import SmtpConfig, send_notice
 from shared.notices import Notice, clean_line, failure_digest
 from shared.settings import Settings
@@ -42,6 +51,13 @@ from shared.webhooks import (
 )
 
 log = logging.getLogger("labguard.notices")
+
+T = TypeVar("T")
+
+DEFAULT_NOTICE_WAIT_S = 5.0  # LABGUARD_NOTICE_WAIT_SECONDS: Event Grid gives a delivery 30 s in all
+DEFAULT_MEMORY_SIZE = 10_000  # notices (failure x channel) one worker remembers; about 2 MB
+LEDGER_RETRY_S = 30.0  # after a ledger fault, how long this worker works from memory before trying it again
+CLOSE_WAIT_S = 30.0  # on close, how long deliveries still in flight may take to finish
 
 Status = Literal["sent", "already-sent", "failed", "skipped"]
 
@@ -59,6 +75,7 @@ class NoticeOutcome:
     failure_key: str
     results: tuple[ChannelResult, ...]
     ledger_fault: str | None
+    deferred: bool = False  # still running in the background after notice_wait_s; the sweep checks it again
 
     @property
     def all_delivered(self) -> bool:
@@ -73,6 +90,57 @@ class _Channel:
     name: str  # reported
     ledger_key: str  # unique per destination; for webhooks includes a digest of the URL (never the URL)
     send: Callable[[Notice, str | None], Awaitable[str]]
+
+
+MemoryKey = tuple[str, str]  # (ledger partition key, row key): one failure on one channel
+
+
+@dataclass(frozen=True)
+class _Owed:
+    """A delivery the ledger has not recorded yet (it was down): written when it answers again."""
+
+    plan_id: PlanId
+    failure_key: str
+    digest: str
+    channel_key: str
+    detail: str
+
+
+class SentMemory:
+    """This worker's memory of notices delivered (by it, or recorded in the ledger), least recent first.
+
+    Bounded: past ``size`` entries the least recently used is forgotten (and, for a row still owed to the
+    ledger, the oldest owed row is dropped with a warning), so memory never grows with the estate.
+    """
+
+    def __init__(self, size: int = DEFAULT_MEMORY_SIZE) -> None:
+        self.size = max(1, size)
+        self._sent: OrderedDict[MemoryKey, None] = OrderedDict()
+        self.owed: OrderedDict[MemoryKey, _Owed] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sent)
+
+    def knows(self, key: MemoryKey) -> bool:
+        if key in self._sent:
+            self._sent.move_to_end(key)
+            return True
+        return False
+
+    def remember(self, key: MemoryKey) -> None:
+        self._sent[key] = None
+        self._sent.move_to_end(key)
+        while len(self._sent) > self.size:
+            self._sent.popitem(last=False)
+
+    def owe(self, key: MemoryKey, row: _Owed) -> None:
+        self.owed[key] = row
+        while len(self.owed) > self.size:
+            lost, _ = self.owed.popitem(last=False)
+            record(log, logging.WARNING, "notice.ledger-row-dropped", partition=lost[0], row=lost[1])
+
+    def settle(self, key: MemoryKey) -> None:
+        self.owed.pop(key, None)
 
 
 @dataclass
@@ -96,6 +164,8 @@ class Notifier:
         ca_bundle: str | None,
         ledger: Ledger | None,
         ledger_problem: str | None = None,
+        notice_wait_s: float = DEFAULT_NOTICE_WAIT_S,
+        memory_size: int = DEFAULT_MEMORY_SIZE,
     ) -> None:
         self._smtp = smtp
         self._topic_endpoint = topic_endpoint
@@ -108,6 +178,13 @@ class Notifier:
         self._session: aiohttp.ClientSession | None = None
         self._topic: TopicPublisher | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._notice_wait_s = notice_wait_s
+        # Each ledger call gets a fraction of the wait, so a hung ledger still leaves time to send.
+        self._ledger_call_s = max(0.2, notice_wait_s / 3)
+        self._ledger_down_until = 0.0
+        self.memory = SentMemory(memory_size)
+        self._flushing = asyncio.Lock()
+        self._in_flight: set[asyncio.Task[NoticeOutcome]] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, ledger: Ledger | None = None) -> Notifier:
@@ -139,6 +216,7 @@ class Notifier:
             ca_bundle=settings.ca_bundle,
             ledger=ledger,
             ledger_problem=problem,
+            notice_wait_s=settings.notice_wait_s,
         )
 
     @property
@@ -155,6 +233,10 @@ class Notifier:
         await self.close()
 
     async def close(self) -> None:
+        if self._in_flight:  # deliveries that outlived their caller's wait: let them finish, bounded
+            _, late = await asyncio.wait(set(self._in_flight), timeout=CLOSE_WAIT_S)
+            for task in late:
+                task.cancel()
         if self._topic is not None:
             await self._topic.close()
             self._topic = None
@@ -243,7 +325,11 @@ class Notifier:
     # ------------------------------------------------------------------------- entry points
 
     async def notify_failure(self, plan: LabPlan, *, correlation_id: str | None = None) -> NoticeOutcome:
-        """Deliver the plan's failure notice once per channel. Never raises for channel or ledger faults."""
+        """Deliver the plan's failure notice once per channel. Never raises for channel or ledger faults.
+
+        Waits at most ``notice_wait_s``; a step still running then (a slow channel, say) goes on in the
+        background and the outcome is ``deferred``: the caller acknowledges, the next sweep checks again.
+        """
         notice = Notice.from_plan(plan)
         extra = {"plan_id": plan.id.path, "correlation_id": correlation_id or ""}
         if plan.provisioning_state != "Failed":
@@ -252,10 +338,22 @@ class Notifier:
                 clean_line(plan.provisioning_state, 32),
                 extra={**extra, "channel": ""},
             )
-        # Within one process, the event trigger and the sweep for one failure take turns.
-        lock = self._locks.setdefault(notice.failure_key, asyncio.Lock())
-        async with lock:
-            outcome = await self._notify(notice, correlation_id, extra)
+        task = asyncio.ensure_future(self._notify_in_turn(notice, correlation_id, extra))
+        self._in_flight.add(task)
+        task.add_done_callback(self._finished)
+        done, _ = await asyncio.wait({task}, timeout=self._notice_wait_s)
+        if task not in done:
+            record(
+                log,
+                logging.WARNING,
+                "notice.deferred",
+                plan_id=plan.id.key,
+                wait_s=self._notice_wait_s,
+                correlation_id=correlation_id,
+                note="still delivering in the background; the next sweep checks this failure again",
+            )
+            return NoticeOutcome(notice.plan_id, notice.failure_key, (), None, deferred=True)
+        outcome = task.result()
         if not outcome.results:
             log.error(
                 "no notice channel is configured; the failure of %s reached nobody",
@@ -263,6 +361,53 @@ class Notifier:
                 extra={**extra, "channel": ""},
             )
         return outcome
+
+    def _finished(self, task: asyncio.Task[NoticeOutcome]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # retrieved here, so never "never retrieved"
+            log.error("notice step failed: %s", type(task.exception()).__name__)
+
+    async def _notify_in_turn(self, notice: Notice, correlation_id: str | None, extra: dict[str, str]) -> NoticeOutcome:
+        # Within one process, the event trigger and the sweep for one failure take turns.
+        lock = self._locks.setdefault(notice.failure_key, asyncio.Lock())
+        async with lock:
+            await self.flush_owed()
+            return await self._notify(notice, correlation_id, extra)
+
+    # ------------------------------------------------------------------------- the ledger, bounded
+
+    def _ledger_usable(self) -> bool:
+        return self._ledger is not None and not self._ledger_problem and time.monotonic() >= self._ledger_down_until
+
+    async def _ledger_call(self, call: Awaitable[T]) -> T:
+        """One ledger call, bounded; a fault or timeout marks the ledger down for ``LEDGER_RETRY_S``."""
+        try:
+            async with asyncio.timeout(self._ledger_call_s):
+                return await call
+        except Exception:
+            self._ledger_down_until = time.monotonic() + LEDGER_RETRY_S
+            raise
+
+    async def flush_owed(self) -> int:
+        """Write the ledger rows owed from an outage, if the ledger answers again. Returns how many."""
+        if not self.memory.owed or not self._ledger_usable() or self._flushing.locked():
+            return 0
+        assert self._ledger is not None
+        written = 0
+        async with self._flushing:
+            for key, row in list(self.memory.owed.items()):
+                try:
+                    await self._ledger_call(
+                        self._ledger.record_sent(row.plan_id, row.failure_key, row.digest, row.channel_key, row.detail)
+                    )
+                except Exception as exc:  # still down: keep owing, try again later
+                    log.warning("notice ledger still unreachable: %s", _fault(exc))
+                    break
+                self.memory.settle(key)
+                written += 1
+        if written:
+            record(log, logging.INFO, "notice.ledger-caught-up", rows=written, still_owed=len(self.memory.owed))
+        return written
 
     async def notify_admin(self, plan: LabPlan, *, reason: str, correlation_id: str | None = None) -> NoticeOutcome:
         """labguard's own write left the plan Failed: tell the admin (fallback email, topic, webhooks) once.
@@ -283,10 +428,13 @@ class Notifier:
         if self._ledger_problem:
             run.ledger_faults.append(self._ledger_problem)
         elif self._ledger is not None and channels:
-            try:
-                rows = await self._ledger.rows(notice.plan_id, notice.digest)
-            except Exception as exc:  # any ledger fault: deliver anyway, report it
-                run.ledger_faults.append(f"ledger read failed: {_fault(exc)}")
+            if not self._ledger_usable():
+                run.ledger_faults.append("ledger unreachable; this worker's memory of sent notices stands in")
+            else:
+                try:
+                    rows = await self._ledger_call(self._ledger.rows(notice.plan_id, notice.digest))
+                except Exception as exc:  # any ledger fault: deliver anyway, report it
+                    run.ledger_faults.append(f"ledger read failed: {_fault(exc)}")
         results = await asyncio.gather(*(self._deliver(run, channel, rows, extra) for channel in channels))
         fault = "; ".join(dict.fromkeys(run.ledger_faults)) or None
         if fault:
@@ -298,18 +446,23 @@ class Notifier:
     ) -> ChannelResult:
         notice = run.notice
         log_extra = {**extra, "channel": channel.name}
+        key: MemoryKey = (partition_key(notice.plan_id), row_key(notice.digest, channel.ledger_key))
+        existing = rows.get(channel.ledger_key) if rows is not None else None
+        if existing is not None and existing.state == "sent":
+            self.memory.remember(key)
+            return ChannelResult(channel.name, "already-sent", "delivered earlier for this failure")
+        if self.memory.knows(key):
+            return ChannelResult(channel.name, "already-sent", "delivered earlier by this worker")
         claim: Claim | None = None
-        if rows is not None and self._ledger is not None:
-            existing = rows.get(channel.ledger_key)
-            if existing is not None and existing.state == "sent":
-                return ChannelResult(channel.name, "already-sent", "delivered earlier for this failure")
+        if rows is not None and self._ledger is not None and self._ledger_usable():
             try:
-                claim = await self._ledger.claim(
-                    notice.plan_id, notice.failure_key, notice.digest, channel.ledger_key, existing=existing
+                claim = await self._ledger_call(
+                    self._ledger.claim(
+                        notice.plan_id, notice.failure_key, notice.digest, channel.ledger_key, existing=existing
+                    )
                 )
             except Exception as exc:  # any ledger fault: deliver anyway, report it
                 run.ledger_faults.append(f"ledger claim failed: {_fault(exc)}")
-                rows = None  # deliver anyway, record afterwards if the ledger comes back
             else:
                 if claim is None:
                     log.info("another run is delivering this notice", extra=log_extra)
@@ -323,16 +476,24 @@ class Notifier:
         except Exception as exc:  # a channel bug must not stop the other channels
             return await self._failed(run, channel, claim, f"unexpected {type(exc).__name__}", log_extra)
         log.info("notice sent: %s", detail, extra=log_extra)
+        self.memory.remember(key)
         if self._ledger is not None and not self._ledger_problem:
-            try:
-                if claim is not None:
-                    await self._ledger.mark_sent(claim, detail)
-                else:
-                    await self._ledger.record_sent(
-                        notice.plan_id, notice.failure_key, notice.digest, channel.ledger_key, detail
-                    )
-            except Exception as exc:  # any ledger fault: deliver anyway, report it
-                run.ledger_faults.append(f"ledger write failed: {_fault(exc)}")
+            owed = _Owed(notice.plan_id, notice.failure_key, notice.digest, channel.ledger_key, detail)
+            if not self._ledger_usable():
+                self.memory.owe(key, owed)
+            else:
+                try:
+                    if claim is not None:
+                        await self._ledger_call(self._ledger.mark_sent(claim, detail))
+                    else:
+                        await self._ledger_call(
+                            self._ledger.record_sent(
+                                notice.plan_id, notice.failure_key, notice.digest, channel.ledger_key, detail
+                            )
+                        )
+                except Exception as exc:  # any ledger fault: written when the ledger answers again
+                    run.ledger_faults.append(f"ledger write failed: {_fault(exc)}")
+                    self.memory.owe(key, owed)
         return ChannelResult(channel.name, "sent", detail)
 
     async def _failed(
@@ -341,7 +502,7 @@ class Notifier:
         log.error("notice not delivered: %s", detail, extra=log_extra)
         if claim is not None and self._ledger is not None:
             try:
-                await self._ledger.release(claim)
+                await self._ledger_call(self._ledger.release(claim))
             except Exception as exc:  # any ledger fault: deliver anyway, report it
                 run.ledger_faults.append(f"ledger release failed (retried after the claim lease): {_fault(exc)}")
         return ChannelResult(channel.name, "failed", clean_line(detail, 500))
@@ -351,24 +512,30 @@ class Notifier:
 
         None when there is no ledger or it cannot be read: callers then resolve plan by plan.
         """
-        if self._ledger is None:
+        if self._ledger is None or not self._ledger_usable():
             return None
+        await self.flush_owed()
         try:
-            return await self._ledger.open_partitions()
+            rows = await self._ledger_call(self._ledger.open_rows())
         except Exception as exc:  # any ledger fault: fall back to per-plan checks
             log.warning("notice ledger fault while listing open records: %s", _fault(exc))
             return None
+        for partition, row, state in rows:  # what is recorded as sent, so an outage later repeats none of it
+            if state == "sent":
+                self.memory.remember((partition, row))
+        return frozenset(partition for partition, _, _ in rows)
 
     def may_have_open(self, snapshot: frozenset[str] | None, plan: LabPlan) -> bool:
         return snapshot is None or partition_key(plan.id) in snapshot
 
     async def resolve(self, plan: LabPlan) -> None:
         """The plan is back in Succeeded: close its open ledger rows (one query). Ledger faults are logged."""
-        if self._ledger is None:
-            return
+        if self._ledger is None or not self._ledger_usable():
+            return  # while the ledger is down, the rows are closed by a later sweep
         extra = {"plan_id": plan.id.path, "channel": "ledger", "correlation_id": ""}
+        await self.flush_owed()
         try:
-            closed = await self._ledger.close_open(plan.id)
+            closed = await self._ledger_call(self._ledger.close_open(plan.id))
         except Exception as exc:  # any ledger fault: deliver anyway, report it
             log.error("notice ledger fault while resolving: %s", _fault(exc), extra=extra)
             return

@@ -45,28 +45,40 @@ class IgnoredEvent:
     reason: str
 
 
-def parse_event(
-    *, event_id: str | None, event_type: str | None, subject: str | None, data: object
-) -> PlanEvent | IgnoredEvent:
-    """Read one event (either schema's fields mapped by the caller). Raises MalformedEvent."""
-    ident = str(event_id or "?")
-    if not event_type:
+def parse_event(*, event_id: object, event_type: object, subject: object, data: object) -> PlanEvent | IgnoredEvent:
+    """Read one event (either schema's fields mapped by the caller). Raises MalformedEvent, nothing else.
+
+    Every field is untrusted JSON: any of them may be an object, an array, a number or huge, so each is
+    type-checked before use and only capped excerpts ever reach a reason.
+    """
+    ident = event_label(event_id)
+    if event_type is None or event_type == "":
         raise MalformedEvent(f"event {ident}: no event type")
+    if not isinstance(event_type, str):
+        raise MalformedEvent(f"event {ident}: the event type is {_kind(event_type)}, not a string")
     if event_type not in HANDLED_EVENT_TYPES:
-        return IgnoredEvent(ident, f"event type {event_type} is not handled")
+        return IgnoredEvent(ident, f"event type {excerpt(event_type)} is not handled")
+    if subject is not None and not isinstance(subject, str):
+        raise MalformedEvent(f"event {ident}: the subject is {_kind(subject)}, not a string")
     if not isinstance(data, Mapping):
         raise MalformedEvent(f"event {ident}: data is not an object")
-    operation = str(data.get("operationName") or "")
+    operation = data.get("operationName")
+    if operation is not None and not isinstance(operation, str):
+        raise MalformedEvent(f"event {ident}: data.operationName is {_kind(operation)}, not a string")
+    operation = operation or ""
     if operation.lower() not in {op.lower() for op in HANDLED_OPERATIONS}:
-        return IgnoredEvent(ident, f"operation {operation or '(none)'} is not a lab plan write")
-    uri = data.get("resourceUri") or subject
-    if not isinstance(uri, str) or not uri:
+        return IgnoredEvent(ident, f"operation {excerpt(operation) if operation else '(none)'} is not a lab plan write")
+    resource_uri = data.get("resourceUri")
+    if resource_uri is not None and not isinstance(resource_uri, str):
+        raise MalformedEvent(f"event {ident}: data.resourceUri is {_kind(resource_uri)}, not a string")
+    uri = resource_uri or subject
+    if not uri:
         raise MalformedEvent(f"event {ident}: no data.resourceUri or subject")
     try:
         plan_id = PlanId.parse(uri)
-    except ValueError:
-        return IgnoredEvent(ident, f"{uri[:300]} is not a lab plan")
-    if isinstance(subject, str) and subject and isinstance(data.get("resourceUri"), str):
+    except ValueError:  # a lab plan write naming no valid plan id (a child, a look-alike, a ``..`` path)
+        raise MalformedEvent(f"event {ident}: {excerpt(uri)} is not a lab plan id in ARM's grammar") from None
+    if subject and resource_uri:
         try:
             subject_plan: PlanId | None = PlanId.parse(subject)
         except ValueError:
@@ -80,6 +92,29 @@ def parse_event(
         operation=operation,
         caller_object_id=_caller(data),
         correlation_id=_text(data.get("correlationId")),
+    )
+
+
+EXCERPT = 200  # characters of an untrusted value a reason or log record may show
+
+
+def excerpt(value: object, cap: int = EXCERPT) -> str:
+    """A capped, one-line ``repr`` of an untrusted value (never the whole hostile value)."""
+    text = value if isinstance(value, str) else f"<{_kind(value)}>"
+    shown = repr(text[:cap])
+    return shown + "..." if len(text) > cap else shown
+
+
+def event_label(event_id: object) -> str:
+    """The event id as logged: a string, capped, or ``?``."""
+    if isinstance(event_id, str) and event_id:
+        return event_id[:100] + ("..." if len(event_id) > 100 else "")
+    return "?"
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "an array", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
     )
 
 

@@ -24,12 +24,19 @@ SHUTDOWN_PROFILE = "defaultAutoShutdownProfile"
 RESOURCE_TYPE = "Microsoft.LabServices/labPlans"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
 
+# ARM's grammar for a lab plan id, ASCII only (re.ASCII: no Unicode case folding, so ``labPlan\u017f`` (long s) is not
+# ``labPlans``, and no Unicode ``\w``). Resource group: 1-90 of letters, digits, ``-_.()``, not ending
+# in a period (ARM's resource group rules). Lab plan name: 1-100 of letters, digits, ``-_.``, starting
+# with a letter and ending with a letter or digit (the service's rules for Microsoft.LabServices/labPlans),
+# so ``.`` and ``..`` segments can never pass.
 _PLAN_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
-    r"/resourceGroups/(?P<rg>[-\w._()]{1,90})"
-    r"/providers/Microsoft\.LabServices/labPlans/(?P<name>[-\w._]{1,100})$",
-    re.IGNORECASE,
+    r"/subscriptions/(?P<sub>[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})"
+    r"/resourceGroups/(?P<rg>[-A-Z0-9_.()]{0,89}[-A-Z0-9_()])"
+    r"/providers/Microsoft\.LabServices/labPlans/(?P<name>[A-Z](?:[-A-Z0-9_.]{0,98}[A-Z0-9])?)/?",
+    re.IGNORECASE | re.ASCII,
 )
+_MAX_ID = 400  # the longest id the grammar allows is about 300 characters
+_ID_SHOWN = 200  # characters of a rejected id shown in an error (never the whole hostile value)
 
 
 @dataclass(frozen=True)
@@ -43,11 +50,12 @@ class PlanId:
     @classmethod
     def parse(cls, text: str) -> PlanId:
         """Parse a lab plan id strictly (no child resources, no trailing parts); ValueError otherwise."""
-        match = _PLAN_ID.match(text.strip().rstrip("/")) if isinstance(text, str) else None
+        match = _PLAN_ID.fullmatch(text) if isinstance(text, str) and len(text) <= _MAX_ID else None
         if match is None:
+            shown = repr(text[:_ID_SHOWN]) + ("..." if len(text) > _ID_SHOWN else "") if isinstance(text, str) else "?"
             raise ValueError(
-                f"not a lab plan resource id: {text!r} (expected /subscriptions/<guid>/resourceGroups/"
-                "<name>/providers/Microsoft.LabServices/labPlans/<name>)"
+                f"not a lab plan resource id: {shown} (expected /subscriptions/<guid>/resourceGroups/"
+                "<name>/providers/Microsoft.LabServices/labPlans/<name>, ASCII, ARM's name rules)"
             )
         return cls(match["sub"].lower(), match["rg"], match["name"])
 

@@ -174,21 +174,24 @@ class Ledger:
     async def record_sent(self, plan_id: PlanId, failure_key: str, digest: str, channel_key: str, detail: str) -> None:
         """Record a delivery made without a claim (the ledger was unreachable when the run started)."""
         await self._ensure_table()
-        await self._client.upsert_entity(
-            {
-                "PartitionKey": partition_key(plan_id),
-                "RowKey": row_key(digest, channel_key),
-                "PlanId": plan_id.path,
-                "FailureKey": failure_key,
-                "FailureDigest": digest,
-                "Channel": channel_key,
-                "State": "sent",
-                "SentAt": datetime.now(UTC),
-                "IsOpen": True,
-                "Detail": detail[:1000],
-            },
-            mode=UpdateMode.REPLACE,
-        )
+        entity: dict[str, Any] = {
+            "PartitionKey": partition_key(plan_id),
+            "RowKey": row_key(digest, channel_key),
+            "PlanId": plan_id.path,
+            "FailureKey": failure_key,
+            "FailureDigest": digest,
+            "Channel": channel_key,
+            "State": "sent",
+            "SentAt": datetime.now(UTC),
+            "IsOpen": True,
+            "Detail": detail[:1000],
+        }
+        try:
+            await self._client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except ResourceNotFoundError:  # the table went away during an outage (a fresh emulator, say): create it
+            self._table_ready = False
+            await self._ensure_table()
+            await self._client.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     async def release(self, claim: Claim) -> None:
         """Drop a claim after a failed delivery, unless someone else took it over meanwhile."""
@@ -236,6 +239,19 @@ class Ledger:
             )
         except ResourceNotFoundError:  # no table yet: nothing is open
             return frozenset()
+
+    async def open_rows(self) -> list[tuple[str, str, str]]:
+        """(partition key, row key, state) of every open row: one query per sweep, for the sweep's snapshot
+        and for the notifier's memory of what was sent (so a ledger outage later repeats none of it)."""
+        try:
+            return [
+                (str(entity["PartitionKey"]), str(entity["RowKey"]), str(entity.get("State", "")))
+                async for entity in self._client.query_entities(
+                    "IsOpen eq true", select=["PartitionKey", "RowKey", "State"]
+                )
+            ]
+        except ResourceNotFoundError:  # no table yet: nothing is open
+            return []
 
     async def open_failures(self, plan_id: PlanId) -> list[dict[str, Any]]:
         """Open rows of a plan (for reports and tests)."""

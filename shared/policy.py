@@ -70,12 +70,37 @@ _TAG_FORBIDDEN = re.compile(r"[<>%&\\?/]")
 _ISO_PATTERN = r"^P(?!$)(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?(T(?=\d)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?$"
 
 
+# Limits on what a policy file may be: a real policy is a few KB, a few levels deep, with no aliases.
+MAX_POLICY_BYTES = 1_000_000
+MAX_DEPTH = 32  # mappings and lists inside each other
+MAX_NODES = 100_000  # values after YAML aliases are expanded (a "billion laughs" file expands to 10^9)
+SHOWN = 200  # characters of a bad value or key an error may show
+MESSAGE_CAP = 600  # the longest PolicyError message: the file name, the field path and the problem
+
+
+def _one_line(text: str, cap: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= cap else flat[: cap - 3] + "..."
+
+
+def _shown(value: object) -> str:
+    """``repr`` of a bad value, capped: an error never echoes a whole (possibly hostile) value."""
+    if isinstance(value, (dict, list, tuple, set)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'} of {len(value)} item(s)"
+    text = repr(value[: SHOWN + 1] if isinstance(value, str) else value)
+    return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
+
+
 class PolicyError(ValueError):
-    """A bad policy file. ``str()`` is one line: ``<file>: <field path>: <what is wrong and what to write>``."""
+    """A bad policy file. ``str()`` is one line: ``<file>: <field path>: <what is wrong and what to write>``.
+
+    The line is capped (``MESSAGE_CAP``) and shows at most ``SHOWN`` characters of any bad value.
+    """
 
     def __init__(self, source: str, path: str, problem: str) -> None:
-        self.source, self.path, self.problem = source, path, problem
-        super().__init__(f"{source}: {path}: {problem}" if path else f"{source}: {problem}")
+        self.source, self.path, self.problem = source, _one_line(path, SHOWN), _one_line(problem, 2 * SHOWN)
+        text = f"{source}: {self.path}: {self.problem}" if self.path else f"{source}: {self.problem}"
+        super().__init__(_one_line(text, MESSAGE_CAP))
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +110,7 @@ class PolicyError(ValueError):
 
 def _delay(value: object) -> timedelta:
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not an ISO-8601 duration; write e.g. PT15M (quoted or not)")
+        raise ValueError(f"{_shown(value)} is not an ISO-8601 duration; write e.g. PT15M (quoted or not)")
     try:
         delta = parse_iso(value)
     except ValueError as exc:
@@ -94,10 +119,10 @@ def _delay(value: object) -> timedelta:
         except ValueError:
             hint = None
         if hint is not None and hint > timedelta(0):
-            raise ValueError(f"{value!r} is not an ISO-8601 duration; write {format_iso(hint)}") from None
+            raise ValueError(f"{_shown(value)} is not an ISO-8601 duration; write {format_iso(hint)}") from None
         raise ValueError(str(exc)) from None
     if delta <= timedelta(0):
-        raise ValueError(f"{value!r} must be longer than zero; write e.g. PT15M")
+        raise ValueError(f"{_shown(value)} must be longer than zero; write e.g. PT15M")
     return delta
 
 
@@ -290,14 +315,22 @@ def load_policy(path: str | os.PathLike[str], mode_override: Mode | None = None)
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8") as handle:
-            text = handle.read()
+            text = handle.read(MAX_POLICY_BYTES + 1)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise PolicyError(source, "", f"cannot read the policy file: {reason}") from None
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyError(
+            source, "", f"the policy file is larger than {MAX_POLICY_BYTES // 1000} KB; a policy is a few KB"
+        )
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = _read_yaml(text)
     except yaml.YAMLError as exc:
         raise PolicyError(source, "", f"not valid YAML: {_yaml_problem(exc)}") from None
+    except _TooBig as exc:
+        raise PolicyError(source, "", str(exc)) from None
+    except RecursionError:
+        raise PolicyError(source, "", f"nested more than {MAX_DEPTH} levels deep") from None
     policy = parse_policy(data, source)
     return policy if mode_override is None else dataclasses.replace(policy, mode=mode_override)
 
@@ -309,11 +342,19 @@ def parse_policy(data: object, source: str) -> Policy:
     if not isinstance(data, Mapping):
         raise PolicyError(source, "", f"the policy must be a mapping of keys, not {type(data).__name__}")
     try:
+        _check_tree(data)
+    except _TooBig as exc:
+        raise PolicyError(source, "", str(exc)) from None
+    try:
         model = PolicyFile.model_validate(data)
     except ValidationError as exc:
         raise _policy_error(source, exc) from None
+    except (TypeError, RecursionError) as exc:  # keys pydantic cannot read (a list as a key, say)
+        raise PolicyError(source, "", f"unreadable policy structure ({type(exc).__name__})") from None
     if _TAG_FORBIDDEN.search(model.exemptionTag):
-        raise PolicyError(source, "exemptionTag", f"{model.exemptionTag!r}: Azure tag names cannot hold < > % & \\ ? /")
+        raise PolicyError(
+            source, "exemptionTag", f"{_shown(model.exemptionTag)}: Azure tag names cannot hold < > % & \\ ? /"
+        )
 
     baseline = _layer(Rules(), model)
     _check_scope(source, "connection", baseline)
@@ -361,7 +402,7 @@ def _check_scope(source: str, where: str, rules: Rules) -> None:
 
 
 def _key(key: str) -> str:
-    return f'["{key}"]'
+    return f'["{key[:SHOWN]}"]'
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -371,13 +412,13 @@ def _path(loc: Sequence[int | str]) -> str:
     text, previous = "", None
     for part in loc:
         if previous in ("subscriptions", "resourceGroups"):  # an override's key, even if it looks like a name
-            text += f'["{part}"]'
+            text += f'["{str(part)[:SHOWN]}"]'
         elif isinstance(part, int):
             text += f"[{part}]"
         elif _IDENT.match(part):
             text += f".{part}" if text else part
         else:
-            text += f'["{part}"]'
+            text += f'["{str(part)[:SHOWN]}"]'
         previous = part
     return text
 
@@ -414,15 +455,15 @@ def _policy_error(source: str, exc: ValidationError) -> PolicyError:
         where = _path(loc)
     elif kind == "literal_error":
         expected = str(first.get("ctx", {}).get("expected", "")).replace("'", "")
-        problem = f"{value!r} is not allowed; write {expected}"
+        problem = f"{_shown(value)} is not allowed; write {expected}"
         if expected == "Enabled":
             problem += ", or leave the key out to not govern it"
         where = _path(loc)
     elif kind in ("model_type", "dict_type"):
-        problem = f"expected a mapping of keys, got {value!r}"
+        problem = f"expected a mapping of keys, got {_shown(value)}"
         where = _path(loc)
     else:
-        problem = f"{first['msg']} (got {value!r})"
+        problem = f"{first['msg']} (got {_shown(value)})"
         where = _path(loc)
     if len(errors) > 1:
         problem += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
@@ -430,23 +471,118 @@ def _policy_error(source: str, exc: ValidationError) -> PolicyError:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one, and stops
+    composing past ``MAX_DEPTH`` levels (PyYAML's scanner slows down quadratically with nesting)."""
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:  # the scanner reads flow collections ahead: stop it there too
+            raise _TooBig(f"nested more than {MAX_DEPTH} levels deep; a policy is a few levels deep")
+        super().fetch_flow_collection_start(token_class)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooBig(f"nested more than {MAX_DEPTH} levels deep; a policy is a few levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     seen: set[object] = set()
     for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                "a key must be a plain name, not a list or mapping",
+                key_node.start_mark,
+            )
         key = loader.construct_object(key_node)
         if isinstance(key, (str, int, float, bool)) and key in seen:
             raise yaml.constructor.ConstructorError(
-                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                "while reading a mapping", node.start_mark, f"duplicate key {_shown(key)}", key_node.start_mark
             )
-        seen.add(key)
+        if isinstance(key, (str, int, float, bool)):
+            seen.add(key)
     return loader.construct_mapping(node)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _TooBig(ValueError):
+    """The policy is nested too deeply or expands (through YAML aliases) beyond a sane size."""
+
+
+def _read_yaml(text: str) -> object:
+    """Compose the YAML, refuse it if too deep or too big once aliases are expanded, then build it."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node, _node_children)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _node_children(node: object) -> list[object]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _data_children(value: object) -> list[object]:
+    if isinstance(value, Mapping):
+        return [part for pair in value.items() for part in pair]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return []
+
+
+def _check_tree(data: object) -> None:
+    _check_size(data, _data_children)
+
+
+def _check_size(root: object, children_of: Any) -> None:
+    """Iterative walk (no recursion) counting values as if every alias were expanded; shared nodes once."""
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[object, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = children_of(node)
+        if not finished:
+            if key in active:
+                raise _TooBig("a YAML alias refers to a value that contains it; write the values out")
+            if not children:
+                sizes[key], depths[key] = 1, 0
+                continue
+            active.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        active.discard(key)
+        sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+        depths[key] = 1 + max(depths[id(child)] for child in children)
+        if depths[key] > MAX_DEPTH:
+            raise _TooBig(f"nested more than {MAX_DEPTH} levels deep; a policy is a few levels deep")
+        if sizes[key] > MAX_NODES:
+            raise _TooBig(
+                f"more than {MAX_NODES} values once YAML aliases are expanded; write the policy out without aliases"
+            )
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

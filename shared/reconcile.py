@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from shared.arm import ArmError, BadPlan, LabPlansArm, PlanGone, Throttled
+from shared.arm import ArmError, BadPlan, LabPlansArm, PlanGone, ProviderNotRegistered, Throttled
 from shared.drift import Evaluation, Finding, evaluate, shown
 from shared.lab_plans import LabPlan, PlanId
 from shared.logs import record
@@ -99,6 +99,7 @@ class SweepSummary:
     counts: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
     list_errors: list[tuple[str, ArmError]] = field(default_factory=list)  # scope, why it could not be listed
+    not_registered: list[str] = field(default_factory=list)  # scopes whose subscription lacks Microsoft.LabServices
     duration_s: float = 0.0
     arm_calls: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
@@ -120,6 +121,7 @@ class SweepSummary:
             "unconverged": self.counts["unconverged"],
             "write_failed": self.counts["write-failed"],
             "proof_deferred": self.counts["proof-deferred"],
+            "not_registered": sorted(self.not_registered),
             "plans": sum(self.counts.values()),
             "duration_s": round(self.duration_s, 3),
             "arm_calls": sum(self.arm_calls.values()),
@@ -218,6 +220,12 @@ class Reconciler:
                 async with listing:
                     async for item in self._arm.list_plans(subscription, resource_group):
                         await queue.put(item)
+            except ProviderNotRegistered as exc:
+                # No plans can exist there: say so once per sweep instead of failing every sweep.
+                summary.not_registered.append(exc.scope)
+                record(
+                    log, logging.WARNING, "sweep.not-registered", scope=exc.scope, note="not registered, no plans here"
+                )
             except ArmError as exc:
                 where = f"/subscriptions/{subscription}" + (
                     f"/resourceGroups/{resource_group}" if resource_group else ""
@@ -564,6 +572,8 @@ class Reconciler:
         if self._notifier is None or not self._notifier.enabled or self._dry_run:
             return PlanOutcome(plan.id.key, "provisioning-failed", evaluation, detail="no notice channel configured")
         notice = await self._notifier.notify_failure(plan, correlation_id=correlation_id)
+        if getattr(notice, "deferred", False):  # still delivering past the wait: acknowledged, the sweep checks again
+            return PlanOutcome(plan.id.key, "provisioning-failed", evaluation, detail="notice deferred", notice=notice)
         if not getattr(notice, "all_delivered", True):
             # Not delivered everywhere: fail this plan so the run is recorded as failed and retried.
             return PlanOutcome(plan.id.key, "failed", evaluation, detail="failure notice not delivered", notice=notice)

@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.events import IgnoredEvent, MalformedEvent, parse_event
+from shared.events import IgnoredEvent, MalformedEvent, event_label, parse_event
 from shared.logs import record
 from shared.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from shared.policy import Policy
@@ -96,7 +96,12 @@ def _fingerprint(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    return Settings.from_env(os.environ if env is None else env)
+    """The app settings; a bad one is refused with one record naming it (never its value) before anything runs."""
+    try:
+        return Settings.from_env(os.environ if env is None else env)
+    except SettingsError as exc:
+        record(log, logging.ERROR, "settings.refused", error=str(exc))
+        raise SettingsError(str(exc)) from None
 
 
 async def build_runtime(
@@ -165,9 +170,9 @@ async def close_runtimes() -> None:
 
 async def on_event(
     *,
-    event_id: str | None,
-    event_type: str | None,
-    subject: str | None,
+    event_id: object,
+    event_type: object,
+    subject: object,
     data: object,
     env: Mapping[str, str] | None = None,
     event_time: datetime | None = None,
@@ -182,7 +187,7 @@ async def on_event(
     try:
         event = parse_event(event_id=event_id, event_type=event_type, subject=subject, data=data)
     except MalformedEvent as exc:
-        record(log, logging.ERROR, "event.malformed", event_id=event_id, error=str(exc))
+        record(log, logging.ERROR, "event.malformed", event_id=event_label(event_id), error=str(exc))
         return None
     if isinstance(event, IgnoredEvent):
         record(log, logging.INFO, "event.ignored", event_id=event.event_id, reason=event.reason)

@@ -39,6 +39,8 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_WEBHOOK_URLS": "comma-separated incoming-webhook URLs (Teams/Slack style) for notices",
     "LABGUARD_SUPPORT_URL_HOSTS": "comma-separated exact host names whose supportInfo.url may receive notices",
     "LABGUARD_LEDGER_TABLE": "Table storage table of the notice ledger (default labguardnotices)",
+    "LABGUARD_NOTICE_WAIT_SECONDS": "how long one trigger waits for a failure notice step (1-25, default 5); "
+    "the rest finishes in the background or in the next sweep",
     "AzureWebJobsStorage": "storage connection string (local: Azurite); also holds the notice ledger",
     "AzureWebJobsStorage__tableServiceUri": "table endpoint of identity-based host storage; the ledger uses it",
     "AzureWebJobsStorage__accountName": "identity-based host storage by account name (public cloud): the ledger uses https://NAME.table.core.windows.net",
@@ -50,6 +52,10 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_DIGEST_EMAIL": "admin address for the daily digest over the SMTP settings (optional; empty: off)",
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
 }
+
+# App Service writes a Key Vault reference it could not resolve into the environment as is.
+_KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\s*\(", re.IGNORECASE)
+
 
 _STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -81,6 +87,7 @@ class Settings:
     support_url_hosts: tuple[str, ...]
     ledger_table: str
     storage_connection: str | None
+    notice_wait_s: float = 5.0
     # Identity-based ledger (DefaultAzureCredential); when set it wins over storage_connection.
     ledger_table_endpoint: str | None = None
     sweep_fanout: Literal["auto", "on", "off"] = "auto"
@@ -105,6 +112,8 @@ class Settings:
         def get(name: str) -> str | None:
             value = env.get(name, "").strip()
             return value or None
+
+        refuse_unresolved_references(env)
 
         mode = get("LABGUARD_MODE")
         if mode is not None and mode.lower() not in ("audit", "enforce"):
@@ -145,6 +154,7 @@ class Settings:
             support_url_hosts=tuple(h.lower() for h in _csv(get("LABGUARD_SUPPORT_URL_HOSTS"))),
             ledger_table=get("LABGUARD_LEDGER_TABLE") or "labguardnotices",
             storage_connection=get("AzureWebJobsStorage"),
+            notice_wait_s=float(_int(get("LABGUARD_NOTICE_WAIT_SECONDS"), "LABGUARD_NOTICE_WAIT_SECONDS", 5, 1, 25)),
             ledger_table_endpoint=_ledger_table_endpoint(get),
             sweep_fanout="on" if fanout == "on" else "off" if fanout == "off" else "auto",
             queue_endpoint=_queue_endpoint(get),
@@ -154,6 +164,21 @@ class Settings:
             report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
             digest_email=_address(get("LABGUARD_DIGEST_EMAIL"), "LABGUARD_DIGEST_EMAIL"),
         )
+
+
+def refuse_unresolved_references(env: Mapping[str, str]) -> None:
+    """Refuse a setting that still holds ``@Microsoft.KeyVault(...)``: App Service could not resolve it.
+
+    Used as is, the reference text would become a password or a connection string that fails later and
+    far from its cause. The message names the setting and never shows the reference beyond its prefix.
+    """
+    for name in sorted(set(KNOWN_SETTINGS) | {key for key in env if key.startswith("LABGUARD_")}):
+        if _KEY_VAULT_REFERENCE.match(env.get(name, "")):
+            raise SettingsError(
+                f"{name} holds an unresolved Key Vault reference (@Microsoft.KeyVault(...)): give the Function "
+                "App's identity 'Key Vault Secrets User' on the vault and check the secret's name and version "
+                "(the portal shows each reference's status under Environment variables)"
+            )
 
 
 def _ledger_table_endpoint(get: Callable[[str], str | None]) -> str | None:

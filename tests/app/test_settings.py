@@ -85,3 +85,21 @@ def test_the_extra_ca_adds_to_the_system_store_and_keeps_verification_on(tmp_pat
     plain, extra = ssl_context(None), ssl_context(str(bundle))
     assert extra.cert_store_stats()["x509_ca"] == plain.cert_store_stats()["x509_ca"] + 1
     assert extra.verify_mode == ssl.CERT_REQUIRED and extra.check_hostname
+
+
+@pytest.mark.parametrize(
+    "name", ["LABGUARD_SMTP_PASSWORD", "AzureWebJobsStorage", "LABGUARD_EVENTGRID_TOPIC_KEY", "LABGUARD_SUBSCRIPTIONS"]
+)
+def test_an_unresolved_key_vault_reference_is_refused_naming_the_setting_not_the_secret(name: str) -> None:
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv-school.vault.azure.net/secrets/smtp-password/0123abcd)"
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: reference})
+    message = str(caught.value)
+    assert message.startswith(f"{name} holds an unresolved Key Vault reference")
+    assert "\n" not in message
+    assert "kv-school" not in message and "smtp-password" not in message and "0123abcd" not in message
+
+
+def test_a_resolved_secret_that_merely_mentions_key_vault_is_accepted() -> None:
+    settings = Settings.from_env({"LABGUARD_SMTP_PASSWORD": "pw@Microsoft.KeyVault(x)"})
+    assert settings.smtp_password == "pw@Microsoft.KeyVault(x)"

@@ -326,8 +326,23 @@ def test_python_dash_m_is_the_same_command(tmp_path: Path) -> None:
 def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(labguard_command: Path, settings: dict[str, str]) -> None:
     import os
     import pty
+    import threading
 
     master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # read while the command runs: a full pty would block its progress bar
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the writer is gone and everything was read
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
         proc = subprocess.run(
             [str(labguard_command), "enforce", "--dry-run"],
@@ -339,18 +354,10 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(labguard_command: Pa
             check=False,
         )
         os.close(slave)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the writer is gone and everything was read
-                break
-            if not chunk:
-                break
-            seen += chunk
+        reader.join(timeout=10)
     finally:
         os.close(master)
-    terminal = seen.decode(errors="replace")
+    terminal = b"".join(chunks).decode(errors="replace")
     assert "enforce: sweeping" in terminal and "plans" in terminal
     assert proc.returncode == 1
     assert "would fix" in proc.stdout and "sweeping" not in proc.stdout  # the pipe gets the changes, not the bar

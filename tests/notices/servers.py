@@ -9,10 +9,13 @@
   query, headers, body); per-path canned answers (status, Location) simulate outages and redirects.
 * :func:`azurite` - Azurite's Table service from ``node_modules`` (installed by ``make test``) on a
   free loopback port, in-memory; yields the connection string, stops the process on exit.
+* :class:`StoppableAzurite` - Azurite on disk on a fixed port, stopped and started again by a test
+  (a ledger outage); :func:`hung_server` - a TCP server that accepts and never answers (a hung ledger).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import ssl
@@ -87,6 +90,7 @@ class HttpsReceiver:
     port: int
     hits: list[Hit] = field(default_factory=list)
     answers: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)  # path -> seconds to wait before answering
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -116,6 +120,7 @@ async def https_receiver(tls: TlsMaterial) -> AsyncIterator[HttpsReceiver]:
                 body,
             )
         )
+        await asyncio.sleep(receiver.delays.get(request.path, 0.0))
         status, headers = receiver.answers.get(request.path, (200, {}))
         return web.Response(status=status, headers=headers, text="ok" if status < 300 else "")
 
@@ -169,3 +174,89 @@ def azurite(workdir: Path, *, startup_timeout: float = 30.0) -> Iterator[Azurite
         yield Azurite(service.port, service.connection_string)
     finally:
         children.stop_all()
+
+
+class StoppableAzurite:
+    """Azurite's Table service on disk and on one port, so a test can stop it (an outage) and start it again
+    with its tables intact. Started and stopped by process id, as the demo does (:mod:`labguard.services`)."""
+
+    def __init__(self, workdir: Path) -> None:
+        from labguard.services import Azurite as Service
+        from labguard.services import Children, free_port
+
+        if not AZURITE_TABLE.exists():
+            pytest.fail(f"Azurite is not installed ({AZURITE_TABLE} is missing). Run `make test`.", pytrace=False)
+        self._workdir = workdir
+        self._children = Children()
+        self.port = free_port()
+        self.connection_string = Service(self.port).connection_string
+        self.proc: Any = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        import os
+
+        from labguard.services import wait_listening
+
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        with (self._workdir / "azurite.log").open("ab") as log:
+            self.proc = self._children.spawn(
+                [
+                    str(AZURITE_TABLE),
+                    "--tableHost",
+                    "127.0.0.1",
+                    "--tablePort",
+                    str(self.port),
+                    "--location",
+                    str(self._workdir),
+                    "--skipApiVersionCheck",
+                    "--loose",
+                    "--disableTelemetry",
+                ],
+                log=log,
+                cwd=self._workdir,
+                env={**os.environ, "AZURITE_ACCEPT_EULA": "true"},
+            )
+        if not wait_listening(self.proc, self.port, timeout):
+            pytest.fail(f"Azurite did not start on port {self.port} (see {self._workdir / 'azurite.log'})")
+
+    def stop(self) -> None:
+        """Ctrl-C (SIGINT: Azurite saves its tables and closes), then the demo's stop for anything left."""
+        import os
+        import signal
+        import subprocess
+
+        from labguard.services import stop_process
+
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            stop_process(self.proc)
+            self._children.procs.remove(self.proc)
+            self.proc = None
+
+    def close(self) -> None:
+        self._children.stop_all()
+
+
+@contextlib.asynccontextmanager
+async def hung_server() -> AsyncIterator[int]:
+    """A TCP server on loopback that accepts connections and never answers (a hung Table endpoint)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        with contextlib.suppress(Exception):
+            while await reader.read(65536):
+                pass
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2)

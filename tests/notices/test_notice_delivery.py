@@ -272,7 +272,7 @@ async def test_hostile_strings(
     env: dict[str, str], new_ledger: Callable[[], Ledger], smtp: SmtpServer, receiver: HttpsReceiver
 ) -> None:
     hostile = plan(
-        name="physics_\u0444\u0438\u0437",  # \w allows Unicode letters in names
+        name="physics_fiz.x-1",  # ARM's name rules are ASCII (a Unicode name is refused as malformed)
         code="Bad\r\nBcc: victim@evil.example\r\nX-Injected: 1",
         action="Update\nSubject: fake",
         message="<script>alert('x')</script>\r\n.\r\nRCPT TO:<evil@evil.example>\n\u202egnp.exe <!channel> "
@@ -292,7 +292,7 @@ async def test_hostile_strings(
     msg = mail.message
     assert msg["Bcc"] is None and msg["X-Injected"] is None
     assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["Subject"])
-    assert msg["Subject"].startswith("[labguard] Lab plan physics_\u0444\u0438\u0437 failed: Bad Bcc:")
+    assert msg["Subject"].startswith("[labguard] Lab plan physics_fiz.x-1 failed: Bad Bcc:")
     assert len(msg["Subject"]) <= 200
     html = mail.body("html")
     assert "<script>" not in html and "&lt;script&gt;" in html
