@@ -118,6 +118,25 @@ def threadpool(ep: Endpoint, estate: Estate, *, label: str) -> dict[str, Any]:
     return result
 
 
+def fanout(ep: Endpoint, estate: Estate, *, workers: int) -> dict[str, Any]:
+    """Several worker processes drain the sweep queue against one endpoint, per-subscription throttling on."""
+    from bench.fanout import run_fanout
+
+    ep.seed(estate.state())
+    ep.configure(throttle=True)
+    ep.reset_buckets()
+    log(f"fan-out: timer enqueues, {workers} worker processes drain, over {estate.describe()} (throttling on)")
+    try:
+        with tempfile.TemporaryDirectory(prefix="labguard-fanout-") as workdir:
+            result = run_fanout(ep, estate, workers=workers, workdir=Path(workdir))
+    finally:
+        ep.configure(throttle=False)
+    result["server"] = ep.calls()
+    result["estate"] = {"plans": estate.plans, "subscriptions": estate.subscriptions, "drifted": estate.drifted}
+    log(f"  {result['wall_s']:.1f} s, scopes per worker {result['scopes_per_worker']}, {result['server']['by_kind']}")
+    return result
+
+
 def scale_runs(ep: Endpoint, scale_down: int, results: dict[str, Any]) -> dict[str, Any]:
     """Issue 18: the thread-pool baseline, slow write completions, many subscriptions (40 ms per call)."""
     out: dict[str, Any] = {}
@@ -131,6 +150,7 @@ def scale_runs(ep: Endpoint, scale_down: int, results: dict[str, Any]) -> dict[s
         if completion == 2:  # at 30 s the baseline needs drifted x 30 s / 32 threads: projected, not run
             out["threadpool-10k-write-2s"] = threadpool(ep, ten_k, label="threadpool-10k, writes complete in 2 s")
     ep.configure(lro_delay_s=LRO_DELAY_S)
+    out["fanout"] = fanout(ep, ten_k, workers=4)
     out["50k-1000subs"] = sweep(ep, Estate(50_000 // scale_down, 1000, 0.10), label="50k in 1,000 subscriptions")
     out["50k-100subs"] = results.get("sweeps", {}).get("50k") or sweep(
         ep, Estate(50_000 // scale_down, 100, 0.10), label="50k in 100 subscriptions"
@@ -171,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (not for figures)")
     parser.add_argument("--render", metavar="RESULTS.json", help="only rewrite RESULTS.md from a run's saved figures")
+    parser.add_argument("--only-fanout", action="store_true", help="only the fan-out run (queue + worker processes)")
     parser.add_argument(
         "--only-scale",
         action="store_true",
@@ -188,6 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(), "quick": quick}
 
+    if args.only_fanout:
+        with Endpoint(latency_ms=LATENCY_MS, page_size=PAGE_SIZE, lro_delay_s=LRO_DELAY_S) as ep:
+            results["scale"] = {"fanout": fanout(ep, Estate(10_000 // scale, 100, 0.10), workers=4)}
+        print(json.dumps({k: v for k, v in results["scale"]["fanout"].items()}, indent=1))
+        return
     if args.only_scale:
         with Endpoint(latency_ms=LATENCY_MS, page_size=PAGE_SIZE, lro_delay_s=LRO_DELAY_S) as ep:
             results["endpoint"] = {"latency_ms": LATENCY_MS, "page_size": PAGE_SIZE, "lro_delay_s": LRO_DELAY_S}
