@@ -141,7 +141,9 @@ def assemble(rows: Sequence[Mapping[str, Any]], message: ScopeMessage, now: date
     """The run's summary from its scope rows: counts added up, failed scopes named, wall time of the run."""
     totals: dict[str, Any] = {name: 0 for name in SUMMED}
     failed_scopes: list[str] = []
+    not_registered: set[str] = set()
     for row in rows:
+        not_registered.update(str(s) for s in json.loads(str(row.get("NotRegistered") or "[]")))
         counts = json.loads(str(row.get("Counts") or "{}"))
         for name in SUMMED:
             value = counts.get(name, 0)
@@ -159,6 +161,7 @@ def assemble(rows: Sequence[Mapping[str, Any]], message: ScopeMessage, now: date
         "scopes_failed": len(failed_scopes),
         "failed_scopes": sorted(failed_scopes)[:20],
         **totals,
+        "not_registered": sorted(not_registered)[:50],
         "duration_s": duration,
     }
 
@@ -253,6 +256,7 @@ class RunBook:
             "Scope": message.scope,
             "Status": status,
             "Counts": json.dumps({k: counts.get(k, 0) for k in SUMMED}),
+            "NotRegistered": json.dumps(list(counts.get("not_registered") or [])[:50]),
             "Error": (error or "")[:500],
         }
         await self._client.upsert_entity(row, mode=UpdateMode.REPLACE)
