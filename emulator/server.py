@@ -110,6 +110,36 @@ class FaultRule:
         return d
 
 
+@dataclass(frozen=True)
+class WriteDenial:
+    """RBAC-lite: ``client_id`` ("*" = anyone) may read but not write under ``scope`` (a resource id prefix)."""
+
+    client_id: str
+    scope: str
+
+    def denies(self, caller: Caller, method: str, path: str) -> bool:
+        if method not in WRITE_METHODS:
+            return False
+        if self.client_id != "*" and self.client_id.lower() != caller.client_id.lower():
+            return False
+        scope = self.scope.rstrip("/").lower()
+        return path.lower() == scope or path.lower().startswith(scope + "/")
+
+
+def authorization_failed(caller: Caller, method: str, path: str) -> ArmError:
+    """ARM's 403 for a role assignment that lacks the write action (its real code and message shape)."""
+    m = _ITEM.match(path)
+    kind = KINDS[m.group(3).lower()][0] if m else "labPlans"
+    action = f"{PROVIDER}/{kind}/{'delete' if method == 'DELETE' else 'write'}"
+    return ArmError(
+        403,
+        "AuthorizationFailed",
+        f"The client '{caller.client_id}' with object id '{caller.object_id}' does not have authorization to "
+        f"perform action '{action}' over scope '{path}' or the scope is invalid. If access was recently granted, "
+        "please refresh your credentials.",
+    )
+
+
 class _Reset(Exception):
     pass
 
@@ -168,6 +198,7 @@ class EmulatorServer:
         self.faults: list[FaultRule] = []
         # client id (lower case) or "*" -> what Permissions - List answers that caller, on every scope.
         self.permissions: dict[str, list[dict[str, list[str]]]] = {"*": CONTRIBUTOR_PERMISSIONS}
+        self.write_denials: list[WriteDenial] = []
         self._seed = seed
         self._tmpdir = tempfile.mkdtemp(prefix="labguard-emulator-")
         self.ca_file = os.path.join(self._tmpdir, "emulator-ca.pem")
@@ -223,6 +254,11 @@ class EmulatorServer:
         f = FaultRule(**rule)
         self.faults.append(f)
         return f
+
+    def deny_writes(self, client_id: str = "*", scope: str = "/subscriptions") -> WriteDenial:
+        denial = WriteDenial(client_id, scope)
+        self.write_denials.append(denial)
+        return denial
 
     def requests(self) -> list[dict[str, Any]]:
         return [dict(e) for e in self.request_log]
@@ -455,6 +491,9 @@ class EmulatorServer:
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
 
+        if any(denial.denies(caller, method, path) for denial in self.write_denials):
+            return _arm_error(authorization_failed(caller, method, path), headers), principal
+
         try:
             reply = await self._route(request, caller)
         except ArmError as err:
@@ -658,6 +697,15 @@ class EmulatorServer:
                 self.faults.clear()
                 return _json_response(204, None)
             return _json_response(200, {"value": [f.public() for f in self.faults]})
+        if path == "/_emulator/deny-writes":
+            if method == "POST":
+                b = await body()
+                return _json_response(
+                    201, asdict(self.deny_writes(b.get("client_id", "*"), b.get("scope", "/subscriptions")))
+                )
+            if method == "DELETE":
+                self.write_denials.clear()
+                return _json_response(204, None)
         if path == "/_emulator/fail" and method == "POST":
             b = await body()
             store.fail_resource(b["id"], b.get("error"), next_write=bool(b.get("next_write", False)))

@@ -201,6 +201,13 @@ class Emulator:
 
     def clear_faults(self) -> None:
         self._call(self._server.faults.clear)
+        self._call(self._server.write_denials.clear)
+
+    def deny_writes(self, client_id: str = "*", scope: str = "/subscriptions") -> None:
+        """RBAC-lite: ``client_id`` ("*" = anyone) keeps reading but every write under ``scope`` (a resource id
+        prefix, case-insensitive) gets ARM's 403 AuthorizationFailed naming the action and the caller's object id.
+        ``clear_faults()`` lifts it."""
+        self._call(self._server.deny_writes, client_id, scope)
 
     def configure(self, **cfg: Any) -> dict[str, Any]:
         """Change latency_ms, page_size, lro_delay_s, throttle, patch_mode, omit_off_delays or a write mode

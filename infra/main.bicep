@@ -52,11 +52,12 @@ param labPlanResourceGroupIds string = ''
 // ---------------------------------------------------------------------------------------------
 
 @allowed([
+  ''
   'audit'
   'enforce'
 ])
-@description('LABGUARD_MODE: audit reports only (default); enforce applies minimal patches.')
-param labguardMode string = 'audit'
+@description('LABGUARD_MODE: empty (default) = the policy file\'s mode (audit when it sets none); audit or enforce override the file.')
+param labguardMode string = ''
 
 @description('LABGUARD_POLICY_FILE; empty: policy.yaml beside function_app.py.')
 param policyFile string = ''
@@ -121,8 +122,8 @@ param eventGridTopicKey string = ''
 @description('LABGUARD_WEBHOOK_URLS: comma-separated incoming-webhook URLs; they carry tokens, so they are stored in Key Vault.')
 param webhookUrls string = ''
 
-@description('LABGUARD_REPORT_CONTAINER: blob container the compliance page is written to after each sweep (the app identity needs Storage Blob Data Contributor on it); empty: no page.')
-param reportContainer string = ''
+@description('LABGUARD_REPORT_CONTAINER: blob container the compliance page is written to after each sweep (created on first use; the app identity has Storage Blob Data Owner on the account); empty: no page.')
+param reportContainer string = 'labguard-reports'
 
 @description('LABGUARD_DIGEST_EMAIL: admin address for the daily digest (needs the SMTP settings); empty: no digest.')
 param digestEmail string = ''

@@ -1,8 +1,8 @@
 """``labguard``: see and fix a lab estate from a terminal, on the same core and ARM adapter as the Functions.
 
-Exit status: 0 = every plan in scope is compliant (or exempt / skipped); 1 = drift left, a plan whose
-provisioning failed, or a plan or scope that could not be read; 2 = a usage or configuration error
-(one line on stderr says what to do); 130 = interrupted.
+Exit status (:mod:`labguard.exit_codes`): 0 compliant; 1 a finding ``--fail-on`` selects (drift left in
+audit, not converged in enforce, ...); 2 a usage or configuration error (one line on stderr says what to
+do); 3 Azure could not be reached or kept failing; 130 interrupted (what was done is printed first).
 """
 
 from __future__ import annotations
@@ -20,12 +20,19 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from labguard import core, render
+from labguard import core, exit_codes, render
+
+EXIT_HELP = (
+    "Exit status: 0 compliant; 1 findings (drift left, not converged, or what --fail-on selects); "
+    "2 usage or configuration; 3 Azure unreachable or kept failing; 130 interrupted."
+)
 
 app = typer.Typer(
     name="labguard",
-    help="Keep Azure Lab Services lab plans inside your school's baseline: audit, enforce, check the policy.",
+    help="Keep Azure Lab Services lab plans inside your school's baseline: audit, enforce, check the policy. "
+    + EXIT_HELP,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: flags show as flags (rich help printed "--json <bool>")
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -54,11 +61,45 @@ ResourceGroups = Annotated[
 PolicyFile = Annotated[
     str | None,
     typer.Option(
-        "--policy", "-p", help="Policy file; default LABGUARD_POLICY_FILE, else policy.yaml.", show_default=False
+        "--policy",
+        "-p",
+        metavar="FILE",
+        help="Policy file; default LABGUARD_POLICY_FILE, else policy.yaml.",
+        show_default=False,
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of the table.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print JSON for scripts instead of the table (the same as --format json).")
+]
+Format = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        metavar="table|json|junit",
+        help="table (for people), json (for scripts), junit (a test report for CI: one test case per plan, "
+        "a failure per finding).",
+    ),
+]
+FailOn = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fail-on",
+        metavar="FINDINGS",
+        help="Which findings make the exit status 1 (comma-separated or repeated): "
+        + ", ".join(exit_codes.FAIL_ON_CHOICES)
+        + ", all or none. Default: "
+        + ",".join(exit_codes.DEFAULT_FAIL_ON)
+        + ".",
+        show_default=False,
+    ),
+]
+AllowEmpty = Annotated[
+    bool,
+    typer.Option("--allow-empty", help="A subscription or resource group with no lab plans is fine (not exit 1)."),
+]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also print labguard's structured log records.")]
+FORMATS = ("table", "json", "junit")
 
 
 def _err() -> Console:
@@ -112,15 +153,56 @@ def sweep(
     out: Console | None = None,
     credential: Any = None,
     err: Console | None = None,
+    fail_on: frozenset[str] | None = None,
+    output: str = "table",
+    ask: bool = False,
+    results: list[core.RunResult] | None = None,
 ) -> int:
-    """Run ``audit`` or ``enforce`` and print it; returns the exit code. Raises ConfigError."""
+    """Run ``audit`` or ``enforce`` and print it; returns the exit code. Raises ConfigError.
+
+    ``ask``: enforce shows the patches first (a dry run) and sends them only if the admin says yes.
+    """
     env = os.environ if env is None else env
     out = out or render.console()
     err = err or Console(file=sys.stderr)
+    if as_json:
+        output = "json"
+    as_json = output != "table"  # json and junit: no header, no progress bar, one document on stdout
     settings = core.resolve_settings(env, flags, mode=command)
     core.require_scope(settings)
-    policy = core.read_policy(settings.policy_file, settings.mode_override)
-    header = core.RunResult(command, dry_run, settings, policy)
+    policy, functions_mode = core.read_run_policy(settings, command, env)
+    if ask and command == "enforce" and not dry_run and as_json:
+        raise core.ConfigError(
+            f"enforce --format {output} on a terminal would send patches without showing them first: "
+            "add --yes to send them, or --dry-run to see them"
+        )
+    if ask and command == "enforce" and not dry_run:
+        previews: list[core.RunResult] = []
+        preview = sweep(
+            command,
+            flags,
+            dry_run=True,
+            as_json=False,
+            verbose=verbose,
+            env=env,
+            out=out,
+            credential=credential,
+            err=err,
+            fail_on=fail_on,
+            results=previews,
+        )
+        if preview in (exit_codes.USAGE, exit_codes.AZURE_UNAVAILABLE, exit_codes.INTERRUPTED):
+            return preview
+        if not previews or not previews[0].counts["drifted"]:
+            out.print("Nothing to send.")
+            return preview
+        out.print()
+        if not typer.confirm("Send these patches now? (each plan is read again right before its write)", default=False):
+            out.print("Nothing sent.")
+            return preview
+        out.print()
+    configured = core.configured_scope(env)
+    header = core.RunResult(command, dry_run, settings, policy, functions_mode=functions_mode, configured=configured)
     header_shown = False
 
     def show_header() -> None:  # once the run is under way: a configuration error prints nothing else
@@ -159,7 +241,15 @@ def sweep(
 
         try:
             return await core.run(
-                settings, policy, command=command, dry_run=dry_run, on_result=on_result, credential=credential
+                settings,
+                policy,
+                command=command,
+                dry_run=dry_run,
+                on_result=on_result,
+                credential=credential,
+                fail_on=fail_on,
+                handle_interrupt=True,
+                functions_mode=functions_mode,
             )
         finally:
             if progress is not None:
@@ -167,7 +257,14 @@ def sweep(
 
     with quiet_logs(verbose):
         result: core.RunResult = asyncio.run(go())
-    if as_json:
+    result.configured = configured
+    if results is not None:
+        results.append(result)
+    if output == "junit":
+        from labguard.junit import run_junit
+
+        out.file.write(run_junit(result))
+    elif as_json:
         out.file.write(json.dumps(render.run_json(result), indent=2, ensure_ascii=False) + "\n")
     else:
         show_header()
@@ -181,41 +278,104 @@ def _guard(body: Callable[[], int]) -> None:
     try:
         code = body()
     except core.ConfigError as exc:
+        raise fail(str(exc), exc.code) from None
+    except exit_codes.FailOnError as exc:
         raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", 130) from None
+    except KeyboardInterrupt:  # before the sweep started: nothing was sent
+        raise fail("interrupted before anything was sent", exit_codes.INTERRUPTED) from None
     raise typer.Exit(code)
 
 
-@app.command()
+def _output(output: str) -> str:
+    value = output.strip().lower()
+    if value not in FORMATS:
+        raise core.ConfigError(f"--format {output!r}: write table, json or junit")
+    return value
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("labguard")
+        except PackageNotFoundError:
+            from labguard import __version__ as number
+        typer.echo(f"labguard {number}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print labguard's version and exit."),
+    ] = False,
+) -> None:
+    """Keep Azure Lab Services lab plans inside your school's baseline: audit, enforce, check the policy."""
+
+
+@app.command(epilog=EXIT_HELP)
 def audit(
     subscription: Subscriptions = None,
     resource_group: ResourceGroups = None,
     policy: PolicyFile = None,
     as_json: AsJson = False,
+    output: Format = "table",
+    fail_on: FailOn = None,
+    allow_empty: AllowEmpty = False,
     verbose: Verbose = False,
 ) -> None:
-    """Report every plan in scope against the policy; change nothing. Exit 0 compliant, 1 drift or failure, 2 error."""
+    """Report every plan in scope against the policy; change nothing."""
     _guard(
         lambda: sweep(
-            "audit", _flags(subscription, resource_group, policy), dry_run=False, as_json=as_json, verbose=verbose
+            "audit",
+            _flags(subscription, resource_group, policy),
+            dry_run=False,
+            as_json=as_json,
+            verbose=verbose,
+            output=_output(output),
+            fail_on=exit_codes.parse_fail_on(fail_on, allow_empty=allow_empty),
         )
     )
 
 
-@app.command()
+@app.command(epilog=EXIT_HELP)
 def enforce(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the patches without sending them.")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            "-y",
+            help="Send without asking. On a terminal enforce first shows the patches and asks; when stdin or "
+            "stdout is not a terminal (a pipe, cron, CI) it never asks and sends them.",
+        ),
+    ] = False,
     subscription: Subscriptions = None,
     resource_group: ResourceGroups = None,
     policy: PolicyFile = None,
     as_json: AsJson = False,
+    output: Format = "table",
+    fail_on: FailOn = None,
+    allow_empty: AllowEmpty = False,
     verbose: Verbose = False,
 ) -> None:
-    """Send each drifted plan its minimal patch (only ever tightening) and show every change."""
+    """Send each drifted plan its minimal patch (only ever tightening) and show every change.
+
+    Ctrl-C stops cleanly: no new patch is sent, the ones in flight finish (a second Ctrl-C stops
+    waiting), and labguard prints what was changed, what was in flight and what was not reached.
+    """
     _guard(
         lambda: sweep(
-            "enforce", _flags(subscription, resource_group, policy), dry_run=dry_run, as_json=as_json, verbose=verbose
+            "enforce",
+            _flags(subscription, resource_group, policy),
+            dry_run=dry_run,
+            as_json=as_json,
+            verbose=verbose,
+            output=_output(output),
+            fail_on=exit_codes.parse_fail_on(fail_on, allow_empty=allow_empty),
+            ask=not yes and sys.stdin.isatty() and sys.stdout.isatty(),
         )
     )
 
@@ -226,18 +386,27 @@ def check_policy(
         str | None,
         typer.Argument(help="Policy file; default LABGUARD_POLICY_FILE, else policy.yaml.", show_default=False),
     ] = None,
+    subscription: Subscriptions = None,
+    resource_group: ResourceGroups = None,
     as_json: AsJson = False,
 ) -> None:
-    """Validate a policy file and print the effective rules per scope. Exit 0 valid, 2 invalid."""
+    """Validate a policy file and print the effective rules per scope; warn about overrides outside the scope
+    (from -s/-g, else LABGUARD_SUBSCRIPTIONS / LABGUARD_RESOURCE_GROUPS). Exit 0 valid, 2 invalid."""
 
     def body() -> int:
         path = core.policy_path(file, os.environ.get("LABGUARD_POLICY_FILE", "").strip() or None)
         policy = core.read_policy(path, hint="")
+        settings = core.resolve_settings(os.environ, core.Flags(subscription, resource_group, str(path)))
+        warnings = core.unused_overrides(policy, settings)
         out = render.console()
         if as_json:
-            out.file.write(json.dumps(render.policy_json(policy), indent=2, ensure_ascii=False) + "\n")
+            document = render.policy_json(policy)
+            document["unusedOverrides"] = warnings
+            out.file.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         else:
             render.print_policy(out, policy)
+            for line in warnings:
+                out.print(f"warning: {line}", style="yellow", soft_wrap=True)
         return 0
 
     _guard(body)

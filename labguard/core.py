@@ -12,18 +12,31 @@ endpoint) becomes a :class:`ConfigError` with one line saying what to do.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import os
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from labguard import exit_codes
+from labguard.tracking import (
+    INTERRUPT_GRACE_S,
+    Interruption,
+    TrackingArm,
+    WriteDenied,
+    install_interrupt,
+    write_denied,
+)
 from shared.arm import ArmError
 from shared.lab_plans import LabPlan, PlanId
 from shared.policy import Mode, Policy, PolicyError, load_policy
-from shared.reconcile import PlanOutcome, Reconciler, sweep_scopes
+from shared.reconcile import PlanOutcome, Reconciler, scope_path, sweep_scopes
 from shared.runs import APP_ROOT
 from shared.settings import Settings, SettingsError
 from shared.tls import TrustError
@@ -32,15 +45,21 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
 LOGIN_HINT = "run `az login` (or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a service principal)"
 
-#: Outcomes that make ``audit`` (and ``enforce``) exit 1.
-PROBLEMS = frozenset({"drifted", "provisioning-failed", "failed", "unconverged", "write-failed", "proof-deferred"})
-
 
 class ConfigError(Exception):
     """A mistake in the command line, the settings, the policy, the credentials or the endpoint.
 
-    ``str()`` is one line that says what is wrong and what to do; the command exits 2.
+    ``str()`` is one line that says what is wrong and what to do; the command exits ``code``: 2
+    (usage or configuration), or 3 for :class:`AzureUnavailable`.
     """
+
+    code = exit_codes.USAGE
+
+
+class AzureUnavailable(ConfigError):
+    """Azure could not be reached, or kept failing after the retries: exit 3, not a configuration mistake."""
+
+    code = exit_codes.AZURE_UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -108,6 +127,19 @@ def read_policy(
         raise ConfigError(f"{exc}{hint}") from None
 
 
+def read_run_policy(
+    settings: Settings, command: Literal["audit", "enforce"], env: Mapping[str, str]
+) -> tuple[Policy, tuple[str, str]]:
+    """The policy this command runs with (the command decides the mode), and the Functions' mode with
+    where it comes from under the same settings: LABGUARD_MODE when set, the file's ``mode`` otherwise."""
+    base = read_policy(settings.policy_file)
+    raw = env.get("LABGUARD_MODE", "").strip().lower()
+    from_setting = raw in ("audit", "enforce")
+    functions = (raw, "app setting LABGUARD_MODE") if from_setting else (base.mode, base.mode_source)
+    run_mode: Mode = command
+    return dataclasses.replace(base, mode=run_mode, mode_source=f"the command (labguard {command})"), functions
+
+
 def require_scope(settings: Settings) -> None:
     if not settings.subscriptions:
         raise ConfigError(
@@ -142,6 +174,9 @@ class NoticeStatus:
 class PlanResult:
     outcome: PlanOutcome
     notice: NoticeStatus | None = None
+    write_denied: WriteDenied | None = None  # checked, but labguard may not write it
+    write_failed: bool = False  # enforce sent (or tried to send) its patch and it did not land: not converged
+    refused_patch: Mapping[str, Any] | None = None  # the patch that did not land
 
     @property
     def status(self) -> str:
@@ -170,17 +205,51 @@ class RunResult:
     list_failures: list[tuple[str, str]] = field(default_factory=list)
     not_registered: list[str] = field(default_factory=list)  # scopes without Microsoft.LabServices: no plans
     duration_s: float = 0.0
+    empty_scopes: list[str] = field(default_factory=list)  # listed fine (or not found) and held no lab plan
+    fail_on: frozenset[str] = frozenset(exit_codes.DEFAULT_FAIL_ON)
+    azure_failing: bool = False  # something could not be read because Azure was unreachable or kept failing
+    interrupted: Interruption | None = None
+    functions_mode: tuple[str, str] | None = None  # (mode, where it came from) the Functions would run in
+    configured: Settings | None = None  # the scope the app settings name, without the flags
+    today: date = field(default_factory=lambda: datetime.now(UTC).date())
 
     @property
     def counts(self) -> Counter[str]:
         return Counter(result.status for result in self.results)
 
+    def expiring(self) -> list[tuple[PlanResult, date]]:
+        """Exempt plans whose exemption ends within 14 days (the ``exempt-expiring`` finding)."""
+        soon = self.today + timedelta(days=exit_codes.EXPIRING_WITHIN_DAYS)
+        found = []
+        for result in self.results:
+            end = exemption_end(result, self.policy)
+            if result.status == "exempt" and end is not None and end <= soon:
+                found.append((result, end))
+        return found
+
+    def tally(self) -> exit_codes.Tally:
+        counts = self.counts
+        not_converged = sum(1 for r in self.results if r.write_failed)
+        unreadable = sum(1 for r in self.results if r.status == "failed" and not r.write_failed)
+        return exit_codes.Tally(
+            drift=counts["drifted"]
+            + counts["unconverged"]
+            + counts["write-failed"]
+            + counts["proof-deferred"]
+            + not_converged,
+            failed_provisioning=counts["provisioning-failed"],
+            exempt_expiring=len(self.expiring()),
+            empty_scopes=len(self.empty_scopes),
+            unreadable=unreadable + len(self.list_failures),
+            azure_failing=self.azure_failing,
+        )
+
     @property
     def exit_code(self) -> int:
-        """0: everything in scope is compliant (or exempt / skipped); 1: drift left or a failure."""
-        if self.list_failures or any(result.status in PROBLEMS for result in self.results):
-            return 1
-        return 0
+        """0 compliant; 1 a finding ``--fail-on`` selects; 3 Azure unreachable or failing; 130 interrupted."""
+        if self.interrupted is not None:
+            return exit_codes.INTERRUPTED
+        return exit_codes.decide(self.tally(), self.fail_on)
 
     def sorted_results(self) -> list[PlanResult]:
         def key(result: PlanResult) -> tuple[str, str, str]:
@@ -207,8 +276,17 @@ async def run(
     credential: Any | None = None,
     on_result: OnResult | None = None,
     read_ledger: bool = True,
+    fail_on: frozenset[str] | None = None,
+    handle_interrupt: bool = False,
+    interrupt_grace_s: float = INTERRUPT_GRACE_S,
+    functions_mode: tuple[str, str] | None = None,
 ) -> RunResult:
-    """Sweep every plan in scope: evaluate (audit, enforce --dry-run) or fix (enforce). Raises ConfigError."""
+    """Sweep every plan in scope: evaluate (audit, enforce --dry-run) or fix (enforce). Raises ConfigError.
+
+    With ``handle_interrupt``, Ctrl-C stops the sweep cleanly instead of raising: no new write starts,
+    the writes already sent finish (a second Ctrl-C abandons them) and ``RunResult.interrupted`` says
+    what was in flight and what was not reached.
+    """
     import time
 
     from shared.runs import build_runtime
@@ -221,77 +299,219 @@ async def run(
         raise ConfigError(f"{exc} (or pass --policy FILE)") from None
     except (TrustError, SettingsError) as exc:
         raise ConfigError(f"bad setting: {exc}") from None
-    except ValueError as exc:  # a malformed AzureWebJobsStorage, or AZURE_* values the credential refuses
+    except ValueError as exc:  # AZURE_* values the credential refuses
         hint = (
             " (check AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)"
             if _raised_in(exc, "azure.identity")
             else ""
         )
         raise ConfigError(f"bad setting: {exc}{hint}") from None
-    result = RunResult(command=command, dry_run=dry_run, settings=settings, policy=policy)
+    result = RunResult(
+        command=command, dry_run=dry_run, settings=settings, policy=policy, functions_mode=functions_mode
+    )
+    if fail_on is not None:
+        result.fail_on = fail_on
     try:
-        await _check_sign_in(runtime.session)
+        principal = await _check_sign_in(runtime.session)
+        arm = TrackingArm(runtime.session.plans)
         reconciler = Reconciler(
-            runtime.session.plans,
+            arm,  # type: ignore[arg-type]  # the adapter, with a note of what happened
             policy,
             notifier=None,
             concurrency=settings.concurrency,
             dry_run=dry_run or command == "audit",
         )
         ledger = _open_ledger(settings) if read_ledger else None
+        checked: set[str] = set()
 
         async def collect(outcome: PlanOutcome) -> None:
+            checked.add(outcome.plan_id)
             notice = None
             if outcome.status == "provisioning-failed" and outcome.evaluation is not None:
                 notice = await _notice_status(ledger, outcome.evaluation.plan)
-            item = PlanResult(outcome, notice)
+            write_error = arm.write_errors.get(outcome.plan_id)
+            denied = None
+            if write_error is not None:
+                with contextlib.suppress(ValueError):
+                    denied = write_denied(write_error, PlanId.parse(outcome.plan_id), principal)
+            item = PlanResult(
+                outcome,
+                notice,
+                denied,
+                write_failed=outcome.status == "failed" and write_error is not None,
+                refused_patch=arm.refused_patches.get(outcome.plan_id),
+            )
             result.results.append(item)
             if on_result is not None:
                 maybe = on_result(item)
                 if maybe is not None:
                     await maybe
 
+        abandon = asyncio.Event()
+        sweep = asyncio.ensure_future(
+            reconciler.sweep(sweep_scopes(settings.subscriptions, settings.resource_groups), on_outcome=collect)
+        )
+
+        def stop() -> None:
+            arm.stopping = True
+            sweep.cancel()
+
+        undo = install_interrupt(stop, abandon) if handle_interrupt else (lambda: None)
         try:
-            summary = await reconciler.sweep(
-                sweep_scopes(settings.subscriptions, settings.resource_groups), on_outcome=collect
-            )
+            try:
+                summary = await sweep
+            except asyncio.CancelledError:
+                if not arm.stopping:
+                    raise
+                result.interrupted = await arm.settle(checked, abandon, interrupt_grace_s)
+                listed_scopes = {
+                    scope_path(sub, rg) for sub, rg in sweep_scopes(settings.subscriptions, settings.resource_groups)
+                }
+                result.interrupted.scopes_not_listed = sorted(listed_scopes - arm.scopes_done)
         finally:
+            undo()
             if ledger is not None:
                 await ledger.close()
         if command == "enforce" and not dry_run:  # the compliance page's "changes labguard made" include these
             from shared.changes import record_changes
 
             outcomes = [item.outcome for item in result.results]
-            await record_changes(
-                settings.storage_connection, settings.changes_table, outcomes, trigger="labguard enforce"
-            )
-        result.list_failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
+            await record_changes(settings, outcomes, trigger="labguard enforce")
+        if result.interrupted is not None:
+            result.duration_s = time.monotonic() - started
+            return result
+        result.empty_scopes = list(summary.empty_scopes)
+        failures = []
+        for scope, exc in summary.list_errors:
+            if exc.status == 404 and "/resourceGroups/" in scope:  # ARM: ResourceGroupNotFound
+                result.empty_scopes.append(scope)
+            else:
+                failures.append((scope, exc))
+        result.list_failures = [(scope, str(exc)) for scope, exc in failures]
         result.not_registered = sorted(summary.not_registered)
-        if summary.list_errors and not result.results:
-            raise ConfigError(_listing_problem(settings, *summary.list_errors[0]))
+        errors = [exc for _, exc in failures] + list(arm.read_errors.values())
+        result.azure_failing = any(_azure_trouble(exc) for exc in errors)
+        if failures and not result.results:
+            problem = _listing_problem(settings, *failures[0])
+            raise (AzureUnavailable if _azure_trouble(failures[0][1]) else ConfigError)(problem)
     finally:
         await runtime.close()
     result.duration_s = time.monotonic() - started
     return result
 
 
-async def _check_sign_in(session: Any) -> None:
-    """Get a token before the sweep, so a missing login is one line, not one error per plan."""
+def _azure_trouble(exc: ArmError) -> bool:
+    """Unreachable (no HTTP status), throttled or failing (5xx) after the retries: exit 3, not 1 or 2."""
+    if exc.status is None:
+        return not _untrusted(_transport_reason(exc))
+    return exc.status == 429 or exc.status >= 500
+
+
+def exemption_end(result: PlanResult, policy: Policy) -> date | None:
+    """The last day of a plan's exemption (the ``-until`` tag), when it has a readable one."""
+    evaluation = result.outcome.evaluation
+    if evaluation is None:
+        return None
+    tags = {str(key).lower(): value for key, value in evaluation.plan.tags.items()}
+    raw = tags.get(policy.exemption_until_tag.lower())
+    if not isinstance(raw, str):
+        return None
+    try:
+        return date.fromisoformat(raw.strip()[:10])
+    except ValueError:
+        return None
+
+
+def unused_overrides(
+    policy: Policy,
+    settings: Settings | None,
+    results: Sequence[PlanResult] | None = None,
+    run: Settings | None = None,
+) -> list[str]:
+    """One line per override that applies to nothing: outside the scope ``settings`` names, or (given a run's
+    ``results`` and its scope ``run``) inside the run's scope yet matching no plan it saw."""
+    subs = {s.lower() for s in settings.subscriptions} if settings is not None else set()
+    groups = {g.lower() for g in settings.resource_groups} if settings is not None else set()
+    run_subs = {s.lower() for s in run.subscriptions} if run is not None else set()
+    run_groups = {g.lower() for g in run.resource_groups} if run is not None else set()
+    seen_subs: set[str] = set()
+    seen_groups: set[str] = set()
+    for item in results or ():
+        pid = item.plan_id
+        if pid is not None:
+            seen_subs.add(pid.subscription_id.lower())
+            seen_groups.add(f"{pid.subscription_id.lower()}/{pid.resource_group.lower()}")
+
+    def in_run(sub: str, group: str | None = None) -> bool:
+        if results is None or sub not in run_subs:
+            return False
+        return group is None or not run_groups or group in run_groups
+
+    lines = []
+    for key in policy.subscriptions:
+        if subs and key not in subs:
+            lines.append(
+                f"override for subscription {key}: outside the scope ({_scope_words(settings)}); it applies to nothing"
+            )
+        elif in_run(key) and not run_groups and key not in seen_subs:
+            lines.append(f"override for subscription {key}: matched no lab plan in this run")
+    for key in policy.resource_groups:
+        sub, _, group = key.partition("/")
+        if subs and sub not in subs:
+            lines.append(
+                f"override for resource group {key}: its subscription is outside the scope ({_scope_words(settings)}); "
+                "it applies to nothing"
+            )
+        elif groups and group not in groups:
+            lines.append(
+                f"override for resource group {key}: {group} is not among the resource groups in scope "
+                f"({', '.join(sorted(groups))}); it applies to nothing"
+            )
+        elif in_run(sub, group) and key not in seen_groups:
+            lines.append(
+                f"override for resource group {key}: matched no lab plan in this run; check the name "
+                f"(`az group list --subscription {sub} -o table`)"
+            )
+    return lines
+
+
+def configured_scope(env: Mapping[str, str]) -> Settings | None:
+    """The scope the app settings name (no flags), to tell an override outside it; None when unset or bad."""
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError:
+        return None
+    return settings if settings.subscriptions else None
+
+
+def _scope_words(settings: Settings | None) -> str:
+    if settings is None or not settings.subscriptions:
+        return "no subscription"
+    return "subscriptions in scope: " + ", ".join(settings.subscriptions)
+
+
+async def _check_sign_in(session: Any) -> str | None:
+    """Get a token before the sweep, so a missing login is one line, not one error per plan.
+
+    Returns our identity's object id (the token's ``oid``), to name it when a write is refused."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError
     from azure.identity import CredentialUnavailableError
 
+    from shared.arm import principal_from_token
+
     try:
-        await session.credential.get_token(session.scope)
+        token = await session.credential.get_token(session.scope)
     except CredentialUnavailableError:
         raise ConfigError(f"no Azure credentials found: {LOGIN_HINT}, then try again") from None
     except ClientAuthenticationError as exc:
         chain = len(getattr(session.credential, "credentials", ()) or ())
         raise ConfigError(_sign_in_problem(str(exc.message or exc), chain)) from None
     except AzureError as exc:
-        raise ConfigError(
+        raise AzureUnavailable(
             f"cannot reach the sign-in endpoint ({_first_line(str(exc))}): check your network "
             "(and AZURE_AUTHORITY_HOST / LABGUARD_CA_BUNDLE if you set them)"
         ) from None
+    return principal_from_token(token.token)
 
 
 def _sign_in_problem(text: str, chain: int) -> str:
@@ -345,6 +565,8 @@ def _listing_problem(settings: Settings, scope: str, exc: ArmError) -> str:
         )
     if exc.status == 404:
         return f"{scope} was not found (HTTP 404{code}): check --subscription / LABGUARD_SUBSCRIPTIONS"
+    if exc.status == 429 or exc.status >= 500:
+        return f"listing lab plans in {scope} kept failing (HTTP {exc.status}{code}) after retries: try again later"
     return f"listing lab plans in {scope} failed: {_cut(_first_line(str(exc)), 200)}"
 
 

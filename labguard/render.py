@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
 from rich import box
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from labguard.core import PlanResult, RunResult
+from labguard.core import PlanResult, RunResult, unused_overrides
 from shared.drift import shown
 from shared.policy import Policy, Rules
 from shared.report import evaluation_to_dict
@@ -27,7 +27,7 @@ STATES: dict[str, tuple[str, str]] = {
     "provisioning-failed": ("FAILED", "bold red"),
     "failed": ("error", "bold red"),
     "gone": ("deleted", "dim"),
-    "unconverged": ("UNCONVERGED", "bold yellow"),
+    "unconverged": ("not converged", "bold red"),
     "write-failed": ("WRITE FAILED", "bold red"),
     "proof-deferred": ("written", "yellow"),
 }
@@ -83,6 +83,21 @@ def change_text(result: PlanResult) -> str:
     return ", ".join(parts)
 
 
+def patch_text(patch: Mapping[str, Any]) -> str:
+    """``leaf → value`` for each leaf of a merge-patch body."""
+    parts: list[str] = []
+
+    def walk(node: Mapping[str, Any]) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value)
+            else:
+                parts.append(f"{key} → {value}")
+
+    walk(patch)
+    return ", ".join(parts)
+
+
 def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
     """(text, style) lines for the FINDINGS column."""
     outcome = result.outcome
@@ -108,6 +123,10 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
             lines.append((result.notice.describe(contact), ""))
         else:
             lines.append((f"support contact: {contact or 'none listed'} (the Functions send the notice)", ""))
+    elif result.write_denied is not None:
+        lines.append((result.write_denied.describe(), ""))
+        if result.refused_patch:
+            lines.append(("still drifted; not written: " + patch_text(result.refused_patch), "dim"))
     elif status in ("failed", "gone", "unconverged", "write-failed", "proof-deferred"):
         lines.append((outcome.detail or status, ""))
     if evaluation is not None:
@@ -119,7 +138,9 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
     return lines
 
 
-def state_text(status: str, *, dry_run: bool = False) -> Text:
+def state_text(status: str, *, dry_run: bool = False, denied: bool = False) -> Text:
+    if denied:
+        return Text("not written", style="bold red")
     label, style = STATES.get(status, (status, ""))
     if status == "drifted" and dry_run:
         label = "would fix"
@@ -145,20 +166,29 @@ def plans_table(result: RunResult) -> Table:
                 findings.append("\n")
             findings.append(line, style=style)
         table.add_row(
-            plan_name(item), where(item), state_text(item.status, dry_run=result.command == "enforce"), findings
+            plan_name(item),
+            where(item),
+            state_text(item.status, dry_run=result.command == "enforce", denied=item.write_denied is not None),
+            findings,
         )
     return table
 
 
 def summary_line(result: RunResult) -> str:
     counts = result.counts
-    total = sum(counts.values())
+    denied = sum(1 for r in result.results if r.write_denied is not None)
+    counts["failed"] -= denied
+    total = sum(counts.values()) + denied
     parts = [
         f"{counts[s]} {STATES[s][0].lower() if s != 'provisioning-failed' else 'failed'}" for s in ORDER if counts[s]
     ]
     if result.command == "enforce" and result.dry_run and counts["drifted"]:
         parts = [p.replace("drifted", "to fix") for p in parts]
+    if denied:
+        parts.append(f"{denied} not written")
     plans = f"{total} plan{'s' if total != 1 else ''}"
+    if result.interrupted is not None:
+        plans += " checked before the interrupt"
     return f"{plans}: {', '.join(parts) or 'none found'} ({result.duration_s:.1f} s)"
 
 
@@ -174,6 +204,7 @@ def header_lines(result: RunResult) -> list[str]:
         what = "labguard enforce: minimal patches, only ever tightening"
     return [
         what,
+        f"mode     {mode_line(result)}",
         f"policy   {result.policy.source}",
         f"endpoint {settings.arm_endpoint}",
         f"scope    {len(settings.subscriptions)} subscription{'s' if len(settings.subscriptions) != 1 else ''} "
@@ -181,32 +212,138 @@ def header_lines(result: RunResult) -> list[str]:
     ]
 
 
-def verdict_line(result: RunResult) -> Text:
+def mode_line(result: RunResult) -> str:
+    """Which mode this run is in and where that came from; and the Functions' mode, from the same rule."""
+    this = {"audit": "audit", "enforce": "enforce --dry-run: nothing is sent" if result.dry_run else "enforce"}
+    line = f"{this[result.command]} (the command decides)"
+    if result.functions_mode is not None:
+        mode, source = result.functions_mode
+        line += f"; with these settings the Functions run in {mode} ({source})"
+    return line
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def findings_words(result: RunResult) -> list[tuple[str, str]]:
+    """(fail-on name, words) for each finding of the run; the name is None-like "" for unreadable ones."""
     counts = result.counts
-    if result.exit_code == 0:
-        if result.command == "enforce" and not result.dry_run and counts["fixed"]:
-            return Text(f"exit 0: fixed {counts['fixed']}; every enforceable plan in scope is compliant", style="green")
-        return Text("exit 0: every plan in scope is compliant (or exempt / skipped)", style="green")
-    reasons = []
-    if counts["drifted"]:
-        n = counts["drifted"]
-        reasons.append(
-            f"{n} plan{'s' if n != 1 else ''} {'would be fixed' if result.command == 'enforce' else 'drifted'}"
-        )
+    words: list[tuple[str, str]] = []
+    drifted = counts["drifted"]
+    if drifted:
+        verb = "would be fixed" if result.command == "enforce" else "drifted"
+        words.append(("drift", f"{_plural(drifted, 'plan')} {verb}"))
+    denied = sum(1 for r in result.results if r.write_denied is not None)
+    other = sum(1 for r in result.results if r.write_failed and r.write_denied is None) + counts["unconverged"]
+    if denied:
+        words.append(("drift", f"{_plural(denied, 'plan')} checked but not written (missing permission)"))
+    if other:
+        words.append(("drift", f"{_plural(other, 'plan')} not converged (the patch did not land)"))
     if counts["provisioning-failed"]:
         n = counts["provisioning-failed"]
-        reasons.append(f"{n} plan{'s' if n != 1 else ''} failed to provision (its owner's to fix)")
-    if counts["failed"]:
-        reasons.append(f"{counts['failed']} could not be checked")
-    if counts["unconverged"]:
-        reasons.append(f"{counts['unconverged']} written but not converged (backing off)")
+        words.append(("failed-provisioning", f"{_plural(n, 'plan')} failed to provision (its owner's to fix)"))
     if counts["write-failed"]:
-        reasons.append(f"{counts['write-failed']} failed after labguard's own write (the admin's to fix)")
+        n = counts["write-failed"]
+        words.append(("drift", f"{_plural(n, 'plan')} failed after labguard's own write (the admin's to fix)"))
     if counts["proof-deferred"]:
-        reasons.append(f"{counts['proof-deferred']} written, still being applied")
+        n = counts["proof-deferred"]
+        words.append(("drift", f"{_plural(n, 'plan')} written, still being applied (audit again to prove)"))
+    expiring = result.expiring()
+    if expiring:
+        words.append(("exempt-expiring", f"{_plural(len(expiring), 'exemption')} ending within 14 days"))
+    if result.empty_scopes:
+        words.append(("empty-scope", f"{_plural(len(result.empty_scopes), 'scope')} with no lab plans"))
+    unreadable = sum(1 for r in result.results if r.status == "failed" and not r.write_failed)
+    if unreadable:
+        words.append(("", f"{unreadable} could not be read"))
     if result.list_failures:
-        reasons.append(f"{len(result.list_failures)} scope(s) could not be listed")
-    return Text("exit 1: " + "; ".join(reasons), style="yellow")
+        words.append(("", f"{_plural(len(result.list_failures), 'scope')} could not be listed"))
+    return words
+
+
+def verdict_line(result: RunResult) -> Text:
+    code = result.exit_code
+    words = findings_words(result)
+    failing = [text for name, text in words if not name or name in result.fail_on]
+    ignored = [text for name, text in words if name and name not in result.fail_on]
+    note = f" (not failing the run, --fail-on: {'; '.join(ignored)})" if ignored else ""
+    counts = result.counts
+    if code == 0:
+        if result.command == "enforce" and not result.dry_run and counts["fixed"]:
+            return Text(
+                f"exit 0: fixed {counts['fixed']}; every enforceable plan in scope is compliant{note}", style="green"
+            )
+        return Text(f"exit 0: every plan in scope is compliant (or exempt / skipped){note}", style="green")
+    if code == 130:
+        return Text("exit 130: interrupted; see above for what was changed, in flight and not reached", style="yellow")
+    if code == 3:
+        trouble = [text for name, text in words if not name]
+        found = [text for name, text in words if name and name in result.fail_on]
+        also = f"; also found: {'; '.join(found)}" if found else ""
+        return Text(
+            f"exit 3: Azure could not be reached or kept failing ({'; '.join(trouble)}): try again later{also}",
+            style="red",
+        )
+    return Text(f"exit {code}: " + "; ".join(failing) + note, style="yellow")
+
+
+def empty_scope_lines(result: RunResult) -> list[str]:
+    lines = []
+    for scope in result.empty_scopes:
+        sub, _, group = scope.removeprefix("/subscriptions/").partition("/resourceGroups/")
+        if group:
+            hint = f"check the name (-g / LABGUARD_RESOURCE_GROUPS; `az group list --subscription {sub} -o table`)"
+            what = f"resource group {group} in subscription {sub}"
+        else:
+            hint = "check the id (-s / LABGUARD_SUBSCRIPTIONS) and that your identity can read lab plans there"
+            what = f"subscription {sub}"
+        lines.append(f"no lab plans in {what}: {hint}, or pass --allow-empty if it is empty on purpose")
+    return lines
+
+
+def interrupted_lines(result: RunResult) -> list[Text]:
+    """What an interrupted run had done: changed, in flight (and what became of each), not reached."""
+    report = result.interrupted
+    if report is None:
+        return []
+    lines = [Text("labguard: interrupted (Ctrl-C): no new change was started", style="bold yellow")]
+    changed = [r for r in result.sorted_results() if r.status == "fixed"]
+    applied = [w for w in report.in_flight if w.result == "applied"]
+    word = "would change" if result.dry_run or result.command == "audit" else "changed"
+    lines.append(Text(f"{word} before the interrupt: {len(changed)}" + (" (listed above)" if changed else "")))
+    if report.in_flight:
+        waited = "not waited for (second Ctrl-C)" if report.abandoned_wait else "waited for"
+        lines.append(Text(f"in flight when interrupted: {len(report.in_flight)} ({waited})"))
+        for write in report.in_flight:
+            what = {
+                "applied": "applied",
+                "refused": f"refused: {write.detail}",
+                "abandoned": "sent, outcome unknown: run `labguard audit` to see",
+            }[write.result]
+            lines.append(
+                Text(
+                    f"  {write.plan_id.name} ({short_sub(write.plan_id.subscription_id)}/"
+                    f"{write.plan_id.resource_group}): {what}"
+                )
+            )
+    checked = len(result.results)
+    lines.append(
+        Text(f"checked: {checked} plan{'s' if checked != 1 else ''}; changed in all: {len(changed) + len(applied)}")
+    )
+    lines.append(
+        Text(
+            f"not reached: {len(report.not_reached)} listed plan{'s' if len(report.not_reached) != 1 else ''}"
+            + (", nothing written to them" if report.not_reached else "")
+        )
+    )
+    for path in report.not_reached[:20]:
+        lines.append(Text(f"  {path.rsplit('/', 1)[-1]}", style="dim"))
+    if len(report.not_reached) > 20:
+        lines.append(Text(f"  ... and {len(report.not_reached) - 20} more (--json lists all)", style="dim"))
+    if report.scopes_not_listed:
+        lines.append(Text("scopes not fully listed (more plans may be there): " + ", ".join(report.scopes_not_listed)))
+    return lines
 
 
 def emit(out: Console, renderable: Any) -> None:
@@ -236,15 +373,31 @@ def print_run(out: Console, result: RunResult, *, changes_shown: bool = False, h
             rest = RunResult(result.command, result.dry_run, result.settings, result.policy, attention)
             out.print("Plans labguard did not change:")
             emit(out, plans_table(rest))
-    else:
+    elif result.results:
         emit(out, plans_table(result))
     for scope, error in result.list_failures:
         out.print(Text(f"could not list {scope}: {error}", style="red"), soft_wrap=True)
     for scope in result.not_registered:
         out.print(f"{scope}: Microsoft.LabServices is not registered, no plans here", soft_wrap=True)
+    for line in empty_scope_lines(result):
+        out.print(Text(line, style="yellow"), soft_wrap=True)
+    for line in unused_override_lines(result):
+        out.print(Text(f"warning: {line}", style="yellow"), soft_wrap=True)
+    for plan, end in result.expiring():
+        out.print(Text(f"exemption of {plan_name(plan)} ends {end.isoformat()}", style="cyan"), soft_wrap=True)
+    if result.interrupted is not None:
+        out.print()
+        for text in interrupted_lines(result):
+            out.print(text, soft_wrap=True)
     out.print()
-    out.print(summary_line(result))
-    out.print(verdict_line(result))
+    out.print(summary_line(result), soft_wrap=True)
+    out.print(verdict_line(result), soft_wrap=True)
+
+
+def unused_override_lines(result: RunResult) -> list[str]:
+    if result.interrupted is not None:  # not every plan was seen: "matched nothing" would be a guess
+        return unused_overrides(result.policy, result.configured)
+    return unused_overrides(result.policy, result.configured, result.results, run=result.settings)
 
 
 def run_json(result: RunResult) -> dict[str, Any]:
@@ -266,6 +419,14 @@ def run_json(result: RunResult) -> dict[str, Any]:
             entry["reason"] = evaluation["reason"]
             entry["findings"] = evaluation["findings"]
             entry["patch"] = evaluation["patch"]
+        if item.write_denied is not None:
+            entry["writeDenied"] = {
+                "principalId": item.write_denied.principal_id,
+                "scope": item.write_denied.scope,
+                "action": "Microsoft.LabServices/labPlans/write",
+                "role": item.write_denied.role,
+                "message": item.write_denied.describe(),
+            }
         if item.notice is not None:
             entry["notice"] = {
                 "sent": list(item.notice.sent),
@@ -283,8 +444,39 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "plans": plans,
         "listFailures": [{"scope": scope, "error": error} for scope, error in result.list_failures],
         "notRegistered": list(result.not_registered),
+        "emptyScopes": list(result.empty_scopes),
+        "unusedOverrides": unused_override_lines(result),
+        "exemptionsEnding": [
+            {"id": plan.plan_id.path if plan.plan_id else plan.outcome.plan_id, "until": end.isoformat()}
+            for plan, end in result.expiring()
+        ],
+        "mode": {
+            "run": "audit" if result.command == "audit" or result.dry_run else "enforce",
+            "functions": result.functions_mode[0] if result.functions_mode else None,
+            "functionsModeFrom": result.functions_mode[1] if result.functions_mode else None,
+        },
+        "failOn": sorted(result.fail_on),
+        "interrupted": interrupted_json(result),
         "exitCode": result.exit_code,
         "durationSeconds": round(result.duration_s, 3),
+    }
+
+
+def interrupted_json(result: RunResult) -> dict[str, Any] | None:
+    report = result.interrupted
+    if report is None:
+        return None
+    return {
+        "changed": [
+            r.plan_id.path if r.plan_id else r.outcome.plan_id for r in result.sorted_results() if r.status == "fixed"
+        ],
+        "inFlight": [
+            {"id": w.plan_id.path, "result": w.result, "detail": w.detail, "patch": dict(w.patch)}
+            for w in report.in_flight
+        ],
+        "notReached": list(report.not_reached),
+        "scopesNotListed": list(report.scopes_not_listed),
+        "waitedForInFlight": not report.abandoned_wait,
     }
 
 

@@ -20,6 +20,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables.aio import TableClient
 
 from shared.logs import record
+from shared.settings import Settings
 from shared.snapshot import Change
 
 log = logging.getLogger("labguard.changes")
@@ -29,9 +30,18 @@ MAX_ROWS_READ = 2000
 class ChangeLog:
     """Async methods over one :class:`azure.data.tables.aio.TableClient`; an async context manager."""
 
-    def __init__(self, client: TableClient) -> None:
+    def __init__(self, client: TableClient, *, owned_credential: Any | None = None) -> None:
         self._client = client
+        self._owned_credential = owned_credential  # closed with the log
         self._table_ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChangeLog | None:
+        """Where the settings keep labguard's state (identity in Azure, a connection string locally)."""
+        from shared.ledger import open_table
+
+        opened = open_table(settings, settings.changes_table)
+        return None if opened is None else cls(opened[0], owned_credential=opened[1])
 
     @classmethod
     def from_connection_string(cls, conn: str, table: str, **client_kwargs: Any) -> ChangeLog:
@@ -43,7 +53,11 @@ class ChangeLog:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._client.close()
+        try:
+            await self._client.close()
+        finally:
+            if self._owned_credential is not None:
+                await self._owned_credential.close()
 
     async def record(self, change: Change) -> None:
         if not self._table_ready:
@@ -120,18 +134,19 @@ def change_of(outcome: Any, *, trigger: str, correlation_id: str | None, at: dat
 
 
 async def record_changes(
-    conn: str | None, table: str, outcomes: Sequence[Any], *, trigger: str, correlation_id: str | None = None
+    settings: Settings, outcomes: Sequence[Any], *, trigger: str, correlation_id: str | None = None
 ) -> int:
     """Record every fixed outcome; never raises (a fault is one ``changes.unrecorded`` record). Returns rows written."""
     changes = [c for c in (change_of(o, trigger=trigger, correlation_id=correlation_id) for o in outcomes) if c]
     if not changes:
         return 0
-    if not conn:
-        record(log, logging.WARNING, "changes.unrecorded", count=len(changes), error="AzureWebJobsStorage is not set")
+    change_log = ChangeLog.from_settings(settings)
+    if change_log is None:
+        record(log, logging.WARNING, "changes.unrecorded", count=len(changes), error="no storage is set")
         return 0
     written = 0
     try:
-        async with ChangeLog.from_connection_string(conn, table) as change_log:
+        async with change_log:
             for change in changes:
                 await change_log.record(change)
                 written += 1

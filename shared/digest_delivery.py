@@ -14,13 +14,14 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 from typing import Any, Literal
 
 from shared.digest import Digest, build_digest
+from shared.ledger import STORAGE_SETTINGS, open_table
 from shared.logs import record
 from shared.mail import SmtpConfig, send_message
 from shared.settings import Settings
@@ -64,10 +65,9 @@ async def send_daily_digest(
     """Send today's digest if something is new and it was not sent today. Never raises."""
     if not settings.digest_email:
         return DigestResult("off")
-    if not settings.storage_connection or not settings.smtp_host or not settings.mail_from:
-        missing = (
-            "AzureWebJobsStorage" if not settings.storage_connection else "LABGUARD_SMTP_HOST / LABGUARD_MAIL_FROM"
-        )
+    has_storage = bool(settings.storage_connection or settings.ledger_table_endpoint)
+    if not has_storage or not settings.smtp_host or not settings.mail_from:
+        missing = STORAGE_SETTINGS if not has_storage else "LABGUARD_SMTP_HOST / LABGUARD_MAIL_FROM"
         record(log, logging.WARNING, "digest.unsent", reason=f"{missing} is not set")
         return DigestResult("no-ledger", f"{missing} is not set")
     now = now or datetime.now(UTC)
@@ -80,6 +80,23 @@ async def send_daily_digest(
 
 
 async def _send(settings: Settings, snapshot: dict[str, Any], now: datetime) -> DigestResult:
+    assert settings.digest_email is not None
+    opened = open_table(settings, settings.ledger_table)
+    assert opened is not None  # checked by the caller
+    table, credential = opened
+    try:
+        return await _send_with(table, settings, snapshot, now, now.astimezone(UTC).date())
+    finally:
+        try:
+            await table.close()
+        finally:
+            if credential is not None:
+                await credential.close()
+
+
+async def _send_with(
+    table: Any, settings: Settings, snapshot: dict[str, Any], now: datetime, day: date
+) -> DigestResult:
     from azure.core import MatchConditions
     from azure.core.exceptions import (
         ResourceExistsError,
@@ -87,77 +104,72 @@ async def _send(settings: Settings, snapshot: dict[str, Any], now: datetime) -> 
         ResourceNotFoundError,
     )
     from azure.data.tables import UpdateMode
-    from azure.data.tables.aio import TableClient
 
-    assert settings.storage_connection is not None and settings.digest_email is not None
-    day = now.astimezone(UTC).date()
-    async with TableClient.from_connection_string(
-        settings.storage_connection, table_name=settings.ledger_table, retry_total=2
-    ) as table:
-        with contextlib.suppress(ResourceExistsError):
-            await table.create_table()
-        existing: Any = None
-        try:
-            existing = await table.get_entity(PARTITION, day.isoformat())
-        except ResourceNotFoundError:
-            existing = None
-        if existing is not None and existing.get("State") == "sent":
-            return DigestResult("already-sent", day.isoformat())
-        claimed_at = existing.get("ClaimedAt") if existing is not None else None
-        if isinstance(claimed_at, datetime) and now - claimed_at.replace(tzinfo=claimed_at.tzinfo or UTC) < CLAIM_LEASE:
-            return DigestResult("in-flight", day.isoformat())
+    assert settings.digest_email is not None
+    with contextlib.suppress(ResourceExistsError):
+        await table.create_table()
+    existing: Any = None
+    try:
+        existing = await table.get_entity(PARTITION, day.isoformat())
+    except ResourceNotFoundError:
+        existing = None
+    if existing is not None and existing.get("State") == "sent":
+        return DigestResult("already-sent", day.isoformat())
+    claimed_at = existing.get("ClaimedAt") if existing is not None else None
+    if isinstance(claimed_at, datetime) and now - claimed_at.replace(tzinfo=claimed_at.tzinfo or UTC) < CLAIM_LEASE:
+        return DigestResult("in-flight", day.isoformat())
 
-        previous = await _previous_keys(table, day.isoformat())
-        digest = build_digest(snapshot, day, previous)
-        if digest is None:
-            record(log, logging.INFO, "digest.nothing-new", day=day.isoformat())
-            return DigestResult("nothing-new", day.isoformat())
+    previous = await _previous_keys(table, day.isoformat())
+    digest = build_digest(snapshot, day, previous)
+    if digest is None:
+        record(log, logging.INFO, "digest.nothing-new", day=day.isoformat())
+        return DigestResult("nothing-new", day.isoformat())
 
-        entity = {"PartitionKey": PARTITION, "RowKey": day.isoformat(), "State": "pending", "ClaimedAt": now}
-        try:
-            if existing is None:
-                meta = await table.create_entity(entity)
-            else:
-                meta = await table.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=existing.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        except (ResourceExistsError, ResourceModifiedError):
-            return DigestResult("in-flight", day.isoformat())
+    entity = {"PartitionKey": PARTITION, "RowKey": day.isoformat(), "State": "pending", "ClaimedAt": now}
+    try:
+        if existing is None:
+            meta = await table.create_entity(entity)
+        else:
+            meta = await table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=existing.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+    except (ResourceExistsError, ResourceModifiedError):
+        return DigestResult("in-flight", day.isoformat())
 
-        config = SmtpConfig(
-            host=settings.smtp_host or "",
-            port=settings.smtp_port,
-            mail_from=settings.mail_from,
-            username=settings.smtp_username,
-            password=settings.smtp_password,
-            ca_bundle=settings.ca_bundle,
-        )
-        msg = build_message(digest, mail_from=settings.mail_from or "", to=settings.digest_email)
-        try:
-            await send_message(config, msg, (settings.digest_email,))
-        except Exception as exc:
-            with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
-                await table.delete_entity(
-                    PARTITION, day.isoformat(), etag=meta["etag"], match_condition=MatchConditions.IfNotModified
-                )
-            record(log, logging.ERROR, "digest.failed", day=day.isoformat(), error=str(exc)[:300])
-            return DigestResult("failed", str(exc)[:300], len(digest.items), len(digest.new))
-        await table.update_entity(
-            {
-                "PartitionKey": PARTITION,
-                "RowKey": day.isoformat(),
-                "State": "sent",
-                "SentAt": datetime.now(UTC),
-                "Items": json.dumps(digest.keys[:MAX_KEYS_KEPT]),
-                "ItemCount": len(digest.items),
-                "NewCount": len(digest.new),
-                "To": settings.digest_email,
-            },
-            mode=UpdateMode.MERGE,
-        )
+    config = SmtpConfig(
+        host=settings.smtp_host or "",
+        port=settings.smtp_port,
+        mail_from=settings.mail_from,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        ca_bundle=settings.ca_bundle,
+    )
+    msg = build_message(digest, mail_from=settings.mail_from or "", to=settings.digest_email)
+    try:
+        await send_message(config, msg, (settings.digest_email,))
+    except Exception as exc:
+        with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
+            await table.delete_entity(
+                PARTITION, day.isoformat(), etag=meta["etag"], match_condition=MatchConditions.IfNotModified
+            )
+        record(log, logging.ERROR, "digest.failed", day=day.isoformat(), error=str(exc)[:300])
+        return DigestResult("failed", str(exc)[:300], len(digest.items), len(digest.new))
+    await table.update_entity(
+        {
+            "PartitionKey": PARTITION,
+            "RowKey": day.isoformat(),
+            "State": "sent",
+            "SentAt": datetime.now(UTC),
+            "Items": json.dumps(digest.keys[:MAX_KEYS_KEPT]),
+            "ItemCount": len(digest.items),
+            "NewCount": len(digest.new),
+            "To": settings.digest_email,
+        },
+        mode=UpdateMode.MERGE,
+    )
     record(log, logging.INFO, "digest.sent", day=day.isoformat(), items=len(digest.items), new=len(digest.new))
     return DigestResult("sent", settings.digest_email, len(digest.items), len(digest.new))
 

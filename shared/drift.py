@@ -454,7 +454,8 @@ def _exemption(plan: LabPlan, policy: Policy, today: date) -> tuple[str | None, 
     if found is None:
         return None, []
     tag, raw_reason = found
-    reason = shown(raw_reason.strip(), quote=False) if raw_reason and raw_reason.strip() else "no reason given"
+    shown_reason = shown(raw_reason.strip(), quote=False) if raw_reason and raw_reason.strip() else ""
+    reason = shown_reason or "no reason given"  # a value of control characters only shows as nothing
     until_found = tags.get(policy.exemption_until_tag.lower())
     field = f"tags.{tag}"
     if until_found is None:

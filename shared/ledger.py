@@ -273,14 +273,35 @@ class Ledger:
         ]
 
 
-def open_ledger(settings: Settings, **client_kwargs: Any) -> Ledger | None:
-    """The ledger the settings name: identity-based on a table endpoint, else by connection string
-    (Azurite locally, tests); None when neither is set."""
+def open_table(settings: Settings, table: str, **client_kwargs: Any) -> tuple[TableClient, Any | None] | None:
+    """A client for ``table`` where the settings keep labguard's state, and the credential it owns (close
+    both): identity-based on a table endpoint in Azure (no account key), else by connection string
+    (Azurite locally, tests); None when neither is set. The ledger, the write backoff, the change log
+    and the digest all open their tables here, so none of them is left without storage in Azure."""
+    options = _client_options(client_kwargs)
     if settings.ledger_table_endpoint:
-        return Ledger.from_endpoint(settings.ledger_table_endpoint, settings.ledger_table, **client_kwargs)
+        from azure.identity.aio import DefaultAzureCredential  # cold start: only when used
+
+        credential = DefaultAzureCredential()
+        client = TableClient(
+            endpoint=settings.ledger_table_endpoint, table_name=table, credential=credential, **options
+        )
+        return client, credential
     if settings.storage_connection:
-        return Ledger.from_connection_string(settings.storage_connection, settings.ledger_table, **client_kwargs)
+        return TableClient.from_connection_string(settings.storage_connection, table_name=table, **options), None
     return None
+
+
+def open_ledger(settings: Settings, **client_kwargs: Any) -> Ledger | None:
+    """The ledger the settings name (see :func:`open_table`); None when no storage is set."""
+    opened = open_table(settings, settings.ledger_table, **client_kwargs)
+    if opened is None:
+        return None
+    client, credential = opened
+    return Ledger(client, owned_credential=credential)
+
+
+STORAGE_SETTINGS = "AzureWebJobsStorage (a connection string) or AzureWebJobsStorage__tableServiceUri (identity)"
 
 
 def _client_options(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -283,6 +283,8 @@ class Policy:
     subscriptions: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case subscription id
     resource_groups: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case "<sub>/<rg>"
     exemption_tag: str = DEFAULT_EXEMPTION_TAG
+    #: Where ``mode`` came from, said at start: the setting that overrode it, the file, or the default.
+    mode_source: str = "default: neither LABGUARD_MODE nor the policy file sets it"
 
     @property
     def exemption_until_tag(self) -> str:
@@ -310,8 +312,17 @@ class Policy:
 # --------------------------------------------------------------------------------------------
 
 
-def load_policy(path: str | os.PathLike[str], mode_override: Mode | None = None) -> Policy:
-    """Read and validate a policy file; ``mode_override`` (LABGUARD_MODE) beats the file's ``mode``."""
+def load_policy(
+    path: str | os.PathLike[str],
+    mode_override: Mode | None = None,
+    *,
+    override_source: str = "app setting LABGUARD_MODE",
+) -> Policy:
+    """Read and validate a policy file; ``mode_override`` (LABGUARD_MODE) beats the file's ``mode``.
+
+    The one rule for the mode: the app setting (or the command) wins when it is set, the file otherwise,
+    audit when neither says; ``Policy.mode_source`` names which, so every run can say it at start.
+    """
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8") as handle:
@@ -332,7 +343,9 @@ def load_policy(path: str | os.PathLike[str], mode_override: Mode | None = None)
     except RecursionError:
         raise PolicyError(source, "", f"nested more than {MAX_DEPTH} levels deep") from None
     policy = parse_policy(data, source)
-    return policy if mode_override is None else dataclasses.replace(policy, mode=mode_override)
+    if mode_override is None:
+        return policy
+    return dataclasses.replace(policy, mode=mode_override, mode_source=override_source)
 
 
 def parse_policy(data: object, source: str) -> Policy:
@@ -386,6 +399,7 @@ def parse_policy(data: object, source: str) -> Policy:
         subscriptions=MappingProxyType(subscriptions),
         resource_groups=MappingProxyType(groups),
         exemption_tag=model.exemptionTag,
+        mode_source=f"policy file {source}" if "mode" in model.model_fields_set else Policy.mode_source,
     )
 
 

@@ -100,6 +100,7 @@ class SweepSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     list_errors: list[tuple[str, ArmError]] = field(default_factory=list)  # scope, why it could not be listed
     not_registered: list[str] = field(default_factory=list)  # scopes whose subscription lacks Microsoft.LabServices
+    empty_scopes: list[str] = field(default_factory=list)  # scopes listed fine with no lab plan: a typo, usually
     duration_s: float = 0.0
     arm_calls: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
@@ -127,7 +128,23 @@ class SweepSummary:
             "arm_calls": sum(self.arm_calls.values()),
             "arm_calls_by_kind": dict(sorted(self.arm_calls.items())),
             "throttled": self.throttled,
+            "empty_scopes": sorted(self.empty_scopes),
+            "warning": empty_scope_warning(self.empty_scopes),
         }
+
+
+def scope_path(subscription: str, resource_group: str | None) -> str:
+    return f"/subscriptions/{subscription}" + (f"/resourceGroups/{resource_group}" if resource_group else "")
+
+
+def empty_scope_warning(scopes: Sequence[str]) -> str | None:
+    """Nothing found is not compliance: name the scopes that held no lab plan, and what to check."""
+    if not scopes:
+        return None
+    return (
+        f"no lab plans in {', '.join(sorted(scopes))}: check LABGUARD_SUBSCRIPTIONS / LABGUARD_RESOURCE_GROUPS "
+        "for a typo, or that labguard's identity can read there"
+    )
 
 
 class Reconciler:
@@ -216,10 +233,15 @@ class Reconciler:
         requests = asyncio.Semaphore(self._concurrency)  # completion polls: one slot per request, not per wait
 
         async def produce(subscription: str, resource_group: str | None) -> None:
+            where = scope_path(subscription, resource_group)
+            listed = 0
             try:
                 async with listing:
                     async for item in self._arm.list_plans(subscription, resource_group):
+                        listed += 1
                         await queue.put(item)
+                if not listed:
+                    summary.empty_scopes.append(where)
             except ProviderNotRegistered as exc:
                 # No plans can exist there: say so once per sweep instead of failing every sweep.
                 summary.not_registered.append(exc.scope)
@@ -227,9 +249,6 @@ class Reconciler:
                     log, logging.WARNING, "sweep.not-registered", scope=exc.scope, note="not registered, no plans here"
                 )
             except ArmError as exc:
-                where = f"/subscriptions/{subscription}" + (
-                    f"/resourceGroups/{resource_group}" if resource_group else ""
-                )
                 summary.counts["failed"] += 1
                 summary.failures.append((where, f"listing failed: {exc}"))
                 summary.list_errors.append((where, exc))
@@ -282,9 +301,10 @@ class Reconciler:
         summary.duration_s = time.monotonic() - started
         summary.arm_calls = dict(Counter(self._arm.counter.by_kind) - calls_before)
         summary.throttled = self._arm.counter.throttled - throttled_before
+        level = logging.WARNING if summary.empty_scopes else logging.INFO
         record(
             log,
-            logging.INFO,
+            level,
             summary_event,
             mode=self.mode,
             correlation_id=correlation_id,

@@ -21,9 +21,12 @@ _STATES: dict[str, tuple[str, str]] = {
     "compliant": ("compliant", "#2e7d32"),
     "fixed": ("fixed", "#1565c0"),
     "drifted": ("drifted", "#ef6c00"),
+    "unconverged": ("written, did not take", "#d84315"),
+    "proof-deferred": ("written, proof pending", "#0277bd"),
     "exempt": ("exempt", "#6a1b9a"),
     "skipped": ("skipped", "#757575"),
     "provisioning-failed": ("failed to provision", "#c62828"),
+    "write-failed": ("labguard's write failed", "#b71c1c"),
     "failed": ("could not be checked", "#ad1457"),
     "gone": ("deleted", "#9e9e9e"),
 }

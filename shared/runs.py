@@ -128,7 +128,15 @@ async def build_runtime(
     stack = AsyncExitStack()
     try:
         session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
-        notifier = await stack.enter_async_context(Notifier.from_settings(settings))
+        try:
+            notifier = Notifier.from_settings(settings)
+        except ValueError:  # the SDK's message may quote the value (a key): name the setting, never the value
+            raise SettingsError(
+                "AzureWebJobsStorage is not a valid storage connection string: write "
+                "'UseDevelopmentStorage=true' for Azurite, or 'DefaultEndpointsProtocol=https;AccountName=...;...'"
+                " (in Azure, an identity-based connection: AzureWebJobsStorage__accountName)"
+            ) from None
+        notifier = await stack.enter_async_context(notifier)
         backoff: WriteBackoff = MemoryBackoff()
         table = TableBackoff.from_settings(settings)  # shared by every instance of a scaled-out app
         if table is not None:
@@ -158,6 +166,8 @@ async def current_runtime(env: Mapping[str, str] | None = None) -> Runtime:
     if runtime is None:
         runtime = await build_runtime(load_settings(env))
         _runtimes[key] = runtime
+        policy = runtime.reconciler.policy
+        record(log, logging.INFO, "run.mode", mode=policy.mode, source=policy.mode_source, policy=policy.source)
     return runtime
 
 
@@ -238,8 +248,7 @@ async def on_event(
         from shared.changes import record_changes
 
         await record_changes(
-            settings.storage_connection,
-            settings.changes_table,
+            settings,
             [outcome],
             trigger="event",
             correlation_id=correlation_id,
@@ -368,9 +377,7 @@ async def on_scope_message(
         )
         # The change log gets each scope's changes; the compliance page and digest need the whole estate
         # and are written only by a sweep in one invocation (LABGUARD_SWEEP_FANOUT=off).
-        await record_changes(
-            settings.storage_connection, settings.changes_table, fixed, trigger="sweep", correlation_id=message.run_id
-        )
+        await record_changes(settings, fixed, trigger="sweep", correlation_id=message.run_id)
         if summary.list_errors:
             where, error = summary.list_errors[0]
             raise RunFailed(f"{where}: listing failed ({error}); the queue delivers this scope again")

@@ -43,6 +43,7 @@ KNOWN_SETTINGS: dict[str, str] = {
     "the rest finishes in the background or in the next sweep",
     "AzureWebJobsStorage": "storage connection string (local: Azurite); also holds the notice ledger",
     "AzureWebJobsStorage__tableServiceUri": "table endpoint of identity-based host storage; the ledger uses it",
+    "AzureWebJobsStorage__blobServiceUri": "blob endpoint of identity-based host storage; the compliance page uses it",
     "AzureWebJobsStorage__accountName": "identity-based host storage by account name (public cloud): the ledger uses https://NAME.table.core.windows.net",
     "AzureWebJobsStorage__queueServiceUri": "queue endpoint of identity-based host storage; the sweep fan-out uses it",
     "LABGUARD_LEDGER_TABLE_ENDPOINT": "ledger table endpoint, with DefaultAzureCredential (optional; wins)",
@@ -94,6 +95,8 @@ class Settings:
     # Identity-based queue of the sweep fan-out (only without a connection string, as the host decides).
     queue_endpoint: str | None = None
     list_concurrency: int = 4
+    # Identity-based blob endpoint of the host's storage: where the compliance page goes without a key.
+    blob_endpoint: str | None = None
     changes_table: str = "labguardchanges"
     report_container: str | None = None
     report_account_url: str | None = None
@@ -159,6 +162,7 @@ class Settings:
             sweep_fanout="on" if fanout == "on" else "off" if fanout == "off" else "auto",
             queue_endpoint=_queue_endpoint(get),
             list_concurrency=_int(get("LABGUARD_LIST_CONCURRENCY"), "LABGUARD_LIST_CONCURRENCY", 4, 1, 64),
+            blob_endpoint=_blob_endpoint(get),
             changes_table=get("LABGUARD_CHANGES_TABLE") or "labguardchanges",
             report_container=_container(get("LABGUARD_REPORT_CONTAINER")),
             report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
@@ -210,16 +214,29 @@ def _queue_endpoint(get: Callable[[str], str | None]) -> str | None:
         return None
     service_uri = get("AzureWebJobsStorage__queueServiceUri")
     if service_uri is not None:
-        return _https_endpoint("AzureWebJobsStorage__queueServiceUri", service_uri)
+        return _https_endpoint("AzureWebJobsStorage__queueServiceUri", service_uri, "queue")
     account = get("AzureWebJobsStorage__accountName")
     if account is None or not _STORAGE_ACCOUNT.match(account):
         return None
     return f"https://{account}.queue.core.windows.net"
 
 
-def _https_endpoint(name: str, value: str) -> str:
+def _blob_endpoint(get: Callable[[str], str | None]) -> str | None:
+    """The host storage's blob endpoint when it is identity-based (no connection string), as the ledger's."""
+    if get("AzureWebJobsStorage") is not None:
+        return None
+    service_uri = get("AzureWebJobsStorage__blobServiceUri")
+    if service_uri is not None:
+        return _https_endpoint("AzureWebJobsStorage__blobServiceUri", service_uri, "blob")
+    account = get("AzureWebJobsStorage__accountName")
+    if account is None or not _STORAGE_ACCOUNT.match(account):
+        return None  # a bad account name is already refused for the table endpoint
+    return f"https://{account}.blob.core.windows.net"
+
+
+def _https_endpoint(name: str, value: str, kind: str = "table") -> str:
     if not value.startswith("https://") or len(value) <= len("https://") or any(c.isspace() for c in value):
-        raise SettingsError(f"{name}: write the https:// table endpoint, e.g. https://ACCOUNT.table.core.windows.net")
+        raise SettingsError(f"{name}: write the https:// {kind} endpoint, e.g. https://ACCOUNT.{kind}.core.windows.net")
     return value.rstrip("/")
 
 

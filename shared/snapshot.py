@@ -32,7 +32,19 @@ __all__ = [
 
 SNAPSHOT_VERSION = 1
 #: Every outcome a run reports, in the order the page shows them.
-STATUSES = ("compliant", "fixed", "drifted", "exempt", "skipped", "provisioning-failed", "failed", "gone")
+STATUSES = (
+    "compliant",
+    "fixed",
+    "drifted",
+    "unconverged",
+    "proof-deferred",
+    "exempt",
+    "skipped",
+    "provisioning-failed",
+    "write-failed",
+    "failed",
+    "gone",
+)
 #: Exemptions ending within this many days are called out (page and digest).
 EXPIRING_WITHIN_DAYS = 14
 CHANGES_WINDOW_DAYS = 7

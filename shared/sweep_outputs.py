@@ -20,6 +20,7 @@ from typing import Any
 
 from shared.changes import ChangeLog, record_changes
 from shared.digest_delivery import DigestResult, send_daily_digest
+from shared.ledger import STORAGE_SETTINGS
 from shared.logs import record
 from shared.policy import Policy
 from shared.report_html import render_html
@@ -66,11 +67,12 @@ def entries_of(outcomes: Sequence[Any]) -> list[PlanEntry]:
 
 async def recent_changes(settings: Settings, now: datetime) -> tuple[list[Change], str | None]:
     """The change log's last 7 days, or a problem line for the page."""
-    if not settings.storage_connection:
-        return [], "No change log: AzureWebJobsStorage is not set."
+    change_log = ChangeLog.from_settings(settings)
+    if change_log is None:
+        return [], f"No change log: set {STORAGE_SETTINGS}."
     try:
-        async with ChangeLog.from_connection_string(settings.storage_connection, settings.changes_table) as changes:
-            return await changes.recent(now, CHANGES_WINDOW_DAYS), None
+        async with change_log:
+            return await change_log.recent(now, CHANGES_WINDOW_DAYS), None
     except Exception as exc:
         return [], f"The change log could not be read ({type(exc).__name__})."
 
@@ -85,16 +87,20 @@ async def publish(
 
     assert settings.report_container is not None
     own_credential = None
-    if settings.report_account_url:
+    account_url = settings.report_account_url or settings.blob_endpoint
+    if account_url:  # identity-based: the app's managed identity, no account key
         if credential is None:
             from azure.identity.aio import DefaultAzureCredential
 
             credential = own_credential = DefaultAzureCredential()
-        service = BlobServiceClient(settings.report_account_url, credential=credential, retry_total=2)
+        service = BlobServiceClient(account_url, credential=credential, retry_total=2)
     elif settings.storage_connection:
         service = BlobServiceClient.from_connection_string(settings.storage_connection, retry_total=2)
     else:
-        raise ValueError("set LABGUARD_REPORT_ACCOUNT_URL or AzureWebJobsStorage for the report container")
+        raise ValueError(
+            "set LABGUARD_REPORT_ACCOUNT_URL, AzureWebJobsStorage__blobServiceUri or AzureWebJobsStorage "
+            "for the report container"
+        )
     blobs = (
         (SNAPSHOT_BLOB, json.dumps(snapshot, indent=1, ensure_ascii=False).encode("utf-8"), "application/json"),
         (PAGE_BLOB, page.encode("utf-8"), "text/html; charset=utf-8"),
@@ -128,9 +134,7 @@ async def after_sweep(
 ) -> OutputsResult:
     """Change log, page and digest after a sweep. Never raises."""
     now = now or datetime.now(UTC)
-    written = await record_changes(
-        settings.storage_connection, settings.changes_table, outcomes, trigger="sweep", correlation_id=correlation_id
-    )
+    written = await record_changes(settings, outcomes, trigger="sweep", correlation_id=correlation_id)
     if not wanted(settings):
         return OutputsResult(written, (), None)
     changes, problem = await recent_changes(settings, now)

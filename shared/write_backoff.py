@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -110,16 +110,27 @@ class TableBackoff:
     def from_settings(cls, settings: Settings) -> TableBackoff | None:
         """Beside the notice ledger, connected the same way (identity on a table endpoint, or a
         connection string); None when the settings name no storage."""
-        from shared.ledger import open_ledger  # the ledger's client building, one place for it
+        from shared.ledger import open_table  # the ledger's client building, one place for it
 
-        table = backoff_table_name(settings.ledger_table)
-        ledger = open_ledger(
-            replace(settings, ledger_table=table),
+        opened = open_table(
+            settings,
+            backoff_table_name(settings.ledger_table),
             retry_total=1,
             connection_timeout=3,
             read_timeout=TABLE_CALL_TIMEOUT_S,
         )
-        return None if ledger is None else cls(ledger._client, ledger.close)
+        if opened is None:
+            return None
+        client, credential = opened
+
+        async def close() -> None:
+            try:
+                await client.close()
+            finally:
+                if credential is not None:
+                    await credential.close()
+
+        return cls(client, close)
 
     async def close(self) -> None:
         await self._closer()

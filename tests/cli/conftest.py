@@ -108,9 +108,10 @@ def arm_writes(emu: Any) -> list[dict[str, Any]]:
     return [r for r in emu.requests() if r["kind"] == "arm" and r["method"] not in ("GET", "HEAD")]
 
 
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    """Asserts a configuration error: exit 2, nothing on stdout, one ``labguard:`` line on stderr."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """Asserts a configuration error (exit 2; 3 when Azure could not be reached): nothing on stdout, one
+    ``labguard:`` line on stderr."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr

@@ -7,6 +7,7 @@ of ``local.settings.sample.json``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from infra_support import (
     unquote,
 )
 
+from shared.policy import load_policy
 from shared.settings import DEFAULT_SCHEDULE, KNOWN_SETTINGS, Settings
 
 # Read by the code but deliberately not set by the template.
@@ -162,12 +164,14 @@ def test_no_secret_parameter_reaches_an_app_setting_directly():
     assert not direct
 
 
-def test_mode_defaults_to_audit_and_allows_only_audit_or_enforce():
+def test_mode_defaults_to_the_policy_file_and_allows_only_audit_or_enforce():
+    # One rule (shared.policy.load_policy): the setting wins when set, the policy file otherwise. An empty
+    # default keeps the file's `mode:` in charge; the bundled policy.yaml says audit.
     (name,) = [v for k, v in labguard_settings().items() if k == "LABGUARD_MODE"]
     param = main()["parameters"][name]
-    assert param["default"] == "audit"
-    assert allowed_values(param) == ["audit", "enforce"]
-    assert load_json(INFRA / "main.parameters.json")["parameters"][name]["value"] == "${LABGUARD_MODE=audit}"
+    assert param["default"] == ""
+    assert allowed_values(param) == ["", "audit", "enforce"]
+    assert load_json(INFRA / "main.parameters.json")["parameters"][name]["value"] == "${LABGUARD_MODE=}"
 
 
 def test_schedule_is_always_set_and_defaults_to_the_code_default():
@@ -210,7 +214,8 @@ def test_template_defaults_are_a_valid_safe_configuration():
     env = template_defaults_as_environment()
     assert set(env) == set(labguard_settings()), "every labguard setting got a value above"
     settings = Settings.from_env(env)
-    assert settings.mode_override == "audit"
+    assert settings.mode_override is None  # the policy file decides ...
+    assert load_policy(ROOT / "policy.yaml").mode == "audit"  # ... and the bundled one audits
     assert settings.smtp_host is None and settings.webhook_urls == () and settings.eventgrid_topic_endpoint is None
 
 
@@ -234,3 +239,12 @@ def test_azure_yaml_deploys_this_folder_as_a_python_function_to_the_tagged_app()
     for hook in config["hooks"].values():
         for shell in hook.values():
             assert (ROOT / shell["run"]).is_file()
+
+
+def test_the_compliance_page_is_on_by_default_in_a_container_the_app_identity_can_write():
+    text = (Path(__file__).resolve().parents[2] / "infra" / "main.bicep").read_text()
+    assert "param reportContainer string = 'labguard-reports'" in text
+    app = (Path(__file__).resolve().parents[2] / "infra" / "modules" / "functionapp.bicep").read_text()
+    # Blob Data Owner on the whole account (not only the deployment container) covers the report container.
+    owner = app.index("roleDefinitions', storageBlobDataOwner)")
+    assert "scope: storage\n" in app[app.rindex("resource ", 0, owner) : owner]

@@ -215,3 +215,32 @@ def test_the_sample_settings_keep_the_local_connection_string():
     settings = Settings.from_env(sample)
     assert settings.storage_connection == "UseDevelopmentStorage=true"
     assert settings.ledger_table_endpoint is None
+
+
+async def test_every_table_and_the_page_use_the_identity_storage_azure_gets():
+    # In Azure there is no connection string: the write backoff, the change log, the digest and the
+    # compliance page must open the same identity-based storage as the ledger, not go without.
+    from azure.identity.aio import DefaultAzureCredential
+
+    from shared.changes import ChangeLog
+    from shared.write_backoff import TableBackoff
+
+    settings = Settings.from_env(
+        {
+            "AzureWebJobsStorage__credential": "managedidentity",
+            "AzureWebJobsStorage__tableServiceUri": "https://stlabguardabc.table.core.windows.net/",
+            "AzureWebJobsStorage__blobServiceUri": "https://stlabguardabc.blob.core.windows.net/",
+        }
+    )
+    backoff = TableBackoff.from_settings(settings)
+    change_log = ChangeLog.from_settings(settings)
+    assert backoff is not None and change_log is not None
+    for client in (backoff._client, change_log._client):
+        assert client.url.startswith("https://stlabguardabc.table.core.windows.net")
+        assert isinstance(client.credential, DefaultAzureCredential)
+    assert backoff.table_name == "labguardnoticeswrites"
+    assert change_log._client.table_name == "labguardchanges"
+    assert settings.blob_endpoint == "https://stlabguardabc.blob.core.windows.net"
+    await backoff.close()
+    async with change_log:
+        pass
