@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.only_fanout:
         with Endpoint(latency_ms=LATENCY_MS, page_size=PAGE_SIZE, lro_delay_s=LRO_DELAY_S) as ep:
             results["scale"] = {"fanout": fanout(ep, Estate(10_000 // scale, 100, 0.10), workers=4)}
-        print(json.dumps({k: v for k, v in results["scale"]["fanout"].items()}, indent=1))
+        out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / "labguard-bench-fanout.json"
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        print(json.dumps(results["scale"]["fanout"], indent=1))
         return
     if args.only_scale:
         with Endpoint(latency_ms=LATENCY_MS, page_size=PAGE_SIZE, lro_delay_s=LRO_DELAY_S) as ep:

@@ -142,8 +142,10 @@ def assemble(rows: Sequence[Mapping[str, Any]], message: ScopeMessage, now: date
     totals: dict[str, Any] = {name: 0 for name in SUMMED}
     failed_scopes: list[str] = []
     not_registered: set[str] = set()
+    empty: set[str] = set()
     for row in rows:
         not_registered.update(str(s) for s in json.loads(str(row.get("NotRegistered") or "[]")))
+        empty.update(str(s) for s in json.loads(str(row.get("EmptyScopes") or "[]")))
         counts = json.loads(str(row.get("Counts") or "{}"))
         for name in SUMMED:
             value = counts.get(name, 0)
@@ -162,6 +164,7 @@ def assemble(rows: Sequence[Mapping[str, Any]], message: ScopeMessage, now: date
         "failed_scopes": sorted(failed_scopes)[:20],
         **totals,
         "not_registered": sorted(not_registered)[:50],
+        "empty_scopes": sorted(empty)[:50],
         "duration_s": duration,
     }
 
@@ -257,6 +260,7 @@ class RunBook:
             "Status": status,
             "Counts": json.dumps({k: counts.get(k, 0) for k in SUMMED}),
             "NotRegistered": json.dumps(list(counts.get("not_registered") or [])[:50]),
+            "EmptyScopes": json.dumps(list(counts.get("empty_scopes") or [])[:50]),
             "Error": (error or "")[:500],
         }
         await self._client.upsert_entity(row, mode=UpdateMode.REPLACE)

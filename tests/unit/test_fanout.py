@@ -50,12 +50,14 @@ def test_the_summary_adds_up_the_scopes_and_names_the_failed_ones() -> None:
             "Scope": "/subscriptions/b",
             "Counts": json.dumps({"fixed": 1, "plans": 3, "arm_calls": 4}),
             "NotRegistered": json.dumps(["/subscriptions/b"]),
+            "EmptyScopes": json.dumps(["/subscriptions/a"]),
         },
         {"Status": "failed", "Scope": "/subscriptions/c", "Counts": json.dumps({"failed": 1})},
     ]
     summary = assemble(rows, message, started + timedelta(seconds=90))
     assert summary["fixed"] == 3 and summary["plans"] == 8 and summary["arm_calls"] == 13 and summary["failed"] == 1
     assert summary["scopes_failed"] == 1 and summary["failed_scopes"] == ["/subscriptions/c"]
+    assert summary["empty_scopes"] == ["/subscriptions/a"]
     assert summary["not_registered"] == ["/subscriptions/b"] and summary["duration_s"] == 90.0
 
 
