@@ -25,6 +25,13 @@ def _row(key: str, run: dict[str, Any], completion: float) -> str:
     )
 
 
+def _brief(summary: Any) -> str:
+    if not isinstance(summary, dict):
+        return f"{len(summary or [])} summaries (expected one)"
+    keys = ("scopes", "scopes_failed", "plans", "fixed", "failed", "throttled", "duration_s")
+    return ", ".join(f"{k} {summary.get(k)}" for k in keys)
+
+
 def render_scale(results: dict[str, Any]) -> str:
     scale = results.get("scale")
     if not scale:
@@ -111,7 +118,7 @@ def render_scale(results: dict[str, Any]) -> str:
             f"Fan-out run: {fan['workers']} worker processes draining the queue (Azurite) against one endpoint with "
             f"per-subscription throttling on: {fan['estate']['plans']:,} plans in {fan['estate']['subscriptions']} "
             f"subscriptions in **{fan['wall_s']:.1f} s** (timer enqueue to last scope), {fan['server']['throttled']} "
-            f"429s, summary: {fan.get('summary')}.",
+            f"429s; its one `sweep.summary`: {_brief(fan.get('summary'))}.",
         ]
     lines.append("")
     return "\n".join(lines) + "\n"
