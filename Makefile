@@ -54,7 +54,7 @@ test: $(STAMP) node_modules/.installed .venv-checkov/.installed chromium lint ty
 	$(VENV)/bin/pytest
 
 demo: $(STAMP) node_modules/.installed
-	$(VENV)/bin/labguard demo
+	$(PY) -m devtools.demo
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -299,8 +299,8 @@ def _version(value: bool) -> None:
 
         try:
             number = version("labguard")
-        except PackageNotFoundError:
-            from labguard import __version__ as number
+        except PackageNotFoundError:  # a checkout run without `pip install`
+            number = "(not installed)"
         typer.echo(f"labguard {number}")
         raise typer.Exit(0)
 
@@ -477,14 +477,6 @@ def report(
         return 0
 
     _guard(body)
-
-
-@app.command()
-def demo() -> None:
-    """Run the whole story on this machine with no Azure: local endpoint, Azurite, SMTP sink (make demo)."""
-    from labguard.demo import run_demo
-
-    raise typer.Exit(run_demo())
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ gives the same answer for the same input. The rules it follows:
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from shared.durations import describe, format_iso, parse_delay
 from shared.lab_plans import CONNECTION_PROFILE, SHUTDOWN_PROFILE, AutoShutdownProfile, ConnectionProfile, LabPlan
 from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, Rules
 
-__all__ = ["Evaluation", "Finding", "Severity", "Status", "apply_patch", "evaluate", "shown"]
+__all__ = ["Evaluation", "Finding", "Severity", "Status", "evaluate", "shown"]
 
 Severity = Literal["high", "medium", "low", "info"]
 Status = Literal["compliant", "drifted", "skipped", "exempt", "failed"]
@@ -129,20 +128,6 @@ def evaluate(plan: LabPlan, policy: Policy, now: datetime) -> Evaluation:
     # Unknown values alone leave nothing to fix: the plan is compliant as far as labguard can judge, and
     # the unknown-value findings say what it could not.
     return Evaluation(plan, (*exemption, *checked), {}, "compliant")
-
-
-def apply_patch(body: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 JSON merge patch: ``null`` deletes, objects merge recursively, anything else replaces."""
-    result: dict[str, Any] = copy.deepcopy(dict(body)) if isinstance(body, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping):
-            target = result.get(key)
-            result[key] = apply_patch(target if isinstance(target, Mapping) else {}, value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
 
 
 # --------------------------------------------------------------------------------------------

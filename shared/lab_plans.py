@@ -21,7 +21,6 @@ from typing import Any
 PROVIDER = "Microsoft.LabServices"
 CONNECTION_PROFILE = "defaultConnectionProfile"
 SHUTDOWN_PROFILE = "defaultAutoShutdownProfile"
-RESOURCE_TYPE = "Microsoft.LabServices/labPlans"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
 
 # ARM's grammar for a lab plan id, ASCII only (re.ASCII: no Unicode case folding, so ``labPlan\u017f`` (long s) is not

@@ -253,25 +253,6 @@ class Ledger:
         except ResourceNotFoundError:  # no table yet: nothing is open
             return []
 
-    async def open_failures(self, plan_id: PlanId) -> list[dict[str, Any]]:
-        """Open rows of a plan (for reports and tests)."""
-        await self._ensure_table()
-        return [
-            dict(entity)
-            async for entity in self._client.query_entities(
-                "PartitionKey eq @pk and IsOpen eq true", parameters={"pk": partition_key(plan_id)}
-            )
-        ]
-
-    async def all_rows(self, plan_id: PlanId) -> list[dict[str, Any]]:
-        await self._ensure_table()
-        return [
-            dict(entity)
-            async for entity in self._client.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": partition_key(plan_id)}
-            )
-        ]
-
 
 def open_table(settings: Settings, table: str, **client_kwargs: Any) -> tuple[TableClient, Any | None] | None:
     """A client for ``table`` where the settings keep labguard's state, and the credential it owns (close

@@ -231,10 +231,6 @@ class Rules:
     max_no_connect_delay: timedelta | None = None
     max_idle_delay: timedelta | None = None
 
-    @property
-    def governs_anything(self) -> bool:
-        return any(getattr(self, f.name) is not None for f in dataclasses.fields(self))
-
     def to_policy_dict(self) -> dict[str, dict[str, str | None]]:
         """These rules in the policy file's own shape (delays as ISO-8601), for ``check-policy`` output."""
         out: dict[str, dict[str, str | None]] = {"connection": {}, "autoShutdown": {}}

@@ -17,7 +17,7 @@ import pytest
 
 from emulator.testing import start_emulator
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "labservices-2023-06-07" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "labservices"  # ours: fixtures/labservices/README.md
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 OTHER_SUB = "11111111-2222-3333-4444-555555555555"
 LABGUARD_CLIENT = "labguard-app"
@@ -41,8 +41,8 @@ autoShutdown:
 
 
 def example_plan() -> dict[str, Any]:
-    """The official getLabPlan example body (delays written as 00:05 / 01:00)."""
-    body = json.loads((REFERENCE / "LabPlans" / "getLabPlan.json").read_text())["responses"]["200"]["body"]
+    """The getLabPlan example body (delays written as 00:05 / 01:00)."""
+    body = json.loads((EXAMPLES / "LabPlans" / "getLabPlan.json").read_text())["responses"]["200"]["body"]
     return copy.deepcopy(body)
 
 

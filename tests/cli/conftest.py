@@ -1,5 +1,5 @@
 """Fixtures for the ``labguard`` command: the installed console script, run as a subprocess, against the
-local Lab Services endpoint seeded with the demo estate (:mod:`labguard.estate`).
+local Lab Services endpoint seeded with the demo estate (:mod:`devtools.estate`).
 
 The endpoint runs in this test process (a background thread); the command is a separate process that
 reaches it over HTTPS with DefaultAzureCredential's environment credential, as an admin's laptop would.
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from devtools import estate
 from emulator.testing import start_emulator
-from labguard import estate
 
 ROOT = Path(__file__).resolve().parents[2]
 LABGUARD = Path(sys.executable).parent / "labguard"

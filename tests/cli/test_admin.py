@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from labguard import estate
+from devtools import estate
 
 from .conftest import arm_writes, one_line_error
 

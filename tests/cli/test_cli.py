@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from labguard import estate
+from devtools import estate
 from shared.policy import main as policy_main
 from tests.enforcement_support import CONN, PATCH_MODES, SHUT, assert_only_fixed, patch_changes
 
@@ -283,7 +283,7 @@ def test_untrusted_endpoint_says_which_setting(run: Run, settings: dict[str, str
 
 
 def test_unreachable_endpoint_says_what_to_check(run: Run, settings: dict[str, str]) -> None:
-    from labguard.services import free_port
+    from devtools.services import free_port
 
     endpoint = f"https://127.0.0.1:{free_port()}"
     proc = run("audit", "-s", estate.TEACHING, env={**settings, "LABGUARD_ARM_ENDPOINT": endpoint})

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from labguard import estate
+from devtools import estate
 from labguard.doctor import allowed, identity_text, token_claims, url_shape
 
 from .conftest import ADMIN_CLIENT, arm_writes, one_line_error

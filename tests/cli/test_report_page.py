@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from labguard import estate
+from devtools import estate
 
 from .browser import chromium_path, headless_chromium
 from .conftest import one_line_error

@@ -1,4 +1,5 @@
-"""Fixtures for the emulator's own tests: the official examples, SDK clients, raw requests and raw LROs."""
+"""Fixtures for the emulator's own tests: the example documents (ours, or the official ones on request),
+SDK clients, raw requests and raw LROs."""
 
 from __future__ import annotations
 
@@ -18,13 +19,8 @@ from azure.mgmt.labservices import ManagedLabsClient
 
 from emulator.testing import Emulator, start_emulator
 
-REFERENCE = Path(
-    os.environ.get(
-        "LABGUARD_REFERENCE_DIR",
-        Path(__file__).resolve().parents[3] / "shared" / "reference" / "labservices-2023-06-07",
-    )
-)
-EXAMPLES = REFERENCE / "examples"
+# Our own example documents (tests/fixtures/labservices/README.md); the official ones only on request.
+OWN_EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "labservices"
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 RG = "testrg123"
 PLAN_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.LabServices/labPlans/testlabplan"
@@ -33,8 +29,20 @@ _HHMM = re.compile(r"^(\d{2}):(\d{2})$")
 DURATION_KEYS = {"disconnectDelay", "noConnectDelay", "idleDelay", "usageQuota"}
 
 
-def example(rel: str) -> dict[str, Any]:
-    return json.loads((EXAMPLES / rel).read_text(encoding="utf-8"))
+def example(rel: str, root: Path = OWN_EXAMPLES) -> dict[str, Any]:
+    return json.loads((root / rel).read_text(encoding="utf-8"))
+
+
+def official_examples() -> Path:
+    """The official examples' folder from ``LABGUARD_REFERENCE_DIR`` (a copy of the spec's 2023-06-07 folder);
+    skips the calling test when it is not set, fails when it is set but holds no examples."""
+    where = os.environ.get("LABGUARD_REFERENCE_DIR", "").strip()
+    if not where:
+        pytest.skip("LABGUARD_REFERENCE_DIR is not set: the official examples run only against an external copy")
+    examples = Path(where) / "examples"
+    if not (examples / "LabPlans" / "getLabPlan.json").is_file():
+        pytest.fail(f"LABGUARD_REFERENCE_DIR={where} holds no examples/LabPlans/getLabPlan.json", pytrace=False)
+    return examples
 
 
 def typed_safe(body: Any) -> Any:

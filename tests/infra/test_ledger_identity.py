@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import trustme
 
-from labguard.services import AZURITE_TABLE, free_port, stop_process, wait_listening
+from devtools.services import AZURITE_TABLE, free_port, stop_process, wait_listening
 from shared.lab_plans import PlanId
 from shared.ledger import Ledger, open_ledger
 from shared.settings import Settings, SettingsError

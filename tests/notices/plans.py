@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.lab_plans import LabPlan
+from azure.data.tables.aio import TableClient
+
+from shared.lab_plans import LabPlan, PlanId
+from shared.ledger import partition_key
 from shared.settings import Settings
 
 SUB = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
@@ -60,3 +63,12 @@ SUPPORT = {
     "phone": "+44 20 7946 0000",
     "instructions": "Open a ticket with the lab name.\nUrgent: call the phone number.",
 }
+
+
+async def ledger_rows(
+    connection_string: str, table: str, plan_id: PlanId, *, open_only: bool = False
+) -> list[dict[str, Any]]:
+    """A plan's ledger rows read straight from the table (what the product wrote, not what it reports)."""
+    query = "PartitionKey eq @pk" + (" and IsOpen eq true" if open_only else "")
+    async with TableClient.from_connection_string(connection_string, table_name=table) as client:
+        return [dict(e) async for e in client.query_entities(query, parameters={"pk": partition_key(plan_id)})]

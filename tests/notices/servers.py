@@ -28,7 +28,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from labguard.services import Mail, SmtpSink, smtp_sink
+from devtools.services import Mail, SmtpSink, smtp_sink
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_TABLE = ROOT / "node_modules" / ".bin" / "azurite-table"
@@ -57,7 +57,7 @@ def make_tls(directory: Path) -> TlsMaterial:
 # ----------------------------------------------------------------------------- SMTP
 
 
-# The SMTP server is the demo's sink (labguard.services): one implementation, with switches for outages.
+# The SMTP server is the demo's sink (devtools.services): one implementation, with switches for outages.
 ReceivedMail = Mail
 SmtpServer = SmtpSink
 
@@ -148,7 +148,7 @@ class Azurite:
 
 
 def azurite_connection_string(port: int) -> str:
-    from labguard.services import Azurite as Service
+    from devtools.services import Azurite as Service
 
     return Service(port).connection_string
 
@@ -156,7 +156,7 @@ def azurite_connection_string(port: int) -> str:
 @contextlib.contextmanager
 def azurite(workdir: Path, *, startup_timeout: float = 30.0) -> Iterator[Azurite]:
     """Azurite's Table service (in memory) on a free loopback port, started as the demo starts it."""
-    from labguard.services import AzuriteStarting, Children, ServiceError
+    from devtools.services import AzuriteStarting, Children, ServiceError
 
     if not AZURITE_TABLE.exists():
         pytest.fail(
@@ -178,11 +178,11 @@ def azurite(workdir: Path, *, startup_timeout: float = 30.0) -> Iterator[Azurite
 
 class StoppableAzurite:
     """Azurite's Table service on disk and on one port, so a test can stop it (an outage) and start it again
-    with its tables intact. Started and stopped by process id, as the demo does (:mod:`labguard.services`)."""
+    with its tables intact. Started and stopped by process id, as the demo does (:mod:`devtools.services`)."""
 
     def __init__(self, workdir: Path) -> None:
-        from labguard.services import Azurite as Service
-        from labguard.services import Children, free_port
+        from devtools.services import Azurite as Service
+        from devtools.services import Children, free_port
 
         if not AZURITE_TABLE.exists():
             pytest.fail(f"Azurite is not installed ({AZURITE_TABLE} is missing). Run `make test`.", pytrace=False)
@@ -195,7 +195,7 @@ class StoppableAzurite:
     def start(self, timeout: float = 30.0) -> None:
         import os
 
-        from labguard.services import wait_listening
+        from devtools.services import wait_listening
 
         self._workdir.mkdir(parents=True, exist_ok=True)
         with (self._workdir / "azurite.log").open("ab") as log:
@@ -225,7 +225,7 @@ class StoppableAzurite:
         import signal
         import subprocess
 
-        from labguard.services import stop_process
+        from devtools.services import stop_process
 
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -20,9 +20,8 @@ from emulator.testing import start_emulator
 from shared import delivery
 from shared.delivery import Notifier
 from shared.lab_plans import PlanId
-from shared.ledger import Ledger
 from tests.app.test_functions_e2e import deliver, tick, write_event
-from tests.notices.plans import SUB, SUPPORT, WEBHOOK_PATH, plan, plan_json, settings
+from tests.notices.plans import SUB, SUPPORT, WEBHOOK_PATH, ledger_rows, plan, plan_json, settings
 from tests.notices.servers import (
     HttpsReceiver,
     SmtpServer,
@@ -117,10 +116,8 @@ def mails_about(smtp: SmtpServer, plan_name: str) -> int:
 
 
 async def sent_rows(connection: str, table: str, plan_id: str) -> list[str]:
-    async with Ledger.from_connection_string(connection, table, retry_total=0) as ledger:
-        return sorted(
-            str(row["Channel"]) for row in await ledger.all_rows(PlanId.parse(plan_id)) if row["State"] == "sent"
-        )
+    rows = await ledger_rows(connection, table, PlanId.parse(plan_id))
+    return sorted(str(row["Channel"]) for row in rows if row["State"] == "sent")
 
 
 # ---- item 3: a stopped ledger repeats nothing -------------------------------------------------------
@@ -212,7 +209,7 @@ async def test_without_a_memory_of_it_each_worker_sends_a_failure_at_most_once_d
 
 
 def _free_port() -> int:
-    from labguard.services import free_port
+    from devtools.services import free_port
 
     return free_port()
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from labguard.services import free_port
+from devtools.services import free_port
 from shared import ledger as ledger_module
 from shared.delivery import ChannelResult, NoticeOutcome, Notifier
 from shared.ledger import Ledger
 from shared.notices import EVENT_TYPE, Notice
-from tests.notices.plans import SUPPORT, TOPIC_KEY, WEBHOOK_PATH, plan, settings
+from tests.notices.plans import SUPPORT, TOPIC_KEY, WEBHOOK_PATH, ledger_rows, plan, settings
 from tests.notices.servers import HttpsReceiver, SmtpServer, azurite_connection_string
 
 pytestmark = pytest.mark.integration
@@ -379,17 +379,14 @@ async def test_resolve_closes_open_records(
     env: dict[str, str], new_ledger: Callable[[], Ledger], smtp: SmtpServer
 ) -> None:
     failed = plan(support=SUPPORT)
+    storage, table = env["AzureWebJobsStorage"], env["LABGUARD_LEDGER_TABLE"]
     await notify(env, new_ledger, failed)
-    probe = new_ledger()
-    async with probe:
-        assert len(await probe.open_failures(failed.id)) == 3
+    assert len(await ledger_rows(storage, table, failed.id, open_only=True)) == 3
     recovered = plan(support=SUPPORT, state="Succeeded")
     async with Notifier.from_settings(settings(env), ledger=new_ledger()) as notifier:
         await notifier.resolve(recovered)
-    probe = new_ledger()
-    async with probe:
-        assert await probe.open_failures(failed.id) == []
-        rows = await probe.all_rows(failed.id)
+    assert await ledger_rows(storage, table, failed.id, open_only=True) == []
+    rows = await ledger_rows(storage, table, failed.id)
     assert len(rows) == 3 and all(r["IsOpen"] is False and r["ResolvedAt"] for r in rows)
     # a late event for the old failure does not notify again
     late = await notify(env, new_ledger, failed)

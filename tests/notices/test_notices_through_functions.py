@@ -13,9 +13,8 @@ import pytest
 
 from emulator.testing import start_emulator
 from shared.lab_plans import PlanId
-from shared.ledger import Ledger
 from tests.app.test_functions_e2e import deliver, tick, write_event
-from tests.notices.plans import SUB, SUPPORT, plan_json
+from tests.notices.plans import SUB, SUPPORT, ledger_rows, plan_json
 from tests.notices.servers import HttpsReceiver, SmtpServer, TlsMaterial
 
 ERROR = {
@@ -105,12 +104,11 @@ async def test_a_new_failure_notifies_again_and_recovery_closes_the_record(
     emu.fail_plan(plan_id, {**ERROR, "code": "QuotaExceeded", "timestamp": "2026-11-23T11:00:00Z"})
     await deliver(write_event(plan_id))
     assert [m.message["Subject"].split(": ")[-1] for m in smtp.messages] == ["SubnetInUse", "QuotaExceeded"]
-    ledger = Ledger.from_connection_string(app_env["AzureWebJobsStorage"], app_env["LABGUARD_LEDGER_TABLE"])
-    async with ledger:
-        assert await ledger.open_failures(PlanId.parse(plan_id))
-        emu.set_state(plan_id, "Succeeded")
-        await tick()  # the sweep sees the plan recovered and closes its records
-        assert await ledger.open_failures(PlanId.parse(plan_id)) == []
+    storage, table = app_env["AzureWebJobsStorage"], app_env["LABGUARD_LEDGER_TABLE"]
+    assert await ledger_rows(storage, table, PlanId.parse(plan_id), open_only=True)
+    emu.set_state(plan_id, "Succeeded")
+    await tick()  # the sweep sees the plan recovered and closes its records
+    assert await ledger_rows(storage, table, PlanId.parse(plan_id), open_only=True) == []
     assert len(smtp.messages) == 2
 
 

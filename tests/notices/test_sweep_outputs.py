@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from devtools.services import AZURITE_ACCOUNT, AZURITE_KEY, Children, free_port, wait_listening
 from emulator.testing import start_emulator
-from labguard.services import AZURITE_ACCOUNT, AZURITE_KEY, Children, free_port, wait_listening
 from shared.settings import Settings
 from tests.app.test_functions_e2e import tick
 from tests.notices.plans import SUB, SUPPORT, plan_json

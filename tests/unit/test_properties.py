@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from unit_support import OTHER_SUB, SUB, plan_id
 
-from emulator.store import replace_patch
-from shared.drift import Evaluation, apply_patch, evaluate
+from emulator.store import merge_patch, replace_patch
+from shared.drift import Evaluation, evaluate
 from shared.durations import format_iso, parse_delay
 from shared.lab_plans import LabPlan
 from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, PolicyError, parse_policy
@@ -168,7 +168,7 @@ NOW = datetime(2025, 6, 15, 12, 0)
 
 
 # The two ways a service may apply a PATCH: merge (RFC 7386) or replace each nested profile it names.
-APPLY = {"merge": apply_patch, "replace": replace_patch}
+APPLY = {"merge": merge_patch, "replace": replace_patch}
 SPEC_DEFAULT = {
     **dict.fromkeys(CONNECTION_KEYS, "None"),
     **dict.fromkeys(FLAG_KEYS, "Disabled"),

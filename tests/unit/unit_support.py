@@ -1,4 +1,4 @@
-"""Shared helpers for the unit tests: the official examples, plan bodies and policies built from data."""
+"""Shared helpers for the unit tests: the example documents, plan bodies and policies built from data."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from shared.lab_plans import LabPlan
 from shared.policy import Policy, parse_policy
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO.parent / "shared" / "reference" / "labservices-2023-06-07" / "examples" / "LabPlans"
+EXAMPLES = REPO / "tests" / "fixtures" / "labservices" / "LabPlans"  # our own (fixtures/labservices/README.md)
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 OTHER_SUB = "11111111-2222-3333-4444-555555555555"
 NOW = datetime(2025, 6, 15, 12, 0, 0)
@@ -25,7 +25,7 @@ def _example_file(name: str) -> dict[str, Any]:
 
 
 def example(name: str, status: str = "200") -> dict[str, Any]:
-    """A response body from an official example (``getLabPlan.json``, ``listLabPlans.json``...)."""
+    """A response body from an example document (``getLabPlan.json``, ``listLabPlans.json``...)."""
     body = _example_file(name)["responses"][status]["body"]
     if "value" in body:
         body = body["value"][0]

@@ -1,4 +1,4 @@
-"""The local services ``labguard demo`` runs: the Lab Services endpoint, Azurite and an SMTP sink.
+"""The local services ``make demo`` runs: the Lab Services endpoint, Azurite and an SMTP sink.
 
 Child processes start in their own session (so a terminal's Ctrl-C reaches the demo, which stops
 them in order) and, on Linux, with a parent-death signal, so even a demo killed with SIGKILL leaves

@@ -1,6 +1,6 @@
-"""``labguard demo`` (``make demo``): the whole job on this machine, with no Azure and no account.
+"""``make demo`` (``python -m devtools.demo``): the whole job on this machine, with no Azure and no account.
 
-It starts the local Lab Services endpoint seeded with a school's estate (:mod:`labguard.estate`),
+It starts the local Lab Services endpoint seeded with a school's estate (:mod:`devtools.estate`),
 Azurite (the notice ledger) and an SMTP sink (STARTTLS + AUTH), points the real Functions app at
 them through the same app settings Azure would give it, and shows in order:
 
@@ -38,7 +38,8 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.text import Text
 
-from labguard import core, estate, render, services
+from devtools import estate, services
+from labguard import core, render
 
 API_VERSION = "2023-06-07"
 APP_CLIENT = "labguard-app"

@@ -1,4 +1,4 @@
-"""Measure what the emulator sustains: ``python -m emulator.loadtest [--plans 50000] [--seconds 5]``.
+"""Measure what the emulator sustains: ``python -m bench.loadtest [--plans 50000] [--seconds 5]``.
 
 Starts ``python -m emulator`` as a separate process seeded with N plans (as ``make demo`` and
 ``bench/`` run it), then drives it over HTTPS with an aiohttp client in this process and prints
@@ -94,7 +94,7 @@ async def _drive(endpoint: str, ca_file: str, token: str, n: int, seconds: float
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m emulator.loadtest")
+    p = argparse.ArgumentParser(prog="python -m bench.loadtest")
     p.add_argument("--plans", type=int, default=50_000)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=32)
