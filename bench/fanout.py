@@ -29,7 +29,7 @@ class Storage:
     """Azurite's queue and table services in memory, for one fan-out run."""
 
     def __init__(self, workdir: Path) -> None:
-        from labguard.services import free_port, wait_listening
+        from devtools.services import free_port, wait_listening
 
         self.procs: list[subprocess.Popen[bytes]] = []
         ports = {}
@@ -57,7 +57,7 @@ class Storage:
         )
 
     def stop(self) -> None:
-        from labguard.services import stop_process
+        from devtools.services import stop_process
 
         for proc in self.procs:
             stop_process(proc)

@@ -23,7 +23,7 @@ import pytest
 from azure.functions.meta import Datum
 from azure.functions.queue import QueueMessageInConverter
 
-from labguard.services import APP_ROOT, AZURITE_ACCOUNT, AZURITE_KEY, free_port, stop_process, wait_listening
+from devtools.services import APP_ROOT, AZURITE_ACCOUNT, AZURITE_KEY, free_port, stop_process, wait_listening
 from shared.fanout import POISON_QUEUE, SWEEP_QUEUE
 
 from .conftest import OTHER_SUB, SUB, compliant_plan, plan_body
