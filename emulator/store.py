@@ -248,6 +248,9 @@ SPEC_DEFAULTS: dict[str, dict[str, str]] = {
         "shutdownOnIdle": "None",
     },
 }
+# A lab's own profiles (connectionProfile, autoShutdownProfile) have the same leaves and defaults.
+SPEC_DEFAULTS["connectionProfile"] = SPEC_DEFAULTS["defaultConnectionProfile"]
+SPEC_DEFAULTS["autoShutdownProfile"] = SPEC_DEFAULTS["defaultAutoShutdownProfile"]
 # delay -> (its feature's flag, the flag values that mean "off")
 _DELAY_FEATURE = {
     "disconnectDelay": ("shutdownOnDisconnect", ("Disabled",)),
@@ -280,7 +283,12 @@ def replace_patch(target: Any, patch: dict[str, Any]) -> Any:
 def omit_off_delays(body: dict[str, Any]) -> dict[str, Any]:
     """The body as a read that leaves out the delay of a shutdown feature that is off (absent flags are off)."""
     props = body.get("properties")
-    shutdown = props.get("defaultAutoShutdownProfile") if isinstance(props, dict) else None
+    key = (
+        "autoShutdownProfile"
+        if isinstance(props, dict) and "autoShutdownProfile" in props
+        else "defaultAutoShutdownProfile"
+    )
+    shutdown = props.get(key) if isinstance(props, dict) else None
     if not isinstance(shutdown, dict):
         return body
     drop = [
@@ -295,7 +303,7 @@ def omit_off_delays(body: dict[str, Any]) -> dict[str, Any]:
         **body,
         "properties": {
             **props,
-            "defaultAutoShutdownProfile": {k: v for k, v in shutdown.items() if k not in drop},
+            key: {k: v for k, v in shutdown.items() if k not in drop},
         },
     }
 
@@ -667,6 +675,13 @@ class Store:
             if kind == "labs":
                 patch["properties"].pop("state", None)
         new_body = replace_patch(r.body, patch) if self.patch_mode == "replace" else merge_patch(r.body, patch)
+        if kind == "labs":  # osType is read-only (the service's, from the image): a PATCH never drops it
+            vm, old_vm = (
+                (new_body.get("properties") or {}).get("virtualMachineProfile"),
+                (r.body.get("properties") or {}).get("virtualMachineProfile"),
+            )
+            if isinstance(vm, dict) and isinstance(old_vm, dict) and "osType" in old_vm:
+                vm["osType"] = old_vm["osType"]
         new_body["systemData"] = self._system_data(r.body.get("systemData"), caller)
         r.body = new_body
         return self._start_write(r, "PATCH", api_version, caller, http, created=False)

@@ -103,10 +103,12 @@ class TrackingArm:
         except asyncio.CancelledError:
             raise  # the task goes on; settle() waits for it
 
-    async def wait_for_write(self, plan_id: PlanId, accepted: Any, *, timeout_s: float | None = None) -> Any:
+    async def wait_for_write(
+        self, plan_id: PlanId, accepted: Any, *, timeout_s: float | None = None, gate: Any = None
+    ) -> Any:
         """The write stays in flight until the service has finished it (the read that proves it)."""
         sent = self._writes.get(plan_id.key)
-        task = asyncio.ensure_future(self._inner.wait_for_write(plan_id, accepted, timeout_s=timeout_s))
+        task = asyncio.ensure_future(self._inner.wait_for_write(plan_id, accepted, timeout_s=timeout_s, gate=gate))
         patch: Mapping[str, Any] = sent[1] if sent is not None else {}
         self._writes[plan_id.key] = (plan_id, patch, task)
         try:

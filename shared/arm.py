@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import time
@@ -141,7 +142,7 @@ class CallCounter:
         if "/operationresults/" in path or "/operationstatuses/" in path:
             kind = "poll"
         elif http.method == "GET":
-            kind = "get" if "/labplans/" in path else "list"
+            kind = "get" if "/labplans/" in path or "/labs/" in path else "list"  # one resource (plan or lab)
         else:
             kind = http.method.lower()
         self.by_kind[kind] += 1
@@ -303,7 +304,12 @@ class LabPlansArm:
         )
 
     async def wait_for_write(
-        self, plan_id: PlanId, accepted: WriteAccepted, *, timeout_s: float | None = None
+        self,
+        plan_id: PlanId,
+        accepted: WriteAccepted,
+        *,
+        timeout_s: float | None = None,
+        gate: asyncio.Semaphore | None = None,
     ) -> LabPlan | None:
         """Wait until the plan's provisioningState is terminal again and return that read of it.
 
@@ -311,6 +317,10 @@ class LabPlansArm:
         followed only as a hint of when to read: if it cannot be read (403 without a role for it, 400
         for a URL without api-version, anything else), it is dropped and the plan is read instead;
         a fix never fails because of it. None when the plan is still busy at the deadline.
+
+        Without ``timeout_s`` (a sweep) the first read waits the whole Retry-After the service asked
+        for: one read per write instead of a read every few seconds. ``gate`` (a semaphore) is held
+        for each request only, never across a wait.
         """
         timeout = self._operation_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
@@ -318,7 +328,8 @@ class LabPlansArm:
         if accepted.status == 200:
             delay = 0.0
         elif accepted.retry_after_s is not None:
-            delay = min(accepted.retry_after_s, self._poll_interval_s)
+            limit = self._operation_timeout_s if timeout_s is None else self._poll_interval_s
+            delay = min(accepted.retry_after_s, limit)
         else:
             delay = self._first_poll_s
         step = max(self._first_poll_s, 0.05)
@@ -328,13 +339,15 @@ class LabPlansArm:
             await asyncio.sleep(delay)
             delay = step = min(step * 2, self._poll_interval_s)
             if operation is not None:
-                done = await self._operation_done(plan_id, operation)
+                async with gate or contextlib.nullcontext():
+                    done = await self._operation_done(plan_id, operation)
                 if done is None:
                     operation, delay = None, 0.0
                     continue
                 if not done:
                     continue
-            plan = await self.get_plan(plan_id)
+            async with gate or contextlib.nullcontext():
+                plan = await self.get_plan(plan_id)
             if plan.is_terminal:
                 return plan
             operation = None  # the operation says done but the plan is still busy: read the plan

@@ -193,6 +193,11 @@ class Notice:
         )
 
     @property
+    def kind(self) -> str:
+        """``Lab`` for a lab's failure (told to the support contacts of its plan), else ``Lab plan``."""
+        return "Lab" if "/providers/microsoft.labservices/labs/" in self.plan_id.key else "Lab plan"
+
+    @property
     def has_support(self) -> bool:
         return any((self.support_url, self.support_email, self.support_phone, self.support_instructions))
 
@@ -203,7 +208,7 @@ class Notice:
     @property
     def subject(self) -> str:
         what = f": {self.code}" if self.code else ""
-        return _cap(clean_line(f"[labguard] Lab plan {self.plan_name} failed{what}", CAP_SUBJECT), CAP_SUBJECT)
+        return _cap(clean_line(f"[labguard] {self.kind} {self.plan_name} failed{what}", CAP_SUBJECT), CAP_SUBJECT)
 
     @property
     def summary(self) -> str:
@@ -211,14 +216,14 @@ class Notice:
         when = f" at {self.timestamp}" if self.timestamp else ""
         action = f"{self.action} " if self.action else ""
         return clean_line(
-            f"Lab plan {self.plan_name} (resource group {self.resource_group}) failed: "
+            f"{self.kind} {self.plan_name} (resource group {self.resource_group}) failed: "
             f"{action}{self.code or 'no error code'}{when}",
             400,
         )
 
     def _facts(self) -> list[tuple[str, str]]:
         return [
-            ("Plan", self.plan_name),
+            ("Plan" if self.kind == "Lab plan" else "Lab", self.plan_name),
             ("Resource group", self.resource_group),
             ("Subscription", self.subscription_id),
             ("Location", self.location or "(not reported)"),
@@ -246,7 +251,7 @@ class Notice:
 
     def text(self, *, note: str | None = None, correlation_id: str | None = None) -> str:
         """The plain-text body. ``note`` says why this reader got it (for example the fallback address)."""
-        out: list[str] = [f"Lab plan {self.plan_name} failed to provision in Azure Lab Services.", ""]
+        out: list[str] = [f"{self.kind} {self.plan_name} failed to provision in Azure Lab Services.", ""]
         if note:
             out += [clean_line(note, 600), ""]
         out += [f"{label + ':':<16}{value}" for label, value in self._facts()]
@@ -281,7 +286,7 @@ class Notice:
         parts = [
             "<!DOCTYPE html><html><head><meta charset='utf-8'>",
             f"<title>{e(self.subject)}</title></head><body>",
-            f"<h2>Lab plan {e(self.plan_name)} failed to provision</h2>",
+            f"<h2>{self.kind} {e(self.plan_name)} failed to provision</h2>",
             f"<p><strong>{e(clean_line(note, 600))}</strong></p>" if note else "",
             f"<table>{rows}</table>",
             f"<h3>What failed</h3><table>{err}</table>",

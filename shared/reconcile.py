@@ -12,7 +12,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -47,6 +48,18 @@ MAX_THROTTLE_WAIT_S = 60.0
 FRESH_FOR_S = 1.0  # a read older than this (a slow backoff lookup, say) is read again before the write
 
 
+@dataclass(frozen=True)
+class _Deferral:
+    """Set by a sweep: where a written plan's wait for completion goes (beside the sweep, not in a slot),
+    and the bound its polls share with the sweep's other requests."""
+
+    defer: Callable[[str, Coroutine[Any, Any, PlanOutcome]], None]
+    gate: asyncio.Semaphore
+
+
+_DEFER_PROOF: ContextVar[_Deferral | None] = ContextVar("labguard_defer_proof", default=None)
+
+
 class FailureNotifier(Protocol):
     """What the core needs from the notice channels (shared.delivery.Notifier provides it)."""
 
@@ -73,9 +86,12 @@ class PlanOutcome:
     evaluation: Evaluation | None = None
     detail: str | None = None
     notice: Any = None
+    lab: Any = None  # a lab's outcome: its shared.lab_drift.LabEvaluation (``plan_id`` is then the lab's id)
 
     @property
     def findings(self) -> tuple[Finding, ...]:
+        if self.lab is not None:
+            return tuple(self.lab.findings)
         return self.evaluation.findings if self.evaluation else ()
 
 
@@ -91,10 +107,11 @@ class SweepSummary:
     duration_s: float = 0.0
     arm_calls: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
+    lab_counts: Counter[str] = field(default_factory=Counter)  # labs, by outcome status (shared.lab_reconcile)
 
     @property
     def failed(self) -> int:
-        return self.counts["failed"]
+        return self.counts["failed"] + self.lab_counts["failed"]
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -117,6 +134,11 @@ class SweepSummary:
             "throttled": self.throttled,
             "empty_scopes": sorted(self.empty_scopes),
             "warning": empty_scope_warning(self.empty_scopes),
+            **(
+                {"labs": sum(self.lab_counts.values()), "labs_by_status": dict(sorted(self.lab_counts.items()))}
+                if self.lab_counts
+                else {}
+            ),
         }
 
 
@@ -144,21 +166,25 @@ class Reconciler:
         *,
         notifier: FailureNotifier | None = None,
         concurrency: int = 16,
+        list_concurrency: int = 4,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         dry_run: bool = False,
         backoff: WriteBackoff | None = None,
         own_identities: Callable[[], Awaitable[frozenset[str]]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        labs: Any = None,
     ) -> None:
         self._arm = arm
         self._policy = policy
         self._notifier = notifier
         self._concurrency = max(1, concurrency)
+        self._list_concurrency = max(1, list_concurrency)
         self._clock = clock
         self._dry_run = dry_run
         self.backoff: WriteBackoff = backoff if backoff is not None else MemoryBackoff()
         self._own_identities = own_identities
         self._sleep = sleep
+        self.labs = labs  # a shared.lab_reconcile.LabReconciler: the sweep lists and reconciles labs too
 
     @property
     def policy(self) -> Policy:
@@ -196,11 +222,16 @@ class Reconciler:
         *,
         on_outcome: Callable[[PlanOutcome], Awaitable[None] | None] | None = None,
         correlation_id: str | None = None,
+        summary_event: str = "sweep.summary",
+        summary_fields: dict[str, Any] | None = None,
     ) -> SweepSummary:
         """Timer path: list every plan in scope and reconcile each with bounded concurrency.
 
-        Plans stream through a bounded queue, so memory does not grow with the estate; one plan's
-        failure is recorded and the sweep goes on.
+        Plans stream through a bounded queue, and at most ``list_concurrency`` scopes are listed at
+        once, so memory follows the concurrency, not the estate or its number of subscriptions. One
+        plan's failure is recorded and the sweep goes on. A write does not hold one of the
+        ``concurrency`` slots while the service completes it: its wait (by reading the plan) runs
+        beside the sweep, each poll taking a slot only for its own request.
         """
         started = time.monotonic()
         calls_before = Counter(self._arm.counter.by_kind)
@@ -208,17 +239,23 @@ class Reconciler:
         summary = SweepSummary()
         # One ledger query up front, so recovered plans are resolved without a query per plan.
         open_notices = await self._notifier.open_snapshot() if self._notifier is not None else None
-        queue: asyncio.Queue[LabPlan | BadPlan | None] = asyncio.Queue(maxsize=self._concurrency * 4)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 4)
+        listing = asyncio.Semaphore(self._list_concurrency)
+        requests = asyncio.Semaphore(self._concurrency)  # completion polls: one slot per request, not per wait
 
         async def produce(subscription: str, resource_group: str | None) -> None:
             where = scope_path(subscription, resource_group)
             listed = 0
             try:
-                async for item in self._arm.list_plans(subscription, resource_group):
-                    listed += 1
-                    await queue.put(item)
+                async with listing:
+                    async for item in self._arm.list_plans(subscription, resource_group):
+                        listed += 1
+                        await queue.put(item)
                 if not listed:
                     summary.empty_scopes.append(where)
+                if self.labs is not None:  # labs beside plans: same paging, pacing and budget
+                    async for lab in self.labs.list_scope(subscription, resource_group):
+                        await queue.put(lab)
             except ProviderNotRegistered as exc:
                 # No plans can exist there: say so once per sweep instead of failing every sweep.
                 summary.not_registered.append(exc.scope)
@@ -231,19 +268,33 @@ class Reconciler:
                 summary.list_errors.append((where, exc))
                 record(log, logging.ERROR, "sweep.list-failed", scope=where, error=str(exc))
 
+        async def report(outcome: PlanOutcome) -> None:
+            if outcome.lab is not None:
+                summary.lab_counts[outcome.status] += 1
+            else:
+                summary.counts[outcome.status] += 1
+            if outcome.status == "failed":
+                summary.failures.append((outcome.plan_id, outcome.detail or "failed"))
+            if on_outcome is not None:
+                maybe = on_outcome(outcome)
+                if maybe is not None:
+                    await maybe
+
         async def consume() -> None:
             while True:
                 item = await queue.get()
                 if item is None:
                     return
-                outcome = await self._safe_act(item, correlation_id, open_notices)
-                summary.counts[outcome.status] += 1
-                if outcome.status == "failed":
-                    summary.failures.append((outcome.plan_id, outcome.detail or "failed"))
-                if on_outcome is not None:
-                    maybe = on_outcome(outcome)
-                    if maybe is not None:
-                        await maybe
+                async with requests:
+                    if self.labs is not None and self.labs.handles(item):
+                        outcome = await self.labs.safe_act(item, correlation_id, open_notices)
+                    else:
+                        outcome = await self._safe_act(item, correlation_id, open_notices)
+                if outcome is not _DEFERRED:
+                    await report(outcome)
+
+        async def finish(key: str, proof: Coroutine[Any, Any, PlanOutcome]) -> None:
+            await report(await self._guarded(key, proof, correlation_id))
 
         async def feed() -> None:
             await asyncio.gather(*(produce(sub, rg) for sub, rg in scopes))
@@ -254,16 +305,32 @@ class Reconciler:
         # of leaving producers blocked on a full queue that no worker drains any more.
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(self._concurrency):
-                    group.create_task(consume())
-                group.create_task(feed())
+
+                def defer(key: str, proof: Coroutine[Any, Any, PlanOutcome]) -> None:
+                    group.create_task(finish(key, proof))
+
+                token = _DEFER_PROOF.set(_Deferral(defer, requests))
+                try:
+                    for _ in range(self._concurrency):
+                        group.create_task(consume())
+                    group.create_task(feed())
+                finally:
+                    _DEFER_PROOF.reset(token)
         except ExceptionGroup as errors:
             raise errors.exceptions[0] from None
         summary.duration_s = time.monotonic() - started
         summary.arm_calls = dict(Counter(self._arm.counter.by_kind) - calls_before)
         summary.throttled = self._arm.counter.throttled - throttled_before
         level = logging.WARNING if summary.empty_scopes else logging.INFO
-        record(log, level, "sweep.summary", mode=self.mode, correlation_id=correlation_id, **summary.as_record())
+        record(
+            log,
+            level,
+            summary_event,
+            mode=self.mode,
+            correlation_id=correlation_id,
+            **(summary_fields or {}),
+            **summary.as_record(),
+        )
         return summary
 
     async def _safe_act(
@@ -272,20 +339,25 @@ class Reconciler:
         if isinstance(item, BadPlan):
             record(log, logging.ERROR, "plan.unreadable", plan_id=item.id, error=item.reason)
             return PlanOutcome(item.id, "failed", detail=f"unreadable plan JSON: {item.reason}")
+        act = self._act(item, fresh=False, correlation_id=correlation_id, open_notices=open_notices)
+        return await self._guarded(item.id.key, act, correlation_id)
+
+    async def _guarded(
+        self, key: str, work: Coroutine[Any, Any, PlanOutcome], correlation_id: str | None
+    ) -> PlanOutcome:
+        """One plan's work in a sweep: its failure becomes its outcome, never the sweep's end."""
         try:
-            return await self._act(item, fresh=False, correlation_id=correlation_id, open_notices=open_notices)
+            return await work
         except PlanGone:
-            return PlanOutcome(item.id.key, "gone", detail="deleted during the sweep")
+            return PlanOutcome(key, "gone", detail="deleted during the sweep")
         except ArmError as exc:
-            record(
-                log, logging.ERROR, "plan.failed", plan_id=item.id.key, error=str(exc), correlation_id=correlation_id
-            )
-            return PlanOutcome(item.id.key, "failed", detail=str(exc))
+            record(log, logging.ERROR, "plan.failed", plan_id=key, error=str(exc), correlation_id=correlation_id)
+            return PlanOutcome(key, "failed", detail=str(exc))
         except Exception as exc:  # one plan never stops the sweep; the run still fails at its end
-            log.exception("traceback of the unexpected failure on %s", item.id.key)
+            log.exception("traceback of the unexpected failure on %s", key)
             detail = f"unexpected {type(exc).__name__}: {exc}"
-            record(log, logging.ERROR, "plan.failed", plan_id=item.id.key, error=detail, correlation_id=correlation_id)
-            return PlanOutcome(item.id.key, "failed", detail=detail)
+            record(log, logging.ERROR, "plan.failed", plan_id=key, error=detail, correlation_id=correlation_id)
+            return PlanOutcome(key, "failed", detail=detail)
 
     async def _act(
         self,
@@ -356,6 +428,7 @@ class Reconciler:
                 new=finding.patch_value,
                 mode=self.mode,
                 dry_run=self._dry_run or None,
+                changed_by=_changed_by(evaluation.plan.modified_by, evaluation.plan.modified_by_type),
                 correlation_id=correlation_id,
             )
 
@@ -421,6 +494,13 @@ class Reconciler:
                 )
                 await self._sleep(wait)
                 continue
+            deferral = _DEFER_PROOF.get()
+            if deferral is not None and wait_s is None:  # a sweep: the wait goes beside it, the slot is freed
+                proof = self._prove(
+                    plan, evaluation, accepted, correlation_id=correlation_id, wait_s=None, gate=deferral.gate
+                )
+                deferral.defer(key, proof)
+                return _DEFERRED
             return await self._prove(plan, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -456,10 +536,14 @@ class Reconciler:
         *,
         correlation_id: str | None,
         wait_s: float | None,
+        gate: asyncio.Semaphore | None = None,
     ) -> PlanOutcome:
-        """Wait for the write by reading the plan, then evaluate that read: fixed, unconverged or failed."""
+        """Wait for the write by reading the plan, then evaluate that read: fixed, unconverged or failed.
+
+        ``gate`` bounds the requests in flight: each poll holds it only for its own request.
+        """
         key = before.id.key
-        after = await self._arm.wait_for_write(before.id, accepted, timeout_s=wait_s)
+        after = await self._arm.wait_for_write(before.id, accepted, timeout_s=wait_s, gate=gate)
         if after is None:
             record(
                 log,
@@ -608,8 +692,19 @@ class Reconciler:
         return PlanOutcome(key, "write-failed", evaluation, detail=detail, notice=notice)
 
 
+# What _write returns in a sweep when the proof was handed off: the proof task reports the outcome.
+_DEFERRED = PlanOutcome("", "proof-deferred", detail="handed to the completion wait")
+
+
 def _written(evaluation: Evaluation, field: str) -> str | None:
     return next((f.patch_value for f in evaluation.drift if f.field == field), None)
+
+
+def _changed_by(who: str | None, kind: str | None) -> str | None:
+    """Who made the change being undone (systemData), capped and on one line; None if not said."""
+    if not who:
+        return None
+    return f"{shown(who, quote=False, limit=120)} ({shown(kind, quote=False, limit=20) if kind else 'unknown kind'})"
 
 
 def sweep_scopes(subscriptions: Sequence[str], resource_groups: Sequence[str]) -> list[tuple[str, str | None]]:
