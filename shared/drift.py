@@ -240,11 +240,13 @@ def _features(shutdown: AutoShutdownProfile, rules: Rules) -> dict[str, FeatureS
     states: dict[str, FeatureState] = {}
     for key, attr, rule_attr, _label in _FLAGS:
         observed = getattr(shutdown, attr)
-        value = _ENABLE.get((observed or _SPEC_DEFAULT[key]).lower())
+        value = _ENABLE.get((_SPEC_DEFAULT[key] if observed is None else observed).lower())
         required = getattr(rules, rule_attr) == "Enabled"
         states[key] = "on" if required or value == "Enabled" else ("off" if value else "unknown")
     observed_idle = shutdown.shutdown_on_idle
-    idle = {name.lower(): name for name in IDLE_RANK}.get((observed_idle or _SPEC_DEFAULT["shutdownOnIdle"]).lower())
+    idle = {name.lower(): name for name in IDLE_RANK}.get(
+        (_SPEC_DEFAULT["shutdownOnIdle"] if observed_idle is None else observed_idle).lower()
+    )
     idle_required = rules.min_shutdown_on_idle not in (None, "None")
     states["shutdownOnIdle"] = (
         "on" if idle_required or (idle not in (None, "None")) else ("off" if idle is not None else "unknown")
@@ -308,7 +310,7 @@ def _ranked(
 
 def _flag(key: str, label: str, observed: str | None) -> Finding | None:
     """A shutdown flag the policy requires Enabled; absent means the spec's default, Disabled."""
-    canonical = _ENABLE.get((observed or _SPEC_DEFAULT[key]).lower())
+    canonical = _ENABLE.get((_SPEC_DEFAULT[key] if observed is None else observed).lower())
     if canonical == "Enabled":
         return None
     if canonical is None:

@@ -209,6 +209,8 @@ def test_unreadable_or_negative_delay_is_reported_never_written(observed: str) -
         ("webSshAccess", "Tunnel"),
         ("shutdownOnIdle", "Often"),
         ("shutdownOnDisconnect", "Maybe"),
+        ("shutdownOnDisconnect", ""),  # an empty string is a value labguard cannot judge, not "absent"
+        ("shutdownOnIdle", ""),
     ],
 )
 def test_unknown_enum_value_is_reported_and_never_written_over(field: str, value: str) -> None:
