@@ -1,6 +1,7 @@
 """Every outcome the reconcile core can report is counted on the compliance page and the snapshot."""
 
 import re
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import get_args
 
@@ -8,6 +9,7 @@ import pytest
 from unit_support import REPO
 
 from labguard.core import PlanResult, RunResult
+from labguard.junit import run_junit
 from labguard.render import run_json
 from shared.policy import load_policy
 from shared.reconcile import PlanOutcome, Status
@@ -57,3 +59,14 @@ def test_the_json_run_report_keeps_the_detail_of_a_write_that_is_not_proven(stat
     result.results.append(PlanResult(PlanOutcome(PLAN_ID, status, None, DETAIL)))
     (plan,) = run_json(result)["plans"]
     assert plan["status"] == status and plan["detail"] == DETAIL
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_junit_fails_a_plan_exactly_when_its_status_fails_the_run(status: str) -> None:
+    settings = Settings.from_env({"LABGUARD_SUBSCRIPTIONS": "00000000-0000-0000-0000-000000000001"})
+    result = RunResult("enforce", False, settings, load_policy(REPO / "policy.yaml"))
+    result.results.append(PlanResult(PlanOutcome(PLAN_ID, status, None, DETAIL)))  # type: ignore[arg-type]
+    case = ET.fromstring(run_junit(result)).find("testsuite/testcase")
+    assert case is not None
+    failed_in_ci = case.find("failure") is not None or case.find("error") is not None
+    assert failed_in_ci == (result.exit_code == 1), f"{status}: exit {result.exit_code}, junit failed {failed_in_ci}"
