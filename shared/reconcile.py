@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -73,6 +73,7 @@ class PlanOutcome:
     evaluation: Evaluation | None = None
     detail: str | None = None
     notice: Any = None
+    written: bool = False  # labguard wrote the plan in this run (the change log records it, whatever the proof)
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -421,7 +422,8 @@ class Reconciler:
                 )
                 await self._sleep(wait)
                 continue
-            return await self._prove(plan, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
+            proved = await self._prove(plan, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
+            return replace(proved, written=True)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _backoff_holds(self, evaluation: Evaluation, correlation_id: str | None) -> PlanOutcome | None:

@@ -268,12 +268,19 @@ def _changes(snapshot: Mapping[str, Any]) -> str:
                 f"<code>{_e(c.get('field'))}</code> {_e(c.get('observed') or '(not set)')} &rarr; {_e(c.get('new'))}"
                 for c in change.get("changes") or []
             )
+            status = str(change.get("status") or "fixed")
+            ended = _state(status) + (
+                f'<br><span class="muted">{_e(change.get("detail"))}</span>' if change.get("detail") else ""
+            )
             rows.append(
-                f'<tr data-change="{_e(change.get("name"))}"><td>{_e(change.get("at"))}</td>'
-                f"<td><b>{_e(change.get('name'))}</b></td><td>{fields}</td><td>{_e(change.get('trigger'))}</td></tr>"
+                f'<tr data-change="{_e(change.get("name"))}" data-change-status="{_e(status)}">'
+                f"<td>{_e(change.get('at'))}</td>"
+                f"<td><b>{_e(change.get('name'))}</b></td><td>{fields}</td><td>{ended}</td>"
+                f"<td>{_e(change.get('trigger'))}</td></tr>"
             )
         body = (
-            "<table><thead><tr><th>When (UTC)</th><th>Plan</th><th>Change</th><th>Seen by</th></tr></thead>"
+            "<table><thead><tr><th>When (UTC)</th><th>Plan</th><th>Change</th><th>Result</th><th>Seen by</th>"
+            "</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
         )
     return f'<section id="changes"><h2>{_e(title)} <span class="muted">({len(changes)})</span></h2>{body}</section>'

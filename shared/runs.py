@@ -233,7 +233,7 @@ async def on_event(
         status=outcome.status,
         correlation_id=correlation_id,
     )
-    if outcome.status == "fixed":
+    if outcome.status == "fixed" or outcome.written:  # every write is recorded, however it ended
         from shared.changes import record_changes
 
         await record_changes(

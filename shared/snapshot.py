@@ -114,6 +114,8 @@ class Change:
     correlation_id: str | None = None
     mode: str = "enforce"
     extra: dict[str, Any] = field(default_factory=dict)
+    status: str = "fixed"  # how the write ended: fixed, or unconverged, proof-deferred, write-failed
+    detail: str | None = None  # why it did not end fixed
 
 
 def build_snapshot(
@@ -275,5 +277,7 @@ def _change(change: Change) -> dict[str, Any]:
             for f, o, n in change.changes
         ],
         "trigger": change.trigger,
+        "status": change.status,
+        "detail": shown(change.detail, quote=False, limit=300) if change.detail else None,
         "correlationId": shown(change.correlation_id, quote=False, limit=100) if change.correlation_id else None,
     }

@@ -312,6 +312,39 @@ async def test_a_fix_made_on_an_event_goes_into_the_change_log(
     assert change.changes == (("properties.defaultAutoShutdownProfile.shutdownOnDisconnect", "Disabled", "Enabled"),)
 
 
+async def test_a_write_that_did_not_take_is_in_the_change_log_with_its_status(
+    emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.changes import ChangeLog
+    from shared.report_html import render_html
+    from shared.snapshot import build_snapshot
+    from tests.app.test_functions_e2e import deliver, write_event
+
+    values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
+    emu.configure(drop_written="shutdownOnDisconnect")  # the service takes the write and keeps the old value
+    plan_id = put(emu, "physics-101", on_disconnect="Disabled")
+    await deliver(write_event(plan_id))
+    async with ChangeLog.from_connection_string(values["AzureWebJobsStorage"], values["LABGUARD_CHANGES_TABLE"]) as log:
+        (change,) = await log.recent(datetime.now(UTC))
+    assert change.plan_id == plan_id and change.status == "unconverged"
+    assert change.detail is not None and "read back 'Disabled'" in change.detail
+    assert change.changes == (("properties.defaultAutoShutdownProfile.shutdownOnDisconnect", "Disabled", "Enabled"),)
+    from shared.policy import parse_policy
+
+    page = render_html(
+        build_snapshot(
+            [],
+            parse_policy({"mode": "enforce"}, "p.yaml"),
+            source="t",
+            subscriptions=[],
+            resource_groups=[],
+            generated_at=datetime.now(UTC),
+            changes=[change],
+        )
+    )
+    assert 'data-change-status="unconverged"' in page and "read back" in page
+
+
 async def test_labguard_enforce_from_a_laptop_goes_into_the_change_log_too(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
