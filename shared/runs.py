@@ -303,7 +303,7 @@ async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> S
     keep_all = wanted(settings)
 
     def keep(outcome: PlanOutcome) -> None:
-        if keep_all or outcome.status == "fixed":
+        if keep_all or outcome.status == "fixed" or outcome.written:  # every write goes into the change log
             kept.append(outcome)
 
     summary = await runtime.reconciler.sweep(

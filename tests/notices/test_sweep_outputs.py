@@ -422,6 +422,20 @@ async def test_a_write_that_did_not_take_is_in_the_change_log_with_its_status(
     assert 'data-change-status="unconverged"' in page and "read back" in page
 
 
+async def test_a_sweep_write_that_did_not_take_is_in_the_change_log_too(
+    emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.changes import ChangeLog
+
+    values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
+    emu.configure(drop_written="shutdownOnDisconnect")
+    plan_id = put(emu, "physics-101", on_disconnect="Disabled")
+    await tick()
+    async with ChangeLog.from_connection_string(values["AzureWebJobsStorage"], values["LABGUARD_CHANGES_TABLE"]) as log:
+        (change,) = await log.recent(datetime.now(UTC))
+    assert (change.plan_id, change.status, change.trigger) == (plan_id, "unconverged", "sweep")
+
+
 async def test_labguard_enforce_from_a_laptop_goes_into_the_change_log_too(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
