@@ -95,14 +95,15 @@ class SweepSummary:
 
     @property
     def failed(self) -> int:
-        return self.counts["failed"]
+        """Plans that failed plus scopes that could not be listed: either fails the run."""
+        return self.counts["failed"] + len(self.list_errors)
 
     def as_record(self) -> dict[str, Any]:
         return {
             "compliant": self.counts["compliant"],
             "drifted": self.counts["drifted"],
             "fixed": self.counts["fixed"],
-            "skipped": self.counts["skipped"] + self.counts["exempt"],
+            "skipped": self.counts["skipped"],
             "exempt": self.counts["exempt"],
             "provisioning_failed": self.counts["provisioning-failed"],
             "failed": self.counts["failed"],
@@ -110,6 +111,7 @@ class SweepSummary:
             "unconverged": self.counts["unconverged"],
             "write_failed": self.counts["write-failed"],
             "proof_deferred": self.counts["proof-deferred"],
+            "scopes_unlisted": sorted(scope for scope, _ in self.list_errors),
             "not_registered": sorted(self.not_registered),
             "plans": sum(self.counts.values()),
             "duration_s": round(self.duration_s, 3),
@@ -226,8 +228,7 @@ class Reconciler:
                 record(
                     log, logging.WARNING, "sweep.not-registered", scope=exc.scope, note="not registered, no plans here"
                 )
-            except ArmError as exc:
-                summary.counts["failed"] += 1
+            except ArmError as exc:  # a scope, not a plan: in summary.failed, never in the plan counts
                 summary.failures.append((where, f"listing failed: {exc}"))
                 summary.list_errors.append((where, exc))
                 record(log, logging.ERROR, "sweep.list-failed", scope=where, error=str(exc))

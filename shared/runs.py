@@ -313,5 +313,8 @@ async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> S
     await after_sweep(settings, runtime.reconciler.policy, kept, list_failures=failures)
     if summary.failed:
         first = "; ".join(f"{plan}: {why}" for plan, why in summary.failures[:3])
-        raise RunFailed(f"{summary.failed} plan(s) failed in this sweep: {first}")
+        what = f"{summary.counts['failed']} plan(s) failed"
+        if summary.list_errors:
+            what += f", {len(summary.list_errors)} scope(s) could not be listed"
+        raise RunFailed(f"{what} in this sweep: {first}")
     return summary
