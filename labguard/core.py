@@ -39,6 +39,7 @@ from shared.policy import Mode, Policy, PolicyError, load_policy
 from shared.reconcile import PlanOutcome, Reconciler, scope_path, sweep_scopes
 from shared.runs import APP_ROOT
 from shared.settings import Settings, SettingsError
+from shared.snapshot import DRIFT_STATUSES
 from shared.tls import TrustError
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -244,11 +245,7 @@ class RunResult:
         not_converged = sum(1 for r in self.results if r.write_failed)
         unreadable = sum(1 for r in self.results if r.status == "failed" and not r.write_failed)
         return exit_codes.Tally(
-            drift=counts["drifted"]
-            + counts["unconverged"]
-            + counts["write-failed"]
-            + counts["proof-deferred"]
-            + not_converged,
+            drift=sum(counts[status] for status in DRIFT_STATUSES) + not_converged,
             failed_provisioning=counts["provisioning-failed"],
             exempt_expiring=len(self.expiring()),
             empty_scopes=len(self.empty_scopes),

@@ -16,6 +16,7 @@ from labguard.core import PlanResult, RunResult, unused_overrides
 from shared.drift import shown
 from shared.policy import Policy, Rules
 from shared.report import evaluation_to_dict
+from shared.snapshot import DETAIL_STATUSES
 
 # status -> (label in the STATE column, style)
 STATES: dict[str, tuple[str, str]] = {
@@ -452,7 +453,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
             "resourceGroup": pid.resource_group if pid else None,
             "name": pid.name if pid else None,
             "status": outcome.status,
-            "detail": outcome.detail if outcome.status in ("failed", "gone", "skipped", "exempt") else None,
+            "detail": outcome.detail if outcome.status in (*DETAIL_STATUSES, "skipped", "exempt") else None,
         }
         if outcome.evaluation is not None:
             evaluation = evaluation_to_dict(outcome.evaluation)

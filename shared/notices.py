@@ -25,6 +25,8 @@ from shared.lab_plans import LabPlan, PlanId
 
 PORTAL = "https://portal.azure.com/#resource"
 EVENT_TYPE = "Labguard.LabPlan.ProvisioningFailed"
+#: The event type of an admin notice: labguard's own write left the plan Failed (not the owner's doing).
+ADMIN_EVENT_TYPE = "Labguard.LabPlan.WriteFailed"
 
 # Length caps (characters, after cleaning). ARM's own limits are lower for most of these; the caps
 # keep one hostile plan from producing a megabyte mail or an oversized event (Event Grid: 1 MB).
@@ -198,6 +200,10 @@ class Notice:
         return "Lab" if "/providers/microsoft.labservices/labs/" in self.plan_id.key else "Lab plan"
 
     @property
+    def event_type(self) -> str:
+        return ADMIN_EVENT_TYPE if self.admin_reason else EVENT_TYPE
+
+    @property
     def has_support(self) -> bool:
         return any((self.support_url, self.support_email, self.support_phone, self.support_instructions))
 
@@ -208,6 +214,9 @@ class Notice:
     @property
     def subject(self) -> str:
         what = f": {self.code}" if self.code else ""
+        if self.admin_reason:
+            line = f"[labguard] labguard's own write left {self.kind.lower()} {self.plan_name} Failed{what}"
+            return _cap(clean_line(line, CAP_SUBJECT), CAP_SUBJECT)
         return _cap(clean_line(f"[labguard] {self.kind} {self.plan_name} failed{what}", CAP_SUBJECT), CAP_SUBJECT)
 
     @property
@@ -215,6 +224,12 @@ class Notice:
         """One line for chat messages and logs."""
         when = f" at {self.timestamp}" if self.timestamp else ""
         action = f"{self.action} " if self.action else ""
+        if self.admin_reason:
+            return clean_line(
+                f"labguard's own write left lab plan {self.plan_name} (resource group {self.resource_group}) "
+                f"Failed: {action}{self.code or 'no error code'}{when} (for the labguard admin)",
+                400,
+            )
         return clean_line(
             f"{self.kind} {self.plan_name} (resource group {self.resource_group}) failed: "
             f"{action}{self.code or 'no error code'}{when}",
@@ -252,6 +267,10 @@ class Notice:
     def text(self, *, note: str | None = None, correlation_id: str | None = None) -> str:
         """The plain-text body. ``note`` says why this reader got it (for example the fallback address)."""
         out: list[str] = [f"{self.kind} {self.plan_name} failed to provision in Azure Lab Services.", ""]
+        if self.admin_reason:
+            out = [f"labguard's own write left lab plan {self.plan_name} Failed in Azure Lab Services.", ""]
+            if not note or self.admin_reason not in note:
+                out += [clean_line(f"For the labguard admin: {self.admin_reason}.", 600), ""]
         if note:
             out += [clean_line(note, 600), ""]
         out += [f"{label + ':':<16}{value}" for label, value in self._facts()]
@@ -321,6 +340,7 @@ class Notice:
             },
             "failureKey": self.failure_key,
             "correlationId": clean_line(correlation_id, 100) or None,
+            **({"adminReason": clean_line(self.admin_reason, 600)} if self.admin_reason else {}),
         }
 
 

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -87,6 +87,7 @@ class PlanOutcome:
     detail: str | None = None
     notice: Any = None
     lab: Any = None  # a lab's outcome: its shared.lab_drift.LabEvaluation (``plan_id`` is then the lab's id)
+    written: bool = False  # labguard wrote the plan in this run (the change log records it, whatever the proof)
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -111,14 +112,15 @@ class SweepSummary:
 
     @property
     def failed(self) -> int:
-        return self.counts["failed"] + self.lab_counts["failed"]
+        """Plans and labs that failed plus scopes that could not be listed: either fails the run."""
+        return self.counts["failed"] + self.lab_counts["failed"] + len(self.list_errors)
 
     def as_record(self) -> dict[str, Any]:
         return {
             "compliant": self.counts["compliant"],
             "drifted": self.counts["drifted"],
             "fixed": self.counts["fixed"],
-            "skipped": self.counts["skipped"] + self.counts["exempt"],
+            "skipped": self.counts["skipped"],
             "exempt": self.counts["exempt"],
             "provisioning_failed": self.counts["provisioning-failed"],
             "failed": self.counts["failed"],
@@ -126,6 +128,7 @@ class SweepSummary:
             "unconverged": self.counts["unconverged"],
             "write_failed": self.counts["write-failed"],
             "proof_deferred": self.counts["proof-deferred"],
+            "scopes_unlisted": sorted(scope for scope, _ in self.list_errors),
             "not_registered": sorted(self.not_registered),
             "plans": sum(self.counts.values()),
             "duration_s": round(self.duration_s, 3),
@@ -262,8 +265,7 @@ class Reconciler:
                 record(
                     log, logging.WARNING, "sweep.not-registered", scope=exc.scope, note="not registered, no plans here"
                 )
-            except ArmError as exc:
-                summary.counts["failed"] += 1
+            except ArmError as exc:  # a scope, not a plan: in summary.failed, never in the plan counts
                 summary.failures.append((where, f"listing failed: {exc}"))
                 summary.list_errors.append((where, exc))
                 record(log, logging.ERROR, "sweep.list-failed", scope=where, error=str(exc))
@@ -499,9 +501,10 @@ class Reconciler:
                 proof = self._prove(
                     plan, evaluation, accepted, correlation_id=correlation_id, wait_s=None, gate=deferral.gate
                 )
-                deferral.defer(key, proof)
+                deferral.defer(key, _marked_written(proof))
                 return _DEFERRED
-            return await self._prove(plan, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
+            proved = await self._prove(plan, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
+            return replace(proved, written=True)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _backoff_holds(self, evaluation: Evaluation, correlation_id: str | None) -> PlanOutcome | None:
@@ -705,6 +708,11 @@ def _changed_by(who: str | None, kind: str | None) -> str | None:
     if not who:
         return None
     return f"{shown(who, quote=False, limit=120)} ({shown(kind, quote=False, limit=20) if kind else 'unknown kind'})"
+
+
+async def _marked_written(proof: Coroutine[Any, Any, PlanOutcome]) -> PlanOutcome:
+    """A proof run beside the sweep: its outcome says the plan was written, whatever the proof found."""
+    return replace(await proof, written=True)
 
 
 def sweep_scopes(subscriptions: Sequence[str], resource_groups: Sequence[str]) -> list[tuple[str, str | None]]:

@@ -259,7 +259,7 @@ async def on_event(
         status=outcome.status,
         correlation_id=correlation_id,
     )
-    if outcome.status == "fixed":
+    if outcome.status == "fixed" or outcome.written:  # every write is recorded, however it ended
         from shared.changes import record_changes
 
         await record_changes(
@@ -346,7 +346,7 @@ async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> S
     keep_all = wanted(settings)
 
     def keep(outcome: PlanOutcome) -> None:
-        if keep_all or outcome.status == "fixed":
+        if keep_all or outcome.status == "fixed" or outcome.written:  # every write goes into the change log
             kept.append(outcome)
 
     summary = await runtime.reconciler.sweep(scopes, on_outcome=keep)
@@ -354,7 +354,10 @@ async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> S
     await after_sweep(settings, runtime.reconciler.policy, kept, list_failures=failures)
     if summary.failed:
         first = "; ".join(f"{plan}: {why}" for plan, why in summary.failures[:3])
-        raise RunFailed(f"{summary.failed} plan(s) failed in this sweep: {first}")
+        what = f"{summary.counts['failed']} plan(s) failed"
+        if summary.list_errors:
+            what += f", {len(summary.list_errors)} scope(s) could not be listed"
+        raise RunFailed(f"{what} in this sweep: {first}")
     return summary
 
 

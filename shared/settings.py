@@ -122,12 +122,12 @@ class Settings:
 
         mode = get("LABGUARD_MODE")
         if mode is not None and mode.lower() not in ("audit", "enforce"):
-            raise SettingsError(f"LABGUARD_MODE={mode!r}: write 'audit' (report only) or 'enforce'")
+            raise SettingsError("LABGUARD_MODE is neither audit nor enforce: write 'audit' (report only) or 'enforce'")
         subscriptions = _csv(get("LABGUARD_SUBSCRIPTIONS"))
-        for sub in subscriptions:
+        for position, sub in enumerate(subscriptions, 1):
             if not _GUID.match(sub):
                 raise SettingsError(
-                    f"LABGUARD_SUBSCRIPTIONS: {sub!r} is not a subscription id; "
+                    f"LABGUARD_SUBSCRIPTIONS: entry {position} is not a subscription id; "
                     "write GUIDs such as 00000000-0000-0000-0000-000000000000, comma-separated"
                 )
         fanout = (get("LABGUARD_SWEEP_FANOUT") or "auto").lower()
@@ -137,7 +137,9 @@ class Settings:
             )
         arm = (get("LABGUARD_ARM_ENDPOINT") or PUBLIC_CLOUD_ARM).rstrip("/")
         if not arm.startswith("https://"):
-            raise SettingsError(f"LABGUARD_ARM_ENDPOINT={arm!r}: must be an https:// URL")
+            raise SettingsError(
+                "LABGUARD_ARM_ENDPOINT is not an https:// URL: write one, such as https://management.azure.com"
+            )
         return cls(
             mode_override=None if mode is None else "enforce" if mode.lower() == "enforce" else "audit",
             policy_file=get("LABGUARD_POLICY_FILE") or "policy.yaml",
@@ -255,9 +257,9 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
     try:
         number = int(value)
     except ValueError:
-        raise SettingsError(f"{name}={value!r}: write a whole number from {low} to {high}") from None
+        raise SettingsError(f"{name} is not a whole number: write one from {low} to {high}") from None
     if not low <= number <= high:
-        raise SettingsError(f"{name}={value!r}: write a whole number from {low} to {high}")
+        raise SettingsError(f"{name} is out of range: write a whole number from {low} to {high}")
     return number
 
 
@@ -268,8 +270,8 @@ _ADDRESS = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[A-Za-z]{2,63}$")
 def _container(value: str | None) -> str | None:
     if value is not None and not _CONTAINER.match(value):
         raise SettingsError(
-            f"LABGUARD_REPORT_CONTAINER={value!r}: write a blob container name (3-63 lower-case letters, digits "
-            "and single hyphens), such as labguard-reports"
+            "LABGUARD_REPORT_CONTAINER is not a container name: write a blob container name (3-63 lower-case "
+            "letters, digits and single hyphens), such as labguard-reports"
         )
     return value
 
@@ -277,14 +279,14 @@ def _container(value: str | None) -> str | None:
 def _https_url(value: str | None, name: str) -> str | None:
     if value is not None and not value.lower().startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise SettingsError(
-            f"{name}={value!r}: write the https:// blob endpoint, such as https://ACCOUNT.blob.core.windows.net/"
+            f"{name} is not an https:// URL: write the https:// blob endpoint, such as https://ACCOUNT.blob.core.windows.net/"
         )
     return value
 
 
 def _address(value: str | None, name: str) -> str | None:
     if value is not None and not _ADDRESS.match(value):
-        raise SettingsError(f"{name}={value!r}: write one plain address, such as it-admins@school.example")
+        raise SettingsError(f"{name} is not one plain address: write one, such as it-admins@school.example")
     return value
 
 

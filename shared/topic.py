@@ -19,7 +19,7 @@ from azure.core.messaging import CloudEvent
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.eventgrid.aio import EventGridPublisherClient
 
-from shared.notices import EVENT_TYPE, Notice, clean_line
+from shared.notices import Notice, clean_line
 from shared.webhooks import DeliveryError, safe_host
 
 EVENT_SOURCE = "labguard"
@@ -29,9 +29,9 @@ def cloud_event(notice: Notice, *, correlation_id: str | None = None) -> CloudEv
     data: dict[str, Any] = notice.as_data(correlation_id=correlation_id)
     return CloudEvent(
         source=EVENT_SOURCE,
-        type=EVENT_TYPE,
+        type=notice.event_type,
         subject=notice.plan_id.path,
-        id=notice.digest,
+        id=f"{notice.digest}-admin" if notice.admin_reason else notice.digest,
         data=data,
         datacontenttype="application/json",
     )

@@ -226,7 +226,7 @@ def test_check_policy_refuses_a_bad_file_in_one_line(run: Run, tmp_path: Path) -
         (
             ("audit",),
             {"LABGUARD_SUBSCRIPTIONS": "my-subscription"},
-            "bad setting: LABGUARD_SUBSCRIPTIONS: 'my-subscription'",
+            "bad setting: LABGUARD_SUBSCRIPTIONS: entry 1 is not a subscription id",
         ),
         (("audit",), {"LABGUARD_SUBSCRIPTIONS": ""}, "no subscription in scope: pass --subscription"),
         (("audit", "-g", "rg/../x"), {}, "--resource-group 'rg/../x' is not a resource group name"),
@@ -239,7 +239,7 @@ def test_check_policy_refuses_a_bad_file_in_one_line(run: Run, tmp_path: Path) -
         (
             ("audit",),
             {"LABGUARD_ARM_ENDPOINT": "http://127.0.0.1:1"},
-            "LABGUARD_ARM_ENDPOINT='http://127.0.0.1:1': must be an https:// URL",
+            "bad setting: LABGUARD_ARM_ENDPOINT is not an https:// URL",
         ),
     ],
 )
