@@ -23,7 +23,7 @@ from shared.lab_plans import LabPlan, PlanId
 from shared.logs import record
 from shared.policy import Policy
 from shared.proof import unexpected_changes
-from shared.write_backoff import MemoryBackoff, WriteBackoff
+from shared.write_backoff import BackoffState, MemoryBackoff, WriteBackoff
 
 log = logging.getLogger("labguard.reconcile")
 
@@ -376,10 +376,13 @@ class Reconciler:
         turned Failed or busy meanwhile is not written.
         """
         key = plan.id.key
-        held = await self._backoff_holds(evaluation, correlation_id)
-        if held is not None:
-            return held
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            # The backoff lookup (a table call, up to seconds) comes before the read, never between the
+            # read and the write: a whole profile sent as read must be as the owner left it just now.
+            backoff = await self.backoff.get(plan.id)
+            held = self._backoff_holds(backoff, evaluation, correlation_id)
+            if held is not None:
+                return held
             slot = await self._arm.write_slot(plan.id, max_wait_s=None if wait_s is None else wait_s / 4)
             waited = time.monotonic() - read_at > FRESH_FOR_S or (slot is not None and getattr(slot, "delay", 0) > 0)
             if attempt > 1 or not fresh or waited:
@@ -396,7 +399,7 @@ class Reconciler:
                         correlation_id=correlation_id,
                     )
                     return await self._act(plan, fresh=True, correlation_id=correlation_id)
-                held = await self._backoff_holds(evaluation, correlation_id)
+                held = self._backoff_holds(backoff, evaluation, correlation_id)
                 if held is not None:
                     return held
             self._record_changes(evaluation, "plan.change", correlation_id)
@@ -424,10 +427,14 @@ class Reconciler:
             return await self._prove(plan, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _backoff_holds(self, evaluation: Evaluation, correlation_id: str | None) -> PlanOutcome | None:
-        """The plan's earlier write did not converge and it is not due yet: no write, say when it is."""
+    def _backoff_holds(
+        self, state: BackoffState | None, evaluation: Evaluation, correlation_id: str | None
+    ) -> PlanOutcome | None:
+        """The plan's earlier write did not converge and it is not due yet: no write, say when it is.
+
+        Synchronous on purpose: it runs between the read and the write, where nothing may be slow.
+        """
         plan = evaluation.plan
-        state = await self.backoff.get(plan.id)
         now = self._clock()
         if state is None or not state.holds(now, (f.field for f in evaluation.drift)):
             return None

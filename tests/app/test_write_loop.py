@@ -323,3 +323,39 @@ async def test_a_plan_that_turned_busy_after_the_read_is_read_again_then_written
     first = sequence.index(("PATCH", 409))
     assert sequence[first + 1 : first + 3] == [("GET", 200), ("PATCH", 202)]
     assert shutdown_of(emu, body["id"])["idleDelay"] == "PT30M"
+
+
+async def test_a_slow_backoff_lookup_comes_before_the_read_not_between_read_and_write(emu: Any, configure: Any) -> None:
+    """A backoff table that answers slowly (up to its 3 s timeout) while the owner changes the plan:
+    the write is read after the lookup, so the owner's change is sent back, not undone."""
+    from shared.reconcile import Reconciler
+    from shared.write_backoff import MemoryBackoff
+
+    body = plan_body("slowtable")
+    emu.put_plan(body)
+
+    owners_values: list[str] = []
+
+    class SlowTable(MemoryBackoff):
+        async def get(self, plan_id: PlanId) -> Any:
+            await asyncio.sleep(1.2)
+            owners_values.append(f"PT{2 + len(owners_values)}M")  # meanwhile the owner tightens, again
+            owned = emu.get_plan(body["id"])
+            owned["properties"]["defaultAutoShutdownProfile"]["disconnectDelay"] = owners_values[-1]
+            emu.put_plan(owned)
+            return await super().get(plan_id)
+
+    settings = load_settings()
+    runtime = await build_runtime(settings)
+    try:
+        reconciler = Reconciler(runtime.session.plans, runtime.reconciler.policy, backoff=SlowTable())
+        emu.clear_requests()
+        summary = await reconciler.sweep([(settings.subscriptions[0], None)])
+    finally:
+        await runtime.close()
+    assert summary.counts["fixed"] == 1
+    calls = [r for r in arm_requests(emu) if "/labplans/slowtable" in r["path"].lower()]
+    first_patch = [r["method"] for r in calls].index("PATCH")
+    assert calls[first_patch - 1]["method"] == "GET"  # the read right before the write
+    assert len(patches(emu)) == 1
+    assert shutdown_of(emu, body["id"])["disconnectDelay"] == owners_values[-1]  # the owner's last word stands
