@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -435,11 +436,18 @@ def _body(response: Any) -> dict[str, Any]:
 
 
 def _retry_after(headers: Mapping[str, str], default: float) -> float:
+    """Seconds to wait, capped at 60; ``NaN``, ``inf`` or a negative value means the default
+    (``asyncio.sleep(nan)`` never returns, so a hostile header would hang the write)."""
     value = headers.get("Retry-After")
+    if value is None:
+        return default
     try:
-        return min(max(float(value), 0.0), 60.0) if value is not None else default
+        seconds = float(value)
     except ValueError:
         return default
+    if not math.isfinite(seconds) or seconds < 0:
+        return default
+    return min(seconds, 60.0)
 
 
 def _error_from(response: Any, what: str) -> ArmError:

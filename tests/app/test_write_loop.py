@@ -359,3 +359,18 @@ async def test_a_slow_backoff_lookup_comes_before_the_read_not_between_read_and_
     assert calls[first_patch - 1]["method"] == "GET"  # the read right before the write
     assert len(patches(emu)) == 1
     assert shutdown_of(emu, body["id"])["disconnectDelay"] == owners_values[-1]  # the owner's last word stands
+
+
+@pytest.mark.parametrize("retry_after", [float("nan"), float("inf"), -5.0])
+async def test_a_hostile_retry_after_does_not_hang_the_write(emu: Any, configure: Any, retry_after: float) -> None:
+    """``Retry-After: nan`` once made ``asyncio.sleep(nan)``, which never returns: the write hung for good."""
+    from shared.arm import _retry_after
+
+    assert _retry_after({"Retry-After": str(retry_after)}, 1.0) == 1.0
+    body = plan_body("hostile")
+    emu.put_plan(body)
+    emu.add_fault(method="PATCH", path_pattern=r".*/labPlans/hostile.*", status=429, retry_after=retry_after, count=1)
+    emu.clear_requests()
+    await asyncio.wait_for(deliver(write_event(body["id"])), timeout=15)
+    assert [r["status"] for r in patches(emu)] == [429, 202]
+    assert shutdown_of(emu, body["id"])["idleDelay"] == "PT30M"
