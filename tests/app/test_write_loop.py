@@ -225,8 +225,11 @@ async def test_the_event_path_answers_within_event_grids_timeout(
 def test_emulator_write_modes_are_process_flags_too() -> None:
     from emulator.__main__ import _parser
 
-    args = _parser().parse_args(["--patch-reply", "spec", "--operation-status", "403", "--drop-written", "idleDelay"])
+    args = _parser().parse_args(
+        ["--patch-reply", "spec", "--operation-status", "403", "--drop-written", "idleDelay", "--stale-read-s", "1.5"]
+    )
     assert (args.patch_reply, args.operation_status, args.drop_written) == ("spec", 403, "idleDelay")
+    assert args.stale_read_s == 1.5
 
 
 async def test_own_failure_event_is_not_dropped(emu: Any, configure: Any, caplog: Any) -> None:
@@ -374,3 +377,20 @@ async def test_a_hostile_retry_after_does_not_hang_the_write(emu: Any, configure
     await asyncio.wait_for(deliver(write_event(body["id"])), timeout=15)
     assert [r["status"] for r in patches(emu)] == [429, 202]
     assert shutdown_of(emu, body["id"])["idleDelay"] == "PT30M"
+
+
+@pytest.mark.parametrize("patch_reply", ["lro", "spec"])
+async def test_a_read_that_still_shows_the_plan_before_the_202_is_not_the_proof(
+    emu: Any, configure: Any, caplog: Any, patch_reply: str
+) -> None:
+    """The operation URL cannot be read and the first GET after the 202 still shows the old, Succeeded
+    plan: that read once proved "not converged" and held the plan back 30 minutes."""
+    emu.configure(patch_reply=patch_reply, operation_status=403, stale_read_s=1.0)
+    body = plan_body("lagging")
+    emu.put_plan(body)
+    emu.clear_requests()
+    caplog.set_level("INFO", logger="labguard")
+    await deliver(write_event(body["id"]))
+    assert len(patches(emu)) == 1
+    assert records(caplog, "plan.fixed") and not records(caplog, "plan.unconverged")
+    assert {k: shutdown_of(emu, body["id"])[k] for k in FIXED} == FIXED
