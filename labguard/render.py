@@ -129,6 +129,8 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
             lines.append(("still drifted; not written: " + patch_text(result.refused_patch), "dim"))
     elif status in ("failed", "gone", "unconverged", "write-failed", "proof-deferred"):
         lines.append((outcome.detail or status, ""))
+    elif status == "drifted" and outcome.detail:  # e.g. changed since the preview; not written
+        lines.append((outcome.detail, ""))
     if evaluation is not None:
         for finding in evaluation.findings:
             if finding.rule == "exemption.expired":
@@ -412,7 +414,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
             "resourceGroup": pid.resource_group if pid else None,
             "name": pid.name if pid else None,
             "status": outcome.status,
-            "detail": outcome.detail if outcome.status in ("failed", "gone", "skipped", "exempt") else None,
+            "detail": outcome.detail if outcome.status in ("failed", "gone", "skipped", "exempt", "drifted") else None,
         }
         if outcome.evaluation is not None:
             evaluation = evaluation_to_dict(outcome.evaluation)

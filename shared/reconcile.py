@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -44,6 +44,7 @@ Status = Literal[
 BUSY_STATES = frozenset({"creating", "updating", "deleting", "locked"})
 MAX_WRITE_ATTEMPTS = 3  # a write answered 429/5xx is tried again, after a fresh read, at most this often
 MAX_THROTTLE_WAIT_S = 60.0
+CHANGED_SINCE_PREVIEW = "changed since the preview; not written"
 FRESH_FOR_S = 1.0  # a read older than this (a slow backoff lookup, say) is read again before the write
 
 
@@ -149,6 +150,7 @@ class Reconciler:
         backoff: WriteBackoff | None = None,
         own_identities: Callable[[], Awaitable[frozenset[str]]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        approved_patches: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self._arm = arm
         self._policy = policy
@@ -159,6 +161,8 @@ class Reconciler:
         self.backoff: WriteBackoff = backoff if backoff is not None else MemoryBackoff()
         self._own_identities = own_identities
         self._sleep = sleep
+        # {plan key: patch} a person approved after a preview: only those exact patches are sent.
+        self._approved = approved_patches
 
     @property
     def policy(self) -> Policy:
@@ -402,6 +406,18 @@ class Reconciler:
                 held = self._backoff_holds(backoff, evaluation, correlation_id)
                 if held is not None:
                     return held
+            if self._approved is not None and _plain(self._approved.get(key)) != _plain(evaluation.patch):
+                record(
+                    log,
+                    logging.WARNING,
+                    "plan.write-unapproved",
+                    plan_id=key,
+                    patch=evaluation.patch,
+                    reason="the patch differs from the one approved in the preview",
+                    correlation_id=correlation_id,
+                )
+                self._record_changes(evaluation, "plan.drift", correlation_id)
+                return PlanOutcome(key, "drifted", evaluation, detail=CHANGED_SINCE_PREVIEW)
             self._record_changes(evaluation, "plan.change", correlation_id)
             try:
                 accepted = await self._arm.send_patch(plan.id, evaluation.patch, slot)
@@ -604,3 +620,10 @@ def in_scope(plan_id: PlanId, subscriptions: Sequence[str], resource_groups: Seq
     if plan_id.subscription_id.lower() not in {s.lower() for s in subscriptions}:
         return False
     return not resource_groups or plan_id.resource_group.lower() in {rg.lower() for rg in resource_groups}
+
+
+def _plain(value: Any) -> Any:
+    """A patch as plain dicts, to compare a fresh patch with an approved one."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
