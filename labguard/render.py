@@ -321,8 +321,10 @@ def interrupted_lines(result: RunResult) -> list[Text]:
             what = {
                 "applied": "applied",
                 "refused": f"refused: {write.detail}",
+                "unproven": f"{write.detail or 'sent; not proven'}: run `labguard audit` to see",
+                "failed": f"{write.detail or 'sent; the plan was left Failed'}: run `labguard audit` to see",
                 "abandoned": "sent, outcome unknown: run `labguard audit` to see",
-            }[write.result]
+            }.get(write.result, f"{write.result}: {write.detail}")
             lines.append(
                 Text(
                     f"  {write.plan_id.name} ({short_sub(write.plan_id.subscription_id)}/"
