@@ -135,24 +135,37 @@ class TrackingArm:
         return after
 
     async def settle(self, checked: set[str], abandon: asyncio.Event, grace_s: float) -> Interruption:
-        """After an interrupt: wait (bounded) for the writes in flight, then say what was not reached."""
-        writes = list(self._writes.values())
-        pending = {task for _, _, task, _ in writes if not task.done()}
+        """After an interrupt: wait (bounded) for the writes in flight, then say what was not reached.
+
+        A PATCH that was accepted before its proof read started gets that read here (within the same
+        grace period), so "applied" is said only of a write a read proved.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        writes = dict(self._writes)
         report = Interruption()
-        if pending:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + grace_s
-            stop = asyncio.ensure_future(abandon.wait())
-            try:
-                while pending and not stop.done() and loop.time() < deadline:
-                    await asyncio.wait(
-                        [*pending, stop], timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
-                    )
-                    pending = {task for task in pending if not task.done()}
-            finally:
-                stop.cancel()
+        stop = asyncio.ensure_future(abandon.wait())
+        try:
+            while not abandon.is_set() and loop.time() < deadline:
+                for key, (plan_id, patch, task, stage) in list(writes.items()):
+                    if stage == "send" and task.done() and not task.cancelled() and task.exception() is None:
+                        proof = asyncio.ensure_future(
+                            self._inner.wait_for_write(
+                                plan_id, task.result(), timeout_s=max(0.1, deadline - loop.time())
+                            )
+                        )
+                        writes[key] = (plan_id, patch, proof, "wait")
+                pending = {task for _, _, task, _ in writes.values() if not task.done()}
+                if not pending:
+                    break
+                await asyncio.wait(
+                    [*pending, stop], timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            stop.cancel()
+        if writes:
             report.abandoned_wait = abandon.is_set()
-        for plan_id, patch, task, stage in writes:
+        for plan_id, patch, task, stage in writes.values():
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -75,10 +75,22 @@ async def test_each_write_in_flight_is_said_as_it_ended(send: Any, proof: Any, d
         assert detail is not None and detail.startswith("sent; not proven")
 
 
-async def test_a_write_accepted_but_interrupted_before_its_proof_is_not_called_applied() -> None:
-    arm = TrackingArm(SlowArm(WriteAccepted(202), plan("Succeeded")))
+@pytest.mark.parametrize(("proof", "said"), [(plan("Succeeded"), "applied"), (None, "unproven")])
+async def test_a_write_accepted_but_interrupted_before_its_proof_is_proved_while_settling(
+    proof: Any, said: str
+) -> None:
+    arm = TrackingArm(SlowArm(WriteAccepted(202), proof))
     accepted = await arm.send_patch(PID, PATCH)  # the 202 came back; Ctrl-C before the wait started
     assert accepted.status == 202
     arm.stopping = True
     report = await arm.settle(set(), asyncio.Event(), grace_s=5)
+    assert [w.result for w in report.in_flight] == [said]
+
+
+async def test_a_second_ctrl_c_leaves_an_accepted_write_unproven() -> None:
+    arm = TrackingArm(SlowArm(WriteAccepted(202), plan("Succeeded")))
+    await arm.send_patch(PID, PATCH)
+    abandon = asyncio.Event()
+    abandon.set()
+    report = await arm.settle(set(), abandon, grace_s=5)
     assert [(w.result, w.detail) for w in report.in_flight] == [("unproven", "sent; not proven")]
