@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from shared.drift import shown
 from shared.lab_plans import PROVIDER, LabPlan, PlanId
 from shared.logs import quiet_sdk_http_logging, record
 from shared.pacing import Pacer, request_kind, subscription_of
@@ -233,7 +234,9 @@ class LabPlansArm:
         base = f"/subscriptions/{quote(subscription_id)}"
         if resource_group:
             base += f"/resourceGroups/{quote(resource_group)}"
-        url: str | None = f"{base}/providers/{PROVIDER}/labPlans?api-version={API_VERSION}"
+        first = f"{base}/providers/{PROVIDER}/labPlans?api-version={API_VERSION}"
+        seen_pages = {first}
+        url: str | None = first
         while url:
             try:
                 page = await self._json("GET", url)
@@ -250,10 +253,18 @@ class LabPlansArm:
                     continue
                 try:
                     yield LabPlan.from_arm(item)
-                except ValueError as exc:
-                    yield BadPlan(id=str(item.get("id", "?")), reason=str(exc))
+                except ValueError as exc:  # the id and the reason may carry a whole hostile value: capped
+                    raw_id = item.get("id", "?")
+                    yield BadPlan(
+                        id=shown(raw_id if isinstance(raw_id, str) else "?", quote=False, limit=300),
+                        reason=shown(str(exc), quote=False),
+                    )
             next_link = page.get("nextLink")
             url = self._checked_url(next_link) if isinstance(next_link, str) and next_link else None
+            if url is not None and url in seen_pages:  # a page pointing back would loop for ever
+                raise ArmError(f"listing {base}: nextLink points to a page already read", transient=True)
+            if url is not None:
+                seen_pages.add(url)
 
     async def write_slot(self, plan_id: PlanId, *, max_wait_s: float | None = None) -> Any:
         """Wait for the subscription's write budget *before* the re-read that precedes a write.

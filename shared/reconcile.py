@@ -398,7 +398,7 @@ class Reconciler:
                         logging.INFO,
                         "plan.write-dropped",
                         plan_id=key,
-                        state=plan.provisioning_state,
+                        state=shown(plan.provisioning_state, quote=False, limit=60),
                         reason="the read right before the write found nothing to write",
                         correlation_id=correlation_id,
                     )

@@ -394,3 +394,35 @@ async def test_a_read_that_still_shows_the_plan_before_the_202_is_not_the_proof(
     assert len(patches(emu)) == 1
     assert records(caplog, "plan.fixed") and not records(caplog, "plan.unconverged")
     assert {k: shutdown_of(emu, body["id"])[k] for k in FIXED} == FIXED
+
+
+async def test_a_hostile_state_found_right_before_the_write_is_logged_capped(
+    emu: Any, configure: Any, caplog: Any
+) -> None:
+    """The read right before the write finds a provisioningState nobody knows, 100 000 characters
+    long: the write is dropped and the record names the state in one capped line."""
+    from shared.reconcile import Reconciler
+    from shared.write_backoff import MemoryBackoff
+
+    body = plan_body("hostilestate")
+    emu.put_plan(body)
+
+    class TurningTable(MemoryBackoff):
+        async def get(self, plan_id: PlanId) -> Any:
+            turned = emu.get_plan(body["id"])
+            turned["properties"]["provisioningState"] = "Weird" + "\n\x1b" + "W" * 100_000
+            emu.put_plan(turned)
+            return await super().get(plan_id)
+
+    caplog.set_level("INFO", logger="labguard")
+    settings = load_settings()
+    runtime = await build_runtime(settings)
+    try:
+        reconciler = Reconciler(runtime.session.plans, runtime.reconciler.policy, backoff=TurningTable())
+        emu.clear_requests()
+        await reconciler.sweep([(settings.subscriptions[0], None)])
+    finally:
+        await runtime.close()
+    assert patches(emu) == []
+    (dropped,) = records(caplog, "plan.write-dropped")
+    assert dropped["state"].startswith("Weird") and len(dropped["state"]) <= 60 and "\n" not in dropped["state"]
