@@ -66,7 +66,7 @@ _API_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _REGEX_ONLY = set("^$()[]+?{}|\\")
 WRITE_METHODS = {"PUT", "PATCH", "DELETE", "POST"}
 _FAULT = web.RequestKey("fault", str)  # the fault injected instead of an answer, for the request log
-WRITE_MODE_NAMES = ("patch_reply", "operation_status", "drop_written")
+WRITE_MODE_NAMES = ("patch_reply", "operation_status", "drop_written", "stale_read_s")
 
 
 def load_seed(seed: dict[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:

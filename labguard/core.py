@@ -302,8 +302,12 @@ async def run(
     handle_interrupt: bool = False,
     interrupt_grace_s: float = INTERRUPT_GRACE_S,
     functions_mode: tuple[str, str] | None = None,
+    approved_patches: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunResult:
     """Sweep every plan in scope: evaluate (audit, enforce --dry-run) or fix (enforce). Raises ConfigError.
+
+    ``approved_patches`` ({plan key: patch} shown in a preview and approved): only those exact patches
+    are sent; a plan whose fresh patch differs stays drifted, "changed since the preview; not written".
 
     With ``handle_interrupt``, Ctrl-C stops the sweep cleanly instead of raising: no new write starts,
     the writes already sent finish (a second Ctrl-C abandons them) and ``RunResult.interrupted`` says
@@ -343,6 +347,7 @@ async def run(
             concurrency=settings.concurrency,
             dry_run=dry_run or command == "audit",
             labs=_labs(runtime, policy, dry_run=dry_run or command == "audit"),
+            approved_patches=approved_patches,
         )
         ledger = _open_ledger(settings) if read_ledger else None
         checked: set[str] = set()

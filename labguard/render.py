@@ -130,6 +130,8 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
             lines.append(("still drifted; not written: " + patch_text(result.refused_patch), "dim"))
     elif status in ("failed", "gone", "unconverged", "write-failed", "proof-deferred"):
         lines.append((outcome.detail or status, ""))
+    elif status == "drifted" and outcome.detail:  # e.g. changed since the preview; not written
+        lines.append((outcome.detail, ""))
     if evaluation is not None:
         for finding in evaluation.findings:
             if finding.rule == "exemption.expired":
@@ -360,8 +362,10 @@ def interrupted_lines(result: RunResult) -> list[Text]:
             what = {
                 "applied": "applied",
                 "refused": f"refused: {write.detail}",
+                "unproven": f"{write.detail or 'sent; not proven'}: run `labguard audit` to see",
+                "failed": f"{write.detail or 'sent; the plan was left Failed'}: run `labguard audit` to see",
                 "abandoned": "sent, outcome unknown: run `labguard audit` to see",
-            }[write.result]
+            }.get(write.result, f"{write.result}: {write.detail}")
             lines.append(
                 Text(
                     f"  {write.plan_id.name} ({short_sub(write.plan_id.subscription_id)}/"

@@ -20,15 +20,17 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from shared.drift import shown
 from shared.lab_plans import PROVIDER, LabPlan, PlanId
 from shared.logs import quiet_sdk_http_logging, record
 from shared.pacing import Pacer, request_kind, subscription_of
@@ -51,6 +53,9 @@ ARM_ACTIONS = frozenset(
     }
 )
 
+# After a 202 whose operation cannot be followed, a terminal read earlier than this (or than the
+# Retry-After) proves the write only if it shows the written values or a busy state came first.
+MIN_202_SETTLE_S = 2.0
 TERMINAL_OPERATION_STATES = frozenset({"succeeded", "failed", "canceled"})
 BUSY_CODES = frozenset({"AnotherOperationInProgress", "ResourceLocked"})  # a 409 to a write on a busy plan
 
@@ -105,6 +110,8 @@ class WriteAccepted:
     status: int
     operation_url: str | None = None
     retry_after_s: float | None = None
+    # The PATCH body sent: after a 202, a read showing these values proves the write was taken.
+    written: Mapping[str, Any] | None = field(default=None, repr=False)
 
 
 # A write slot already taken from the pacer (see LabPlansArm.write_slot): the pacing policy lets the
@@ -228,7 +235,9 @@ class LabPlansArm:
         base = f"/subscriptions/{quote(subscription_id)}"
         if resource_group:
             base += f"/resourceGroups/{quote(resource_group)}"
-        url: str | None = f"{base}/providers/{PROVIDER}/labPlans?api-version={API_VERSION}"
+        first = f"{base}/providers/{PROVIDER}/labPlans?api-version={API_VERSION}"
+        seen_pages = {first}
+        url: str | None = first
         while url:
             try:
                 page = await self._json("GET", url)
@@ -245,10 +254,18 @@ class LabPlansArm:
                     continue
                 try:
                     yield LabPlan.from_arm(item)
-                except ValueError as exc:
-                    yield BadPlan(id=str(item.get("id", "?")), reason=str(exc))
+                except ValueError as exc:  # the id and the reason may carry a whole hostile value: capped
+                    raw_id = item.get("id", "?")
+                    yield BadPlan(
+                        id=shown(raw_id if isinstance(raw_id, str) else "?", quote=False, limit=300),
+                        reason=shown(str(exc), quote=False),
+                    )
             next_link = page.get("nextLink")
             url = self._checked_url(next_link) if isinstance(next_link, str) and next_link else None
+            if url is not None and url in seen_pages:  # a page pointing back would loop for ever
+                raise ArmError(f"listing {base}: nextLink points to a page already read", transient=True)
+            if url is not None:
+                seen_pages.add(url)
 
     async def write_slot(self, plan_id: PlanId, *, max_wait_s: float | None = None) -> Any:
         """Wait for the subscription's write budget *before* the re-read that precedes a write.
@@ -301,6 +318,7 @@ class LabPlansArm:
             status=status,
             operation_url=operation if status == 202 and operation else None,
             retry_after_s=_retry_after(response.headers, 0.0) if retry_after is not None else None,
+            written=patch,
         )
 
     async def wait_for_write(
@@ -333,9 +351,16 @@ class LabPlansArm:
         else:
             delay = self._first_poll_s
         step = max(self._first_poll_s, 0.05)
+        # After a 202 a terminal read is the proof only once the write is known to have been taken: the
+        # operation said done, a busy state was seen, the read shows the written values, or a short
+        # minimum has passed. Before that, a read may still show the plan as it was before the write.
+        started = time.monotonic()
+        settle_s = max(accepted.retry_after_s or 0.0, MIN_202_SETTLE_S)
+        taken = accepted.status != 202
+        unproven: LabPlan | None = None
         while True:
             if time.monotonic() + delay > deadline:
-                return None
+                return unproven  # the deadline: the last terminal read is all there is
             await asyncio.sleep(delay)
             delay = step = min(step * 2, self._poll_interval_s)
             if operation is not None:
@@ -346,10 +371,15 @@ class LabPlansArm:
                     continue
                 if not done:
                     continue
+                taken = True
             async with gate or contextlib.nullcontext():
                 plan = await self.get_plan(plan_id)
-            if plan.is_terminal:
+            if not plan.is_terminal:
+                taken, unproven = True, None
+            elif taken or _shows_written(plan, accepted.written) or time.monotonic() - started >= settle_s:
                 return plan
+            else:
+                unproven = plan
             operation = None  # the operation says done but the plan is still busy: read the plan
 
     async def _operation_done(self, plan_id: PlanId, url: str) -> bool | None:
@@ -447,12 +477,33 @@ def _body(response: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _shows_written(plan: LabPlan, written: Mapping[str, Any] | None) -> bool:
+    """Whether every leaf of the PATCH body is what the read shows (so the read is after the write)."""
+    properties = written.get("properties") if written else None
+    if not isinstance(properties, Mapping) or not properties:
+        return False
+    for name, profile in properties.items():
+        seen = plan.profiles_as_read.get(name)
+        if not isinstance(profile, Mapping) or seen is None:
+            return False
+        if any(seen.get(leaf) != value for leaf, value in profile.items()):
+            return False
+    return True
+
+
 def _retry_after(headers: Mapping[str, str], default: float) -> float:
+    """Seconds to wait, capped at 60; ``NaN``, ``inf`` or a negative value means the default
+    (``asyncio.sleep(nan)`` never returns, so a hostile header would hang the write)."""
     value = headers.get("Retry-After")
+    if value is None:
+        return default
     try:
-        return min(max(float(value), 0.0), 60.0) if value is not None else default
+        seconds = float(value)
     except ValueError:
         return default
+    if not math.isfinite(seconds) or seconds < 0:
+        return default
+    return min(seconds, 60.0)
 
 
 def _error_from(response: Any, what: str) -> ArmError:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.drift import shown
 from shared.lab_plans import PlanId
 from shared.labs import LabId
 
@@ -111,8 +112,11 @@ def parse_event(
         plan_id=plan_id,
         operation=operation,
         caller_object_id=_caller(data),
-        correlation_id=_text(data.get("correlationId")),
+        correlation_id=_correlation(data.get("correlationId")),
     )
+
+
+CORRELATION_CAP = 100  # characters of an event's correlationId kept (a GUID is 36)
 
 
 def _lab_event(
@@ -141,7 +145,7 @@ def _lab_event(
         lab_id=lab_id,
         operation=operation,
         caller_object_id=_caller(data),
-        correlation_id=_text(data.get("correlationId")),
+        correlation_id=_correlation(data.get("correlationId")),
     )
 
 
@@ -179,6 +183,12 @@ def _caller(data: Mapping[str, Any]) -> str | None:
     evidence = authorization.get("evidence") if isinstance(authorization, Mapping) else None
     principal = evidence.get("principalId") if isinstance(evidence, Mapping) else None
     return principal.lower() if isinstance(principal, str) and principal else None
+
+
+def _correlation(value: object) -> str | None:
+    """ARM's correlation id (a GUID) goes into every record and change-log row: one capped line, never more."""
+    text = _text(value)
+    return shown(text, quote=False, limit=CORRELATION_CAP) if text is not None else None
 
 
 def _text(value: object) -> str | None:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from shared.lab_plans import LabPlan, PlanId
 from shared.logs import record
 from shared.policy import Policy
 from shared.proof import unexpected_changes
-from shared.write_backoff import MemoryBackoff, WriteBackoff
+from shared.write_backoff import BackoffState, MemoryBackoff, WriteBackoff
 
 log = logging.getLogger("labguard.reconcile")
 
@@ -45,6 +45,7 @@ Status = Literal[
 BUSY_STATES = frozenset({"creating", "updating", "deleting", "locked"})
 MAX_WRITE_ATTEMPTS = 3  # a write answered 429/5xx is tried again, after a fresh read, at most this often
 MAX_THROTTLE_WAIT_S = 60.0
+CHANGED_SINCE_PREVIEW = "changed since the preview; not written"
 FRESH_FOR_S = 1.0  # a read older than this (a slow backoff lookup, say) is read again before the write
 
 
@@ -176,6 +177,7 @@ class Reconciler:
         own_identities: Callable[[], Awaitable[frozenset[str]]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         labs: Any = None,
+        approved_patches: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self._arm = arm
         self._policy = policy
@@ -188,6 +190,8 @@ class Reconciler:
         self._own_identities = own_identities
         self._sleep = sleep
         self.labs = labs  # a shared.lab_reconcile.LabReconciler: the sweep lists and reconciles labs too
+        # {plan key: patch} a person approved after a preview: only those exact patches are sent.
+        self._approved = approved_patches
 
     @property
     def policy(self) -> Policy:
@@ -451,10 +455,13 @@ class Reconciler:
         turned Failed or busy meanwhile is not written.
         """
         key = plan.id.key
-        held = await self._backoff_holds(evaluation, correlation_id)
-        if held is not None:
-            return held
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            # The backoff lookup (a table call, up to seconds) comes before the read, never between the
+            # read and the write: a whole profile sent as read must be as the owner left it just now.
+            backoff = await self.backoff.get(plan.id)
+            held = self._backoff_holds(backoff, evaluation, correlation_id)
+            if held is not None:
+                return held
             slot = await self._arm.write_slot(plan.id, max_wait_s=None if wait_s is None else wait_s / 4)
             waited = time.monotonic() - read_at > FRESH_FOR_S or (slot is not None and getattr(slot, "delay", 0) > 0)
             if attempt > 1 or not fresh or waited:
@@ -466,14 +473,26 @@ class Reconciler:
                         logging.INFO,
                         "plan.write-dropped",
                         plan_id=key,
-                        state=plan.provisioning_state,
+                        state=shown(plan.provisioning_state, quote=False, limit=60),
                         reason="the read right before the write found nothing to write",
                         correlation_id=correlation_id,
                     )
                     return await self._act(plan, fresh=True, correlation_id=correlation_id)
-                held = await self._backoff_holds(evaluation, correlation_id)
+                held = self._backoff_holds(backoff, evaluation, correlation_id)
                 if held is not None:
                     return held
+            if self._approved is not None and _plain(self._approved.get(key)) != _plain(evaluation.patch):
+                record(
+                    log,
+                    logging.WARNING,
+                    "plan.write-unapproved",
+                    plan_id=key,
+                    patch=evaluation.patch,
+                    reason="the patch differs from the one approved in the preview",
+                    correlation_id=correlation_id,
+                )
+                self._record_changes(evaluation, "plan.drift", correlation_id)
+                return PlanOutcome(key, "drifted", evaluation, detail=CHANGED_SINCE_PREVIEW)
             self._record_changes(evaluation, "plan.change", correlation_id)
             try:
                 accepted = await self._arm.send_patch(plan.id, evaluation.patch, slot)
@@ -507,10 +526,14 @@ class Reconciler:
             return replace(proved, written=True)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _backoff_holds(self, evaluation: Evaluation, correlation_id: str | None) -> PlanOutcome | None:
-        """The plan's earlier write did not converge and it is not due yet: no write, say when it is."""
+    def _backoff_holds(
+        self, state: BackoffState | None, evaluation: Evaluation, correlation_id: str | None
+    ) -> PlanOutcome | None:
+        """The plan's earlier write did not converge and it is not due yet: no write, say when it is.
+
+        Synchronous on purpose: it runs between the read and the write, where nothing may be slow.
+        """
         plan = evaluation.plan
-        state = await self.backoff.get(plan.id)
         now = self._clock()
         if state is None or not state.holds(now, (f.field for f in evaluation.drift)):
             return None
@@ -727,3 +750,10 @@ def in_scope(plan_id: PlanId, subscriptions: Sequence[str], resource_groups: Seq
     if plan_id.subscription_id.lower() not in {s.lower() for s in subscriptions}:
         return False
     return not resource_groups or plan_id.resource_group.lower() in {rg.lower() for rg in resource_groups}
+
+
+def _plain(value: Any) -> Any:
+    """A patch as plain dicts, to compare a fresh patch with an approved one."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value

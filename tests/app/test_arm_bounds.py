@@ -112,3 +112,38 @@ async def test_an_unexpected_error_on_one_plan_never_stops_the_sweep(emu: Any, c
             await asyncio.wait_for(reconciler.sweep(scopes, on_outcome=explode), timeout=30)
     finally:
         await runtime.close()
+
+
+async def test_a_page_whose_next_link_points_back_ends_the_listing_with_an_error(
+    emu: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A nextLink naming a page already read once looped for ever; a hostile plan id in a page that
+    does not map is kept to one capped line."""
+    from shared.arm import ArmError, BadPlan
+
+    runtime = await build_runtime(load_settings())
+    try:
+        arm = runtime.session.plans
+        calls: list[str] = []
+        hostile_id = "/subscriptions/x/" + "A" * 100_000
+
+        async def page(method: str, url: str, **kw: Any) -> dict[str, Any]:
+            calls.append(url)
+            if len(calls) > 20:
+                raise RuntimeError("the listing went round in circles")
+            loop_link = (
+                f"{emu.endpoint}/subscriptions/s/providers/Microsoft.LabServices/labPlans"
+                "?api-version=2023-06-07&$skipToken=1"
+            )
+            return {"value": [{"id": hostile_id, "properties": {}}], "nextLink": loop_link}
+
+        monkeypatch.setattr(arm, "_json", page)
+        items: list[Any] = []
+        with pytest.raises(ArmError, match="already read") as raised:
+            async for item in arm.list_plans("s"):
+                items.append(item)
+        assert raised.value.transient
+        assert len(calls) == 2  # the first page and the linked page; its link back is not followed
+        assert items and all(isinstance(i, BadPlan) and len(i.id) <= 300 for i in items)
+    finally:
+        await runtime.close()

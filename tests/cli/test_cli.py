@@ -355,3 +355,36 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(labguard_command: Pa
     assert "enforce: sweeping" in terminal and "plans" in terminal
     assert proc.returncode == 1
     assert "would fix" in stdout and "sweeping" not in stdout  # the pipe gets the changes, not the bar
+
+
+async def test_enforce_after_a_preview_sends_only_the_patches_shown(
+    emu: Any, settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interactive enforce asks after a dry-run preview; a plan whose patch changed since then is not
+    written (nobody saw that patch), it stays drifted and the run exits 1."""
+    from labguard import core
+
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)  # the credential reads the environment, as on the admin's laptop
+
+    run_settings = core.resolve_settings(settings, core.Flags(), mode="enforce")
+    policy = core.read_policy(run_settings.policy_file, "enforce")
+    preview = await core.run(run_settings, policy, command="enforce", dry_run=True, read_ledger=False)
+    approved = {
+        r.outcome.plan_id: r.outcome.evaluation.patch
+        for r in preview.results
+        if r.status == "drifted" and r.outcome.evaluation is not None
+    }
+    changed = next(key for key, patch in approved.items() if "defaultConnectionProfile" not in patch["properties"])
+    body = emu.get_plan(changed)
+    body["properties"]["defaultConnectionProfile"]["webSshAccess"] = "Public"  # the owner, after the preview
+    emu.put_plan(body)
+    emu.clear_requests()
+    result = await core.run(run_settings, policy, command="enforce", approved_patches=approved, read_ledger=False)
+    by_key = {r.outcome.plan_id: r for r in result.results}
+    assert by_key[changed].status == "drifted"
+    assert by_key[changed].outcome.detail == "changed since the preview; not written"
+    written = {r["path"].lower() for r in arm_writes(emu)}
+    assert changed.lower() not in {p.split("?")[0] for p in written}
+    assert result.counts["fixed"] == len(approved) - 1
+    assert result.exit_code == 1
