@@ -616,7 +616,8 @@ def notices(smtp: SmtpServer, receiver: HttpsReceiver) -> dict[str, Counter[str]
     """Copies per channel per plan name: email (with its recipients), the topic, the webhook."""
     per: dict[str, Counter[str]] = {"email": Counter(), "eventgrid": Counter(), "webhook": Counter()}
     for mail in smtp.messages:
-        m = re.search(r"Lab plan (cp-\d{4}) failed", str(mail.message["Subject"]))
+        # An owner's notice: "Lab plan X failed"; the admin's: "labguard's own write left lab plan X Failed".
+        m = re.search(r"[Ll]ab plan (cp-\d{4}) [Ff]ailed", str(mail.message["Subject"]))
         if m:
             to = "admin" if mail.rcpt_tos == [ADMIN_EMAIL] else ("support" if mail.rcpt_tos == [SUPPORT_EMAIL] else "?")
             per["email"][f"{m.group(1)}>{to}"] += 1

@@ -34,7 +34,9 @@ class SlowArm:
             raise self._send
         return self._send
 
-    async def wait_for_write(self, plan_id: PlanId, accepted: Any, *, timeout_s: float | None = None) -> Any:
+    async def wait_for_write(
+        self, plan_id: PlanId, accepted: Any, *, timeout_s: float | None = None, gate: Any = None
+    ) -> Any:
         await asyncio.sleep(0.05)
         if isinstance(self._proof, BaseException):
             raise self._proof
