@@ -232,10 +232,22 @@ class LabPlansArm:
         self, subscription_id: str, resource_group: str | None = None
     ) -> AsyncIterator[LabPlan | BadPlan]:
         """Every plan in a subscription (or one resource group), following ``nextLink`` page by page."""
+        async for item in self.list_items(subscription_id, resource_group, "labPlans"):
+            if not isinstance(item, Mapping):
+                yield BadPlan(id="?", reason="list item is not an object")
+                continue
+            try:
+                yield LabPlan.from_arm(item)
+            except ValueError as exc:  # the id and the reason may carry a whole hostile value: capped
+                yield BadPlan(id=capped_id(item), reason=shown(str(exc), quote=False))
+
+    async def list_items(self, subscription_id: str, resource_group: str | None, collection: str) -> AsyncIterator[Any]:
+        """The raw items of ``.../providers/Microsoft.LabServices/{collection}``, page by page: one pager for
+        plans and labs, so both get the registration check, the page checks and the nextLink loop guard."""
         base = f"/subscriptions/{quote(subscription_id)}"
         if resource_group:
             base += f"/resourceGroups/{quote(resource_group)}"
-        first = f"{base}/providers/{PROVIDER}/labPlans?api-version={API_VERSION}"
+        first = f"{base}/providers/{PROVIDER}/{collection}?api-version={API_VERSION}"
         seen_pages = {first}
         url: str | None = first
         while url:
@@ -249,17 +261,7 @@ class LabPlansArm:
             if not isinstance(items, list):
                 raise ArmError(f"listing {base}: the page has no 'value' list", transient=True)
             for item in items:
-                if not isinstance(item, Mapping):
-                    yield BadPlan(id="?", reason="list item is not an object")
-                    continue
-                try:
-                    yield LabPlan.from_arm(item)
-                except ValueError as exc:  # the id and the reason may carry a whole hostile value: capped
-                    raw_id = item.get("id", "?")
-                    yield BadPlan(
-                        id=shown(raw_id if isinstance(raw_id, str) else "?", quote=False, limit=300),
-                        reason=shown(str(exc), quote=False),
-                    )
+                yield item
             next_link = page.get("nextLink")
             url = self._checked_url(next_link) if isinstance(next_link, str) and next_link else None
             if url is not None and url in seen_pages:  # a page pointing back would loop for ever
@@ -460,6 +462,12 @@ class LabPlansArm:
                 transient=False,
             )
         return url
+
+
+def capped_id(item: Mapping[str, Any]) -> str:
+    """An unreadable item's id for records and reports: one capped line, never a whole hostile value."""
+    raw = item.get("id", "?")
+    return shown(raw if isinstance(raw, str) else "?", quote=False, limit=300)
 
 
 def _plan_url(plan_id: PlanId) -> str:

@@ -19,12 +19,13 @@ from shared.arm import (
     API_VERSION,
     ArmError,
     LabPlansArm,
-    ProviderNotRegistered,
     Throttled,
     WriteAccepted,
     _error_from,
     _retry_after,
+    capped_id,
 )
+from shared.drift import shown
 from shared.lab_plans import PROVIDER
 from shared.labs import Lab, LabId
 
@@ -81,31 +82,15 @@ class LabsArm:
             raise ArmError(f"GET {lab_id}: ARM answered with an unreadable lab ({exc})", transient=False) from exc
 
     async def list_labs(self, subscription_id: str, resource_group: str | None = None) -> AsyncIterator[Lab | BadLab]:
-        """Every lab in a subscription (or one resource group), following ``nextLink`` page by page."""
-        base = f"/subscriptions/{quote(subscription_id)}"
-        if resource_group:
-            base += f"/resourceGroups/{quote(resource_group)}"
-        url: str | None = f"{base}/providers/{PROVIDER}/labs?api-version={API_VERSION}"
-        while url:
+        """Every lab in a subscription (or one resource group), through the plans' pager."""
+        async for item in self.plans.list_items(subscription_id, resource_group, "labs"):
+            if not isinstance(item, Mapping):
+                yield BadLab(id="?", reason="list item is not an object")
+                continue
             try:
-                page = await self.plans._json("GET", url)
-            except ArmError as exc:
-                if exc.status == 409 and exc.code == "MissingSubscriptionRegistration":
-                    raise ProviderNotRegistered(base) from None
-                raise
-            items = page.get("value") or []
-            if not isinstance(items, list):
-                raise ArmError(f"listing labs in {base}: the page has no 'value' list", transient=True)
-            for item in items:
-                if not isinstance(item, Mapping):
-                    yield BadLab(id="?", reason="list item is not an object")
-                    continue
-                try:
-                    yield Lab.from_arm(item)
-                except ValueError as exc:
-                    yield BadLab(id=str(item.get("id", "?"))[:300], reason=str(exc))
-            next_link = page.get("nextLink")
-            url = self.plans._checked_url(next_link) if isinstance(next_link, str) and next_link else None
+                yield Lab.from_arm(item)
+            except ValueError as exc:
+                yield BadLab(id=capped_id(item), reason=shown(str(exc), quote=False))
 
     async def send_patch(self, lab_id: LabId, patch: Mapping[str, Any], slot: Any = None) -> WriteAccepted:
         """One PATCH of the lab, exactly once (no SDK retry): the caller reads again before any retry."""

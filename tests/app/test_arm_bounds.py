@@ -147,3 +147,36 @@ async def test_a_page_whose_next_link_points_back_ends_the_listing_with_an_error
         assert items and all(isinstance(i, BadPlan) and len(i.id) <= 300 for i in items)
     finally:
         await runtime.close()
+
+
+async def test_the_lab_listing_has_the_same_loop_guard_and_caps_as_plans(
+    emu: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lab listing was a copy of the plans' pager without the nextLink guard: it looped for ever."""
+    from shared.arm import ArmError
+    from shared.lab_arm import BadLab, LabsArm
+
+    runtime = await build_runtime(load_settings())
+    try:
+        arm = runtime.session.plans
+        calls: list[str] = []
+
+        async def page(method: str, url: str, **kw: Any) -> dict[str, Any]:
+            calls.append(url)
+            if len(calls) > 20:
+                raise RuntimeError("the listing went round in circles")
+            loop_link = (
+                f"{emu.endpoint}/subscriptions/s/providers/Microsoft.LabServices/labs"
+                "?api-version=2023-06-07&$skipToken=1"
+            )
+            return {"value": [{"id": "/x/" + "B" * 100_000, "properties": {}}], "nextLink": loop_link}
+
+        monkeypatch.setattr(arm, "_json", page)
+        items: list[Any] = []
+        with pytest.raises(ArmError, match="already read"):
+            async for item in LabsArm(arm).list_labs("s"):
+                items.append(item)
+        assert len(calls) == 2
+        assert items and all(isinstance(i, BadLab) and len(i.id) <= 300 for i in items)
+    finally:
+        await runtime.close()
