@@ -11,13 +11,20 @@ username (never a password) reach the core.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from shared.lab_plans import PROVIDER, AutoShutdownProfile, ConnectionProfile, OperationError, PlanId
+from shared.lab_plans import (
+    PROVIDER,
+    AutoShutdownProfile,
+    ConnectionProfile,
+    OperationError,
+    PlanId,
+    match_resource_id,
+    resource_id_grammar,
+)
 
 LAB_CONNECTION_PROFILE = "connectionProfile"
 LAB_SHUTDOWN_PROFILE = "autoShutdownProfile"
@@ -27,14 +34,7 @@ LAB_RESOURCE_TYPE = "Microsoft.LabServices/labs"
 # ARM's grammar for a lab id, as for plans (shared.lab_plans): ASCII, resource group 1-90 of ``-_.()``
 # letters and digits not ending in a period; lab name 1-100 of letters, digits, ``-_.``, starting with a
 # letter or digit and ending with a letter or digit (so ``.`` and ``..`` never pass).
-_LAB_ID = re.compile(
-    r"/subscriptions/(?P<sub>[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})"
-    r"/resourceGroups/(?P<rg>[-A-Z0-9_.()]{0,89}[-A-Z0-9_()])"
-    r"/providers/Microsoft\.LabServices/labs/(?P<name>[A-Z0-9](?:[-A-Z0-9_.]{0,98}[A-Z0-9])?)/?",
-    re.IGNORECASE | re.ASCII,
-)
-_MAX_ID = 400
-_ID_SHOWN = 200
+_LAB_ID = resource_id_grammar("labs", "[A-Z0-9]")
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,7 @@ class LabId:
     @classmethod
     def parse(cls, text: str) -> LabId:
         """Parse a lab id strictly (no child resources, no trailing parts); ValueError otherwise."""
-        match = _LAB_ID.fullmatch(text) if isinstance(text, str) and len(text) <= _MAX_ID else None
-        if match is None:
-            shown = repr(text[:_ID_SHOWN]) + ("..." if len(text) > _ID_SHOWN else "") if isinstance(text, str) else "?"
-            raise ValueError(
-                f"not a lab resource id: {shown} (expected /subscriptions/<guid>/resourceGroups/"
-                "<name>/providers/Microsoft.LabServices/labs/<name>, ASCII, ARM's name rules)"
-            )
+        match = match_resource_id(_LAB_ID, text, "lab", "labs")
         return cls(match["sub"].lower(), match["rg"], match["name"])
 
     @property
