@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test lint typecheck imports bench clean schema chromium
+.PHONY: all venv demo test chaos lint typecheck imports bench clean schema chromium
 
 all: test
 
@@ -52,6 +52,14 @@ schema: $(STAMP)
 
 test: $(STAMP) node_modules/.installed .venv-checkov/.installed chromium lint typecheck imports
 	$(VENV)/bin/pytest
+
+# The full chaos run (about 1,000 changes under each PATCH mode) and a larger fuzz budget; `make test`
+# runs the chaos test at about 120 changes. LABGUARD_CHAOS_SEED=N reproduces a run (each run prints its seed).
+CHAOS_CHANGES ?= 1000
+chaos: $(STAMP) node_modules/.installed
+	LABGUARD_CHAOS_CHANGES=$(CHAOS_CHANGES) LABGUARD_CHAOS_PATCH_MODES=merge,replace \
+		$(VENV)/bin/pytest -m chaos -s tests/chaos
+	LABGUARD_FUZZ_EXAMPLES=1000 $(VENV)/bin/pytest -q tests/fuzz tests/unit/test_properties.py
 
 demo: $(STAMP) node_modules/.installed
 	$(PY) -m devtools.demo

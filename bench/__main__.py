@@ -23,6 +23,7 @@ from bench import coldstart
 from bench.endpoint import REPO, Endpoint
 from bench.estate import Estate
 from bench.report import machine, render_markdown, render_table
+from bench.scale_report import render_scale
 
 LATENCY_MS = 40.0
 PAGE_SIZE = 100
@@ -98,6 +99,65 @@ def naive(ep: Endpoint, estate: Estate) -> dict[str, Any]:
     return result
 
 
+def threadpool(ep: Endpoint, estate: Estate, *, label: str) -> dict[str, Any]:
+    ep.seed(estate.state())
+    log(f"{label}: thread-pool baseline (32 threads, sync SDK, PATCH only drifted) over {estate.describe()}")
+    result = child("bench.threadpool", {"subscriptions": estate.subscription_ids}, ep)
+    result["server"] = ep.calls()
+    result["estate"] = {
+        "plans": estate.plans,
+        "subscriptions": estate.subscriptions,
+        "drifted": estate.drifted,
+        "list_pages": list_pages(estate),
+    }
+    result["label"] = label
+    log(
+        f"  {result['wall_s']:.1f} s, patched {result['patched']}/{estate.drifted}, errors {result['errors']}, "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB"
+    )
+    return result
+
+
+def fanout(ep: Endpoint, estate: Estate, *, workers: int) -> dict[str, Any]:
+    """Several worker processes drain the sweep queue against one endpoint, per-subscription throttling on."""
+    from bench.fanout import run_fanout
+
+    ep.seed(estate.state())
+    ep.configure(throttle=True)
+    ep.reset_buckets()
+    log(f"fan-out: timer enqueues, {workers} worker processes drain, over {estate.describe()} (throttling on)")
+    try:
+        with tempfile.TemporaryDirectory(prefix="labguard-fanout-") as workdir:
+            result = run_fanout(ep, estate, workers=workers, workdir=Path(workdir))
+    finally:
+        ep.configure(throttle=False)
+    result["server"] = ep.calls()
+    result["estate"] = {"plans": estate.plans, "subscriptions": estate.subscriptions, "drifted": estate.drifted}
+    log(f"  {result['wall_s']:.1f} s, scopes per worker {result['scopes_per_worker']}, {result['server']['by_kind']}")
+    return result
+
+
+def scale_runs(ep: Endpoint, scale_down: int, results: dict[str, Any]) -> dict[str, Any]:
+    """Issue 18: the thread-pool baseline, slow write completions, many subscriptions (40 ms per call)."""
+    out: dict[str, Any] = {}
+    ten_k = Estate(10_000 // scale_down, 100, 0.10)
+    if "10k" not in results.get("sweeps", {}):
+        out["10k"] = sweep(ep, ten_k, label="10k, writes complete at once")
+    out["threadpool-10k"] = threadpool(ep, ten_k, label="threadpool-10k")
+    for completion in (2, 30):
+        ep.configure(lro_delay_s=completion)
+        out[f"10k-write-{completion}s"] = sweep(ep, ten_k, label=f"10k, writes complete in {completion} s")
+        if completion == 2:  # at 30 s the baseline needs drifted x 30 s / 32 threads: projected, not run
+            out["threadpool-10k-write-2s"] = threadpool(ep, ten_k, label="threadpool-10k, writes complete in 2 s")
+    ep.configure(lro_delay_s=LRO_DELAY_S)
+    out["fanout"] = fanout(ep, ten_k, workers=4)
+    out["50k-1000subs"] = sweep(ep, Estate(50_000 // scale_down, 1000, 0.10), label="50k in 1,000 subscriptions")
+    out["50k-100subs"] = results.get("sweeps", {}).get("50k") or sweep(
+        ep, Estate(50_000 // scale_down, 100, 0.10), label="50k in 100 subscriptions"
+    )
+    return out
+
+
 def events(ep: Endpoint, estate: Estate, *, count: int, label: str, **spec: Any) -> dict[str, Any]:
     state = estate.state()
     warmup = estate.body(0)
@@ -131,17 +191,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (not for figures)")
     parser.add_argument("--render", metavar="RESULTS.json", help="only rewrite RESULTS.md from a run's saved figures")
+    parser.add_argument("--only-fanout", action="store_true", help="only the fan-out run (queue + worker processes)")
+    parser.add_argument(
+        "--only-scale",
+        action="store_true",
+        help="only issue 18's runs (thread-pool baseline, slow writes, 1,000 subscriptions, fan-out)",
+    )
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         out = Path(args.out) if args.out else Path(args.render).with_suffix(".md")
-        out.write_text(render_markdown(saved))
+        out.write_text(render_markdown(saved) if "coldstart" in saved else render_scale(saved))
         print(render_table(saved))
         return
     quick = args.quick
     scale = 10 if quick else 1
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(), "quick": quick}
+
+    if args.only_fanout:
+        with Endpoint(latency_ms=LATENCY_MS, page_size=PAGE_SIZE, lro_delay_s=LRO_DELAY_S) as ep:
+            results["scale"] = {"fanout": fanout(ep, Estate(10_000 // scale, 100, 0.10), workers=4)}
+        out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / "labguard-bench-fanout.json"
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        print(json.dumps(results["scale"]["fanout"], indent=1))
+        return
+    if args.only_scale:
+        with Endpoint(latency_ms=LATENCY_MS, page_size=PAGE_SIZE, lro_delay_s=LRO_DELAY_S) as ep:
+            results["endpoint"] = {"latency_ms": LATENCY_MS, "page_size": PAGE_SIZE, "lro_delay_s": LRO_DELAY_S}
+            results["scale"] = scale_runs(ep, scale, results)
+        results["total_s"] = time.perf_counter() - started
+        out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / "labguard-bench-scale.md"
+        out.write_text(render_scale(results))
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+        print(render_scale(results))
+        log(f"wrote {out} ({results['total_s'] / 60:.1f} min in all)")
+        return
 
     log("cold start: 10 interleaved fresh interpreters each (floor, app, app + indexing)")
     results["coldstart"] = coldstart.measure(3 if quick else 10)
@@ -163,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
                 ep, Estate(1_000 // scale, 100, 0.10), label="1k with LABGUARD_CA_BUNDLE", ca_bundle=True
             ),
         }
+
+        # Issue 18: the competent baseline, slow write completions, 1,000 subscriptions.
+        results["scale"] = scale_runs(ep, scale, results)
 
         # 2. Inside ARM's budget: the endpoint's per-subscription token buckets on.
         ep.configure(throttle=True)
@@ -189,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     results["total_s"] = time.perf_counter() - started
     default = Path(tempfile.gettempdir()) / "labguard-bench-quick.md" if quick else REPO / "bench" / "RESULTS.md"
     out = Path(args.out) if args.out else default
-    out.write_text(render_markdown(results))
+    out.write_text(render_markdown(results) + render_scale(results))
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     print(render_table(results))
     log(f"wrote {out} and {out.with_suffix('.json').name} ({results['total_s'] / 60:.1f} min in all)")

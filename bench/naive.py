@@ -19,21 +19,12 @@ from bench.endpoint import peak_rss_mb
 from bench.estate import BASELINE_CONNECTION, BASELINE_SHUTDOWN
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
-    from azure.identity import ClientSecretCredential
-    from azure.mgmt.labservices import ManagedLabsClient
+def baseline_update() -> Any:
+    """The policy's bounds as a typed LabPlanUpdate (what the naive loop writes to every plan)."""
     from azure.mgmt.labservices.models import AutoShutdownProfile, ConnectionProfile, LabPlanUpdate
     from isodate import parse_duration
 
-    credential = ClientSecretCredential(
-        spec["tenant_id"],
-        "naive-admin",
-        "local-bench-secret",
-        authority=spec["authority"],
-        connection_verify=spec["ca_file"],
-        disable_instance_discovery=True,
-    )
-    update = LabPlanUpdate(
+    return LabPlanUpdate(
         default_connection_profile=ConnectionProfile(
             web_ssh_access=BASELINE_CONNECTION["webSshAccess"],
             web_rdp_access=BASELINE_CONNECTION["webRdpAccess"],
@@ -49,6 +40,21 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             idle_delay=parse_duration(BASELINE_SHUTDOWN["idleDelay"]),
         ),
     )
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    from azure.identity import ClientSecretCredential
+    from azure.mgmt.labservices import ManagedLabsClient
+
+    credential = ClientSecretCredential(
+        spec["tenant_id"],
+        "naive-admin",
+        "local-bench-secret",
+        authority=spec["authority"],
+        connection_verify=spec["ca_file"],
+        disable_instance_discovery=True,
+    )
+    update = baseline_update()
     rss_ready = peak_rss_mb()
     plans = errors = 0
     first_error = None

@@ -63,6 +63,9 @@ autoShutdown:
   maxDisconnectDelay: PT15M
   maxNoConnectDelay: PT30M
   maxIdleDelay: PT30M
+labs:                      # rules for labs only (Azure Policy's lab built-ins, plus a quota cap)
+  templateVm: Forbidden
+  maxUsageQuota: PT20H
 overrides:
   subscriptions:
     "{RESEARCH}":          # research: long-running notebooks may idle up to 2 hours
@@ -286,7 +289,71 @@ def plan_body(spec: Spec, today: date) -> dict[str, Any]:
     }
 
 
+#: Labs of the demo, all under the plan OWNER_PLAN (name, OS, what is special about it).
+LAB_PLAN = OWNER_PLAN
+LAB_SPECS: tuple[tuple[str, str, str], ...] = (
+    ("db-lab-drifted", "Windows", "drifted"),  # RDP and web RDP public, shutdown off, long delays
+    ("db-lab-stricter", "Windows", "stricter"),  # tighter than the policy: left alone
+    ("db-lab-exempt", "Linux", "exempt"),  # drifted but exempt by tag
+    ("db-lab-template", "Windows", "template"),  # uses a template VM: reported, never patched
+    ("db-lab-over-quota", "Linux", "over-quota"),  # 40 hours per student: lowered to the bound
+)
+
+
+def lab_body(name: str, os_type: str, kind: str) -> dict[str, Any]:
+    """One demo lab as ARM returns it (api-version 2023-06-07), under LAB_PLAN."""
+    spec = spec_named(LAB_PLAN)
+    windows = os_type == "Windows"
+    tight = kind in ("stricter", "template", "over-quota")
+    return {
+        "id": f"/subscriptions/{spec.sub}/resourceGroups/{spec.rg}/providers/Microsoft.LabServices/labs/{name}",
+        "name": name,
+        "type": "Microsoft.LabServices/Lab",
+        "location": "westeurope",
+        "tags": {"labguard:exempt": "thesis defence week (ticket LAB-77)"} if kind == "exempt" else {},
+        "systemData": {"lastModifiedBy": "teacher@school.example", "lastModifiedByType": "User"},
+        "properties": {
+            "provisioningState": "Succeeded",
+            "labPlanId": plan_id(spec),
+            "connectionProfile": {
+                "webSshAccess": "None",
+                "webRdpAccess": "None" if tight else "Public",
+                "clientSshAccess": "None" if windows else "Private",
+                "clientRdpAccess": "Public" if windows else "None",
+            },
+            "autoShutdownProfile": {
+                "shutdownOnDisconnect": "Enabled" if tight else "Disabled",
+                "shutdownWhenNotConnected": "Enabled",
+                "shutdownOnIdle": "UserAbsence" if tight else "None",
+                "disconnectDelay": "PT10M" if tight else "PT2H",
+                "noConnectDelay": "PT15M",
+                "idleDelay": "PT15M",
+            },
+            "securityProfile": {"openAccess": "Disabled"},
+            "virtualMachineProfile": {
+                "createOption": "TemplateVM" if kind == "template" else "Image",
+                "imageReference": {
+                    "offer": "WindowsServer" if windows else "0001-com-ubuntu-server-jammy",
+                    "publisher": "MicrosoftWindowsServer" if windows else "Canonical",
+                    "sku": "2019-Datacenter" if windows else "22_04-lts",
+                    "version": "latest",
+                },
+                "osType": os_type,
+                "sku": {"name": "Classic_Fsv2_2_4GB_128_S_SSD", "capacity": 20},
+                "usageQuota": "PT40H" if kind == "over-quota" else "PT10H",
+                "useSharedPassword": "Disabled",
+                "adminUser": {"username": "labadmin"},
+                "nonAdminUser": {"username": "student"},
+            },
+            "title": name,
+        },
+    }
+
+
 def estate(today: date | None = None) -> dict[str, Any]:
-    """Seed JSON for the local endpoint: ``{"labPlans": [...], "labs": []}``."""
+    """Seed JSON for the local endpoint: ``{"labPlans": [...], "labs": [...]}``."""
     today = today or datetime.now(UTC).date()
-    return {"labPlans": [copy.deepcopy(plan_body(spec, today)) for spec in SPECS], "labs": []}
+    return {
+        "labPlans": [copy.deepcopy(plan_body(spec, today)) for spec in SPECS],
+        "labs": [lab_body(*spec) for spec in LAB_SPECS],
+    }

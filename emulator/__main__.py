@@ -58,6 +58,9 @@ def _write_mode_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--operation-status", type=int, default=None, help="the operation URL answers this (403, 400)")
     p.add_argument("--drop-written", default="", help="auto-shutdown leaves writes silently drop, comma-separated")
+    p.add_argument(
+        "--stale-read-s", type=float, default=0.0, help="after a 202, GET shows the pre-write plan this long"
+    )
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -74,6 +77,7 @@ async def _serve(args: argparse.Namespace) -> None:
         patch_reply=args.patch_reply,
         operation_status=args.operation_status,
         drop_written=args.drop_written,
+        stale_read_s=args.stale_read_s,
     )
     await server.start()
     for subscription in args.unregistered:

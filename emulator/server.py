@@ -24,6 +24,7 @@ from typing import Any
 import trustme
 from aiohttp import web
 
+from emulator.fault_mix import FaultMix
 from emulator.store import _INVALID_CONTENT, API_VERSIONS, KINDS, PATCH_MODES, PROVIDER, ArmError, Reply, Store
 from emulator.tokens import DEFAULT_TENANT_ID, TOKEN_LIFETIME_S, Caller, TokenError, TokenIssuer
 
@@ -64,7 +65,8 @@ _TOKEN = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$", re.I)
 _API_VERSION_SHAPE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _REGEX_ONLY = set("^$()[]+?{}|\\")
 WRITE_METHODS = {"PUT", "PATCH", "DELETE", "POST"}
-WRITE_MODE_NAMES = ("patch_reply", "operation_status", "drop_written")
+_FAULT = web.RequestKey("fault", str)  # the fault injected instead of an answer, for the request log
+WRITE_MODE_NAMES = ("patch_reply", "operation_status", "drop_written", "stale_read_s")
 
 
 def load_seed(seed: dict[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -196,6 +198,7 @@ class EmulatorServer:
         self.store.write_modes.set(**write_modes)
         self.request_log: deque[dict[str, Any]] = deque(maxlen=log_limit)
         self.faults: list[FaultRule] = []
+        self.fault_mix: FaultMix | None = None
         # client id (lower case) or "*" -> what Permissions - List answers that caller, on every scope.
         self.permissions: dict[str, list[dict[str, list[str]]]] = {"*": CONTRIBUTOR_PERMISSIONS}
         self.write_denials: list[WriteDenial] = []
@@ -254,6 +257,16 @@ class EmulatorServer:
         f = FaultRule(**rule)
         self.faults.append(f)
         return f
+
+    def set_fault_mix(self, **mix: Any) -> dict[str, Any]:
+        """Start a probability-based fault mix (replacing any earlier one); see :class:`FaultMix`."""
+        self.fault_mix = FaultMix(**mix)
+        return self.fault_mix.public()
+
+    def clear_fault_mix(self) -> dict[str, Any] | None:
+        """Stop the mix; returns its final counts (None if there was none)."""
+        mix, self.fault_mix = self.fault_mix, None
+        return None if mix is None else mix.public()
 
     def deny_writes(self, client_id: str = "*", scope: str = "/subscriptions") -> WriteDenial:
         denial = WriteDenial(client_id, scope)
@@ -324,6 +337,9 @@ class EmulatorServer:
         status: int | None = None
         kind = "arm"
         logged_body: Any = None
+        item = _ITEM.match(path)
+        stored = self.store.resources[KINDS[item.group(3).lower()][0]].get(path.rstrip("/").lower()) if item else None
+        state = stored.body.get("properties", {}).get("provisioningState") if stored is not None else None
         try:
             if _TOKEN.match(path) or _OIDC_CONFIG.match(path):
                 kind = "identity"
@@ -349,6 +365,8 @@ class EmulatorServer:
                     "body": logged_body,
                     "kind": kind,
                     "time": time.time(),
+                    "state": state,  # the item's provisioningState when the request arrived
+                    "fault": request.get(_FAULT),  # the fault injected instead of an answer, if any
                 }
             )
 
@@ -464,8 +482,11 @@ class EmulatorServer:
         path = request.path
 
         fault = next((f for f in self.faults if f.matches(method, path)), None)
+        if fault is None and self.fault_mix is not None:
+            fault = self._drawn_fault(request, method, path, principal)
         if fault is not None:
             fault.hits += 1
+            request[_FAULT] = "reset" if fault.reset else str(fault.status or "latency")
             if fault.latency_ms:
                 await asyncio.sleep(fault.latency_ms / 1000)
             if fault.reset:
@@ -500,6 +521,17 @@ class EmulatorServer:
             return _arm_error(err, headers), principal
         headers.update(reply.headers)
         return _json_response(reply.status, reply.body, headers), principal
+
+    def _drawn_fault(self, request: web.Request, method: str, path: str, client_id: str | None) -> FaultRule | None:
+        """The fault mix's draw for this request, as a one-off rule."""
+        assert self.fault_mix is not None
+        kind = self.fault_mix.draw(method, path, client_id)
+        if kind is None:
+            return None
+        if kind == "reset":
+            return FaultRule(reset=True)
+        retry_after = self.fault_mix.retry_after if kind == "429" else None
+        return FaultRule(status=int(kind), retry_after=retry_after)
 
     def _fault_response(self, fault: FaultRule, headers: dict[str, str]) -> web.Response:
         status = int(fault.status or 500)
@@ -697,6 +729,12 @@ class EmulatorServer:
                 self.faults.clear()
                 return _json_response(204, None)
             return _json_response(200, {"value": [f.public() for f in self.faults]})
+        if path == "/_emulator/fault-mix":
+            if method == "POST":
+                return _json_response(201, self.set_fault_mix(**(await body())))
+            if method == "DELETE":
+                return _json_response(200, self.clear_fault_mix())
+            return _json_response(200, self.fault_mix.public() if self.fault_mix else None)
         if path == "/_emulator/deny-writes":
             if method == "POST":
                 b = await body()

@@ -94,6 +94,7 @@ class Resource:
     rg: str  # lower-case
     body: dict[str, Any]
     pending_op: str | None = None
+    stale: tuple[float, dict[str, Any]] | None = None  # (until, body): reads lag behind a 202 (stale_read_s)
 
 
 @dataclass
@@ -190,13 +191,18 @@ class WriteModes:
     no api-version). ``operation_status``: the operationResults route answers this status instead
     (403: the caller's role does not cover it; 400). ``drop_written``: auto-shutdown leaves a write
     silently does not apply (the old value stays), as a service that drops a value would.
+    ``stale_read_s``: for this long after a PATCH answered 202, a GET still shows the plan as it was
+    before the write (Succeeded, old values), as an eventually consistent read may.
     """
 
     patch_reply: str = "lro"
     operation_status: int | None = None
     drop_written: frozenset[str] = frozenset()
+    stale_read_s: float = 0.0
 
     def set(self, **modes: Any) -> None:
+        if "stale_read_s" in modes:
+            self.stale_read_s = max(0.0, float(modes["stale_read_s"] or 0.0))
         if "patch_reply" in modes:
             reply = str(modes["patch_reply"])
             if reply not in PATCH_REPLIES:
@@ -218,6 +224,7 @@ class WriteModes:
             "patch_reply": self.patch_reply,
             "operation_status": self.operation_status,
             "drop_written": sorted(self.drop_written),
+            "stale_read_s": self.stale_read_s,
         }
 
     def without_dropped(self, body: Any) -> Any:
@@ -248,6 +255,9 @@ SPEC_DEFAULTS: dict[str, dict[str, str]] = {
         "shutdownOnIdle": "None",
     },
 }
+# A lab's own profiles (connectionProfile, autoShutdownProfile) have the same leaves and defaults.
+SPEC_DEFAULTS["connectionProfile"] = SPEC_DEFAULTS["defaultConnectionProfile"]
+SPEC_DEFAULTS["autoShutdownProfile"] = SPEC_DEFAULTS["defaultAutoShutdownProfile"]
 # delay -> (its feature's flag, the flag values that mean "off")
 _DELAY_FEATURE = {
     "disconnectDelay": ("shutdownOnDisconnect", ("Disabled",)),
@@ -280,7 +290,12 @@ def replace_patch(target: Any, patch: dict[str, Any]) -> Any:
 def omit_off_delays(body: dict[str, Any]) -> dict[str, Any]:
     """The body as a read that leaves out the delay of a shutdown feature that is off (absent flags are off)."""
     props = body.get("properties")
-    shutdown = props.get("defaultAutoShutdownProfile") if isinstance(props, dict) else None
+    key = (
+        "autoShutdownProfile"
+        if isinstance(props, dict) and "autoShutdownProfile" in props
+        else "defaultAutoShutdownProfile"
+    )
+    shutdown = props.get(key) if isinstance(props, dict) else None
     if not isinstance(shutdown, dict):
         return body
     drop = [
@@ -295,7 +310,7 @@ def omit_off_delays(body: dict[str, Any]) -> dict[str, Any]:
         **body,
         "properties": {
             **props,
-            "defaultAutoShutdownProfile": {k: v for k, v in shutdown.items() if k not in drop},
+            key: {k: v for k, v in shutdown.items() if k not in drop},
         },
     }
 
@@ -404,7 +419,7 @@ class Store:
         props.setdefault("provisioningState", "Succeeded")
         existing = self.resources[kind].get(body["id"].lower())
         if existing is not None:
-            existing.body = body
+            existing.body, existing.stale = body, None
             existing.pending_op = None
         else:
             self._store_new(kind, body)
@@ -524,6 +539,8 @@ class Store:
         r = self.resources[kind].get(self._key(kind, sub, rg, name))
         if r is None:
             raise self._not_found(kind, rg, name)
+        if r.stale is not None and time.monotonic() < r.stale[0]:
+            return Reply(200, self.view(r.stale[1], api_version))
         return Reply(200, self.view(r.body, api_version))
 
     def list(
@@ -637,7 +654,7 @@ class Store:
         new_body["systemData"] = self._system_data(existing.body.get("systemData") if existing else None, caller)
         new_body["properties"] = {"provisioningState": "Succeeded", **props}
         if existing is not None:
-            existing.body = new_body
+            existing.body, existing.stale = new_body, None
             r = existing
         else:
             r = self._store_new(kind, new_body)
@@ -667,9 +684,20 @@ class Store:
             if kind == "labs":
                 patch["properties"].pop("state", None)
         new_body = replace_patch(r.body, patch) if self.patch_mode == "replace" else merge_patch(r.body, patch)
+        if kind == "labs":  # osType is read-only (the service's, from the image): a PATCH never drops it
+            vm, old_vm = (
+                (new_body.get("properties") or {}).get("virtualMachineProfile"),
+                (r.body.get("properties") or {}).get("virtualMachineProfile"),
+            )
+            if isinstance(vm, dict) and isinstance(old_vm, dict) and "osType" in old_vm:
+                vm["osType"] = old_vm["osType"]
         new_body["systemData"] = self._system_data(r.body.get("systemData"), caller)
+        before = clone(r.body)
         r.body = new_body
-        return self._start_write(r, "PATCH", api_version, caller, http, created=False)
+        reply = self._start_write(r, "PATCH", api_version, caller, http, created=False)
+        lag = self.write_modes.stale_read_s
+        r.stale = (time.monotonic() + lag, before) if lag > 0 and reply.status == 202 else None
+        return reply
 
     def delete(
         self, kind: str, sub: str, rg: str, name: str, api_version: str, caller: Caller | None, http: dict[str, str]

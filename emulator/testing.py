@@ -171,6 +171,20 @@ class Emulator:
     def clear_requests(self) -> None:
         self._call(self._server.request_log.clear)
 
+    def request_count(self) -> int:
+        """How many requests the log holds (cheap: no copy), to wait for a caller's progress."""
+        return self._call(lambda: len(self._server.request_log))
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """The Event Grid events produced since the last take, removed from the endpoint (a subscription's feed)."""
+
+        def run() -> list[dict[str, Any]]:
+            events = self._server.store.events
+            taken = [events.popleft() for _ in range(len(events))]
+            return _deepcopy(taken)
+
+        return self._call(run)
+
     def events(self) -> list[dict[str, Any]]:
         return self._call(lambda: _deepcopy(list(self._server.store.events)))
 
@@ -208,6 +222,36 @@ class Emulator:
         prefix, case-insensitive) gets ARM's 403 AuthorizationFailed naming the action and the caller's object id.
         ``clear_faults()`` lifts it."""
         self._call(self._server.deny_writes, client_id, scope)
+
+    def fault_mix(
+        self,
+        rates: dict[str, float],
+        *,
+        seed: int = 0,
+        client_ids: tuple[str, ...] = (),
+        methods: tuple[str, ...] = (),
+        path_pattern: str = ".*",
+        retry_after: float | None = None,
+    ) -> dict[str, Any]:
+        """Draw a fault at random for each matching ARM request: ``rates`` maps 429/500/503/reset to a
+        probability; seeded, so a run reproduces; ``client_ids`` limits it to those callers."""
+        return self._call(
+            self._server.set_fault_mix,
+            rates=rates,
+            seed=seed,
+            client_ids=client_ids,
+            methods=methods,
+            path_pattern=path_pattern,
+            retry_after=retry_after,
+        )
+
+    def fault_mix_counts(self) -> dict[str, Any] | None:
+        """The running mix: rates, requests drawn for, faults injected by kind."""
+        return self._call(lambda: self._server.fault_mix.public() if self._server.fault_mix else None)
+
+    def clear_fault_mix(self) -> dict[str, Any] | None:
+        """Stop the mix; returns its final counts."""
+        return self._call(self._server.clear_fault_mix)
 
     def configure(self, **cfg: Any) -> dict[str, Any]:
         """Change latency_ms, page_size, lro_delay_s, throttle, patch_mode, omit_off_delays or a write mode

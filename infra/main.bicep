@@ -77,6 +77,22 @@ param schedule string = '0 */15 * * * *'
 @description('LABGUARD_CONCURRENCY: plans read or patched at once (1-256); empty: 16.')
 param concurrency string = ''
 
+@description('LABGUARD_LABS: on (default) holds labs to the policy too; off: lab plans only.')
+@allowed(['on', 'off'])
+param labs string = 'on'
+
+@description('LABGUARD_SWEEP_FANOUT: auto (a queue message per subscription from 10 scopes up), on or off; empty: auto.')
+@allowed([
+  ''
+  'auto'
+  'on'
+  'off'
+])
+param sweepFanout string = ''
+
+@description('LABGUARD_LIST_CONCURRENCY: scopes a sweep lists at once (1-64); empty: 4.')
+param listConcurrency string = ''
+
 @description('LABGUARD_NOTICE_WAIT_SECONDS: how long one trigger waits for a failure notice (1-25); empty: 5.')
 param noticeWaitSeconds string = ''
 
@@ -219,6 +235,8 @@ var appSettings = {
   LABGUARD_RESOURCE_GROUPS: join(watchedResourceGroupNames, ',')
   LABGUARD_SCHEDULE: schedule
   LABGUARD_CONCURRENCY: concurrency
+  LABGUARD_SWEEP_FANOUT: sweepFanout
+  LABGUARD_LIST_CONCURRENCY: listConcurrency
   LABGUARD_SMTP_HOST: smtpHost
   LABGUARD_SMTP_PORT: smtpPort
   LABGUARD_SMTP_USERNAME: smtpUsername
@@ -235,6 +253,7 @@ var appSettings = {
   LABGUARD_REPORT_CONTAINER: reportContainer
   LABGUARD_REPORT_ACCOUNT_URL: empty(reportContainer) ? '' : storage.outputs.blobEndpoint
   LABGUARD_DIGEST_EMAIL: digestEmail
+  LABGUARD_LABS: labs
 }
 
 module functionApp 'modules/functionapp.bicep' = {

@@ -176,6 +176,7 @@ def sweep(
             f"enforce --format {output} on a terminal would send patches without showing them first: "
             "add --yes to send them, or --dry-run to see them"
         )
+    approved: dict[str, Mapping[str, Any]] | None = None  # set once a person approved a preview
     if ask and command == "enforce" and not dry_run:
         previews: list[runner.RunResult] = []
         preview = sweep(
@@ -201,6 +202,12 @@ def sweep(
             out.print("Nothing sent.")
             return preview
         out.print()
+        # Only what was shown is sent: a plan whose patch differs when it is read again is left alone.
+        approved = {
+            item.outcome.plan_id: item.outcome.evaluation.patch
+            for item in previews[0].results
+            if item.status == "drifted" and item.outcome.evaluation is not None and item.outcome.evaluation.patch
+        }
     configured = runner.configured_scope(env)
     header = runner.RunResult(command, dry_run, settings, policy, functions_mode=functions_mode, configured=configured)
     header_shown = False
@@ -250,6 +257,7 @@ def sweep(
                 fail_on=fail_on,
                 handle_interrupt=True,
                 functions_mode=functions_mode,
+                approved_patches=approved,
             )
         finally:
             if progress is not None:

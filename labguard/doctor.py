@@ -375,11 +375,15 @@ async def _live(
     created = False
     try:
         started = time.monotonic()
+        # Before the PUT: one that times out after ARM took it, or Ctrl-C while it is sent, may have created
+        # the plan, so cleanup runs (a DELETE answered 404 then says what to check).
+        created = True
         put = await arm.request("PUT", url, body)
         if put.status not in (200, 201, 202):
+            created = False  # ARM answered: refused, nothing was created
             report.add("live: create", "fail", f"PUT {name} in {group}: HTTP {put.status} {_code(put)}".rstrip())
             return
-        created = live["created"] = True
+        live["created"] = True
         before = await _settled(arm, url, wait_s)
         report.add(
             "live: create",
@@ -542,6 +546,13 @@ async def _delete(report: Report, arm: LabPlansArm, url: str, path: str, wait_s:
     by_hand = f"delete it yourself: az resource delete --ids {path}"
     try:
         reply = await arm.request("DELETE", url)
+        if reply.status == 404 and not report.live.get("created"):  # the PUT did not answer: it may still land
+            report.add(
+                "live: cleanup",
+                "warn",
+                f"the PUT did not finish and the plan is not there (DELETE 404); if it appears, {by_hand}",
+            )
+            return
         if reply.status not in (200, 202, 204):
             report.add("live: cleanup", "fail", f"DELETE answered HTTP {reply.status} {_code(reply)}; {by_hand}")
             return

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 
 from labguard.render import change_text, findings_lines
 from labguard.runner import PlanResult, RunResult
+from shared.core.snapshot import DRIFT_STATUSES
 
 
 def _case(suite: ET.Element, classname: str, name: str, duration: str = "0") -> ET.Element:
@@ -26,7 +27,9 @@ def _plan_case(suite: ET.Element, item: PlanResult, result: RunResult) -> ET.Ele
     status = item.status
     if item.write_denied is not None:
         ET.SubElement(case, "failure", {"type": "write-denied", "message": item.write_denied.describe()})
-    if status in ("drifted", "unconverged") or (item.write_failed and item.write_denied is None):
+    if status in ("write-failed", "proof-deferred"):  # a write labguard made that is not proven: no finding to list
+        ET.SubElement(case, "failure", {"type": status, "message": item.outcome.detail or status})
+    elif status in DRIFT_STATUSES or (item.write_failed and item.write_denied is None):
         for finding in evaluation.violations if evaluation is not None else ():
             observed = "(not set)" if finding.observed is None else str(finding.observed)
             message = f"{finding.path}: {observed} is outside the policy; allowed {finding.allowed}"

@@ -16,6 +16,7 @@ from labguard.runner import PlanResult, RunResult, unused_overrides
 from shared.core.governed import GOVERNED
 from shared.core.policy import Policy, Rules
 from shared.core.report import evaluation_to_dict
+from shared.core.snapshot import DETAIL_STATUSES
 from shared.core.text import shown
 
 # status -> (label in the STATE column, style)
@@ -130,6 +131,8 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
             lines.append(("still drifted; not written: " + patch_text(result.refused_patch), "dim"))
     elif status in ("failed", "gone", "unconverged", "write-failed", "proof-deferred"):
         lines.append((outcome.detail or status, ""))
+    elif status == "drifted" and outcome.detail:  # e.g. changed since the preview; not written
+        lines.append((outcome.detail, ""))
     if evaluation is not None:
         for finding in evaluation.findings:
             if finding.rule == "exemption.expired":
@@ -172,7 +175,47 @@ def plans_table(result: RunResult) -> Table:
             state_text(item.status, dry_run=result.command == "enforce", denied=item.write_denied is not None),
             findings,
         )
+        for lab in result.labs_of(item.plan_id):  # its labs, indented under it
+            table.add_row(*_lab_row(lab, result))
+    orphans = result.labs_of(None)
+    if orphans:
+        table.add_section()
+        table.add_row(Text("labs naming no plan in scope", style="dim"), "", "", "")
+        for lab in orphans:
+            table.add_row(*_lab_row(lab, result))
     return table
+
+
+def lab_lines(outcome: Any) -> list[tuple[str, str]]:
+    """(text, style) FINDINGS lines of one lab: what is (or would be) fixed, what is only reported and why."""
+    evaluation = outcome.lab
+    if evaluation is None:
+        return [(outcome.detail or outcome.status, "")]
+    lines: list[tuple[str, str]] = []
+    for finding in evaluation.findings:
+        key = finding.field.rsplit(".", 1)[-1]
+        observed = "(not set)" if finding.observed is None else finding.observed
+        if finding.is_drift:
+            lines.append((f"{key} {observed} → {finding.patch_value}", ""))
+        elif finding.rule.startswith("lab.") or finding.rule == "unknown-value":
+            lines.append((f"{key}: {shown(finding.message, quote=False, limit=160)}", "dim"))
+    if outcome.status in ("exempt", "skipped", "provisioning-failed", "failed") and evaluation.reason:
+        lines.insert(0, (str(evaluation.reason), ""))
+    elif outcome.status in ("failed", "gone", "unconverged", "write-failed", "proof-deferred"):
+        lines.insert(0, (outcome.detail or outcome.status, ""))
+    return lines
+
+
+def _lab_row(outcome: Any, result: RunResult) -> tuple[Text, str, Text, Text]:
+    evaluation = outcome.lab
+    name = evaluation.lab.name if evaluation is not None else outcome.plan_id.rsplit("/", 1)[-1]
+    rg = evaluation.lab.id.resource_group if evaluation is not None else ""
+    findings = Text()
+    for index, (line, style) in enumerate(lab_lines(outcome)):
+        if index:
+            findings.append("\n")
+        findings.append(line, style=style)
+    return Text(f"  └ lab {name}"), rg, state_text(outcome.status, dry_run=result.command == "enforce"), findings
 
 
 def summary_line(result: RunResult) -> str:
@@ -327,8 +370,10 @@ def interrupted_lines(result: RunResult) -> list[Text]:
             what = {
                 "applied": "applied",
                 "refused": f"refused: {write.detail}",
+                "unproven": f"{write.detail or 'sent; not proven'}: run `labguard audit` to see",
+                "failed": f"{write.detail or 'sent; the plan was left Failed'}: run `labguard audit` to see",
                 "abandoned": "sent, outcome unknown: run `labguard audit` to see",
-            }[write.result]
+            }.get(write.result, f"{write.result}: {write.detail}")
             lines.append(
                 Text(
                     f"  {write.plan_id.name} ({short_sub(write.plan_id.subscription_id)}/"
@@ -420,7 +465,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
             "resourceGroup": pid.resource_group if pid else None,
             "name": pid.name if pid else None,
             "status": outcome.status,
-            "detail": outcome.detail if outcome.status in ("failed", "gone", "skipped", "exempt") else None,
+            "detail": outcome.detail if outcome.status in (*DETAIL_STATUSES, "skipped", "exempt") else None,
         }
         if outcome.evaluation is not None:
             evaluation = evaluation_to_dict(outcome.evaluation)
@@ -441,6 +486,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
                 "pending": list(item.notice.pending),
                 "problem": item.notice.problem,
             }
+        entry["labs"] = [lab_json(lab) for lab in result.labs_of(pid)]
         plans.append(entry)
     return {
         "command": result.command,
@@ -450,6 +496,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "scope": {"subscriptions": list(settings.subscriptions), "resourceGroups": list(settings.resource_groups)},
         "summary": {status: result.counts[status] for status in ORDER if result.counts[status]},
         "plans": plans,
+        "labsWithoutPlan": [lab_json(lab) for lab in result.labs_of(None)],
         "listFailures": [{"scope": scope, "error": error} for scope, error in result.list_failures],
         **({"files": list(result.files)} if result.files else {}),
         "notRegistered": list(result.not_registered),
@@ -468,6 +515,33 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "interrupted": interrupted_json(result),
         "exitCode": result.exit_code,
         "durationSeconds": round(result.duration_s, 3),
+    }
+
+
+def lab_json(outcome: Any) -> dict[str, Any]:
+    """One lab for ``--json``: its id, plan, status, findings (lab keys) and the patch sent or to send."""
+    evaluation = outcome.lab
+    lab = evaluation.lab if evaluation is not None else None
+    return {
+        "id": lab.id.path if lab is not None else outcome.plan_id,
+        "labPlanId": lab.lab_plan_id_raw if lab is not None else None,
+        "osType": lab.os_type if lab is not None else None,
+        "status": outcome.status,
+        "reason": evaluation.reason if evaluation is not None else None,
+        "detail": outcome.detail,
+        "findings": [
+            {
+                "rule": f.rule,
+                "field": f.field,
+                "observed": f.observed,
+                "allowed": f.allowed,
+                "severity": f.severity,
+                "message": f.message,
+                "patchValue": f.patch_value,
+            }
+            for f in (evaluation.findings if evaluation is not None else ())
+        ],
+        "patch": dict(evaluation.patch) if evaluation is not None else {},
     }
 
 

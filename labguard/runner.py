@@ -36,6 +36,7 @@ from labguard.tracking import (
 )
 from shared.core.plans import LabPlan, PlanId
 from shared.core.policy import Mode, Policy, load_policy
+from shared.core.snapshot import DRIFT_STATUSES
 from shared.errors import ArmError, PolicyError, SettingsError, TrustError
 from shared.runtime.reconcile import PlanOutcome, Reconciler, scope_path, sweep_scopes
 from shared.runtime.runs import APP_ROOT
@@ -213,6 +214,18 @@ class RunResult:
     functions_mode: tuple[str, str] | None = None  # (mode, where it came from) the Functions would run in
     configured: Settings | None = None  # the scope the app settings name, without the flags
     today: date = field(default_factory=lambda: datetime.now(UTC).date())
+    labs: list[PlanOutcome] = field(default_factory=list)  # lab outcomes (outcome.lab: the LabEvaluation)
+
+    def labs_of(self, plan_id: PlanId | None) -> list[PlanOutcome]:
+        """The labs whose labPlanId names this plan (None: labs naming no plan in this run), by name."""
+        keys = {r.plan_id.key for r in self.results if r.plan_id is not None}
+        out = []
+        for outcome in self.labs:
+            named = outcome.lab.lab.lab_plan_id if outcome.lab is not None else None
+            mine = named == plan_id if plan_id is not None else (named is None or named.key not in keys)
+            if mine:
+                out.append(outcome)
+        return sorted(out, key=lambda o: o.plan_id)
 
     @property
     def counts(self) -> Counter[str]:
@@ -233,11 +246,7 @@ class RunResult:
         not_converged = sum(1 for r in self.results if r.write_failed)
         unreadable = sum(1 for r in self.results if r.status == "failed" and not r.write_failed)
         return exit_codes.Tally(
-            drift=counts["drifted"]
-            + counts["unconverged"]
-            + counts["write-failed"]
-            + counts["proof-deferred"]
-            + not_converged,
+            drift=sum(counts[status] for status in DRIFT_STATUSES) + not_converged,
             failed_provisioning=counts["provisioning-failed"],
             exempt_expiring=len(self.expiring()),
             empty_scopes=len(self.empty_scopes),
@@ -250,7 +259,12 @@ class RunResult:
         """0 compliant; 1 a finding ``--fail-on`` selects; 3 Azure unreachable or failing; 130 interrupted."""
         if self.interrupted is not None:
             return exit_codes.INTERRUPTED
-        return exit_codes.decide(self.tally(), self.fail_on)
+        code = exit_codes.decide(self.tally(), self.fail_on)
+        if code == 0 and any(
+            LAB_FAIL_ON.get(lab.status, "drift") in self.fail_on for lab in self.labs if lab.status in LAB_FAIL_ON
+        ):
+            return exit_codes.FINDINGS  # a lab left drifted, failed to provision or not converged
+        return code
 
     def sorted_results(self) -> list[PlanResult]:
         def key(result: PlanResult) -> tuple[str, str, str]:
@@ -289,6 +303,14 @@ def evaluate_files(paths: Sequence[str], settings: Settings, policy: Policy, now
 
 
 OnResult = Callable[[PlanResult], Awaitable[None] | None]
+# A lab's outcome -> the --fail-on finding it counts as (as the plan outcomes do).
+LAB_FAIL_ON = {
+    "drifted": "drift",
+    "unconverged": "drift",
+    "write-failed": "drift",
+    "proof-deferred": "drift",
+    "provisioning-failed": "failed-provisioning",
+}
 
 
 async def run(
@@ -304,8 +326,12 @@ async def run(
     handle_interrupt: bool = False,
     interrupt_grace_s: float = INTERRUPT_GRACE_S,
     functions_mode: tuple[str, str] | None = None,
+    approved_patches: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunResult:
     """Sweep every plan in scope: evaluate (audit, enforce --dry-run) or fix (enforce). Raises ConfigError.
+
+    ``approved_patches`` ({plan key: patch} shown in a preview and approved): only those exact patches
+    are sent; a plan whose fresh patch differs stays drifted, "changed since the preview; not written".
 
     With ``handle_interrupt``, Ctrl-C stops the sweep cleanly instead of raising: no new write starts,
     the writes already sent finish (a second Ctrl-C abandons them) and ``RunResult.interrupted`` says
@@ -344,11 +370,16 @@ async def run(
             notifier=None,
             concurrency=settings.concurrency,
             dry_run=dry_run or command == "audit",
+            labs=_labs(runtime, policy, dry_run=dry_run or command == "audit"),
+            approved_patches=approved_patches,
         )
         ledger = _open_ledger(settings) if read_ledger else None
         checked: set[str] = set()
 
         async def collect(outcome: PlanOutcome) -> None:
+            if outcome.lab is not None or "/providers/microsoft.labservices/labs/" in outcome.plan_id.lower():
+                result.labs.append(outcome)  # shown under its plan
+                return
             checked.add(outcome.plan_id)
             notice = None
             if outcome.status == "provisioning-failed" and outcome.evaluation is not None:
@@ -644,3 +675,13 @@ async def _notice_status(ledger: Any | None, plan: LabPlan) -> NoticeStatus | No
 def _channel(ledger_key: str) -> str:
     """``webhook:<host>:<digest>`` -> ``webhook:<host>``; other channel keys are already names."""
     return ":".join(ledger_key.split(":")[:2]) if ledger_key.startswith("webhook:") else ledger_key
+
+
+def _labs(runtime: Any, policy: Policy, *, dry_run: bool) -> Any:
+    """Labs beside plans (LABGUARD_LABS, on by default), judged as the Functions judge them."""
+    if runtime.reconciler.labs is None:
+        return None
+    from shared.edge.lab_arm import LabsArm
+    from shared.runtime.lab_reconcile import LabReconciler
+
+    return LabReconciler(LabsArm(runtime.session.plans), policy, dry_run=dry_run)

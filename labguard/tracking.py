@@ -41,8 +41,20 @@ class InFlight:
 
     plan_id: PlanId
     patch: Mapping[str, Any]
-    result: str  # "applied", "refused" or "abandoned" (sent; outcome unknown)
+    # "applied" (the proof read found it Succeeded), "refused" (the PATCH was answered with an error),
+    # "unproven" (sent and accepted, but no read proved it), "failed" (the read found the plan Failed),
+    # "abandoned" (sent; outcome unknown)
+    result: str
     detail: str | None = None
+
+
+def _proven(after: Any) -> tuple[str, str | None]:
+    """What the proof read after an accepted write says: applied only for a Succeeded plan."""
+    if isinstance(after, LabPlan) and after.provisioning_state == "Succeeded":
+        return "applied", None
+    if isinstance(after, LabPlan) and after.provisioning_state == "Failed":
+        return "failed", "sent; the plan was left Failed"
+    return "unproven", "sent; not proven (the plan was still busy)"
 
 
 @dataclass
@@ -66,8 +78,10 @@ class TrackingArm:
         self.write_errors: dict[str, ArmError] = {}
         self.read_errors: dict[str, ArmError] = {}
         self.refused_patches: dict[str, Mapping[str, Any]] = {}
-        self._writes: dict[str, tuple[PlanId, Mapping[str, Any], asyncio.Future[Any]]] = {}
-        self.applied: dict[str, tuple[PlanId, Mapping[str, Any]]] = {}
+        # plan key -> (id, patch, task, stage): stage "send" (the PATCH) or "wait" (the proof read)
+        self._writes: dict[str, tuple[PlanId, Mapping[str, Any], asyncio.Future[Any], str]] = {}
+        # writes whose proof finished: plan key -> (id, patch, result, detail), as InFlight.result says
+        self.applied: dict[str, tuple[PlanId, Mapping[str, Any], str, str | None]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -92,7 +106,7 @@ class TrackingArm:
         if self.stopping:
             raise NotSent(plan_id)
         task = asyncio.ensure_future(self._inner.send_patch(plan_id, patch, slot))
-        self._writes[plan_id.key] = (plan_id, patch, task)
+        self._writes[plan_id.key] = (plan_id, patch, task, "send")
         try:
             return await asyncio.shield(task)
         except ArmError as exc:
@@ -103,12 +117,14 @@ class TrackingArm:
         except asyncio.CancelledError:
             raise  # the task goes on; settle() waits for it
 
-    async def wait_for_write(self, plan_id: PlanId, accepted: Any, *, timeout_s: float | None = None) -> Any:
+    async def wait_for_write(
+        self, plan_id: PlanId, accepted: Any, *, timeout_s: float | None = None, gate: Any = None
+    ) -> Any:
         """The write stays in flight until the service has finished it (the read that proves it)."""
         sent = self._writes.get(plan_id.key)
-        task = asyncio.ensure_future(self._inner.wait_for_write(plan_id, accepted, timeout_s=timeout_s))
+        task = asyncio.ensure_future(self._inner.wait_for_write(plan_id, accepted, timeout_s=timeout_s, gate=gate))
         patch: Mapping[str, Any] = sent[1] if sent is not None else {}
-        self._writes[plan_id.key] = (plan_id, patch, task)
+        self._writes[plan_id.key] = (plan_id, patch, task, "wait")
         try:
             after = await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -117,28 +133,41 @@ class TrackingArm:
             self._writes.pop(plan_id.key, None)
             raise
         self._writes.pop(plan_id.key, None)
-        self.applied[plan_id.key] = (plan_id, patch)
+        self.applied[plan_id.key] = (plan_id, patch, *_proven(after))
         return after
 
     async def settle(self, checked: set[str], abandon: asyncio.Event, grace_s: float) -> Interruption:
-        """After an interrupt: wait (bounded) for the writes in flight, then say what was not reached."""
-        writes = list(self._writes.values())
-        pending = {task for _, _, task in writes if not task.done()}
+        """After an interrupt: wait (bounded) for the writes in flight, then say what was not reached.
+
+        A PATCH that was accepted before its proof read started gets that read here (within the same
+        grace period), so "applied" is said only of a write a read proved.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        writes = dict(self._writes)
         report = Interruption()
-        if pending:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + grace_s
-            stop = asyncio.ensure_future(abandon.wait())
-            try:
-                while pending and not stop.done() and loop.time() < deadline:
-                    await asyncio.wait(
-                        [*pending, stop], timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
-                    )
-                    pending = {task for task in pending if not task.done()}
-            finally:
-                stop.cancel()
+        stop = asyncio.ensure_future(abandon.wait())
+        try:
+            while not abandon.is_set() and loop.time() < deadline:
+                for key, (plan_id, patch, task, stage) in list(writes.items()):
+                    if stage == "send" and task.done() and not task.cancelled() and task.exception() is None:
+                        proof = asyncio.ensure_future(
+                            self._inner.wait_for_write(
+                                plan_id, task.result(), timeout_s=max(0.1, deadline - loop.time())
+                            )
+                        )
+                        writes[key] = (plan_id, patch, proof, "wait")
+                pending = {task for _, _, task, _ in writes.values() if not task.done()}
+                if not pending:
+                    break
+                await asyncio.wait(
+                    [*pending, stop], timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            stop.cancel()
+        if writes:
             report.abandoned_wait = abandon.is_set()
-        for plan_id, patch, task in writes:
+        for plan_id, patch, task, stage in writes.values():
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -148,14 +177,19 @@ class TrackingArm:
                 report.in_flight.append(InFlight(plan_id, patch, "abandoned", "sent; outcome unknown"))
             elif task.exception() is not None:
                 error = task.exception()
-                if isinstance(error, ArmError):
-                    self.write_errors[plan_id.key] = error
-                report.in_flight.append(InFlight(plan_id, patch, "refused", str(error)))
+                if stage == "send":  # the PATCH itself was answered with an error
+                    if isinstance(error, ArmError):
+                        self.write_errors[plan_id.key] = error
+                    report.in_flight.append(InFlight(plan_id, patch, "refused", str(error)))
+                else:  # the PATCH was accepted; the read meant to prove it failed
+                    report.in_flight.append(InFlight(plan_id, patch, "unproven", f"sent; not proven: {error}"))
+            elif stage == "send":  # accepted, but the interrupt came before the proof read
+                report.in_flight.append(InFlight(plan_id, patch, "unproven", "sent; not proven"))
             else:
-                report.in_flight.append(InFlight(plan_id, patch, "applied"))
-        for key, (plan_id, patch) in self.applied.items():  # written, but the sweep stopped before it said so
+                report.in_flight.append(InFlight(plan_id, patch, *_proven(task.result())))
+        for key, (plan_id, patch, result, detail) in self.applied.items():  # the sweep stopped before it said so
             if key not in checked and key not in self._writes:
-                report.in_flight.append(InFlight(plan_id, patch, "applied"))
+                report.in_flight.append(InFlight(plan_id, patch, result, detail))
         flying = {w.plan_id.key for w in report.in_flight}
         report.not_reached = [pid.path for key, pid in self.listed.items() if key not in checked | flying]
         return report

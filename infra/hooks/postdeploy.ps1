@@ -102,7 +102,7 @@ while ($true) {
         --endpoint-type azurefunction --endpoint "$AppId/functions/$FunctionName" `
         --event-delivery-schema eventgridschema --max-events-per-batch 1 --preferred-batch-size-in-kilobytes 64 `
         --included-event-types Microsoft.Resources.ResourceWriteSuccess Microsoft.Resources.ResourceWriteFailure `
-        --advanced-filter data.operationName StringIn Microsoft.LabServices/labPlans/write `
+        --advanced-filter data.operationName StringIn Microsoft.LabServices/labPlans/write Microsoft.LabServices/labs/write `
         --max-delivery-attempts 10 --event-ttl 1440 `
         @deadLetterArgs --output none
     if ($LASTEXITCODE -eq 0) { break }

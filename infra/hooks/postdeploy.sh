@@ -113,7 +113,7 @@ while :; do
     --endpoint-type azurefunction --endpoint "$APP_ID/functions/$FUNCTION_NAME" \
     --event-delivery-schema eventgridschema --max-events-per-batch 1 --preferred-batch-size-in-kilobytes 64 \
     --included-event-types Microsoft.Resources.ResourceWriteSuccess Microsoft.Resources.ResourceWriteFailure \
-    --advanced-filter data.operationName StringIn Microsoft.LabServices/labPlans/write \
+    --advanced-filter data.operationName StringIn Microsoft.LabServices/labPlans/write Microsoft.LabServices/labs/write \
     --max-delivery-attempts 10 --event-ttl 1440 \
     "$@" --output none; then
     break

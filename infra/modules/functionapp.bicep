@@ -55,7 +55,7 @@ param appSettings object
 // Role definition ids (built-in roles), each granted on one resource of this resource group only.
 // The three storage data roles are the ones the official Flex Consumption azd samples give the app
 // identity for an identity-based AzureWebJobsStorage: blob (host leases and keys, and the Flex
-// deployment package), queue (host; labguard's sweep fan-out queue later), table (host; the
+// deployment package), queue (host; and labguard's sweep fan-out queue), table (host; the
 // notice ledger, which also creates its table on first use).
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
@@ -75,7 +75,8 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
 
-// Settings of the Functions platform (labguard's code reads only AzureWebJobsStorage__tableServiceUri).
+// Settings of the Functions platform (labguard's code reads AzureWebJobsStorage__tableServiceUri and
+// __queueServiceUri; the host's queue trigger of the sweep fan-out uses the same identity connection).
 var platformSettings = {
   // The host's storage, identity-based (no account key exists to put in a connection string). The
   // service URIs rather than __accountName: they carry the cloud's storage suffix. The notice ledger

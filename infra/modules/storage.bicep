@@ -1,7 +1,8 @@
 // The Function App's storage account. It holds:
 // - the Functions host state (AzureWebJobsStorage__*, identity-based: timer leases, host keys),
 // - the Flex Consumption deployment package container,
-// - the notice ledger table (LABGUARD_LEDGER_TABLE),
+// - the notice ledger table (LABGUARD_LEDGER_TABLE) and the fan-out run table beside it,
+// - the sweep fan-out queue and its poison queue (shared/runtime/fanout.py, handlers/queue_sweep.py),
 // - the Event Grid dead-letter container.
 
 @description('Region of the account.')
@@ -23,6 +24,9 @@ param deadLetterContainerName string
 
 @description('Table of the notice ledger; the same value goes into LABGUARD_LEDGER_TABLE.')
 param ledgerTableName string
+
+@description('Queue of the sweep fan-out (shared/runtime/fanout.py SWEEP_QUEUE).')
+param sweepQueueName string = 'labguard-sweep'
 
 @description('Replication: Standard_LRS is enough for host state and a ledger that can be rebuilt.')
 @allowed([
@@ -122,6 +126,28 @@ resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@202
   name: ledgerTableName
 }
 
+resource runTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: '${ledgerTableName}runs'
+}
+
+// One message per subscription per sweep run; the host moves a message that failed maxDequeueCount
+// times (host.json) to <queue>-poison, where the poison handler records sweep.scope-failed.
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource sweepQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: sweepQueueName
+}
+
+resource sweepPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: '${sweepQueueName}-poison'
+}
+
 output storageAccountName string = storage.name
 output storageAccountId string = storage.id
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
@@ -130,3 +156,4 @@ output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerName string = deploymentContainer.name
 output deadLetterContainerName string = deadLetterContainer.name
 output ledgerTableName string = ledgerTable.name
+output sweepQueueName string = sweepQueue.name

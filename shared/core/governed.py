@@ -67,6 +67,7 @@ class Profile:
     """A governed ARM profile of ``properties`` and the policy file section that bounds it."""
 
     arm_key: str  # key under the plan's properties
+    lab_arm_key: str  # key under a lab's properties: the lab's own profile, which the plan's default seeds
     section: str  # key of the policy file (and of an override scope)
     rule: str  # prefix of the finding rule ids (``connection.clientRdpAccess``)
     model: str  # name of the section's model in the policy JSON Schema
@@ -75,6 +76,7 @@ class Profile:
 
 CONNECTION = Profile(
     "defaultConnectionProfile",
+    "connectionProfile",
     "connection",
     "connection",
     "ConnectionBounds",
@@ -82,6 +84,7 @@ CONNECTION = Profile(
 )
 AUTO_SHUTDOWN = Profile(
     "defaultAutoShutdownProfile",
+    "autoShutdownProfile",
     "autoShutdown",
     "shutdown",
     "AutoShutdownBounds",
@@ -118,6 +121,11 @@ class Setting:
     def path(self) -> tuple[str, str, str]:
         """Where ARM keeps it in a plan body."""
         return ("properties", self.profile.arm_key, self.arm_key)
+
+    @property
+    def lab_path(self) -> tuple[str, str, str]:
+        """Where ARM keeps it in a lab body."""
+        return ("properties", self.profile.lab_arm_key, self.arm_key)
 
     def canonical(self, value: str) -> str | None:
         """``value`` as the scale spells it (ARM enums are case-insensitive), or None if it is not on the scale."""

@@ -24,17 +24,36 @@ from shared.core.governed import PROFILES, Setting
 PROVIDER = "Microsoft.LabServices"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
 
+
 # ARM's grammar for a lab plan id, ASCII only (re.ASCII: no Unicode case folding, so ``labPlan\u017f`` (long s) is not
 # ``labPlans``, and no Unicode ``\w``). Resource group: 1-90 of letters, digits, ``-_.()``, not ending
 # in a period (ARM's resource group rules). Lab plan name: 1-100 of letters, digits, ``-_.``, starting
 # with a letter and ending with a letter or digit (the service's rules for Microsoft.LabServices/labPlans),
 # so ``.`` and ``..`` segments can never pass.
-_PLAN_ID = re.compile(
-    r"/subscriptions/(?P<sub>[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})"
-    r"/resourceGroups/(?P<rg>[-A-Z0-9_.()]{0,89}[-A-Z0-9_()])"
-    r"/providers/Microsoft\.LabServices/labPlans/(?P<name>[A-Z](?:[-A-Z0-9_.]{0,98}[A-Z0-9])?)/?",
-    re.IGNORECASE | re.ASCII,
-)
+def resource_id_grammar(collection: str, name_first: str) -> re.Pattern[str]:
+    """ARM's grammar for ``/subscriptions/{guid}/resourceGroups/{rg}/providers/Microsoft.LabServices/
+    {collection}/{name}``: ASCII only, the resource group's and the name's rules, no child resources."""
+    return re.compile(
+        r"/subscriptions/(?P<sub>[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})"
+        r"/resourceGroups/(?P<rg>[-A-Z0-9_.()]{0,89}[-A-Z0-9_()])"
+        rf"/providers/Microsoft\.LabServices/{collection}/(?P<name>{name_first}(?:[-A-Z0-9_.]{{0,98}}[A-Z0-9])?)/?",
+        re.IGNORECASE | re.ASCII,
+    )
+
+
+def match_resource_id(grammar: re.Pattern[str], text: object, what: str, collection: str) -> re.Match[str]:
+    """Match an id strictly; ValueError naming at most a capped part of a rejected (maybe hostile) value."""
+    match = grammar.fullmatch(text) if isinstance(text, str) and len(text) <= _MAX_ID else None
+    if match is None:
+        shown = repr(text[:_ID_SHOWN]) + ("..." if len(text) > _ID_SHOWN else "") if isinstance(text, str) else "?"
+        raise ValueError(
+            f"not a {what} resource id: {shown} (expected /subscriptions/<guid>/resourceGroups/"
+            f"<name>/providers/Microsoft.LabServices/{collection}/<name>, ASCII, ARM's name rules)"
+        )
+    return match
+
+
+_PLAN_ID = resource_id_grammar("labPlans", "[A-Z]")
 _MAX_ID = 400  # the longest id the grammar allows is about 300 characters
 _ID_SHOWN = 200  # characters of a rejected id shown in an error (never the whole hostile value)
 
@@ -50,13 +69,7 @@ class PlanId:
     @classmethod
     def parse(cls, text: str) -> PlanId:
         """Parse a lab plan id strictly (no child resources, no trailing parts); ValueError otherwise."""
-        match = _PLAN_ID.fullmatch(text) if isinstance(text, str) and len(text) <= _MAX_ID else None
-        if match is None:
-            shown = repr(text[:_ID_SHOWN]) + ("..." if len(text) > _ID_SHOWN else "") if isinstance(text, str) else "?"
-            raise ValueError(
-                f"not a lab plan resource id: {shown} (expected /subscriptions/<guid>/resourceGroups/"
-                "<name>/providers/Microsoft.LabServices/labPlans/<name>, ASCII, ARM's name rules)"
-            )
+        match = match_resource_id(_PLAN_ID, text, "lab plan", "labPlans")
         return cls(match["sub"].lower(), match["rg"], match["name"])
 
     @property

@@ -37,6 +37,7 @@ from shared.errors import SHOWN, PolicyError
 __all__ = [
     "CONNECTION_RANK",
     "IDLE_RANK",
+    "LabRules",
     "Mode",
     "Policy",
     "PolicyError",
@@ -144,8 +145,36 @@ else:
     )
 
 
+_VM_SIZE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class LabBounds(_Strict):
+    """Rules for labs (Microsoft.LabServices/labs) only, as admins know them from Azure Policy's built-ins.
+
+    What the service cannot change on an existing lab (its VM size, create option, users) is reported,
+    never patched; the usage quota is lowered to the bound in enforce mode."""
+
+    allowedVmSizes: list[Annotated[str, Field(pattern=_VM_SIZE)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="virtualMachineProfile.sku.name values a lab may use; reported, never patched",
+    )
+    templateVm: Literal["Allowed", "Forbidden"] | None = Field(
+        None, description="Forbidden = a lab may not use createOption TemplateVM; reported, never patched"
+    )
+    requireNonAdminUser: bool | None = Field(
+        None, description="true = a lab must have a non-admin user (virtualMachineProfile.nonAdminUser); reported"
+    )
+    maxUsageQuota: Delay | None = Field(
+        None, description="Longest usageQuota (hours per student) a lab may grant, e.g. PT20H; lowered in enforce"
+    )
+
+
 class ScopeBounds(_ScopeBase):
     """Bounds for one scope. In an override, keys you omit are inherited; null means not governed here."""
+
+    labs: LabBounds | None = None
 
 
 class Overrides(_Strict):
@@ -219,6 +248,38 @@ class Rules:
         return out
 
 
+@dataclass(frozen=True)
+class LabRules:
+    """The effective lab-only rules for one scope after overrides. None = not governed."""
+
+    allowed_vm_sizes: tuple[str, ...] | None = None
+    template_vm: Literal["Allowed", "Forbidden"] | None = None
+    require_non_admin_user: bool | None = None
+    max_usage_quota: timedelta | None = None
+
+
+_LAB_FIELDS = (
+    ("allowedVmSizes", "allowed_vm_sizes"),
+    ("templateVm", "template_vm"),
+    ("requireNonAdminUser", "require_non_admin_user"),
+    ("maxUsageQuota", "max_usage_quota"),
+)
+
+
+def _layer_labs(parent: LabRules, scope: ScopeBounds) -> LabRules:
+    """As :func:`_layer`, for the ``labs`` section: set keys win, null un-governs, omitted keys inherit."""
+    if "labs" not in scope.model_fields_set:
+        return parent
+    if scope.labs is None:
+        return LabRules()
+    changes: dict[str, Any] = {}
+    for key, attr in _LAB_FIELDS:
+        if key in scope.labs.model_fields_set:
+            value = getattr(scope.labs, key)
+            changes[attr] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(parent, **changes)
+
+
 def _layer(parent: Rules, scope: ScopeBounds) -> Rules:
     """Apply one scope's bounds over its parent: set keys win, null un-governs, omitted keys inherit."""
     bounds: dict[str, Bound | None] = dict(parent.bounds)
@@ -244,6 +305,18 @@ class Policy:
     subscriptions: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case subscription id
     resource_groups: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case "<sub>/<rg>"
     exemption_tag: str = DEFAULT_EXEMPTION_TAG
+    lab_baseline: LabRules = field(default_factory=LabRules)
+    lab_subscriptions: Mapping[str, LabRules] = field(default_factory=dict)
+    lab_resource_groups: Mapping[str, LabRules] = field(default_factory=dict)
+
+    def lab_rules_for(self, scope: PlanId) -> LabRules:
+        """A lab's lab-only rules by its subscription and resource group, as :meth:`rules_for`."""
+        sub = scope.subscription_id.lower()
+        rules = self.lab_resource_groups.get(f"{sub}/{scope.resource_group.lower()}")
+        if rules is None:
+            rules = self.lab_subscriptions.get(sub, self.lab_baseline)
+        return rules
+
     #: Where ``mode`` came from, said at start: the setting that overrode it, the file, or the default.
     mode_source: str = "default: neither LABGUARD_MODE nor the policy file sets it"
 
@@ -332,6 +405,9 @@ def parse_policy(data: object, source: str) -> Policy:
 
     baseline = _layer(Rules(), model)
     _check_scope(source, "connection", baseline)
+    lab_baseline = _layer_labs(LabRules(), model)
+    lab_subscriptions: dict[str, LabRules] = {}
+    lab_groups: dict[str, LabRules] = {}
     subscriptions: dict[str, Rules] = {}
     for key, scope in model.overrides.subscriptions.items():
         where = f"overrides.subscriptions{_key(key)}"
@@ -342,6 +418,7 @@ def parse_policy(data: object, source: str) -> Policy:
         if key.lower() in subscriptions:
             raise PolicyError(source, where, "this subscription is listed twice (ids are case-insensitive)")
         subscriptions[key.lower()] = rules = _layer(baseline, scope)
+        lab_subscriptions[key.lower()] = _layer_labs(lab_baseline, scope)
         _check_scope(source, f"{where}.connection", rules)
     groups: dict[str, Rules] = {}
     for key, scope in model.overrides.resourceGroups.items():
@@ -352,6 +429,7 @@ def parse_policy(data: object, source: str) -> Policy:
         if key.lower() in groups:
             raise PolicyError(source, where, "this resource group is listed twice (names are case-insensitive)")
         groups[key.lower()] = rules = _layer(subscriptions.get(sub, baseline), scope)
+        lab_groups[key.lower()] = _layer_labs(lab_subscriptions.get(sub, lab_baseline), scope)
         _check_scope(source, f"{where}.connection", rules)
     return Policy(
         mode=model.mode,
@@ -360,6 +438,9 @@ def parse_policy(data: object, source: str) -> Policy:
         subscriptions=MappingProxyType(subscriptions),
         resource_groups=MappingProxyType(groups),
         exemption_tag=model.exemptionTag,
+        lab_baseline=lab_baseline,
+        lab_subscriptions=MappingProxyType(lab_subscriptions),
+        lab_resource_groups=MappingProxyType(lab_groups),
         mode_source=f"policy file {source}" if "mode" in model.model_fields_set else Policy.mode_source,
     )
 

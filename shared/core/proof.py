@@ -29,6 +29,10 @@ class LeafChange:
     def path(self) -> str:
         return ".".join(self.field)
 
+    @property
+    def leaf(self) -> str:
+        return self.field[-1]
+
     def as_dict(self) -> dict[str, str | None]:
         return {"field": self.path, "before": self.before, "after": self.after}
 

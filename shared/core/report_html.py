@@ -14,6 +14,8 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from shared.core.snapshot import ATTENTION_STATUSES, DETAIL_STATUSES
+
 __all__ = ["render_html"]
 
 # status -> (label, colour). Colours pass WCAG AA on white with the label beside them.
@@ -133,7 +135,7 @@ def _totals(totals: Mapping[str, Any], mode: str) -> str:
             f'<div class="card{zero}" style="background:{colour}"><span class="n" data-total="{status}">{count}'
             f'</span><span class="l">{_e(label)}</span></div>'
         )
-    attention = _n(totals.get("drifted")) + _n(totals.get("provisioning-failed")) + _n(totals.get("failed"))
+    attention = sum(_n(totals.get(status)) for status in ATTENTION_STATUSES)
     if _n(totals.get("plans")) == 0:
         verdict = (
             '<p class="verdict warn">No lab plans found in scope: check the subscriptions and resource groups.</p>'
@@ -144,8 +146,8 @@ def _totals(totals: Mapping[str, Any], mode: str) -> str:
         what = "would be fixed in enforce mode" if mode == "audit" else "are left to fix"
         verdict = (
             f'<p class="verdict warn"><b data-attention="{attention}">{attention}</b> plan'
-            f"{'s' if attention != 1 else ''} need attention: drift that {what}, failed provisioning, "
-            "or plans that could not be checked.</p>"
+            f"{'s' if attention != 1 else ''} need attention: drift that {what}, a write that did not take "
+            "or is not yet proven, failed provisioning, or plans that could not be checked.</p>"
         )
     return f'<section id="totals"><h2>Totals</h2><div class="cards">{"".join(cards)}</div>{verdict}</section>'
 
@@ -266,12 +268,19 @@ def _changes(snapshot: Mapping[str, Any]) -> str:
                 f"<code>{_e(c.get('field'))}</code> {_e(c.get('observed') or '(not set)')} &rarr; {_e(c.get('new'))}"
                 for c in change.get("changes") or []
             )
+            status = str(change.get("status") or "fixed")
+            ended = _state(status) + (
+                f'<br><span class="muted">{_e(change.get("detail"))}</span>' if change.get("detail") else ""
+            )
             rows.append(
-                f'<tr data-change="{_e(change.get("name"))}"><td>{_e(change.get("at"))}</td>'
-                f"<td><b>{_e(change.get('name'))}</b></td><td>{fields}</td><td>{_e(change.get('trigger'))}</td></tr>"
+                f'<tr data-change="{_e(change.get("name"))}" data-change-status="{_e(status)}">'
+                f"<td>{_e(change.get('at'))}</td>"
+                f"<td><b>{_e(change.get('name'))}</b></td><td>{fields}</td><td>{ended}</td>"
+                f"<td>{_e(change.get('trigger'))}</td></tr>"
             )
         body = (
-            "<table><thead><tr><th>When (UTC)</th><th>Plan</th><th>Change</th><th>Seen by</th></tr></thead>"
+            "<table><thead><tr><th>When (UTC)</th><th>Plan</th><th>Change</th><th>Result</th><th>Seen by</th>"
+            "</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
         )
     return f'<section id="changes"><h2>{_e(title)} <span class="muted">({len(changes)})</span></h2>{body}</section>'
@@ -282,7 +291,7 @@ def _findings(plan: Mapping[str, Any], mode: str) -> str:
     lines: list[str] = []
     if status in ("skipped", "exempt", "provisioning-failed") and plan.get("reason"):
         lines.append(_e(plan.get("reason")))
-    if status in ("failed", "gone") and plan.get("detail"):
+    if status in DETAIL_STATUSES and plan.get("detail"):
         lines.append(_e(plan.get("detail")))
     for finding in plan.get("findings") or []:
         if finding.get("patchValue") is not None:

@@ -23,6 +23,9 @@ from shared.core.report import evaluation_to_dict
 from shared.core.text import shown
 
 __all__ = [
+    "ATTENTION_STATUSES",
+    "DETAIL_STATUSES",
+    "DRIFT_STATUSES",
     "EXPIRING_WITHIN_DAYS",
     "STATUSES",
     "Change",
@@ -46,6 +49,13 @@ STATUSES = (
     "failed",
     "gone",
 )
+#: Outcomes where the plan is not proven inside the policy: drift left (audit) or a write that did not
+#: converge (enforce). One list, so the page, the JUnit report and the exit code cannot disagree.
+DRIFT_STATUSES = ("drifted", "unconverged", "proof-deferred", "write-failed")
+#: Outcomes that need someone's attention: the page's verdict counts them, and they fail a run.
+ATTENTION_STATUSES = (*DRIFT_STATUSES, "provisioning-failed", "failed")
+#: Outcomes whose ``detail`` (why a plan was not checked, or what the write did) is shown with the plan.
+DETAIL_STATUSES = ("unconverged", "proof-deferred", "write-failed", "failed", "gone")
 #: Exemptions ending within this many days are called out (page and digest).
 EXPIRING_WITHIN_DAYS = 14
 CHANGES_WINDOW_DAYS = 7
@@ -105,6 +115,8 @@ class Change:
     correlation_id: str | None = None
     mode: str = "enforce"
     extra: dict[str, Any] = field(default_factory=dict)
+    status: str = "fixed"  # how the write ended: fixed, or unconverged, proof-deferred, write-failed
+    detail: str | None = None  # why it did not end fixed
 
 
 def build_snapshot(
@@ -266,5 +278,7 @@ def _change(change: Change) -> dict[str, Any]:
             for f, o, n in change.changes
         ],
         "trigger": change.trigger,
+        "status": change.status,
+        "detail": shown(change.detail, quote=False, limit=300) if change.detail else None,
         "correlationId": shown(change.correlation_id, quote=False, limit=100) if change.correlation_id else None,
     }

@@ -17,18 +17,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from shared.core.plans import PROVIDER, LabPlan, PlanId
+from shared.core.text import shown
 from shared.edge.pacing import Pacer, request_kind, subscription_of
 from shared.edge.tls import ssl_context
 from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
@@ -51,6 +54,9 @@ ARM_ACTIONS = frozenset(
     }
 )
 
+# After a 202 whose operation cannot be followed, a terminal read earlier than this (or than the
+# Retry-After) proves the write only if it shows the written values or a busy state came first.
+MIN_202_SETTLE_S = 2.0
 TERMINAL_OPERATION_STATES = frozenset({"succeeded", "failed", "canceled"})
 BUSY_CODES = frozenset({"AnotherOperationInProgress", "ResourceLocked"})  # a 409 to a write on a busy plan
 
@@ -64,6 +70,8 @@ class WriteAccepted:
     status: int
     operation_url: str | None = None
     retry_after_s: float | None = None
+    # The PATCH body sent: after a 202, a read showing these values proves the write was taken.
+    written: Mapping[str, Any] | None = field(default=None, repr=False)
 
 
 # A write slot already taken from the pacer (see LabPlansArm.write_slot): the pacing policy lets the
@@ -101,7 +109,7 @@ class CallCounter:
         if "/operationresults/" in path or "/operationstatuses/" in path:
             kind = "poll"
         elif http.method == "GET":
-            kind = "get" if "/labplans/" in path else "list"
+            kind = "get" if "/labplans/" in path or "/labs/" in path else "list"  # one resource (plan or lab)
         else:
             kind = http.method.lower()
         self.by_kind[kind] += 1
@@ -184,10 +192,24 @@ class LabPlansArm:
         self, subscription_id: str, resource_group: str | None = None
     ) -> AsyncIterator[LabPlan | BadPlan]:
         """Every plan in a subscription (or one resource group), following ``nextLink`` page by page."""
+        async for item in self.list_items(subscription_id, resource_group, "labPlans"):
+            if not isinstance(item, Mapping):
+                yield BadPlan(id="?", reason="list item is not an object")
+                continue
+            try:
+                yield LabPlan.from_arm(item)
+            except ValueError as exc:  # the id and the reason may carry a whole hostile value: capped
+                yield BadPlan(id=capped_id(item), reason=shown(str(exc), quote=False))
+
+    async def list_items(self, subscription_id: str, resource_group: str | None, collection: str) -> AsyncIterator[Any]:
+        """The raw items of ``.../providers/Microsoft.LabServices/{collection}``, page by page: one pager for
+        plans and labs, so both get the registration check, the page checks and the nextLink loop guard."""
         base = f"/subscriptions/{quote(subscription_id)}"
         if resource_group:
             base += f"/resourceGroups/{quote(resource_group)}"
-        url: str | None = f"{base}/providers/{PROVIDER}/labPlans?api-version={API_VERSION}"
+        first = f"{base}/providers/{PROVIDER}/{collection}?api-version={API_VERSION}"
+        seen_pages = {first}
+        url: str | None = first
         while url:
             try:
                 page = await self._json("GET", url)
@@ -199,15 +221,13 @@ class LabPlansArm:
             if not isinstance(items, list):
                 raise ArmError(f"listing {base}: the page has no 'value' list", transient=True)
             for item in items:
-                if not isinstance(item, Mapping):
-                    yield BadPlan(id="?", reason="list item is not an object")
-                    continue
-                try:
-                    yield LabPlan.from_arm(item)
-                except ValueError as exc:
-                    yield BadPlan(id=str(item.get("id", "?")), reason=str(exc))
+                yield item
             next_link = page.get("nextLink")
             url = self._checked_url(next_link) if isinstance(next_link, str) and next_link else None
+            if url is not None and url in seen_pages:  # a page pointing back would loop for ever
+                raise ArmError(f"listing {base}: nextLink points to a page already read", transient=True)
+            if url is not None:
+                seen_pages.add(url)
 
     async def write_slot(self, plan_id: PlanId, *, max_wait_s: float | None = None) -> Any:
         """Wait for the subscription's write budget *before* the re-read that precedes a write.
@@ -260,10 +280,16 @@ class LabPlansArm:
             status=status,
             operation_url=operation if status == 202 and operation else None,
             retry_after_s=_retry_after(response.headers, 0.0) if retry_after is not None else None,
+            written=patch,
         )
 
     async def wait_for_write(
-        self, plan_id: PlanId, accepted: WriteAccepted, *, timeout_s: float | None = None
+        self,
+        plan_id: PlanId,
+        accepted: WriteAccepted,
+        *,
+        timeout_s: float | None = None,
+        gate: asyncio.Semaphore | None = None,
     ) -> LabPlan | None:
         """Wait until the plan's provisioningState is terminal again and return that read of it.
 
@@ -271,6 +297,10 @@ class LabPlansArm:
         followed only as a hint of when to read: if it cannot be read (403 without a role for it, 400
         for a URL without api-version, anything else), it is dropped and the plan is read instead;
         a fix never fails because of it. None when the plan is still busy at the deadline.
+
+        Without ``timeout_s`` (a sweep) the first read waits the whole Retry-After the service asked
+        for: one read per write instead of a read every few seconds. ``gate`` (a semaphore) is held
+        for each request only, never across a wait.
         """
         timeout = self._operation_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout
@@ -278,25 +308,40 @@ class LabPlansArm:
         if accepted.status == 200:
             delay = 0.0
         elif accepted.retry_after_s is not None:
-            delay = min(accepted.retry_after_s, self._poll_interval_s)
+            limit = self._operation_timeout_s if timeout_s is None else self._poll_interval_s
+            delay = min(accepted.retry_after_s, limit)
         else:
             delay = self._first_poll_s
         step = max(self._first_poll_s, 0.05)
+        # After a 202 a terminal read is the proof only once the write is known to have been taken: the
+        # operation said done, a busy state was seen, the read shows the written values, or a short
+        # minimum has passed. Before that, a read may still show the plan as it was before the write.
+        started = time.monotonic()
+        settle_s = max(accepted.retry_after_s or 0.0, MIN_202_SETTLE_S)
+        taken = accepted.status != 202
+        unproven: LabPlan | None = None
         while True:
             if time.monotonic() + delay > deadline:
-                return None
+                return unproven  # the deadline: the last terminal read is all there is
             await asyncio.sleep(delay)
             delay = step = min(step * 2, self._poll_interval_s)
             if operation is not None:
-                done = await self._operation_done(plan_id, operation)
+                async with gate or contextlib.nullcontext():
+                    done = await self._operation_done(plan_id, operation)
                 if done is None:
                     operation, delay = None, 0.0
                     continue
                 if not done:
                     continue
-            plan = await self.get_plan(plan_id)
-            if plan.is_terminal:
+                taken = True
+            async with gate or contextlib.nullcontext():
+                plan = await self.get_plan(plan_id)
+            if not plan.is_terminal:
+                taken, unproven = True, None
+            elif taken or _shows_written(plan, accepted.written) or time.monotonic() - started >= settle_s:
                 return plan
+            else:
+                unproven = plan
             operation = None  # the operation says done but the plan is still busy: read the plan
 
     async def _operation_done(self, plan_id: PlanId, url: str) -> bool | None:
@@ -379,6 +424,12 @@ class LabPlansArm:
         return url
 
 
+def capped_id(item: Mapping[str, Any]) -> str:
+    """An unreadable item's id for records and reports: one capped line, never a whole hostile value."""
+    raw = item.get("id", "?")
+    return shown(raw if isinstance(raw, str) else "?", quote=False, limit=300)
+
+
 def _plan_url(plan_id: PlanId) -> str:
     return (
         f"/subscriptions/{quote(plan_id.subscription_id)}/resourceGroups/{quote(plan_id.resource_group)}"
@@ -394,12 +445,33 @@ def _body(response: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _shows_written(plan: LabPlan, written: Mapping[str, Any] | None) -> bool:
+    """Whether every leaf of the PATCH body is what the read shows (so the read is after the write)."""
+    properties = written.get("properties") if written else None
+    if not isinstance(properties, Mapping) or not properties:
+        return False
+    for name, profile in properties.items():
+        seen = plan.profiles_as_read.get(name)
+        if not isinstance(profile, Mapping) or seen is None:
+            return False
+        if any(seen.get(leaf) != value for leaf, value in profile.items()):
+            return False
+    return True
+
+
 def _retry_after(headers: Mapping[str, str], default: float) -> float:
+    """Seconds to wait, capped at 60; ``NaN``, ``inf`` or a negative value means the default
+    (``asyncio.sleep(nan)`` never returns, so a hostile header would hang the write)."""
     value = headers.get("Retry-After")
+    if value is None:
+        return default
     try:
-        return min(max(float(value), 0.0), 60.0) if value is not None else default
+        seconds = float(value)
     except ValueError:
         return default
+    if not math.isfinite(seconds) or seconds < 0:
+        return default
+    return min(seconds, 60.0)
 
 
 def _error_from(response: Any, what: str) -> ArmError:

@@ -39,7 +39,7 @@ from shared.core.text import clean_line
 from shared.errors import DeliveryError
 from shared.notices.email import SmtpConfig, send_notice
 from shared.notices.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key, row_key
-from shared.notices.message import Notice
+from shared.notices.message import Notice, is_valid_address
 from shared.notices.support_url import check_support_url, parse_allow_list, safe_host
 from shared.notices.topic import TopicPublisher
 from shared.notices.webhook import https_session, post_json, webhook_payload
@@ -253,6 +253,25 @@ class Notifier:
         """The channels to try for this notice, and results for those skipped or misconfigured up front."""
         channels: list[_Channel] = []
         upfront: list[ChannelResult] = []
+        if notice.admin_reason:
+            channels, upfront = self._owner_channels(notice, extra)
+            admin = [replace(c, ledger_key=f"{c.ledger_key}:admin") for c in channels]
+            if self._smtp is not None and not is_valid_address(self._smtp.fallback_email or ""):
+                # The admin's address is LABGUARD_FALLBACK_EMAIL: without it the mail has nobody to go to.
+                # Not a failed delivery (that would fail the plan every sweep): skipped, and said so.
+                admin = [c for c in admin if c.name != "email"]
+                why = (
+                    "LABGUARD_FALLBACK_EMAIL (the admin's address) is not set: "
+                    "no mail about labguard's own failed write"
+                )
+                record(log, logging.WARNING, "notice.admin-email-skipped", plan_id=notice.plan_id.key, reason=why)
+                upfront.append(ChannelResult("email", "skipped", why))
+            return admin, upfront
+        return self._owner_channels(notice, extra)
+
+    def _owner_channels(self, notice: Notice, extra: dict[str, str]) -> tuple[list[_Channel], list[ChannelResult]]:
+        channels: list[_Channel] = []
+        upfront: list[ChannelResult] = []
         if self._smtp is not None:
             smtp = self._smtp
 
@@ -313,7 +332,7 @@ class Notifier:
 
     def _support_sender(self, url: str) -> Callable[[Notice, str | None], Awaitable[str]]:
         async def send(notice: Notice, correlation_id: str | None) -> str:
-            payload = {"type": "Labguard.LabPlan.ProvisioningFailed", **notice.as_data(correlation_id=correlation_id)}
+            payload = {"type": notice.event_type, **notice.as_data(correlation_id=correlation_id)}
             return await post_json(self._http(), url, payload)
 
         return send
@@ -334,6 +353,10 @@ class Notifier:
                 clean_line(plan.provisioning_state, 32),
                 extra={**extra, "channel": ""},
             )
+        return await self._notify_bounded(notice, correlation_id, extra)
+
+    async def _notify_bounded(self, notice: Notice, correlation_id: str | None, extra: dict[str, str]) -> NoticeOutcome:
+        """Deliver, waiting at most ``notice_wait_s``; past that the step goes on in the background (``deferred``)."""
         task = asyncio.ensure_future(self._notify_in_turn(notice, correlation_id, extra))
         self._in_flight.add(task)
         task.add_done_callback(self._finished)
@@ -343,7 +366,7 @@ class Notifier:
                 log,
                 logging.WARNING,
                 "notice.deferred",
-                plan_id=plan.id.key,
+                plan_id=notice.plan_id.key,
                 wait_s=self._notice_wait_s,
                 correlation_id=correlation_id,
                 note="still delivering in the background; the next sweep checks this failure again",
@@ -413,9 +436,7 @@ class Notifier:
         """
         notice = replace(Notice.from_plan(plan), recipients=(), support_url="", admin_reason=reason)
         extra = {"plan_id": plan.id.path, "correlation_id": correlation_id or ""}
-        lock = self._locks.setdefault(notice.failure_key, asyncio.Lock())
-        async with lock:
-            return await self._notify(notice, correlation_id, extra)
+        return await self._notify_bounded(notice, correlation_id, extra)
 
     async def _notify(self, notice: Notice, correlation_id: str | None, extra: dict[str, str]) -> NoticeOutcome:
         run = _Run(notice, correlation_id)

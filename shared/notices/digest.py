@@ -5,11 +5,14 @@ the UTC date). As for notices, the row is claimed (an insert that fails if it ex
 and marked ``sent`` after the relay accepted the mail; a failed send deletes the claim so the next
 sweep retries; a claim older than the lease (a crashed run) is taken over with its ETag. The sent row
 keeps the item keys, so the next day's digest knows what is new. No ledger, no digest: without it
-labguard could not keep "once a day".
+labguard could not keep "once a day". Marking the row ``sent`` is tried a few times; if it still fails,
+this process remembers the day (so it never takes over its own claim and sends again) and marks the row
+on its next sweep.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -31,6 +34,10 @@ PARTITION = "labguard-digest"
 CLAIM_LEASE = timedelta(minutes=10)
 MAX_KEYS_KEPT = 1500  # 21 characters each: well inside a table property's 64 KiB
 _POLICY = SMTP_POLICY.clone(max_line_length=998, cte_type="7bit")
+MARK_SENT_ATTEMPTS = 3
+MARK_SENT_PAUSE_S = 0.5
+#: Days this process has sent a digest for, by (ledger table, recipient, day): the row to mark ``sent``.
+_SENT_HERE: dict[tuple[str, str, str], dict[str, Any]] = {}
 
 Status = Literal["off", "no-ledger", "nothing-new", "already-sent", "in-flight", "sent", "failed"]
 
@@ -106,6 +113,11 @@ async def _send_with(
     from azure.data.tables import UpdateMode
 
     assert settings.digest_email is not None
+    sent_here = (settings.ledger_table, settings.digest_email.lower(), day.isoformat())
+    if sent_here in _SENT_HERE:  # the relay took it, the ledger may not know yet: never take over our own claim
+        if await _mark_sent(table, _SENT_HERE[sent_here], day):
+            _SENT_HERE[sent_here] = {}
+        return DigestResult("already-sent", day.isoformat())
     with contextlib.suppress(ResourceExistsError):
         await table.create_table()
     existing: Any = None
@@ -157,21 +169,48 @@ async def _send_with(
             )
         record(log, logging.ERROR, "digest.failed", day=day.isoformat(), error=str(exc)[:300])
         return DigestResult("failed", str(exc)[:300], len(digest.items), len(digest.new))
-    await table.update_entity(
-        {
-            "PartitionKey": PARTITION,
-            "RowKey": day.isoformat(),
-            "State": "sent",
-            "SentAt": datetime.now(UTC),
-            "Items": json.dumps(digest.keys[:MAX_KEYS_KEPT]),
-            "ItemCount": len(digest.items),
-            "NewCount": len(digest.new),
-            "To": settings.digest_email,
-        },
-        mode=UpdateMode.MERGE,
-    )
+    sent_row = {
+        "PartitionKey": PARTITION,
+        "RowKey": day.isoformat(),
+        "State": "sent",
+        "SentAt": datetime.now(UTC),
+        "Items": json.dumps(digest.keys[:MAX_KEYS_KEPT]),
+        "ItemCount": len(digest.items),
+        "NewCount": len(digest.new),
+        "To": settings.digest_email,
+    }
+    _SENT_HERE[sent_here] = sent_row
+    if await _mark_sent(table, sent_row, day):
+        _SENT_HERE[sent_here] = {}
     record(log, logging.INFO, "digest.sent", day=day.isoformat(), items=len(digest.items), new=len(digest.new))
     return DigestResult("sent", settings.digest_email, len(digest.items), len(digest.new))
+
+
+async def _mark_sent(table: Any, row: dict[str, Any], day: date) -> bool:
+    """Mark the day's row ``sent`` (a few tries); False, with a ``digest.unmarked`` record, if it still fails."""
+    if not row:  # already marked
+        return True
+    from azure.data.tables import UpdateMode
+
+    error = ""
+    for attempt in range(1, MARK_SENT_ATTEMPTS + 1):
+        try:
+            await table.upsert_entity(row, mode=UpdateMode.MERGE)
+            return True
+        except Exception as exc:
+            error = type(exc).__name__
+            if attempt < MARK_SENT_ATTEMPTS:
+                await asyncio.sleep(MARK_SENT_PAUSE_S * attempt)
+    record(
+        log,
+        logging.ERROR,
+        "digest.unmarked",
+        day=day.isoformat(),
+        error=error,
+        attempts=MARK_SENT_ATTEMPTS,
+        note="the digest was sent; this process will not send it again and marks the row on its next sweep",
+    )
+    return False
 
 
 async def _previous_keys(table: Any, today: str) -> frozenset[str]:

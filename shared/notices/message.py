@@ -24,6 +24,8 @@ from shared.core.text import clean_block, clean_line, is_dropped
 
 PORTAL = "https://portal.azure.com/#resource"
 EVENT_TYPE = "Labguard.LabPlan.ProvisioningFailed"
+#: The event type of an admin notice: labguard's own write left the plan Failed (not the owner's doing).
+ADMIN_EVENT_TYPE = "Labguard.LabPlan.WriteFailed"
 
 # Length caps (characters, after cleaning). ARM's own limits are lower for most of these; the caps
 # keep one hostile plan from producing a megabyte mail or an oversized event (Event Grid: 1 MB).
@@ -123,6 +125,15 @@ class Notice:
         )
 
     @property
+    def kind(self) -> str:
+        """``Lab`` for a lab's failure (told to the support contacts of its plan), else ``Lab plan``."""
+        return "Lab" if "/providers/microsoft.labservices/labs/" in self.plan_id.key else "Lab plan"
+
+    @property
+    def event_type(self) -> str:
+        return ADMIN_EVENT_TYPE if self.admin_reason else EVENT_TYPE
+
+    @property
     def has_support(self) -> bool:
         return any((self.support_url, self.support_email, self.support_phone, self.support_instructions))
 
@@ -133,22 +144,31 @@ class Notice:
     @property
     def subject(self) -> str:
         what = f": {self.code}" if self.code else ""
-        return clean_line(f"[labguard] Lab plan {self.plan_name} failed{what}", CAP_SUBJECT)
+        if self.admin_reason:
+            line = f"[labguard] labguard's own write left {self.kind.lower()} {self.plan_name} Failed{what}"
+            return clean_line(line, CAP_SUBJECT)
+        return clean_line(f"[labguard] {self.kind} {self.plan_name} failed{what}", CAP_SUBJECT)
 
     @property
     def summary(self) -> str:
         """One line for chat messages and logs."""
         when = f" at {self.timestamp}" if self.timestamp else ""
         action = f"{self.action} " if self.action else ""
+        if self.admin_reason:
+            return clean_line(
+                f"labguard's own write left lab plan {self.plan_name} (resource group {self.resource_group}) "
+                f"Failed: {action}{self.code or 'no error code'}{when} (for the labguard admin)",
+                400,
+            )
         return clean_line(
-            f"Lab plan {self.plan_name} (resource group {self.resource_group}) failed: "
+            f"{self.kind} {self.plan_name} (resource group {self.resource_group}) failed: "
             f"{action}{self.code or 'no error code'}{when}",
             400,
         )
 
     def _facts(self) -> list[tuple[str, str]]:
         return [
-            ("Plan", self.plan_name),
+            ("Plan" if self.kind == "Lab plan" else "Lab", self.plan_name),
             ("Resource group", self.resource_group),
             ("Subscription", self.subscription_id),
             ("Location", self.location or "(not reported)"),
@@ -176,7 +196,11 @@ class Notice:
 
     def text(self, *, note: str | None = None, correlation_id: str | None = None) -> str:
         """The plain-text body. ``note`` says why this reader got it (for example the fallback address)."""
-        out: list[str] = [f"Lab plan {self.plan_name} failed to provision in Azure Lab Services.", ""]
+        out: list[str] = [f"{self.kind} {self.plan_name} failed to provision in Azure Lab Services.", ""]
+        if self.admin_reason:
+            out = [f"labguard's own write left lab plan {self.plan_name} Failed in Azure Lab Services.", ""]
+            if not note or self.admin_reason not in note:
+                out += [clean_line(f"For the labguard admin: {self.admin_reason}.", 600), ""]
         if note:
             out += [clean_line(note, 600), ""]
         out += [f"{label + ':':<16}{value}" for label, value in self._facts()]
@@ -211,7 +235,7 @@ class Notice:
         parts = [
             "<!DOCTYPE html><html><head><meta charset='utf-8'>",
             f"<title>{e(self.subject)}</title></head><body>",
-            f"<h2>Lab plan {e(self.plan_name)} failed to provision</h2>",
+            f"<h2>{self.kind} {e(self.plan_name)} failed to provision</h2>",
             f"<p><strong>{e(clean_line(note, 600))}</strong></p>" if note else "",
             f"<table>{rows}</table>",
             f"<h3>What failed</h3><table>{err}</table>",
@@ -246,6 +270,7 @@ class Notice:
             },
             "failureKey": self.failure_key,
             "correlationId": clean_line(correlation_id, 100) or None,
+            **({"adminReason": clean_line(self.admin_reason, 600)} if self.admin_reason else {}),
         }
 
 

@@ -21,7 +21,7 @@ from azure.eventgrid.aio import EventGridPublisherClient
 
 from shared.core.text import clean_line
 from shared.errors import DeliveryError
-from shared.notices.message import EVENT_TYPE, Notice
+from shared.notices.message import Notice
 from shared.notices.support_url import safe_host
 
 EVENT_SOURCE = "labguard"
@@ -31,9 +31,9 @@ def cloud_event(notice: Notice, *, correlation_id: str | None = None) -> CloudEv
     data: dict[str, Any] = notice.as_data(correlation_id=correlation_id)
     return CloudEvent(
         source=EVENT_SOURCE,
-        type=EVENT_TYPE,
+        type=notice.event_type,
         subject=notice.plan_id.path,
-        id=notice.digest,
+        id=f"{notice.digest}-admin" if notice.admin_reason else notice.digest,
         data=data,
         datacontenttype="application/json",
     )

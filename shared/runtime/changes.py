@@ -1,9 +1,10 @@
 """The change log: every write labguard made, in Azure Table Storage, for the compliance page.
 
 ARM's activity log also has these writes, but reading it needs another role and another API; labguard
-already writes to its own storage, so it records what it changed there: one row per fixed plan, keyed
-by UTC date (``PartitionKey``) so "the last 7 days" is one range query. Recording is best effort: the
-plan was already fixed, so a storage fault is logged (``changes.unrecorded``) and the run goes on.
+already writes to its own storage, so it records what it changed there: one row per write, with how it
+ended (fixed, or unconverged, proof-deferred, write-failed), keyed by UTC date (``PartitionKey``) so
+"the last 7 days" is one range query. Recording is best effort: the write was already made, so a storage
+fault is logged (``changes.unrecorded``) and the run goes on.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class ChangeLog:
                 "Trigger": change.trigger,
                 "CorrelationId": change.correlation_id or "",
                 "Mode": change.mode,
+                "Status": change.status,
+                "Detail": (change.detail or "")[:1000],
             }
         )
 
@@ -106,6 +109,8 @@ class ChangeLog:
                         trigger=str(entity.get("Trigger") or ""),
                         correlation_id=str(entity.get("CorrelationId") or "") or None,
                         mode=str(entity.get("Mode") or "enforce"),
+                        status=str(entity.get("Status") or "fixed"),
+                        detail=str(entity.get("Detail") or "") or None,
                     )
                 )
                 if len(found) >= MAX_ROWS_READ:
@@ -120,11 +125,14 @@ def _opt(value: object) -> str | None:
 
 
 def change_of(outcome: Any, *, trigger: str, correlation_id: str | None, at: datetime | None = None) -> Change | None:
-    """The Change for a ``fixed`` :class:`shared.runtime.reconcile.PlanOutcome`, else None."""
+    """The Change for a :class:`~shared.runtime.reconcile.PlanOutcome` that wrote (however it ended), else None."""
     evaluation = getattr(outcome, "evaluation", None)
-    if getattr(outcome, "status", None) != "fixed" or evaluation is None:
+    status = getattr(outcome, "status", None)
+    if evaluation is None or not (status == "fixed" or getattr(outcome, "written", False)):
         return None
     return Change(
+        status=str(status),
+        detail=None if status == "fixed" else getattr(outcome, "detail", None),
         at=at or datetime.now(UTC),
         plan_id=evaluation.plan.id.path,
         changes=tuple((f.path, f.observed, f.patch_value) for f in evaluation.drift),
@@ -136,7 +144,7 @@ def change_of(outcome: Any, *, trigger: str, correlation_id: str | None, at: dat
 async def record_changes(
     settings: Settings, outcomes: Sequence[Any], *, trigger: str, correlation_id: str | None = None
 ) -> int:
-    """Record every fixed outcome; never raises (a fault is one ``changes.unrecorded`` record). Returns rows written."""
+    """Record every write; never raises (a fault is one ``changes.unrecorded`` record). Returns rows written."""
     changes = [c for c in (change_of(o, trigger=trigger, correlation_id=correlation_id) for o in outcomes) if c]
     if not changes:
         return 0

@@ -11,13 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.core.labs import LabId
 from shared.core.plans import PlanId
+from shared.core.text import shown
 from shared.errors import MalformedEvent
 
 HANDLED_EVENT_TYPES = frozenset(
     {"Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Resources.ResourceWriteFailure"}
 )
-HANDLED_OPERATIONS = frozenset({"Microsoft.LabServices/labPlans/write"})
+HANDLED_OPERATIONS = frozenset({"Microsoft.LabServices/labPlans/write", "Microsoft.LabServices/labs/write"})
+LAB_WRITE = "microsoft.labservices/labs/write"
 
 _OID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 
@@ -35,6 +38,18 @@ class PlanEvent:
 
 
 @dataclass(frozen=True)
+class LabEvent:
+    """A lab write that labguard must look at (the lab is read fresh; the event is only a hint)."""
+
+    event_id: str
+    event_type: str
+    lab_id: LabId
+    operation: str
+    caller_object_id: str | None
+    correlation_id: str | None
+
+
+@dataclass(frozen=True)
 class IgnoredEvent:
     """An event labguard acknowledges and does nothing about, with the reason for the log."""
 
@@ -42,7 +57,9 @@ class IgnoredEvent:
     reason: str
 
 
-def parse_event(*, event_id: object, event_type: object, subject: object, data: object) -> PlanEvent | IgnoredEvent:
+def parse_event(
+    *, event_id: object, event_type: object, subject: object, data: object
+) -> PlanEvent | LabEvent | IgnoredEvent:
     """Read one event (either schema's fields mapped by the caller). Raises MalformedEvent, nothing else.
 
     Every field is untrusted JSON: any of them may be an object, an array, a number or huge, so each is
@@ -64,13 +81,17 @@ def parse_event(*, event_id: object, event_type: object, subject: object, data: 
         raise MalformedEvent(f"event {ident}: data.operationName is {_kind(operation)}, not a string")
     operation = operation or ""
     if operation.lower() not in {op.lower() for op in HANDLED_OPERATIONS}:
-        return IgnoredEvent(ident, f"operation {excerpt(operation) if operation else '(none)'} is not a lab plan write")
+        return IgnoredEvent(
+            ident, f"operation {excerpt(operation) if operation else '(none)'} is not a lab plan or lab write"
+        )
     resource_uri = data.get("resourceUri")
     if resource_uri is not None and not isinstance(resource_uri, str):
         raise MalformedEvent(f"event {ident}: data.resourceUri is {_kind(resource_uri)}, not a string")
     uri = resource_uri or subject
     if not uri:
         raise MalformedEvent(f"event {ident}: no data.resourceUri or subject")
+    if operation.lower() == LAB_WRITE:
+        return _lab_event(ident, event_type, operation, uri, subject, resource_uri, data)
     try:
         plan_id = PlanId.parse(uri)
     except ValueError:  # a lab plan write naming no valid plan id (a child, a look-alike, a ``..`` path)
@@ -88,7 +109,40 @@ def parse_event(*, event_id: object, event_type: object, subject: object, data: 
         plan_id=plan_id,
         operation=operation,
         caller_object_id=_caller(data),
-        correlation_id=_text(data.get("correlationId")),
+        correlation_id=_correlation(data.get("correlationId")),
+    )
+
+
+CORRELATION_CAP = 100  # characters of an event's correlationId kept (a GUID is 36)
+
+
+def _lab_event(
+    ident: str,
+    event_type: str,
+    operation: str,
+    uri: str,
+    subject: str | None,
+    resource_uri: object,
+    data: Mapping[str, Any],
+) -> LabEvent:
+    try:
+        lab_id = LabId.parse(uri)
+    except ValueError:
+        raise MalformedEvent(f"event {ident}: {excerpt(uri)} is not a lab id in ARM's grammar") from None
+    if subject and resource_uri:
+        try:
+            subject_lab: LabId | None = LabId.parse(subject)
+        except ValueError:
+            subject_lab = None
+        if subject_lab is not None and subject_lab != lab_id:
+            raise MalformedEvent(f"event {ident}: subject and data.resourceUri name different labs")
+    return LabEvent(
+        event_id=ident,
+        event_type=event_type,
+        lab_id=lab_id,
+        operation=operation,
+        caller_object_id=_caller(data),
+        correlation_id=_correlation(data.get("correlationId")),
     )
 
 
@@ -126,6 +180,12 @@ def _caller(data: Mapping[str, Any]) -> str | None:
     evidence = authorization.get("evidence") if isinstance(authorization, Mapping) else None
     principal = evidence.get("principalId") if isinstance(evidence, Mapping) else None
     return principal.lower() if isinstance(principal, str) and principal else None
+
+
+def _correlation(value: object) -> str | None:
+    """ARM's correlation id (a GUID) goes into every record and change-log row: one capped line, never more."""
+    text = _text(value)
+    return shown(text, quote=False, limit=CORRELATION_CAP) if text is not None else None
 
 
 def _text(value: object) -> str | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import BusyRetry, MalformedEvent, RunFailed, SettingsError
-from shared.runtime.events import IgnoredEvent, event_label, parse_event
+from shared.runtime.events import IgnoredEvent, LabEvent, event_label, parse_event
 from shared.runtime.logs import record
 from shared.runtime.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
 from shared.runtime.settings import Settings
@@ -41,6 +41,16 @@ class Runtime:
     stack: AsyncExitStack
     _own_principal: str | None = None
     _own_known: bool = False
+    _run_book: Any = None
+
+    async def run_book(self) -> Any:
+        """The fan-out's run table (shared.runtime.fanout.RunBook), opened on first use and closed with the runtime."""
+        if self._run_book is None:
+            from shared.runtime.fanout import RunBook
+
+            self._run_book = RunBook.from_settings(self.settings)
+            self.stack.push_async_callback(self._run_book.close)
+        return self._run_book
 
     async def own_principal(self) -> str | None:
         """Our identity's object id, read once from our own token, to recognise our own writes."""
@@ -131,8 +141,10 @@ async def build_runtime(
             policy,
             notifier=notifier if notifier.enabled else None,
             concurrency=settings.concurrency,
+            list_concurrency=settings.list_concurrency,
             backoff=backoff,
             own_identities=identities.get,
+            labs=_lab_reconciler(settings, session, policy, backoff, notifier if notifier.enabled else None),
         )
     except BaseException:
         await stack.aclose()
@@ -143,6 +155,16 @@ async def build_runtime(
 #: Options the worker's runtimes open ARM with (:func:`shared.edge.arm.open_arm`): none in the app, so azure-core's
 #: retry defaults; tests set ``retry`` so a transient fault costs no backoff sleep.
 WORKER_ARM_OPTIONS: dict[str, Any] = {}
+
+
+def _lab_reconciler(settings: Settings, session: Any, policy: Policy, backoff: Any, notifier: Any) -> Any:
+    """Labs beside plans (LABGUARD_LABS, on by default), over the same ARM session, pacer and backoff."""
+    if not settings.labs:
+        return None
+    from shared.edge.lab_arm import LabsArm
+    from shared.runtime.lab_reconcile import LabReconciler
+
+    return LabReconciler(LabsArm(session.plans), policy, backoff=backoff, notifier=notifier)
 
 
 async def current_runtime(env: Mapping[str, str] | None = None) -> Runtime:
@@ -189,6 +211,10 @@ async def on_event(
     if isinstance(event, IgnoredEvent):
         record(log, logging.INFO, "event.ignored", event_id=event.event_id, reason=event.reason)
         return None
+    if isinstance(event, LabEvent):
+        from shared.runtime.lab_runs import on_lab_event
+
+        return await on_lab_event(event, env, EVENT_WRITE_WAIT_S)
     settings = load_settings(env)
     if not in_scope(event.plan_id, settings.subscriptions, settings.resource_groups):
         record(log, logging.INFO, "event.out-of-scope", event_id=event.event_id, plan_id=event.plan_id.key)
@@ -231,7 +257,7 @@ async def on_event(
         status=outcome.status,
         correlation_id=correlation_id,
     )
-    if outcome.status == "fixed":
+    if outcome.status == "fixed" or outcome.written:  # every write is recorded, however it ended
         from shared.runtime.changes import record_changes
 
         await record_changes(
@@ -240,6 +266,10 @@ async def on_event(
             trigger="event",
             correlation_id=correlation_id,
         )
+    if outcome.status not in ("gone", "failed"):
+        from shared.runtime.lab_runs import labs_of_changed_plan
+
+        await labs_of_changed_plan(runtime, event.plan_id, correlation_id)  # one lab's failure: the sweep's
     if outcome.status == "failed":
         raise RunFailed(f"event {event.event_id}: {outcome.detail}")
     _retry_if_busy(outcome, event.event_id, event_time, correlation_id)
@@ -287,29 +317,124 @@ def _retry_if_busy(
     raise BusyRetry(f"event {event_id}: plan {outcome.plan_id} is {state}; Event Grid will deliver it again")
 
 
-async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> SweepSummary:
-    """Sweep every plan in scope; raise at the end if any plan failed, so the host records it."""
+async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> SweepSummary | str:
+    """Sweep every plan in scope; raise at the end if any plan failed, so the host records it.
+
+    With the fan-out (LABGUARD_SWEEP_FANOUT), only enqueue one message per scope and return the run id:
+    the queue-triggered function sweeps each scope (:func:`on_scope_message`).
+    """
+    from shared.runtime.fanout import enqueue_run, fans_out, has_queue
+
     if past_due:
         record(log, logging.WARNING, "sweep.past-due", note="the previous schedule was missed; sweeping now")
-    runtime = await current_runtime(env)
-    settings = runtime.settings
+    settings = load_settings(env)
     if not settings.subscriptions:
         raise RunFailed("LABGUARD_SUBSCRIPTIONS is empty: list the subscription ids to sweep, comma-separated")
+    scopes = sweep_scopes(settings.subscriptions, settings.resource_groups)
+    if fans_out(settings.sweep_fanout, len(scopes)):
+        if not has_queue(settings):
+            raise RunFailed(
+                "LABGUARD_SWEEP_FANOUT needs a queue: set AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri"
+            )
+        return await enqueue_run(settings, scopes)
+    runtime = await current_runtime(env)
     from shared.runtime.sweep_outputs import after_sweep, wanted
 
     kept: list[PlanOutcome] = []  # every outcome for the page and digest, else only the changes made
     keep_all = wanted(settings)
 
     def keep(outcome: PlanOutcome) -> None:
-        if keep_all or outcome.status == "fixed":
+        if keep_all or outcome.status == "fixed" or outcome.written:  # every write goes into the change log
             kept.append(outcome)
 
-    summary = await runtime.reconciler.sweep(
-        sweep_scopes(settings.subscriptions, settings.resource_groups), on_outcome=keep
-    )
+    summary = await runtime.reconciler.sweep(scopes, on_outcome=keep)
     failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
     await after_sweep(settings, runtime.reconciler.policy, kept, list_failures=failures)
     if summary.failed:
         first = "; ".join(f"{plan}: {why}" for plan, why in summary.failures[:3])
-        raise RunFailed(f"{summary.failed} plan(s) failed in this sweep: {first}")
+        what = f"{summary.counts['failed']} plan(s) failed"
+        if summary.list_errors:
+            what += f", {len(summary.list_errors)} scope(s) could not be listed"
+        raise RunFailed(f"{what} in this sweep: {first}")
     return summary
+
+
+async def on_scope_message(
+    *, body: str, dequeue_count: int = 1, message_id: str | None = None, env: Mapping[str, str] | None = None
+) -> SweepSummary | None:
+    """Sweep the one scope a fan-out message names, record its row, and report the run when it completes.
+
+    A scope that could not be listed raises, so the host retries the message after the queue's
+    visibility timeout (and moves it to the poison queue after maxDequeueCount). Plans that failed
+    are counted in the scope's row and the run's summary; they do not retry the whole scope.
+    """
+    from shared.runtime.fanout import BadMessage, ScopeMessage
+
+    try:
+        message = ScopeMessage.from_json(body)
+    except BadMessage as exc:  # not ours or hand-made: one line, no retry (a retry cannot fix it)
+        record(log, logging.ERROR, "sweep.message-malformed", message_id=message_id, error=str(exc))
+        return None
+    runtime = await current_runtime(env)
+    settings = runtime.settings
+    scope = (message.subscription, message.resource_group)
+    if message.subscription not in settings.subscriptions or (
+        settings.resource_groups and message.resource_group not in settings.resource_groups
+    ):
+        # Out of scope now (settings changed since the timer enqueued it): not swept, but counted done.
+        record(log, logging.WARNING, "sweep.scope-out-of-scope", run_id=message.run_id, scope=message.scope)
+        summary = SweepSummary()
+    else:
+        from shared.runtime.changes import record_changes
+
+        fixed: list[PlanOutcome] = []
+        summary = await runtime.reconciler.sweep(
+            [scope],
+            on_outcome=lambda outcome: fixed.append(outcome) if outcome.status == "fixed" else None,
+            correlation_id=message.run_id,
+            summary_event="sweep.scope",
+            summary_fields={"run_id": message.run_id, "scope": message.scope, "dequeue_count": dequeue_count},
+        )
+        # The change log gets each scope's changes; the compliance page and digest need the whole estate
+        # and are written only by a sweep in one invocation (LABGUARD_SWEEP_FANOUT=off).
+        await record_changes(settings, fixed, trigger="sweep", correlation_id=message.run_id)
+        if summary.list_errors:
+            where, error = summary.list_errors[0]
+            raise RunFailed(f"{where}: listing failed ({error}); the queue delivers this scope again")
+    book = await runtime.run_book()
+    totals = await book.scope_finished(message, summary.as_record(), status="done")
+    if totals is not None:
+        level = logging.ERROR if totals["failed"] or totals["scopes_failed"] else logging.INFO
+        record(log, level, "sweep.summary", mode=runtime.reconciler.mode, correlation_id=message.run_id, **totals)
+    return summary
+
+
+async def on_scope_poison(
+    *, body: str, dequeue_count: int = 0, message_id: str | None = None, env: Mapping[str, str] | None = None
+) -> None:
+    """A scope message the host gave up on (maxDequeueCount): record ``sweep.scope-failed`` and count it."""
+    from shared.runtime.fanout import BadMessage, ScopeMessage
+
+    try:
+        message = ScopeMessage.from_json(body)
+    except BadMessage as exc:
+        record(log, logging.ERROR, "sweep.message-malformed", message_id=message_id, error=str(exc), poison=True)
+        return
+    record(
+        log,
+        logging.ERROR,
+        "sweep.scope-failed",
+        run_id=message.run_id,
+        scope=message.scope,
+        message_id=message_id,
+        note="the queue gave up on this scope after host.json's maxDequeueCount; the next run sweeps it again",
+        correlation_id=message.run_id,
+    )
+    runtime = await current_runtime(env)
+    book = await runtime.run_book()
+    failed = {"failed": 1}
+    totals = await book.scope_finished(message, failed, status="failed", error="retries spent (poison queue)")
+    if totals is not None:
+        record(
+            log, logging.ERROR, "sweep.summary", mode=runtime.reconciler.mode, correlation_id=message.run_id, **totals
+        )

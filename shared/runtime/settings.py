@@ -28,6 +28,8 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_RESOURCE_GROUPS": "optional comma-separated resource groups narrowing the scope",
     "LABGUARD_SCHEDULE": "NCRONTAB schedule of the sweep (default every 15 minutes)",
     "LABGUARD_CONCURRENCY": "how many plans a sweep reads or patches at once (default 16)",
+    "LABGUARD_SWEEP_FANOUT": "auto (default: a queue message per scope from 10 scopes up), on, or off (one invocation)",
+    "LABGUARD_LIST_CONCURRENCY": "how many scopes a sweep lists at once (default 4; memory follows it, not the estate)",
     "LABGUARD_SMTP_HOST": "SMTP relay for failure notices (optional)",
     "LABGUARD_SMTP_PORT": "SMTP port (default 587, STARTTLS)",
     "LABGUARD_SMTP_USERNAME": "SMTP login (optional)",
@@ -45,12 +47,14 @@ KNOWN_SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage__tableServiceUri": "table endpoint of identity-based host storage; the ledger uses it",
     "AzureWebJobsStorage__blobServiceUri": "blob endpoint of identity-based host storage; the compliance page uses it",
     "AzureWebJobsStorage__accountName": "identity-based host storage by account name (public cloud): the ledger uses https://NAME.table.core.windows.net",
+    "AzureWebJobsStorage__queueServiceUri": "queue endpoint of identity-based host storage; the sweep fan-out uses it",
     "LABGUARD_LEDGER_TABLE_ENDPOINT": "ledger table endpoint, with DefaultAzureCredential (optional; wins)",
     "LABGUARD_CHANGES_TABLE": "Table storage table of the changes labguard made (default labguardchanges)",
     "LABGUARD_REPORT_CONTAINER": "blob container for the compliance page after each sweep (optional; empty: off)",
     "LABGUARD_REPORT_ACCOUNT_URL": "blob endpoint of that container, reached with the app's identity (optional)",
     "LABGUARD_DIGEST_EMAIL": "admin address for the daily digest over the SMTP settings (optional; empty: off)",
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
+    "LABGUARD_LABS": "on (default): labs are held to the policy too (sweep, events); off: lab plans only",
 }
 
 # App Service writes a Key Vault reference it could not resolve into the environment as is.
@@ -86,12 +90,17 @@ class Settings:
     notice_wait_s: float = 5.0
     # Identity-based ledger (DefaultAzureCredential); when set it wins over storage_connection.
     ledger_table_endpoint: str | None = None
+    sweep_fanout: Literal["auto", "on", "off"] = "auto"
+    # Identity-based queue of the sweep fan-out (only without a connection string, as the host decides).
+    queue_endpoint: str | None = None
+    list_concurrency: int = 4
     # Identity-based blob endpoint of the host's storage: where the compliance page goes without a key.
     blob_endpoint: str | None = None
     changes_table: str = "labguardchanges"
     report_container: str | None = None
     report_account_url: str | None = None
     digest_email: str | None = None
+    labs: bool = True
 
     def __repr__(self) -> str:  # secrets never reach logs, even through repr()
         return (
@@ -111,17 +120,24 @@ class Settings:
 
         mode = get("LABGUARD_MODE")
         if mode is not None and mode.lower() not in ("audit", "enforce"):
-            raise SettingsError(f"LABGUARD_MODE={mode!r}: write 'audit' (report only) or 'enforce'")
+            raise SettingsError("LABGUARD_MODE is neither audit nor enforce: write 'audit' (report only) or 'enforce'")
         subscriptions = _csv(get("LABGUARD_SUBSCRIPTIONS"))
-        for sub in subscriptions:
+        for position, sub in enumerate(subscriptions, 1):
             if not _GUID.match(sub):
                 raise SettingsError(
-                    f"LABGUARD_SUBSCRIPTIONS: {sub!r} is not a subscription id; "
+                    f"LABGUARD_SUBSCRIPTIONS: entry {position} is not a subscription id; "
                     "write GUIDs such as 00000000-0000-0000-0000-000000000000, comma-separated"
                 )
+        fanout = (get("LABGUARD_SWEEP_FANOUT") or "auto").lower()
+        if fanout not in ("auto", "on", "off"):
+            raise SettingsError(
+                f"LABGUARD_SWEEP_FANOUT={fanout!r}: write 'auto' (queue from 10 scopes up), 'on' or 'off'"
+            )
         arm = (get("LABGUARD_ARM_ENDPOINT") or PUBLIC_CLOUD_ARM).rstrip("/")
         if not arm.startswith("https://"):
-            raise SettingsError(f"LABGUARD_ARM_ENDPOINT={arm!r}: must be an https:// URL")
+            raise SettingsError(
+                "LABGUARD_ARM_ENDPOINT is not an https:// URL: write one, such as https://management.azure.com"
+            )
         return cls(
             mode_override=None if mode is None else "enforce" if mode.lower() == "enforce" else "audit",
             policy_file=get("LABGUARD_POLICY_FILE") or "policy.yaml",
@@ -145,11 +161,15 @@ class Settings:
             storage_connection=get("AzureWebJobsStorage"),
             notice_wait_s=float(_int(get("LABGUARD_NOTICE_WAIT_SECONDS"), "LABGUARD_NOTICE_WAIT_SECONDS", 5, 1, 25)),
             ledger_table_endpoint=_ledger_table_endpoint(get),
+            sweep_fanout="on" if fanout == "on" else "off" if fanout == "off" else "auto",
+            queue_endpoint=_queue_endpoint(get),
+            list_concurrency=_int(get("LABGUARD_LIST_CONCURRENCY"), "LABGUARD_LIST_CONCURRENCY", 4, 1, 64),
             blob_endpoint=_blob_endpoint(get),
             changes_table=get("LABGUARD_CHANGES_TABLE") or "labguardchanges",
             report_container=_container(get("LABGUARD_REPORT_CONTAINER")),
             report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
             digest_email=_address(get("LABGUARD_DIGEST_EMAIL"), "LABGUARD_DIGEST_EMAIL"),
+            labs=_on_off(get("LABGUARD_LABS"), "LABGUARD_LABS"),
         )
 
 
@@ -190,6 +210,20 @@ def _ledger_table_endpoint(get: Callable[[str], str | None]) -> str | None:
     return f"https://{account}.table.core.windows.net"
 
 
+def _queue_endpoint(get: Callable[[str], str | None]) -> str | None:
+    """The queue endpoint for an identity (AzureWebJobsStorage__queueServiceUri, else the public cloud's
+    from __accountName); None with a connection string, which then names the queue service itself."""
+    if get("AzureWebJobsStorage") is not None:
+        return None
+    service_uri = get("AzureWebJobsStorage__queueServiceUri")
+    if service_uri is not None:
+        return _https_endpoint("AzureWebJobsStorage__queueServiceUri", service_uri, "queue")
+    account = get("AzureWebJobsStorage__accountName")
+    if account is None or not _STORAGE_ACCOUNT.match(account):
+        return None
+    return f"https://{account}.queue.core.windows.net"
+
+
 def _blob_endpoint(get: Callable[[str], str | None]) -> str | None:
     """The host storage's blob endpoint when it is identity-based (no connection string), as the ledger's."""
     if get("AzureWebJobsStorage") is not None:
@@ -221,9 +255,9 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
     try:
         number = int(value)
     except ValueError:
-        raise SettingsError(f"{name}={value!r}: write a whole number from {low} to {high}") from None
+        raise SettingsError(f"{name} is not a whole number: write one from {low} to {high}") from None
     if not low <= number <= high:
-        raise SettingsError(f"{name}={value!r}: write a whole number from {low} to {high}")
+        raise SettingsError(f"{name} is out of range: write a whole number from {low} to {high}")
     return number
 
 
@@ -234,8 +268,8 @@ _ADDRESS = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[A-Za-z]{2,63}$")
 def _container(value: str | None) -> str | None:
     if value is not None and not _CONTAINER.match(value):
         raise SettingsError(
-            f"LABGUARD_REPORT_CONTAINER={value!r}: write a blob container name (3-63 lower-case letters, digits "
-            "and single hyphens), such as labguard-reports"
+            "LABGUARD_REPORT_CONTAINER is not a container name: write a blob container name (3-63 lower-case "
+            "letters, digits and single hyphens), such as labguard-reports"
         )
     return value
 
@@ -243,12 +277,20 @@ def _container(value: str | None) -> str | None:
 def _https_url(value: str | None, name: str) -> str | None:
     if value is not None and not value.lower().startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise SettingsError(
-            f"{name}={value!r}: write the https:// blob endpoint, such as https://ACCOUNT.blob.core.windows.net/"
+            f"{name} is not an https:// URL: write the https:// blob endpoint, such as https://ACCOUNT.blob.core.windows.net/"
         )
     return value
 
 
 def _address(value: str | None, name: str) -> str | None:
     if value is not None and not _ADDRESS.match(value):
-        raise SettingsError(f"{name}={value!r}: write one plain address, such as it-admins@school.example")
+        raise SettingsError(f"{name} is not one plain address: write one, such as it-admins@school.example")
     return value
+
+
+def _on_off(value: str | None, name: str) -> bool:
+    if value is None or value.strip().lower() in ("", "on", "true", "1"):
+        return True
+    if value.strip().lower() in ("off", "false", "0"):
+        return False
+    raise SettingsError(f"{name}={value[:40]!r}: write on or off")

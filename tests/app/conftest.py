@@ -85,6 +85,8 @@ def configure(emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Call
             "LABGUARD_MODE": "enforce",
             "LABGUARD_POLICY_FILE": str(policy),
             "LABGUARD_CONCURRENCY": "8",
+            # The plan tests count the plan calls exactly; the lab tests (test_labs_e2e.py) turn labs on.
+            "LABGUARD_LABS": "off",
             "AZURE_TENANT_ID": emu.tenant_id,
             "AZURE_CLIENT_ID": LABGUARD_CLIENT,
             "AZURE_CLIENT_SECRET": "local-test-secret",

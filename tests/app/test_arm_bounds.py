@@ -112,3 +112,71 @@ async def test_an_unexpected_error_on_one_plan_never_stops_the_sweep(emu: Any, c
             await asyncio.wait_for(reconciler.sweep(scopes, on_outcome=explode), timeout=30)
     finally:
         await runtime.close()
+
+
+async def test_a_page_whose_next_link_points_back_ends_the_listing_with_an_error(
+    emu: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A nextLink naming a page already read once looped for ever; a hostile plan id in a page that
+    does not map is kept to one capped line."""
+    from shared.edge.arm import ArmError, BadPlan
+
+    runtime = await build_runtime(load_settings())
+    try:
+        arm = runtime.session.plans
+        calls: list[str] = []
+        hostile_id = "/subscriptions/x/" + "A" * 100_000
+
+        async def page(method: str, url: str, **kw: Any) -> dict[str, Any]:
+            calls.append(url)
+            if len(calls) > 20:
+                raise RuntimeError("the listing went round in circles")
+            loop_link = (
+                f"{emu.endpoint}/subscriptions/s/providers/Microsoft.LabServices/labPlans"
+                "?api-version=2023-06-07&$skipToken=1"
+            )
+            return {"value": [{"id": hostile_id, "properties": {}}], "nextLink": loop_link}
+
+        monkeypatch.setattr(arm, "_json", page)
+        items: list[Any] = []
+        with pytest.raises(ArmError, match="already read") as raised:
+            async for item in arm.list_plans("s"):
+                items.append(item)
+        assert raised.value.transient
+        assert len(calls) == 2  # the first page and the linked page; its link back is not followed
+        assert items and all(isinstance(i, BadPlan) and len(i.id) <= 300 for i in items)
+    finally:
+        await runtime.close()
+
+
+async def test_the_lab_listing_has_the_same_loop_guard_and_caps_as_plans(
+    emu: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lab listing was a copy of the plans' pager without the nextLink guard: it looped for ever."""
+    from shared.edge.arm import ArmError
+    from shared.edge.lab_arm import BadLab, LabsArm
+
+    runtime = await build_runtime(load_settings())
+    try:
+        arm = runtime.session.plans
+        calls: list[str] = []
+
+        async def page(method: str, url: str, **kw: Any) -> dict[str, Any]:
+            calls.append(url)
+            if len(calls) > 20:
+                raise RuntimeError("the listing went round in circles")
+            loop_link = (
+                f"{emu.endpoint}/subscriptions/s/providers/Microsoft.LabServices/labs"
+                "?api-version=2023-06-07&$skipToken=1"
+            )
+            return {"value": [{"id": "/x/" + "B" * 100_000, "properties": {}}], "nextLink": loop_link}
+
+        monkeypatch.setattr(arm, "_json", page)
+        items: list[Any] = []
+        with pytest.raises(ArmError, match="already read"):
+            async for item in LabsArm(arm).list_labs("s"):
+                items.append(item)
+        assert len(calls) == 2
+        assert items and all(isinstance(i, BadLab) and len(i.id) <= 300 for i in items)
+    finally:
+        await runtime.close()

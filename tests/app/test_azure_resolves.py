@@ -41,6 +41,26 @@ async def test_the_endpoint_answers_arms_409_for_an_unregistered_subscription(em
     assert provider["registrationState"] == "NotRegistered" and provider["namespace"] == "Microsoft.LabServices"
 
 
+async def test_the_sweep_summary_counts_plans_once_and_unlisted_scopes_apart(
+    emu: Any, configure: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.runtime.runs import RunFailed
+
+    exempt = plan_body("exempt-one")
+    exempt["tags"] = {"labguard:exempt": "exam week"}
+    emu.put_plan(exempt)
+    emu.put_plan(plan_body("drifted-one"))
+    emu.add_fault(method="GET", path_pattern=f"/subscriptions/{OTHER_SUB}/*", status=403, count=None)
+    configure(LABGUARD_SUBSCRIPTIONS=f"{SUB},{OTHER_SUB}", LABGUARD_MODE="audit")
+    caplog.set_level(logging.INFO, logger="labguard")
+    with pytest.raises(RunFailed, match="1 scope"):  # a scope that cannot be listed still fails the run
+        await on_timer(past_due=False)
+    done = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("sweep.summary"))
+    summary = json.loads(done.split(" ", 1)[1])
+    assert (summary["plans"], summary["exempt"], summary["skipped"], summary["failed"]) == (2, 1, 0, 0)
+    assert summary["scopes_unlisted"] == [f"/subscriptions/{OTHER_SUB}"]
+
+
 async def test_a_sweep_reports_an_unregistered_subscription_and_goes_on(
     emu: Any, configure: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

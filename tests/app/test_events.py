@@ -48,7 +48,7 @@ def test_resource_ids_are_read_case_insensitively() -> None:
         ("Microsoft.Resources.ResourceDeleteSuccess", data(), "event type"),
         (
             "Microsoft.Resources.ResourceWriteSuccess",
-            data(operationName="Microsoft.LabServices/labs/write"),
+            data(operationName="Microsoft.LabServices/labs/users/write"),
             "operation",
         ),
     ],

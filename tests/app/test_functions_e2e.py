@@ -77,7 +77,7 @@ def shutdown_of(emu: Any, plan_id: str) -> dict[str, Any]:
 
 
 def test_indexed_functions_are_what_azure_loads() -> None:
-    assert set(FUNCTIONS) == {"eventgrid_lab_plan", "timer_sweep"}
+    assert set(FUNCTIONS) == {"eventgrid_lab_plan", "timer_sweep", "sweep_scope", "sweep_scope_poison"}
     grid = FUNCTIONS["eventgrid_lab_plan"].get_bindings()
     timer = FUNCTIONS["timer_sweep"].get_bindings()
     assert [b.type for b in grid] == ["eventGridTrigger"]

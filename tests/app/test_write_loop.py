@@ -226,8 +226,11 @@ async def test_the_event_path_answers_within_event_grids_timeout(
 def test_emulator_write_modes_are_process_flags_too() -> None:
     from emulator.__main__ import _parser
 
-    args = _parser().parse_args(["--patch-reply", "spec", "--operation-status", "403", "--drop-written", "idleDelay"])
+    args = _parser().parse_args(
+        ["--patch-reply", "spec", "--operation-status", "403", "--drop-written", "idleDelay", "--stale-read-s", "1.5"]
+    )
     assert (args.patch_reply, args.operation_status, args.drop_written) == ("spec", 403, "idleDelay")
+    assert args.stale_read_s == 1.5
 
 
 async def test_own_failure_event_is_not_dropped(emu: Any, configure: Any, caplog: Any) -> None:
@@ -324,3 +327,103 @@ async def test_a_plan_that_turned_busy_after_the_read_is_read_again_then_written
     first = sequence.index(("PATCH", 409))
     assert sequence[first + 1 : first + 3] == [("GET", 200), ("PATCH", 202)]
     assert shutdown_of(emu, body["id"])["idleDelay"] == "PT30M"
+
+
+async def test_a_slow_backoff_lookup_comes_before_the_read_not_between_read_and_write(emu: Any, configure: Any) -> None:
+    """A backoff table that answers slowly (up to its 3 s timeout) while the owner changes the plan:
+    the write is read after the lookup, so the owner's change is sent back, not undone."""
+    from shared.runtime.reconcile import Reconciler
+    from shared.runtime.write_backoff import MemoryBackoff
+
+    body = plan_body("slowtable")
+    emu.put_plan(body)
+
+    owners_values: list[str] = []
+
+    class SlowTable(MemoryBackoff):
+        async def get(self, plan_id: PlanId) -> Any:
+            await asyncio.sleep(1.2)
+            owners_values.append(f"PT{2 + len(owners_values)}M")  # meanwhile the owner tightens, again
+            owned = emu.get_plan(body["id"])
+            owned["properties"]["defaultAutoShutdownProfile"]["disconnectDelay"] = owners_values[-1]
+            emu.put_plan(owned)
+            return await super().get(plan_id)
+
+    settings = load_settings()
+    runtime = await build_runtime(settings)
+    try:
+        reconciler = Reconciler(runtime.session.plans, runtime.reconciler.policy, backoff=SlowTable())
+        emu.clear_requests()
+        summary = await reconciler.sweep([(settings.subscriptions[0], None)])
+    finally:
+        await runtime.close()
+    assert summary.counts["fixed"] == 1
+    calls = [r for r in arm_requests(emu) if "/labplans/slowtable" in r["path"].lower()]
+    first_patch = [r["method"] for r in calls].index("PATCH")
+    assert calls[first_patch - 1]["method"] == "GET"  # the read right before the write
+    assert len(patches(emu)) == 1
+    assert shutdown_of(emu, body["id"])["disconnectDelay"] == owners_values[-1]  # the owner's last word stands
+
+
+@pytest.mark.parametrize("retry_after", [float("nan"), float("inf"), -5.0])
+async def test_a_hostile_retry_after_does_not_hang_the_write(emu: Any, configure: Any, retry_after: float) -> None:
+    """``Retry-After: nan`` once made ``asyncio.sleep(nan)``, which never returns: the write hung for good."""
+    from shared.edge.arm import _retry_after
+
+    assert _retry_after({"Retry-After": str(retry_after)}, 1.0) == 1.0
+    body = plan_body("hostile")
+    emu.put_plan(body)
+    emu.add_fault(method="PATCH", path_pattern=r".*/labPlans/hostile.*", status=429, retry_after=retry_after, count=1)
+    emu.clear_requests()
+    await asyncio.wait_for(deliver(write_event(body["id"])), timeout=15)
+    assert [r["status"] for r in patches(emu)] == [429, 202]
+    assert shutdown_of(emu, body["id"])["idleDelay"] == "PT30M"
+
+
+@pytest.mark.parametrize("patch_reply", ["lro", "spec"])
+async def test_a_read_that_still_shows_the_plan_before_the_202_is_not_the_proof(
+    emu: Any, configure: Any, caplog: Any, patch_reply: str
+) -> None:
+    """The operation URL cannot be read and the first GET after the 202 still shows the old, Succeeded
+    plan: that read once proved "not converged" and held the plan back 30 minutes."""
+    emu.configure(patch_reply=patch_reply, operation_status=403, stale_read_s=1.0)
+    body = plan_body("lagging")
+    emu.put_plan(body)
+    emu.clear_requests()
+    caplog.set_level("INFO", logger="labguard")
+    await deliver(write_event(body["id"]))
+    assert len(patches(emu)) == 1
+    assert records(caplog, "plan.fixed") and not records(caplog, "plan.unconverged")
+    assert {k: shutdown_of(emu, body["id"])[k] for k in FIXED} == FIXED
+
+
+async def test_a_hostile_state_found_right_before_the_write_is_logged_capped(
+    emu: Any, configure: Any, caplog: Any
+) -> None:
+    """The read right before the write finds a provisioningState nobody knows, 100 000 characters
+    long: the write is dropped and the record names the state in one capped line."""
+    from shared.runtime.reconcile import Reconciler
+    from shared.runtime.write_backoff import MemoryBackoff
+
+    body = plan_body("hostilestate")
+    emu.put_plan(body)
+
+    class TurningTable(MemoryBackoff):
+        async def get(self, plan_id: PlanId) -> Any:
+            turned = emu.get_plan(body["id"])
+            turned["properties"]["provisioningState"] = "Weird" + "\n\x1b" + "W" * 100_000
+            emu.put_plan(turned)
+            return await super().get(plan_id)
+
+    caplog.set_level("INFO", logger="labguard")
+    settings = load_settings()
+    runtime = await build_runtime(settings)
+    try:
+        reconciler = Reconciler(runtime.session.plans, runtime.reconciler.policy, backoff=TurningTable())
+        emu.clear_requests()
+        await reconciler.sweep([(settings.subscriptions[0], None)])
+    finally:
+        await runtime.close()
+    assert patches(emu) == []
+    (dropped,) = records(caplog, "plan.write-dropped")
+    assert dropped["state"].startswith("Weird") and len(dropped["state"]) <= 60 and "\n" not in dropped["state"]

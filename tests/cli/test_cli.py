@@ -234,7 +234,7 @@ def test_check_policy_refuses_a_bad_file_in_one_line(run: Run, tmp_path: Path) -
         (
             ("audit",),
             {"LABGUARD_SUBSCRIPTIONS": "my-subscription"},
-            "bad setting: LABGUARD_SUBSCRIPTIONS: 'my-subscription'",
+            "bad setting: LABGUARD_SUBSCRIPTIONS: entry 1 is not a subscription id",
         ),
         (("audit",), {"LABGUARD_SUBSCRIPTIONS": ""}, "no subscription in scope: pass --subscription"),
         (("audit", "-g", "rg/../x"), {}, "--resource-group 'rg/../x' is not a resource group name"),
@@ -247,7 +247,7 @@ def test_check_policy_refuses_a_bad_file_in_one_line(run: Run, tmp_path: Path) -
         (
             ("audit",),
             {"LABGUARD_ARM_ENDPOINT": "http://127.0.0.1:1"},
-            "LABGUARD_ARM_ENDPOINT='http://127.0.0.1:1': must be an https:// URL",
+            "bad setting: LABGUARD_ARM_ENDPOINT is not an https:// URL",
         ),
     ],
 )
@@ -382,3 +382,36 @@ def test_audit_from_file_needs_no_azure(labguard_command: Path, tmp_path: Path) 
     report = json.loads(proc.stdout)
     assert len(report["plans"]) == 14 and report["files"] == [str(ROOT / "samples" / "lab_plans.json")]
     assert report["summary"]["drifted"] == 6
+
+
+async def test_enforce_after_a_preview_sends_only_the_patches_shown(
+    emu: Any, settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interactive enforce asks after a dry-run preview; a plan whose patch changed since then is not
+    written (nobody saw that patch), it stays drifted and the run exits 1."""
+    from labguard import runner
+
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)  # the credential reads the environment, as on the admin's laptop
+
+    run_settings = runner.resolve_settings(settings, runner.Flags(), mode="enforce")
+    policy = runner.read_policy(run_settings.policy_file, "enforce")
+    preview = await runner.run(run_settings, policy, command="enforce", dry_run=True, read_ledger=False)
+    approved = {
+        r.outcome.plan_id: r.outcome.evaluation.patch
+        for r in preview.results
+        if r.status == "drifted" and r.outcome.evaluation is not None
+    }
+    changed = next(key for key, patch in approved.items() if "defaultConnectionProfile" not in patch["properties"])
+    body = emu.get_plan(changed)
+    body["properties"]["defaultConnectionProfile"]["webSshAccess"] = "Public"  # the owner, after the preview
+    emu.put_plan(body)
+    emu.clear_requests()
+    result = await runner.run(run_settings, policy, command="enforce", approved_patches=approved, read_ledger=False)
+    by_key = {r.outcome.plan_id: r for r in result.results}
+    assert by_key[changed].status == "drifted"
+    assert by_key[changed].outcome.detail == "changed since the preview; not written"
+    written = {r["path"].lower() for r in arm_writes(emu)}
+    assert changed.lower() not in {p.split("?")[0] for p in written}
+    assert result.counts["fixed"] == len(approved) - 1
+    assert result.exit_code == 1

@@ -231,6 +231,38 @@ def test_ctrl_c_during_the_live_test_still_deletes_the_plan(
     assert "Traceback" not in err
 
 
+def test_ctrl_c_during_the_put_still_cleans_up_or_says_what_to_delete(
+    labguard_command: Path, settings: dict[str, str], emu: Any, tmp_path: Path
+) -> None:
+    emu.add_fault(method="PUT", path_pattern="/subscriptions/*/labPlans/labguard-doctor-*", latency_ms=5_000, count=1)
+    proc = subprocess.Popen(
+        [str(labguard_command), "doctor", "--live", LIVE_GROUP],
+        env=settings,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The endpoint logs a request once answered: quiet for a second while doctor runs = the PUT is waiting.
+    deadline, seen, quiet_since = time.monotonic() + 30, -1, time.monotonic()
+    while time.monotonic() - quiet_since < 1.0 or seen < 1:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        count = len(emu.requests())
+        if count != seen:
+            seen, quiet_since = count, time.monotonic()
+        time.sleep(0.05)
+    assert not any(r["method"] == "PUT" for r in emu.requests())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert "DELETE" in [r["method"] for r in emu.requests()]  # cleanup ran although the PUT never answered
+    assert "az resource delete --ids /subscriptions/" in out or "deleted the throwaway plan labguard-doctor-" in out
+    assert "Traceback" not in err
+    time.sleep(5)  # the endpoint finishes the PUT the client gave up on: remove what it made
+    for key in doctor_plans(emu):
+        emu.server.store.resources["labPlans"].pop(key, None)
+
+
 # ------------------------------------------------------------------------------------ the rules doctor applies
 
 

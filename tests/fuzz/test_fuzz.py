@@ -345,3 +345,80 @@ def test_arm_bodies_map_and_evaluate_without_raising(body: dict[str, Any], polic
     evaluation = evaluate(plan, parse_policy(policy_data, "policy.yaml"), datetime.now(UTC))
     assert evaluation.status
     json.dumps(evaluation.patch)  # a patch, if any, is plain JSON
+
+
+LAB = f"/subscriptions/{PLAN.split('/')[2]}/resourceGroups/rg/providers/Microsoft.LabServices/labs/lab1"
+lab_bodies = st.fixed_dictionaries(
+    {"id": st.one_of(st.just(LAB), plan_ids, json_values)},
+    optional={
+        "tags": st.one_of(json_values, st.dictionaries(st.text(max_size=20), json_values, max_size=3)),
+        "systemData": optional_profile(dict.fromkeys(("lastModifiedBy", "lastModifiedByType"), json_values)),
+        "properties": st.one_of(
+            json_values,
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "provisioningState": states,
+                    "labPlanId": st.one_of(st.just(PLAN), json_values),
+                    "connectionProfile": optional_profile(
+                        dict.fromkeys(("webSshAccess", "webRdpAccess", "clientSshAccess", "clientRdpAccess"), enums)
+                    ),
+                    "autoShutdownProfile": optional_profile(
+                        {
+                            "shutdownOnDisconnect": enums,
+                            "shutdownWhenNotConnected": enums,
+                            "shutdownOnIdle": enums,
+                            "disconnectDelay": delays,
+                            "noConnectDelay": delays,
+                            "idleDelay": delays,
+                        }
+                    ),
+                    "virtualMachineProfile": optional_profile(
+                        {
+                            "osType": st.one_of(st.sampled_from(["Windows", "Linux", "windows", ""]), json_values),
+                            "sku": optional_profile({"name": json_values}),
+                            "createOption": enums,
+                            "usageQuota": delays,
+                            "nonAdminUser": optional_profile({"username": json_values}),
+                            "adminUser": optional_profile({"username": json_values}),
+                        }
+                    ),
+                    "resourceOperationError": optional_profile(
+                        dict.fromkeys(("action", "code", "message", "timestamp"), json_values)
+                    ),
+                },
+            ),
+        ),
+    },
+)
+lab_rules = st.fixed_dictionaries(
+    {},
+    optional={
+        "allowedVmSizes": st.just(["Classic_Fsv2_2_4GB_128_S_SSD"]),
+        "templateVm": st.sampled_from(["Allowed", "Forbidden"]),
+        "requireNonAdminUser": st.booleans(),
+        "maxUsageQuota": st.sampled_from(["PT20H", "PT1H"]),
+    },
+)
+
+
+@FUZZ
+@given(body=lab_bodies, policy_data=policies, labs=lab_rules)
+def test_lab_bodies_map_and_evaluate_without_raising(
+    body: dict[str, Any], policy_data: dict[str, Any], labs: dict[str, Any]
+) -> None:
+    from shared.core.lab_drift import evaluate_lab
+    from shared.core.labs import Lab
+
+    tried["arm"] += 1
+    try:
+        lab = Lab.from_arm(body)
+    except ValueError as exc:
+        assert len(str(exc)) < 800
+        reject()
+    evaluation = evaluate_lab(lab, parse_policy({**policy_data, "labs": labs}, "policy.yaml"), datetime.now(UTC))
+    assert evaluation.status
+    json.dumps(evaluation.patch)
+    for finding in evaluation.findings:  # never a client channel turned off on a lab whose OS needs it
+        if finding.is_drift and finding.patch_value == "None" and finding.leaf == "clientRdpAccess":
+            assert (lab.os_type or "").lower() == "linux"

@@ -26,7 +26,10 @@ from infra_support import (
     resources_of_type,
 )
 
-from shared.edge.arm import ARM_ACTIONS
+from shared.edge.arm import ARM_ACTIONS as PLAN_ARM_ACTIONS
+from shared.edge.lab_arm import LAB_ARM_ACTIONS
+
+ARM_ACTIONS = PLAN_ARM_ACTIONS | LAB_ARM_ACTIONS  # plans and labs: the role grows by exactly the lab actions
 
 ROLES = {
     "labPlanOperator": INFRA / "roles" / "lab-plan-operator.json",
@@ -86,6 +89,8 @@ def test_no_operation_results_role_waiting_reads_the_plan():
     assert role("labPlanOperator")["actions"] == [
         "Microsoft.LabServices/labPlans/read",
         "Microsoft.LabServices/labPlans/write",
+        "Microsoft.LabServices/labs/read",
+        "Microsoft.LabServices/labs/write",
     ]
     assert "operationReader" not in main()["resources"]
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from devtools.services import free_port
-from shared.notices import ledger as ledger_module
 from shared.notices.delivery import ChannelResult, NoticeOutcome, Notifier
 from shared.notices.ledger import Ledger
 from shared.notices.message import EVENT_TYPE, Notice
+from shared.notices.message import ledger as ledger_module
 from tests.notices.plans import SUPPORT, TOPIC_KEY, WEBHOOK_PATH, ledger_rows, plan, settings
 from tests.notices.servers import HttpsReceiver, SmtpServer, azurite_connection_string
 
@@ -500,3 +500,52 @@ async def test_claim_of_a_crashed_run_blocks_until_its_lease_expires(
     taken_over = await notify(env, new_ledger, failed, LABGUARD_WEBHOOK_URLS="")
     assert statuses(taken_over) == {"email": "sent", "eventgrid": "already-sent"}
     assert len(smtp.messages) == 1
+
+
+async def test_the_admin_notice_of_a_failed_write_is_its_own_notice_on_every_channel(
+    env: dict[str, str], new_ledger: Callable[[], Ledger], smtp: SmtpServer, receiver: HttpsReceiver
+) -> None:
+    failed = plan(support=SUPPORT)
+    reason = "labguard's own write failed (the write labguard just made): SubnetInUse"
+    async with Notifier.from_settings(settings(env), ledger=new_ledger()) as notifier:
+        owner = await notifier.notify_failure(failed, correlation_id="run-1")
+        admin = await notifier.notify_admin(failed, reason=reason, correlation_id="run-2")
+        again = await notifier.notify_admin(failed, reason=reason, correlation_id="run-3")
+    assert set(statuses(owner).values()) == {"sent"}
+    # Same failure, other notice: the owner's ledger rows do not stand in for the admin's.
+    assert statuses(admin) == {"email": "sent", "eventgrid": "sent", "webhook:localhost": "sent"}, admin
+    assert set(statuses(again).values()) == {"already-sent"}, again
+    admin_mail = smtp.messages[-1]
+    assert admin_mail.rcpt_tos == ["it-helpdesk@school.example"]
+    assert "labguard's own write" in admin_mail.message["Subject"]
+    owner_event, admin_event = (hit.json()[0] for hit in receiver.to(EVENTS))
+    assert owner_event["type"] == "Labguard.LabPlan.ProvisioningFailed" and "adminReason" not in owner_event["data"]
+    assert admin_event["type"] == "Labguard.LabPlan.WriteFailed" and admin_event["data"]["adminReason"] == reason
+    assert admin_event["id"] != owner_event["id"]
+    owner_hook, admin_hook = (hit.json() for hit in receiver.to(WEBHOOK_PATH))
+    assert "labguard's own write" in str(admin_hook) and "labguard's own write" not in str(owner_hook)
+
+
+async def test_without_an_admin_address_the_admin_mail_is_skipped_not_failed(
+    env: dict[str, str], new_ledger: Callable[[], Ledger], smtp: SmtpServer, receiver: HttpsReceiver, caplog: Any
+) -> None:
+    no_admin = {k: v for k, v in env.items() if k != "LABGUARD_FALLBACK_EMAIL"}
+    caplog.set_level(logging.INFO, logger="labguard")
+    async with Notifier.from_settings(settings(no_admin), ledger=new_ledger()) as notifier:
+        admin = await notifier.notify_admin(plan(support=SUPPORT), reason="labguard's own write failed")
+    assert statuses(admin) == {"email": "skipped", "eventgrid": "sent", "webhook:localhost": "sent"}, admin
+    assert "LABGUARD_FALLBACK_EMAIL" in by_channel(admin)["email"].detail
+    assert smtp.messages == []
+    assert any(r.getMessage().startswith("notice.admin-email-skipped ") for r in caplog.records)
+
+
+async def test_the_admin_notice_waits_no_longer_than_notice_wait_s(
+    env: dict[str, str], new_ledger: Callable[[], Ledger], receiver: HttpsReceiver
+) -> None:
+    receiver.delays[WEBHOOK_PATH] = 3.0
+    s = settings(env, LABGUARD_NOTICE_WAIT_SECONDS="1")
+    async with Notifier.from_settings(s, ledger=new_ledger()) as notifier:
+        started = asyncio.get_running_loop().time()
+        admin = await notifier.notify_admin(plan(support=SUPPORT), reason="labguard's own write failed")
+        waited = asyncio.get_running_loop().time() - started
+    assert admin.deferred and waited < 2.5

@@ -233,6 +233,83 @@ async def test_next_day_only_what_is_new_and_nothing_when_nothing_is_new(
     assert (await send_daily_digest(settings, snapshot("physics-101", at=day3), now=day3)).status == "already-sent"
 
 
+class MarkSentFails:
+    """A real ledger table whose first ``failures`` writes of a ``sent`` mark fail, as storage going away would."""
+
+    def __init__(self, table: Any, failures: int) -> None:
+        self._table, self.failures = table, failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+    async def _mark(self, entity: dict[str, Any], **kwargs: Any) -> Any:
+        if entity.get("State") == "sent" and self.failures > 0:
+            self.failures -= 1
+            from azure.core.exceptions import ServiceRequestError
+
+            raise ServiceRequestError("storage unreachable")
+        return await self._table.upsert_entity(entity, **kwargs)
+
+    upsert_entity = _mark
+
+    async def update_entity(self, entity: dict[str, Any], **kwargs: Any) -> Any:
+        if entity.get("State") == "sent":
+            return await self._mark(entity, **kwargs)
+        return await self._table.update_entity(entity, **kwargs)
+
+
+async def test_a_digest_the_relay_took_is_never_sent_again_when_marking_it_sent_fails(
+    emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.core.drift import evaluate
+    from shared.core.plans import LabPlan
+    from shared.core.policy import load_policy
+    from shared.core.snapshot import PlanEntry, build_snapshot
+    from shared.notices import digest as digest_delivery
+
+    values = configure(monkeypatch, emu, env, tls, tmp_path, LABGUARD_DIGEST_EMAIL=ADMIN)
+    settings = Settings.from_env(values)
+    policy = load_policy(values["LABGUARD_POLICY_FILE"])
+    monkeypatch.setattr(digest_delivery, "MARK_SENT_PAUSE_S", 0.01, raising=False)
+    fails = {"count": 0}
+    real_open = digest_delivery.open_table
+
+    def open_failing(*args: Any) -> Any:
+        table, credential = real_open(*args)
+        return MarkSentFails(table, fails["count"]), credential
+
+    monkeypatch.setattr(digest_delivery, "open_table", open_failing)
+
+    def snapshot(at: datetime) -> dict[str, Any]:  # a new drifted plan each day: always something new
+        body = plan_json(f"physics-{at.day}", state="Succeeded", with_error=False)
+        body["properties"]["defaultAutoShutdownProfile"] = shutdown("Disabled")
+        evaluation = evaluate(LabPlan.from_arm(body), policy, at)
+        entry = PlanEntry(body["id"], evaluation.status, evaluation)
+        return build_snapshot([entry], policy, source="test", subscriptions=[SUB], resource_groups=[], generated_at=at)
+
+    async def row(day: datetime) -> dict[str, Any]:
+        rows = await digest_rows(values["AzureWebJobsStorage"], values["LABGUARD_LEDGER_TABLE"])
+        return next(r for r in rows if r["RowKey"] == day.date().isoformat())
+
+    # One failed mark: the retry marks it.
+    day1 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+    fails["count"] = 1
+    assert (await digest_delivery.send_daily_digest(settings, snapshot(day1), now=day1)).status == "sent"
+    assert (await row(day1))["State"] == "sent" and len(digests(smtp)) == 1
+    # Every mark fails: sent once, and not again after the claim's lease, by this process.
+    day2 = day1 + timedelta(days=1)
+    fails["count"] = 99
+    assert (await digest_delivery.send_daily_digest(settings, snapshot(day2), now=day2)).status == "sent"
+    assert (await row(day2))["State"] == "pending" and len(digests(smtp)) == 2
+    later = day2 + digest_delivery.CLAIM_LEASE + timedelta(minutes=1)
+    again = await digest_delivery.send_daily_digest(settings, snapshot(later), now=later)
+    assert again.status == "already-sent" and len(digests(smtp)) == 2
+    # Storage is back: the next sweep marks the row, still without sending.
+    fails["count"] = 0
+    assert (await digest_delivery.send_daily_digest(settings, snapshot(later), now=later)).status == "already-sent"
+    assert (await row(day2))["State"] == "sent" and len(digests(smtp)) == 2
+
+
 async def test_no_digest_without_the_setting_or_when_all_is_well(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -310,6 +387,53 @@ async def test_a_fix_made_on_an_event_goes_into_the_change_log(
         (change,) = await log.recent(datetime.now(UTC))
     assert change.plan_id == plan_id and change.trigger == "event" and change.correlation_id
     assert change.changes == (("properties.defaultAutoShutdownProfile.shutdownOnDisconnect", "Disabled", "Enabled"),)
+
+
+async def test_a_write_that_did_not_take_is_in_the_change_log_with_its_status(
+    emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.core.report_html import render_html
+    from shared.core.snapshot import build_snapshot
+    from shared.runtime.changes import ChangeLog
+    from tests.app.test_functions_e2e import deliver, write_event
+
+    values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
+    emu.configure(drop_written="shutdownOnDisconnect")  # the service takes the write and keeps the old value
+    plan_id = put(emu, "physics-101", on_disconnect="Disabled")
+    await deliver(write_event(plan_id))
+    async with ChangeLog.from_connection_string(values["AzureWebJobsStorage"], values["LABGUARD_CHANGES_TABLE"]) as log:
+        (change,) = await log.recent(datetime.now(UTC))
+    assert change.plan_id == plan_id and change.status == "unconverged"
+    assert change.detail is not None and "read back 'Disabled'" in change.detail
+    assert change.changes == (("properties.defaultAutoShutdownProfile.shutdownOnDisconnect", "Disabled", "Enabled"),)
+    from shared.core.policy import parse_policy
+
+    page = render_html(
+        build_snapshot(
+            [],
+            parse_policy({"mode": "enforce"}, "p.yaml"),
+            source="t",
+            subscriptions=[],
+            resource_groups=[],
+            generated_at=datetime.now(UTC),
+            changes=[change],
+        )
+    )
+    assert 'data-change-status="unconverged"' in page and "read back" in page
+
+
+async def test_a_sweep_write_that_did_not_take_is_in_the_change_log_too(
+    emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.runtime.changes import ChangeLog
+
+    values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
+    emu.configure(drop_written="shutdownOnDisconnect")
+    plan_id = put(emu, "physics-101", on_disconnect="Disabled")
+    await tick()
+    async with ChangeLog.from_connection_string(values["AzureWebJobsStorage"], values["LABGUARD_CHANGES_TABLE"]) as log:
+        (change,) = await log.recent(datetime.now(UTC))
+    assert (change.plan_id, change.status, change.trigger) == (plan_id, "unconverged", "sweep")
 
 
 async def test_labguard_enforce_from_a_laptop_goes_into_the_change_log_too(

@@ -190,3 +190,32 @@ def test_small_aliases_are_still_fine(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert load_policy(path).subscriptions[SUB].get("clientRdpAccess") == "Public"
+
+
+def test_an_events_correlation_id_is_capped_before_it_reaches_records() -> None:
+    from shared.runtime.events import PlanEvent, parse_event
+
+    plan = (
+        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
+        "/providers/Microsoft.LabServices/labPlans/p1"
+    )
+    event = parse_event(
+        event_id="e1",
+        event_type="Microsoft.Resources.ResourceWriteSuccess",
+        subject=plan,
+        data={
+            "operationName": "Microsoft.LabServices/labPlans/write",
+            "resourceUri": plan,
+            "correlationId": "c" * 100_000 + "\n\x1b[31m",
+        },
+    )
+    assert isinstance(event, PlanEvent)
+    assert event.correlation_id is not None and len(event.correlation_id) <= 100
+    assert "\n" not in event.correlation_id and "\x1b" not in event.correlation_id
+    ok = parse_event(
+        event_id="e2",
+        event_type="Microsoft.Resources.ResourceWriteSuccess",
+        subject=plan,
+        data={"operationName": "Microsoft.LabServices/labPlans/write", "resourceUri": plan, "correlationId": "3f2a-1"},
+    )
+    assert isinstance(ok, PlanEvent) and ok.correlation_id == "3f2a-1"
