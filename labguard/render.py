@@ -193,7 +193,7 @@ def lab_lines(outcome: Any) -> list[tuple[str, str]]:
         return [(outcome.detail or outcome.status, "")]
     lines: list[tuple[str, str]] = []
     for finding in evaluation.findings:
-        key = finding.field.rsplit(".", 1)[-1]
+        key = finding.leaf
         observed = "(not set)" if finding.observed is None else finding.observed
         if finding.is_drift:
             lines.append((f"{key} {observed} → {finding.patch_value}", ""))
@@ -532,7 +532,7 @@ def lab_json(outcome: Any) -> dict[str, Any]:
         "findings": [
             {
                 "rule": f.rule,
-                "field": f.field,
+                "field": f.path,
                 "observed": f.observed,
                 "allowed": f.allowed,
                 "severity": f.severity,

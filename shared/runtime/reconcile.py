@@ -605,7 +605,7 @@ class Reconciler:
                 "plan.changed-during-write",
                 plan_id=key,
                 patch=evaluation.patch,
-                still_drifted=[f.field for f in still],
+                still_drifted=[f.path for f in still],
                 note="written again by someone else before the proof read; judged afresh, no backoff",
                 correlation_id=correlation_id,
             )

@@ -18,8 +18,8 @@ import pytest
 
 from emulator.testing import start_emulator
 from shared.core.plans import PlanId
+from shared.notices import delivery
 from shared.notices.delivery import Notifier
-from shared.notices.message import delivery
 from tests.app.test_functions_e2e import deliver, tick, write_event
 from tests.notices.plans import SUB, SUPPORT, WEBHOOK_PATH, ledger_rows, plan, plan_json, settings
 from tests.notices.servers import (
