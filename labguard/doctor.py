@@ -25,7 +25,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from labguard import runner
-from shared.core.governed import GOVERNED
+from shared.core.governed import AUTO_SHUTDOWN, CONNECTION, GOVERNED
 from shared.core.plans import PROVIDER
 from shared.core.policy import DEFAULT_EXEMPTION_TAG, Policy, load_policy
 from shared.edge.arm import API_VERSION, ArmReply, BadPlan, LabPlansArm
@@ -41,22 +41,18 @@ WRITE_ACTION = f"{PROVIDER}/labPlans/write"
 READ_ACTION = f"{PROVIDER}/labPlans/read"
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 DELAYS = {s.arm_key: s.feature for s in GOVERNED if s.feature}  # delay -> the switch or mode of its feature
-# The throwaway plan: a non-default sibling (clientRdpAccess Public) shows whether a PATCH of another leaf
-# keeps it (merge) or resets it to the spec's default (replace). Every shutdown feature is off; one delay is
-# written anyway (is it kept or dropped on read?), the other two are not (do they stay absent?).
-PROBE_CONNECTION = {
-    "webSshAccess": "None",
-    "webRdpAccess": "None",
-    "clientSshAccess": "Public",
-    "clientRdpAccess": "Public",
+# The throwaway plan, from the table of governed settings: a non-default sibling (the second client channel,
+# client RDP, Public) shows whether a PATCH of another leaf (the first, client SSH, set to None) keeps it
+# (merge) or resets it to the spec's default (replace). The web channels are None. Every shutdown feature is
+# off; the first delay is written anyway (is it kept or dropped on read?), the others are not (do they stay
+# absent?).
+_PROBED, _SIBLING = (s for s in GOVERNED if s.profile == CONNECTION and s.client_channel)
+_FIRST_DELAY = next(s for s in GOVERNED if s.profile == AUTO_SHUTDOWN and s.feature)
+PROBE_CONNECTION = {s.arm_key: s.scale[-1 if s.client_channel else 0] for s in GOVERNED if s.profile == CONNECTION}
+PROBE_SHUTDOWN = {s.arm_key: s.scale[0] for s in GOVERNED if s.profile == AUTO_SHUTDOWN and s.scale} | {
+    _FIRST_DELAY.arm_key: "PT15M"
 }
-PROBE_SHUTDOWN = {
-    "shutdownOnDisconnect": "Disabled",
-    "disconnectDelay": "PT15M",
-    "shutdownWhenNotConnected": "Disabled",
-    "shutdownOnIdle": "None",
-}
-PROBE_PATCH = {"properties": {"defaultConnectionProfile": {"clientSshAccess": "None"}}}
+PROBE_PATCH = {"properties": {CONNECTION.arm_key: {_PROBED.arm_key: _PROBED.scale[0]}}}
 
 
 @dataclass(frozen=True)
@@ -496,24 +492,26 @@ async def _check_operation_urls(report: Report, arm: LabPlansArm, patch: ArmRepl
 
 def _check_nested_profiles(report: Report, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
     connection = _profile(after, "defaultConnectionProfile")
-    sibling = connection.get("clientRdpAccess")
+    probed, sent = _PROBED.arm_key, _PROBED.scale[0]
+    name, kept = _SIBLING.arm_key, PROBE_CONNECTION[_SIBLING.arm_key]
+    sibling = connection.get(name)
     report.live["after"] = {
         "defaultConnectionProfile": connection,
         "defaultAutoShutdownProfile": _profile(after, "defaultAutoShutdownProfile"),
     }
-    if connection.get("clientSshAccess") != "None":
+    if connection.get(probed) != sent:
         report.live["nestedProfiles"] = "not applied"
         report.add(
             "live: nested profiles",
             "fail",
-            f"PATCH clientSshAccess=None read back as {connection.get('clientSshAccess')!r}: the write did not take",
+            f"PATCH {probed}={sent} read back as {connection.get(probed)!r}: the write did not take",
             "labguard proves each write by reading again and records plan.unconverged with a backoff",
         )
         return
-    if sibling == "Public":
-        mode, text = "merge", "merges: clientRdpAccess stayed Public when only clientSshAccess was sent"
+    if sibling == kept:
+        mode, text = "merge", f"merges: {name} stayed {kept} when only {probed} was sent"
     else:
-        mode, text = "replace", f"replaces the profile: clientRdpAccess Public became {sibling or 'absent'} (not sent)"
+        mode, text = "replace", f"replaces the profile: {name} {kept} became {sibling or 'absent'} (not sent)"
     report.live["nestedProfiles"] = mode
     report.add(
         "live: nested profiles",

@@ -30,10 +30,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from shared.core.durations import describe, format_iso, parse_delay
-from shared.core.governed import GOVERNED, Setting, feature_of
+from shared.core.governed import PROFILES, Bound, Setting, feature_of, plan_settings
 from shared.core.plans import LabPlan
 from shared.core.policy import Policy, Rules
 from shared.core.text import shown
@@ -125,7 +125,8 @@ def evaluate(plan: LabPlan, policy: Policy, now: datetime) -> Evaluation:
         )
 
     rules = policy.rules_for(plan.id)
-    checked, patch = _check(plan, rules)  # drift and unknown-value findings
+    checked = check(plan, rules, plan_settings())  # drift and unknown-value findings
+    patch = patch_of(plan.profiles_as_read, checked)
     exempt, exemption = _exemption(plan, policy, now.date())
 
     if state == "Failed":
@@ -148,57 +149,78 @@ def evaluate(plan: LabPlan, policy: Policy, now: datetime) -> Evaluation:
 FeatureState = Literal["on", "off", "unknown"]
 
 
-def _check(plan: LabPlan, rules: Rules) -> tuple[list[Finding], dict[str, Any]]:
-    """(drift and unknown-value findings, the patch), setting by setting in table order. Each drifted profile
-    goes into the patch whole."""
+class Governed(Protocol):
+    """A plan or a lab: what evaluation reads of it."""
+
+    def observed(self, setting: Setting) -> str | None: ...
+
+
+def check(resource: Governed, rules: Rules, settings: tuple[Setting, ...]) -> list[Finding]:
+    """Drift, reported-only and unknown-value findings, setting by setting in table order."""
     findings: list[Finding] = []
-    for setting in GOVERNED:
+    for setting in settings:
         bound = rules.bound(setting)
         if bound is None:
             continue
-        observed = plan.observed(setting)
+        observed = resource.observed(setting)
         finding: Finding | None = None
         if setting.kind == "max-delay":
             assert isinstance(bound, timedelta)
-            feature = _feature_state(plan, rules, feature_of(setting))
+            feature = _feature_state(resource, rules, feature_of(setting))
             # A delay only matters while its feature is on (or the patch turns it on): an absent delay of a
             # feature that is off is not drift. With the feature's state unknown, only a delay that is there
             # is checked (shortening it never loosens anything).
             if feature == "on" or (feature == "unknown" and observed is not None):
                 finding = _delay(setting, observed, bound)
+        elif setting.kind == "max-duration":  # no feature; absent is nothing labguard can judge
+            assert isinstance(bound, timedelta)
+            finding = None if observed is None else _delay(setting, observed, bound)
         elif setting.kind == "enabled":
             finding = _flag(setting, observed)
-        else:
+        elif setting.kind in ("at-most", "at-least"):
             assert isinstance(bound, str)
             finding = _ranked(setting, observed, bound)
+        else:
+            finding = _reported(setting, observed, bound)
         findings += [finding] if finding else []
-    return findings, _patch(plan, findings)
+    return findings
 
 
-def _patch(plan: LabPlan, findings: list[Finding]) -> dict[str, Any]:
+#: Profile key (a plan's or a lab's) -> the keys of it the service computes, which a patch leaves out.
+_READ_ONLY = {key: p.read_only for p in PROFILES for key in (p.arm_key, p.lab_arm_key) if key is not None}
+
+
+def patch_of(profiles_as_read: Mapping[str, Mapping[str, Any]], findings: list[Finding]) -> dict[str, Any]:
     """For each profile with drift: the profile exactly as read, with only the drifted leaves changed.
 
     Sending the whole profile keeps a service that replaces nested objects (instead of merging them) from
     resetting the leaves the patch does not fix to the spec's defaults (clientRdpAccess Public -> None).
-    A key that was absent is added only when it is drifted; profiles without drift are left out."""
+    A key that was absent is added only when it is drifted; profiles without drift are left out, and so
+    are the keys the spec marks read-only (the service computes them)."""
     profiles: dict[str, dict[str, Any]] = {}
     for finding in findings:
         if not finding.is_drift:
             continue
-        _, profile, key = finding.field
+        _, profile, *leaf = finding.field
         if profile not in profiles:
-            profiles[profile] = dict(plan.profiles_as_read.get(profile) or {})  # values as read, unchanged
-        profiles[profile][key] = finding.patch_value
+            read_only = _READ_ONLY.get(profile, ())
+            as_read = profiles_as_read.get(profile) or {}
+            profiles[profile] = {k: v for k, v in as_read.items() if k not in read_only}  # values as read
+        target = profiles[profile]
+        for key in leaf[:-1]:  # a nested leaf: its objects copied as read, never changed in place
+            target[key] = dict(target[key]) if isinstance(target.get(key), Mapping) else {}
+            target = target[key]
+        target[leaf[-1]] = finding.patch_value
     return {"properties": profiles} if profiles else {}
 
 
-def _feature_state(plan: LabPlan, rules: Rules, switch: Setting | None) -> FeatureState:
+def _feature_state(resource: Governed, rules: Rules, switch: Setting | None) -> FeatureState:
     """Whether a switch's (or mode's) feature will be on once the patch is applied: on as read, or required.
     The first value of its scale is off; an absent value is the spec's default."""
     if switch is None:
         return "unknown"
     off = switch.scale[0]
-    observed = plan.observed(switch)
+    observed = resource.observed(switch)
     value = switch.canonical((switch.spec_default or "") if observed is None else observed)
     if rules.bound(switch) not in (None, off) or (value is not None and value != off):
         return "on"
@@ -299,9 +321,39 @@ def _delay(setting: Setting, observed: str | None, limit: timedelta) -> Finding 
         field=setting.path,
         observed=observed,
         allowed=allowed,
-        severity="low" if value is not None else "medium",
+        severity="low" if value is not None and setting.kind == "max-delay" else "medium",
         message=f"{setting.label} {problem}; the fix sets it to {bound}.",
         patch_value=bound,
+    )
+
+
+def _reported(setting: Setting, observed: str | None, bound: Bound) -> Finding | None:
+    """A rule labguard reports and never writes (``reported_only`` says why): a value that must be one of a
+    list, a value the policy forbids, a value it requires."""
+    why = setting.reported_only
+    if setting.kind == "one-of":
+        assert isinstance(bound, tuple)
+        if (observed or "").lower() in {value.lower() for value in bound}:
+            return None
+        allowed = f"one of {', '.join(bound)}"
+        problem = f"is {shown(observed)}, not one the policy allows ({shown(', '.join(bound), quote=False)})"
+    elif setting.kind == "forbidden":
+        if bound != "Forbidden" or (observed or "").lower() != (setting.forbidden or "").lower():
+            return None
+        allowed = f"not {setting.forbidden}"
+        problem = f"is {shown(observed)}, which the policy forbids"
+    else:  # required
+        if bound is not True or (observed or "").strip():
+            return None
+        allowed = f"{setting.label} set"
+        problem = "is not set, which the policy requires"
+    return Finding(
+        rule=setting.rule,
+        field=setting.path,
+        observed=observed,
+        allowed=allowed,
+        severity="medium",
+        message=f"{setting.label} {problem}; {why}.",
     )
 
 

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
-from shared.core.drift import Finding, _patch, evaluate
-from shared.core.durations import describe, format_iso, parse_delay
-from shared.core.governed import GOVERNED, PROFILES
-from shared.core.labs import LAB_VM_PROFILE, Lab
+from shared.core.drift import Finding, check, evaluate, patch_of
+from shared.core.governed import GOVERNED, PLAN_PROFILES, feature_of, lab_only_settings
+from shared.core.labs import Lab
 from shared.core.plans import LabPlan
-from shared.core.policy import LabRules, Policy
+from shared.core.policy import Policy
 from shared.core.text import shown
 
 __all__ = ["LabEvaluation", "LabStatus", "evaluate_lab"]
@@ -34,12 +33,9 @@ __all__ = ["LabEvaluation", "LabStatus", "evaluate_lab"]
 LabStatus = Literal["compliant", "drifted", "skipped", "exempt", "failed"]
 NOT_PATCHABLE = "lab.not-patchable"
 # Rules reported, never patched: what the service would refuse, and what it cannot change on a lab.
-REPORTED_ONLY = frozenset({NOT_PATCHABLE, "lab.vmSize", "lab.templateVm", "lab.nonAdminUser"})
-# virtualMachineProfile keys the spec marks read-only: the service computes them, a patch leaves them out.
-_VM_READ_ONLY = frozenset({"osType"})
+REPORTED_ONLY = frozenset({NOT_PATCHABLE, *(s.rule for s in GOVERNED if s.reported_only)})
 
-_TO_LAB = {profile.arm_key: profile.lab_arm_key for profile in PROFILES}
-_IDLE_MODE = next(s for s in GOVERNED if s.arm_key == "shutdownOnIdle")
+_TO_LAB = {profile.arm_key: profile.lab_arm_key for profile in PLAN_PROFILES if profile.arm_key}
 # Plan wording in shared.core.drift's messages -> the lab's (fixed phrases only; untrusted text is left alone).
 _WORDING = (
     ("is not set on the plan", "is not set on the lab"),
@@ -48,8 +44,12 @@ _WORDING = (
     ("the plan is checked as usual", "the lab is checked as usual"),
     ("The plan is checked as usual", "The lab is checked as usual"),
 )
-# The client channel each OS needs to stay reachable.
-_NEEDED_CHANNEL = {"windows": "clientRdpAccess", "linux": "clientSshAccess"}
+# The client channel each OS needs to stay reachable; the values only some images support, and the delays
+# that belong to each such mode's feature.
+_NEEDED_CHANNEL = {s.client_os.lower(): s.arm_key for s in GOVERNED if s.client_os}
+_CHANNEL_NAME = {s.arm_key: s.label.removesuffix(" access") for s in GOVERNED if s.client_os}
+_IMAGE_DEPENDENT = {s.arm_key: s for s in GOVERNED if s.image_dependent}
+_DELAY_OF = {s.arm_key: f.arm_key for s in GOVERNED if (f := feature_of(s)) is not None and f.image_dependent}
 
 
 @dataclass(frozen=True)
@@ -101,22 +101,13 @@ def as_plan(lab: Lab) -> LabPlan:
 
 def evaluate_lab(lab: Lab, policy: Policy, now: datetime) -> LabEvaluation:
     """Evaluate one lab against the policy at time ``now``. Pure and total, as :func:`shared.core.drift.evaluate`."""
-    proxy = as_plan(lab)
-    base = evaluate(proxy, policy, now)
-    findings = _withhold_refused(lab, list(base.findings))
+    base = evaluate(as_plan(lab), policy, now)
     may_patch = base.status in ("compliant", "drifted")  # not failed, exempt or busy
-    patch = _patch(proxy, findings) if base.patch else {}
-    patch = _patch_for_lab(patch)
+    lab_only = check(lab, policy.rules_for(lab.id.scope), lab_only_settings())
+    findings = [*(_named_for_lab(f) for f in _withhold_refused(lab, list(base.findings))), *lab_only]
+    patch = patch_of(lab.profiles_as_read, findings) if may_patch else {}
     status: LabStatus = base.status
     reason = base.reason
-    rules = policy.lab_rules_for(lab.id.scope)
-    lab_findings = _lab_rules(lab, rules)
-    quota = next((f for f in lab_findings if f.is_drift), None)
-    if quota is not None and may_patch:
-        vm = {k: v for k, v in (lab.profiles_as_read.get(LAB_VM_PROFILE) or {}).items() if k not in _VM_READ_ONLY}
-        vm[quota.field[-1]] = quota.patch_value
-        patch = {"properties": {**patch.get("properties", {}), LAB_VM_PROFILE: vm}}
-    findings = [*findings, *lab_findings]
     if base.status == "failed":
         findings = [_failed(lab) if f.rule == "provisioning.failed" else f for f in findings]
     elif may_patch and patch:
@@ -124,96 +115,7 @@ def evaluate_lab(lab: Lab, policy: Policy, now: datetime) -> LabEvaluation:
     elif may_patch and any(f.rule in REPORTED_ONLY for f in findings):
         status = "drifted"
         reason = "out of bounds, but nothing labguard may write"
-    return LabEvaluation(lab, tuple(_named_for_lab(f) for f in findings), patch, status, reason)
-
-
-def _lab_rules(lab: Lab, rules: LabRules) -> list[Finding]:
-    """The lab-only rules: size, template VM and non-admin user are reported (create-only: the service cannot
-    change them on an existing lab); a usage quota above its bound is drift the patch lowers."""
-    out: list[Finding] = []
-    create_only = (
-        "the service cannot change it on an existing lab (create-only), so labguard reports it, never patches it"
-    )
-    if rules.allowed_vm_sizes is not None and (lab.sku_name or "").lower() not in {
-        size.lower() for size in rules.allowed_vm_sizes
-    }:
-        allowed = ", ".join(rules.allowed_vm_sizes)
-        out.append(
-            Finding(
-                "lab.vmSize",
-                ("properties", LAB_VM_PROFILE, "sku", "name"),
-                lab.sku_name,
-                f"one of {allowed}",
-                "medium",
-                f"VM size is {shown(lab.sku_name)}, not one the policy allows ({shown(allowed, quote=False)}); "
-                f"{create_only}: recreate the lab with an allowed size.",
-            )
-        )
-    if rules.template_vm == "Forbidden" and (lab.create_option or "").lower() == "templatevm":
-        out.append(
-            Finding(
-                "lab.templateVm",
-                ("properties", LAB_VM_PROFILE, "createOption"),
-                lab.create_option,
-                "Image (no template VM)",
-                "medium",
-                f"The lab uses a template VM, which the policy forbids; {create_only}: recreate it from an image.",
-            )
-        )
-    if rules.require_non_admin_user and not lab.has_non_admin_user:
-        out.append(
-            Finding(
-                "lab.nonAdminUser",
-                ("properties", LAB_VM_PROFILE, "nonAdminUser"),
-                None,
-                "a non-admin user",
-                "medium",
-                f"The lab has no non-admin user, which the policy requires; {create_only}: recreate it with one.",
-            )
-        )
-    if rules.max_usage_quota is not None:
-        out += _quota(lab, rules.max_usage_quota)
-    return out
-
-
-def _quota(lab: Lab, limit: timedelta) -> list[Finding]:
-    bound = format_iso(limit)
-    allowed = f"at most {bound} ({describe(limit)}) per student"
-    field = ("properties", LAB_VM_PROFILE, "usageQuota")
-    label = "Usage quota"
-    observed = lab.usage_quota
-    if observed is None:  # required by the spec; an absent quota is nothing labguard can judge
-        return []
-    try:
-        value = parse_delay(observed)
-    except ValueError:
-        value = None
-    if value is None or value < timedelta(0):
-        return [
-            Finding(
-                "unknown-value",
-                field,
-                observed,
-                allowed,
-                "medium",
-                f"{label} has the value {shown(observed)}, which is not a duration labguard can read; the policy "
-                f"allows {allowed}. labguard leaves it as it is: check it by hand.",
-            )
-        ]
-    if value <= limit:
-        return []
-    return [
-        Finding(
-            "lab.usageQuota",
-            field,
-            observed,
-            allowed,
-            "medium",
-            f"{label} is {shown(observed)} ({describe(value)}) but the policy allows {allowed}; the fix sets it "
-            f"to {bound}.",
-            patch_value=bound,
-        )
-    ]
+    return LabEvaluation(lab, tuple(findings), patch, status, reason)
 
 
 def _withhold_refused(lab: Lab, findings: list[Finding]) -> list[Finding]:
@@ -221,13 +123,13 @@ def _withhold_refused(lab: Lab, findings: list[Finding]) -> list[Finding]:
     os_type = (lab.os_type or "").lower()
     needed = _NEEDED_CHANNEL.get(os_type)
     out: list[Finding] = []
-    idle_withheld = False
+    withheld_modes: set[str] = set()
     for finding in findings:
         key = finding.field[-1]
         why: str | None = None
-        if finding.is_drift and key in ("clientRdpAccess", "clientSshAccess") and finding.patch_value == "None":
+        if finding.is_drift and key in _CHANNEL_NAME and finding.patch_value == "None":
             if needed == key:
-                channel = "client RDP" if key == "clientRdpAccess" else "client SSH"
+                channel = _CHANNEL_NAME[key][0].lower() + _CHANNEL_NAME[key][1:]  # "client RDP"
                 why = (
                     f"this is a {shown(lab.os_type, quote=False)} lab, whose students connect over {channel}; "
                     f"turning {channel} off would leave no way into its VMs, a state the service refuses"
@@ -238,27 +140,32 @@ def _withhold_refused(lab: Lab, findings: list[Finding]) -> list[Finding]:
                     "students need; it never turns a client channel off on such a lab"
                 )
         elif (
-            finding.is_drift and key == "shutdownOnIdle" and finding.patch_value == "LowUsage" and os_type != "windows"
+            finding.is_drift
+            and key in _IMAGE_DEPENDENT
+            and finding.patch_value == _IMAGE_DEPENDENT[key].image_dependent
+            and os_type != "windows"
         ):
             why = (
-                "LowUsage idle detection needs an image that supports it (Windows; on Linux it depends on the "
-                f"distribution and version), and this lab's osType is {shown(lab.os_type)}; the service would "
-                "refuse it on an image without support. Choose UserAbsence for this scope, or move the lab to a "
-                "supported image"
+                f"{finding.patch_value} idle detection needs an image that supports it (Windows; on Linux it "
+                f"depends on the distribution and version), and this lab's osType is {shown(lab.os_type)}; the "
+                "service would refuse it on an image without support. Choose UserAbsence for this scope, or move "
+                "the lab to a supported image"
             )
-            idle_withheld = True
+            withheld_modes.add(key)
         if why is None:
             out.append(finding)
         else:
             out.append(_not_patchable(finding, why))
-    if idle_withheld and (lab.observed(_IDLE_MODE) or "None").lower() == "none":
-        # The idle mode stays off, so the idle delay the patch would have written with it is not written.
-        out = [
-            _not_patchable(f, "its idle mode stays off (see the shutdownOnIdle finding)")
-            if f.is_drift and f.field[-1] == "idleDelay"
-            else f
-            for f in out
-        ]
+    for mode in withheld_modes:
+        setting = _IMAGE_DEPENDENT[mode]
+        if (lab.observed(setting) or setting.scale[0]).lower() == setting.scale[0].lower():
+            # The mode stays off, so the delay the patch would have written with it is not written.
+            out = [
+                _not_patchable(f, f"its mode stays off (see the {mode} finding)")
+                if f.is_drift and _DELAY_OF.get(f.field[-1]) == mode
+                else f
+                for f in out
+            ]
     return out
 
 
@@ -279,13 +186,6 @@ def _named_for_lab(finding: Finding) -> Finding:
     for old, new in _WORDING:
         message = message.replace(old, new)
     return replace(finding, field=field, message=message)
-
-
-def _patch_for_lab(patch: Mapping[str, Any]) -> dict[str, Any]:
-    props = patch.get("properties")
-    if not isinstance(props, Mapping) or not props:
-        return {}
-    return {"properties": {_TO_LAB.get(key, key): value for key, value in props.items()}}
 
 
 def _failed(lab: Lab) -> Finding:

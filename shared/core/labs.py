@@ -5,8 +5,9 @@ A plan's defaults reach only labs created after a change; existing labs keep the
 :mod:`shared.core.plans`, mapping is total (missing profiles become ``None``, unknown fields are ignored)
 and the governed profiles are kept whole as read, because a patch sends each drifted profile back whole.
 
-Credentials are never kept: of ``adminUser`` / ``nonAdminUser`` only whether a user is there and its
-username (never a password) reach the core.
+The governed profiles (:mod:`shared.core.governed`: connection, auto-shutdown and the lab-only
+``virtualMachineProfile``) are kept whole as read; :meth:`Lab.observed` reads a governed setting from them.
+Of ``adminUser`` only the username is kept apart; no password is ever read out of a profile.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from shared.core.governed import AUTO_SHUTDOWN, CONNECTION, Setting
+from shared.core.governed import PROFILES, VIRTUAL_MACHINE, Setting
 from shared.core.plans import (
     PROVIDER,
     OperationError,
@@ -25,9 +26,7 @@ from shared.core.plans import (
     resource_id_grammar,
 )
 
-LAB_CONNECTION_PROFILE = CONNECTION.lab_arm_key  # "connectionProfile"
-LAB_SHUTDOWN_PROFILE = AUTO_SHUTDOWN.lab_arm_key  # "autoShutdownProfile"
-LAB_VM_PROFILE = "virtualMachineProfile"
+LAB_VM_PROFILE = VIRTUAL_MACHINE.lab_arm_key  # "virtualMachineProfile"
 LAB_RESOURCE_TYPE = "Microsoft.LabServices/labs"
 
 # ARM's grammar for a lab id, as for plans (shared.core.plans): ASCII, resource group 1-90 of ``-_.()``
@@ -86,11 +85,7 @@ class Lab:
     state: str | None = None  # Draft / Publishing / Scaling / Syncing / Published (read-only)
     tags: Mapping[str, str] = field(default_factory=dict)
     os_type: str | None = None  # virtualMachineProfile.osType: Windows / Linux (read-only, from the image)
-    sku_name: str | None = None  # virtualMachineProfile.sku.name
-    create_option: str | None = None  # virtualMachineProfile.createOption: Image / TemplateVM
     admin_username: str | None = None
-    has_non_admin_user: bool = False
-    usage_quota: str | None = None  # raw, as ARM wrote it (``PT10H`` or ``10:00``)
     lab_plan_id: PlanId | None = None  # None when absent or not a plan id (raw text in lab_plan_id_raw)
     lab_plan_id_raw: str | None = None
     error: OperationError | None = None
@@ -105,8 +100,7 @@ class Lab:
 
     def observed(self, setting: Setting) -> str | None:
         """A governed setting as ARM wrote it in the lab's own profile, or None if it is absent."""
-        profile = self.profiles_as_read.get(setting.profile.lab_arm_key)
-        return None if profile is None else _str(profile.get(setting.arm_key))
+        return setting.read(self.profiles_as_read.get(setting.profile.lab_arm_key))
 
     @classmethod
     def from_arm(cls, body: Mapping[str, Any]) -> Lab:
@@ -115,10 +109,7 @@ class Lab:
         props = _obj(body.get("properties"))
         raw_tags = _obj(body.get("tags"))
         tags = {str(k): str(v) for k, v in raw_tags.items() if isinstance(v, (str, int, float, bool))}
-        conn = _obj_or_none(props.get(LAB_CONNECTION_PROFILE))
-        shut = _obj_or_none(props.get(LAB_SHUTDOWN_PROFILE))
-        vm = _obj_or_none(props.get(LAB_VM_PROFILE))
-        vm_props = vm or {}
+        vm_props = _obj(props.get(LAB_VM_PROFILE))
         error = _obj_or_none(props.get("resourceOperationError"))
         system = _obj(body.get("systemData"))
         raw_plan = _str(props.get("labPlanId"))
@@ -126,7 +117,6 @@ class Lab:
             plan_id: PlanId | None = PlanId.parse(raw_plan) if raw_plan else None
         except ValueError:
             plan_id = None
-        non_admin = _obj_or_none(vm_props.get("nonAdminUser"))
         return cls(
             id=lab_id,
             location=_str(body.get("location")),
@@ -134,11 +124,7 @@ class Lab:
             state=_str(props.get("state")),
             tags=tags,
             os_type=_str(vm_props.get("osType")),
-            sku_name=_str(_obj(vm_props.get("sku")).get("name")),
-            create_option=_str(vm_props.get("createOption")),
             admin_username=_str(_obj(vm_props.get("adminUser")).get("username")),
-            has_non_admin_user=non_admin is not None and bool(non_admin.get("username")),
-            usage_quota=_str(vm_props.get("usageQuota")),
             lab_plan_id=plan_id,
             lab_plan_id_raw=raw_plan,
             error=None
@@ -152,9 +138,9 @@ class Lab:
             last_modified_by=_str(system.get("lastModifiedBy")),
             last_modified_by_type=_str(system.get("lastModifiedByType")),
             profiles_as_read={
-                key: MappingProxyType({str(k): v for k, v in profile.items()})
-                for key, profile in ((LAB_CONNECTION_PROFILE, conn), (LAB_SHUTDOWN_PROFILE, shut), (LAB_VM_PROFILE, vm))
-                if profile is not None
+                profile.lab_arm_key: MappingProxyType({str(k): v for k, v in read.items()})
+                for profile in PROFILES
+                if (read := _obj_or_none(props.get(profile.lab_arm_key))) is not None
             },
         )
 

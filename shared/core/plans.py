@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from shared.core.governed import PROFILES, Setting
+from shared.core.governed import PLAN_PROFILES, Setting
 
 PROVIDER = "Microsoft.LabServices"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
@@ -137,8 +137,8 @@ class LabPlan:
 
     def observed(self, setting: Setting) -> str | None:
         """A governed setting as ARM wrote it (``PT15M`` and ``00:15`` alike), or None if it is absent."""
-        profile = self.profiles_as_read.get(setting.profile.arm_key)
-        return None if profile is None else _str(profile.get(setting.arm_key))
+        key = setting.profile.arm_key
+        return None if key is None else setting.read(self.profiles_as_read.get(key))
 
     @property
     def is_terminal(self) -> bool:
@@ -180,8 +180,8 @@ class LabPlan:
             modified_by_type=_str(system.get("lastModifiedByType")),
             profiles_as_read={
                 profile.arm_key: MappingProxyType({str(k): v for k, v in read.items()})
-                for profile in PROFILES
-                if (read := _obj_or_none(props.get(profile.arm_key))) is not None
+                for profile in PLAN_PROFILES
+                if profile.arm_key and (read := _obj_or_none(props.get(profile.arm_key))) is not None
             },
         )
 

@@ -8,7 +8,8 @@ from the same model: ``labguard check-policy --write-schema policy.schema.json``
 Bounds, not exact values:
 
 * connection: the most exposure allowed per channel, ordered ``None < Private < Public``;
-* auto-shutdown: flags required ``Enabled``; a minimum idle mode; maximum delays (ISO-8601).
+* auto-shutdown: flags required ``Enabled``; a minimum idle mode; maximum delays (ISO-8601);
+* labs: allowed VM sizes, template VM forbidden or not, a non-admin user required, a maximum usage quota.
 
 The settings and their kinds of bound are the table in :mod:`shared.core.governed`; the section models below
 are built from it, so a new row there is a new key here (and in the schema).
@@ -37,7 +38,6 @@ from shared.errors import SHOWN, PolicyError
 __all__ = [
     "CONNECTION_RANK",
     "IDLE_RANK",
-    "LabRules",
     "Mode",
     "Policy",
     "PolicyError",
@@ -117,21 +117,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, field_title_generator=lambda name, _info: name)
 
 
-def _bound_type(setting: Setting) -> Any:
-    """The policy value a setting's bound takes: one of its enum values, ``Enabled``, or a delay."""
-    if setting.kind == "max-delay":
-        return Delay
+def _bound_type(setting: Setting) -> tuple[Any, dict[str, Any]]:
+    """The policy value a setting's bound takes (one of its enum values, ``Enabled``, a delay, a list of
+    allowed values, ``Forbidden``/``Allowed``, ``true``/``false``) and the field's constraints."""
+    if setting.kind in ("max-delay", "max-duration"):
+        return Delay, {}
+    if setting.kind == "one-of":
+        return list[Annotated[str, Field(pattern=setting.pattern)]], {"min_length": 1, "max_length": 200}
+    if setting.kind == "forbidden":
+        return Literal["Allowed", "Forbidden"], {}
+    if setting.kind == "required":
+        return bool, {}
     values = setting.scale[-1:] if setting.kind == "enabled" else setting.scale
-    return cast(Any, Literal)[values]
+    return cast(Any, Literal)[values], {}
 
 
 def _section_model(profile: Profile) -> type[BaseModel]:
     """The policy file section bounding one ARM profile: a key per governed setting, in table order."""
-    fields: dict[str, Any] = {
-        s.policy_key: (_bound_type(s) | None, Field(None, description=s.description))
-        for s in GOVERNED
-        if s.profile == profile
-    }
+    fields: dict[str, Any] = {}
+    for s in GOVERNED:
+        if s.profile == profile:
+            kind, constraints = _bound_type(s)
+            fields[s.policy_key] = (kind | None, Field(None, description=s.description, **constraints))
     return create_model(profile.model, __base__=_Strict, __doc__=profile.description, **fields)
 
 
@@ -145,36 +152,8 @@ else:
     )
 
 
-_VM_SIZE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-
-
-class LabBounds(_Strict):
-    """Rules for labs (Microsoft.LabServices/labs) only, as admins know them from Azure Policy's built-ins.
-
-    What the service cannot change on an existing lab (its VM size, create option, users) is reported,
-    never patched; the usage quota is lowered to the bound in enforce mode."""
-
-    allowedVmSizes: list[Annotated[str, Field(pattern=_VM_SIZE)]] | None = Field(
-        None,
-        min_length=1,
-        max_length=200,
-        description="virtualMachineProfile.sku.name values a lab may use; reported, never patched",
-    )
-    templateVm: Literal["Allowed", "Forbidden"] | None = Field(
-        None, description="Forbidden = a lab may not use createOption TemplateVM; reported, never patched"
-    )
-    requireNonAdminUser: bool | None = Field(
-        None, description="true = a lab must have a non-admin user (virtualMachineProfile.nonAdminUser); reported"
-    )
-    maxUsageQuota: Delay | None = Field(
-        None, description="Longest usageQuota (hours per student) a lab may grant, e.g. PT20H; lowered in enforce"
-    )
-
-
 class ScopeBounds(_ScopeBase):
     """Bounds for one scope. In an override, keys you omit are inherited; null means not governed here."""
-
-    labs: LabBounds | None = None
 
 
 class Overrides(_Strict):
@@ -216,17 +195,23 @@ def policy_json_schema() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Rules:
-    """The effective bounds for one plan after overrides: (policy key, bound) in table order; a setting
+    """The effective bounds for one plan or lab after overrides: (policy key, bound) in table order; a setting
     left out is not governed. Build with ``Rules.of(maxIdleDelay=timedelta(minutes=15))``."""
 
     bounds: tuple[tuple[str, Bound], ...] = ()
 
     @classmethod
-    def of(cls, **bounds: Bound | None) -> Rules:
+    def of(cls, **bounds: Bound | list[str] | None) -> Rules:
         unknown = set(bounds) - {s.policy_key for s in GOVERNED}
         if unknown:
             raise TypeError(f"not governed settings: {', '.join(sorted(unknown))}")
-        return cls(tuple((s.policy_key, b) for s in GOVERNED if (b := bounds.get(s.policy_key)) is not None))
+        return cls(
+            tuple(
+                (s.policy_key, tuple(b) if isinstance(b, list) else b)
+                for s in GOVERNED
+                if (b := bounds.get(s.policy_key)) is not None
+            )
+        )
 
     def get(self, policy_key: str) -> Bound | None:
         """The bound on a setting by its policy key, or None when it is not governed."""
@@ -235,49 +220,19 @@ class Rules:
     def bound(self, setting: Setting) -> Bound | None:
         return self.get(setting.policy_key)
 
-    def shown(self, setting: Setting) -> str | None:
-        """The bound as the policy file writes it (delays as ISO-8601), or None when not governed."""
+    def shown(self, setting: Setting) -> str | bool | list[str] | None:
+        """The bound as the policy file writes it (delays as ISO-8601, lists as lists), or None when not governed."""
         value = self.get(setting.policy_key)
-        return format_iso(value) if isinstance(value, timedelta) else value
+        if isinstance(value, timedelta):
+            return format_iso(value)
+        return list(value) if isinstance(value, tuple) else value
 
-    def to_policy_dict(self) -> dict[str, dict[str, str | None]]:
+    def to_policy_dict(self) -> dict[str, dict[str, str | bool | list[str] | None]]:
         """These rules in the policy file's own shape (delays as ISO-8601), for ``check-policy`` output."""
-        out: dict[str, dict[str, str | None]] = {profile.section: {} for profile in PROFILES}
+        out: dict[str, dict[str, str | bool | list[str] | None]] = {profile.section: {} for profile in PROFILES}
         for setting in GOVERNED:
             out[setting.profile.section][setting.policy_key] = self.shown(setting)
         return out
-
-
-@dataclass(frozen=True)
-class LabRules:
-    """The effective lab-only rules for one scope after overrides. None = not governed."""
-
-    allowed_vm_sizes: tuple[str, ...] | None = None
-    template_vm: Literal["Allowed", "Forbidden"] | None = None
-    require_non_admin_user: bool | None = None
-    max_usage_quota: timedelta | None = None
-
-
-_LAB_FIELDS = (
-    ("allowedVmSizes", "allowed_vm_sizes"),
-    ("templateVm", "template_vm"),
-    ("requireNonAdminUser", "require_non_admin_user"),
-    ("maxUsageQuota", "max_usage_quota"),
-)
-
-
-def _layer_labs(parent: LabRules, scope: ScopeBounds) -> LabRules:
-    """As :func:`_layer`, for the ``labs`` section: set keys win, null un-governs, omitted keys inherit."""
-    if "labs" not in scope.model_fields_set:
-        return parent
-    if scope.labs is None:
-        return LabRules()
-    changes: dict[str, Any] = {}
-    for key, attr in _LAB_FIELDS:
-        if key in scope.labs.model_fields_set:
-            value = getattr(scope.labs, key)
-            changes[attr] = tuple(value) if isinstance(value, list) else value
-    return dataclasses.replace(parent, **changes)
 
 
 def _layer(parent: Rules, scope: ScopeBounds) -> Rules:
@@ -291,13 +246,14 @@ def _layer(parent: Rules, scope: ScopeBounds) -> Rules:
         if given is None:
             bounds[key] = None
         elif key in given.model_fields_set:
-            bounds[key] = getattr(given, key)
+            value = getattr(given, key)
+            bounds[key] = tuple(value) if isinstance(value, list) else value
     return Rules.of(**bounds)
 
 
 @dataclass(frozen=True)
 class Policy:
-    """A validated policy. Look up a plan's bounds with :meth:`rules_for`."""
+    """A validated policy. Look up a plan's or a lab's bounds with :meth:`rules_for`."""
 
     mode: Mode
     source: str
@@ -305,17 +261,6 @@ class Policy:
     subscriptions: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case subscription id
     resource_groups: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case "<sub>/<rg>"
     exemption_tag: str = DEFAULT_EXEMPTION_TAG
-    lab_baseline: LabRules = field(default_factory=LabRules)
-    lab_subscriptions: Mapping[str, LabRules] = field(default_factory=dict)
-    lab_resource_groups: Mapping[str, LabRules] = field(default_factory=dict)
-
-    def lab_rules_for(self, scope: PlanId) -> LabRules:
-        """A lab's lab-only rules by its subscription and resource group, as :meth:`rules_for`."""
-        sub = scope.subscription_id.lower()
-        rules = self.lab_resource_groups.get(f"{sub}/{scope.resource_group.lower()}")
-        if rules is None:
-            rules = self.lab_subscriptions.get(sub, self.lab_baseline)
-        return rules
 
     #: Where ``mode`` came from, said at start: the setting that overrode it, the file, or the default.
     mode_source: str = "default: neither LABGUARD_MODE nor the policy file sets it"
@@ -326,7 +271,7 @@ class Policy:
         return f"{self.exemption_tag}-until"
 
     def rules_for(self, plan_id: PlanId) -> Rules:
-        """Resource-group override, else subscription override, else the baseline."""
+        """Resource-group override, else subscription override, else the baseline (a lab: by ``LabId.scope``)."""
         sub = plan_id.subscription_id.lower()
         rules = self.resource_groups.get(f"{sub}/{plan_id.resource_group.lower()}")
         if rules is None:
@@ -405,9 +350,6 @@ def parse_policy(data: object, source: str) -> Policy:
 
     baseline = _layer(Rules(), model)
     _check_scope(source, "connection", baseline)
-    lab_baseline = _layer_labs(LabRules(), model)
-    lab_subscriptions: dict[str, LabRules] = {}
-    lab_groups: dict[str, LabRules] = {}
     subscriptions: dict[str, Rules] = {}
     for key, scope in model.overrides.subscriptions.items():
         where = f"overrides.subscriptions{_key(key)}"
@@ -418,7 +360,6 @@ def parse_policy(data: object, source: str) -> Policy:
         if key.lower() in subscriptions:
             raise PolicyError(source, where, "this subscription is listed twice (ids are case-insensitive)")
         subscriptions[key.lower()] = rules = _layer(baseline, scope)
-        lab_subscriptions[key.lower()] = _layer_labs(lab_baseline, scope)
         _check_scope(source, f"{where}.connection", rules)
     groups: dict[str, Rules] = {}
     for key, scope in model.overrides.resourceGroups.items():
@@ -429,7 +370,6 @@ def parse_policy(data: object, source: str) -> Policy:
         if key.lower() in groups:
             raise PolicyError(source, where, "this resource group is listed twice (names are case-insensitive)")
         groups[key.lower()] = rules = _layer(subscriptions.get(sub, baseline), scope)
-        lab_groups[key.lower()] = _layer_labs(lab_subscriptions.get(sub, lab_baseline), scope)
         _check_scope(source, f"{where}.connection", rules)
     return Policy(
         mode=model.mode,
@@ -438,9 +378,6 @@ def parse_policy(data: object, source: str) -> Policy:
         subscriptions=MappingProxyType(subscriptions),
         resource_groups=MappingProxyType(groups),
         exemption_tag=model.exemptionTag,
-        lab_baseline=lab_baseline,
-        lab_subscriptions=MappingProxyType(lab_subscriptions),
-        lab_resource_groups=MappingProxyType(lab_groups),
         mode_source=f"policy file {source}" if "mode" in model.model_fields_set else Policy.mode_source,
     )
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.core.durations import parse_delay
-from shared.core.governed import GOVERNED, Setting
+from shared.core.governed import Setting, plan_settings
 from shared.core.plans import LabPlan
 
 
@@ -55,7 +55,7 @@ def unexpected_changes(before: LabPlan, after: LabPlan, written: frozenset[tuple
     """Governed leaves outside ``written`` (the paths of the drifted fields the patch changed) whose meaning
     changed. Every governed leaf is compared, not only those this plan's policy governs."""
     changes = []
-    for setting in GOVERNED:
+    for setting in plan_settings():
         if setting.path in written:
             continue
         old, new = before.observed(setting), after.observed(setting)

@@ -30,7 +30,7 @@ from shared.runtime.write_backoff import MemoryBackoff, WriteBackoff
 
 log = logging.getLogger("labguard.labs")
 
-_TO_PLAN_PROFILE = {profile.lab_arm_key: profile.arm_key for profile in PROFILES}
+_TO_PLAN_PROFILE = {profile.lab_arm_key: profile.arm_key for profile in PROFILES if profile.arm_key}
 
 
 def _plan_field(field: tuple[str, ...]) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from shared.core.governed import lab_only_settings
 from shared.core.lab_drift import LabEvaluation, evaluate_lab
 from shared.core.labs import Lab, LabId
 from shared.core.policy import parse_policy
@@ -43,13 +44,14 @@ def test_lab_model_reads_the_spec_fields_and_keeps_no_secret() -> None:
     body["properties"]["resourceOperationError"] = {"code": "QuotaExceeded", "message": "no cores", "action": "publish"}
     lab = Lab.from_arm(body)
     assert lab.id == LabId.parse(lab_id("lab-win").upper().replace("/SUBSCRIPTIONS/", "/subscriptions/"))
-    assert (lab.os_type, lab.create_option, lab.sku_name, lab.usage_quota) == (
+    rows = {s.policy_key: lab.observed(s) for s in lab_only_settings()}
+    assert (lab.os_type, rows["templateVm"], rows["allowedVmSizes"], rows["maxUsageQuota"]) == (
         "Windows",
         "TemplateVM",
         "Classic_Fsv2_2_4GB_128_S_SSD",
         "PT40H",
     )
-    assert lab.admin_username == "labadmin" and lab.has_non_admin_user
+    assert lab.admin_username == "labadmin" and rows["requireNonAdminUser"] == "student"
     assert lab.lab_plan_id is not None and lab.lab_plan_id.key == PLAN_ID.lower()
     assert lab.error is not None and lab.error.code == "QuotaExceeded"
     assert "S3cret" not in repr(lab) and "Adm1n" not in repr(lab)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from unit_support import NOW, REPO, body
 
 from shared.core.drift import evaluate
-from shared.core.governed import GOVERNED, PROFILES
+from shared.core.governed import GOVERNED, PROFILES, plan_settings
 from shared.core.plans import LabPlan
 from shared.core.policy import Rules, parse_policy, policy_json_schema
 
@@ -54,9 +54,9 @@ def test_every_row_is_checked_in_table_order() -> None:
         },
     )
     ev = evaluate(LabPlan.from_arm(plan), pol, NOW)
-    assert [(f.rule, f.field) for f in ev.findings] == [(s.rule, s.path) for s in GOVERNED]
-    assert all(f.message.startswith(s.label) for f, s in zip(ev.findings, GOVERNED, strict=True))
-    assert [f.leaf for f in ev.findings] == [s.arm_key for s in GOVERNED]
+    assert [(f.rule, f.field) for f in ev.findings] == [(s.rule, s.path) for s in plan_settings()]
+    assert all(f.message.startswith(s.label) for f, s in zip(ev.findings, plan_settings(), strict=True))
+    assert [f.leaf for f in ev.findings] == [s.arm_key for s in plan_settings()]
 
 
 def test_rules_keep_table_order_and_refuse_keys_not_in_the_table() -> None:
@@ -117,3 +117,66 @@ def test_adding_a_setting_is_one_row() -> None:
         "properties": {"defaultConnectionProfile": {"clientRdpAccess": "Public", "webVncAccess": "Private"}}
     }
     assert out["rows"][-1] == ["webVncAccess", "at most Private"]
+
+
+ADD_A_LAB_ROW = """
+import dataclasses, json
+from datetime import datetime
+import shared.core.governed as governed
+row = governed.Setting(
+    governed.VIRTUAL_MACHINE, "additionalCapabilities.installGpuDrivers", "gpuDrivers", "forbidden", (), None,
+    "GPU drivers", "Forbidden = a lab may not pre-install GPU drivers; reported, never patched",
+    rule_key="gpuDrivers", forbidden="Enabled", reported_only="labguard reports it: ask the lab's creator",
+)
+governed.GOVERNED = (*governed.GOVERNED, row)  # the one change: a row
+
+from labguard.render import _rule_rows
+from shared.core.lab_drift import evaluate_lab
+from shared.core.labs import Lab
+from shared.core.policy import parse_policy, policy_json_schema
+from tests.labs.lab_fixtures import RG, SUB, compliant_lab
+
+def lab(**capabilities):
+    return Lab.from_arm(compliant_lab(additionalCapabilities=capabilities))
+
+policy = parse_policy({"labs": {"gpuDrivers": "Forbidden", "maxUsageQuota": "PT20H"}}, "p")
+loose = parse_policy({"labs": {"gpuDrivers": "Forbidden"},
+                      "overrides": {"resourceGroups": {f"{SUB}/{RG}": {"labs": {"gpuDrivers": None}}}}}, "p")
+now = datetime(2025, 1, 1)
+gpu = evaluate_lab(lab(installGpuDrivers="enabled"), policy, now)
+print(json.dumps({
+    "schema": policy_json_schema()["$defs"]["LabBounds"]["properties"]["gpuDrivers"],
+    "findings": [[f.rule, f.path, f.observed, f.patch_value, f.message] for f in gpu.findings],
+    "not_patchable": [f.rule for f in gpu.not_patchable],
+    "status": gpu.status,
+    "patched_vm": gpu.patch["properties"]["virtualMachineProfile"],
+    "without_gpu": [f.rule for f in evaluate_lab(lab(installGpuDrivers="Disabled"), policy, now).findings],
+    "un_governed": [f.rule for f in evaluate_lab(lab(installGpuDrivers="Enabled"), loose, now).findings],
+    "rows": _rule_rows(policy.baseline),
+}))
+"""
+
+
+def test_adding_a_lab_rule_is_one_row() -> None:
+    """A new lab-only row (GPU drivers forbidden, say) is in the policy's labs section and schema, judged on
+    labs with its overrides, reported only with the row's reason, and shown by check-policy."""
+    run = subprocess.run(
+        [sys.executable, "-c", ADD_A_LAB_ROW], capture_output=True, text=True, cwd=REPO, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["schema"]["description"] == "Forbidden = a lab may not pre-install GPU drivers; reported, never patched"
+    assert out["schema"]["anyOf"][0]["enum"] == ["Allowed", "Forbidden"]
+    rules = {rule: rest for rule, *rest in out["findings"]}
+    assert set(rules) == {"lab.gpuDrivers", "lab.usageQuota"}
+    path, observed, patch_value, message = rules["lab.gpuDrivers"]
+    assert path == "properties.virtualMachineProfile.additionalCapabilities.installGpuDrivers"
+    assert (observed, patch_value) == ("enabled", None)
+    assert message == "GPU drivers is 'enabled', which the policy forbids; labguard reports it: ask the lab's creator."
+    assert out["not_patchable"] == ["lab.gpuDrivers"]
+    # the quota is still lowered; the GPU row adds nothing to the patch (reported only)
+    assert out["status"] == "drifted" and out["patched_vm"]["usageQuota"] == "PT20H"
+    assert out["patched_vm"]["additionalCapabilities"] == {"installGpuDrivers": "enabled"}  # as read
+    assert out["without_gpu"] == ["lab.usageQuota"]
+    assert out["un_governed"] == []
+    assert out["rows"][-1] == ["gpuDrivers", "Forbidden"]
