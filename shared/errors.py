@@ -20,6 +20,7 @@ __all__ = [
     "ArmError",
     "BusyRetry",
     "DeliveryError",
+    "LabGone",
     "MalformedEvent",
     "PlanGone",
     "PolicyError",
@@ -81,6 +82,13 @@ class PlanGone(ArmError):
 
     def __init__(self, plan_id: object) -> None:  # a PlanId
         super().__init__(f"lab plan {plan_id} not found", status=404, code="ResourceNotFound", transient=False)
+
+
+class LabGone(ArmError):
+    """The lab no longer exists (404): nothing to enforce, nothing to retry."""
+
+    def __init__(self, lab_id: object) -> None:  # a LabId
+        super().__init__(f"lab {lab_id} not found", status=404, code="ResourceNotFound", transient=False)
 
 
 class ProviderNotRegistered(ArmError):

@@ -34,7 +34,7 @@ from typing import Any, Literal, Protocol
 
 from shared.core.durations import describe, format_iso, parse_delay
 from shared.core.governed import PROFILES, Bound, Setting, feature_of, plan_settings
-from shared.core.plans import LabPlan
+from shared.core.plans import LabPlan, OperationError
 from shared.core.policy import Policy, Rules
 from shared.core.text import shown
 
@@ -383,21 +383,6 @@ def _not_terminal(raw: str | None, state: str | None) -> Finding:
 
 
 def _failed(plan: LabPlan) -> Finding:
-    error = plan.error
-    if error is None:
-        what = "The plan is in the Failed state and reports no error details (no resourceOperationError)."
-    else:
-        parts = [
-            f"{name} {shown(value)}"
-            for name, value in (
-                ("action", error.action),
-                ("code", error.code),
-                ("message", error.message),
-                ("at", error.timestamp),
-            )
-            if value
-        ]
-        what = "The last operation on the plan failed: " + ("; ".join(parts) or "no details given") + "."
     support = plan.support
     contacts = [
         f"{name} {shown(value)}"
@@ -410,6 +395,26 @@ def _failed(plan: LabPlan) -> Finding:
         if value
     ]
     who = "Plan support: " + "; ".join(contacts) + "." if contacts else "The plan lists no support contact."
+    return failed_finding(plan.error, "plan", who, " Any drift below is listed for information.")
+
+
+def failed_finding(error: OperationError | None, noun: str, told: str, tail: str = "") -> Finding:
+    """A Failed plan or lab (``noun``): what its resourceOperationError says (untrusted values capped) and who
+    is ``told``; never patched."""
+    if error is None:
+        what = f"The {noun} is in the Failed state and reports no error details (no resourceOperationError)."
+    else:
+        parts = [
+            f"{name} {shown(value)}"
+            for name, value in (
+                ("action", error.action),
+                ("code", error.code),
+                ("message", error.message),
+                ("at", error.timestamp),
+            )
+            if value
+        ]
+        what = f"The last operation on the {noun} failed: " + ("; ".join(parts) or "no details given") + "."
     return Finding(
         rule="provisioning.failed",
         field=("properties", "resourceOperationError" if error is not None else "provisioningState"),
@@ -417,8 +422,8 @@ def _failed(plan: LabPlan) -> Finding:
         allowed="Succeeded",
         severity="high",
         message=(
-            f"{what} {who} labguard does not patch a failed plan: fixing it is its owner's job, and "
-            "enforcement resumes once the plan is Succeeded. Any drift below is listed for information."
+            f"{what} {told} labguard does not patch a failed {noun}: fixing it is its owner's job, and "
+            f"enforcement resumes once the {noun} is Succeeded.{tail}"
         ),
     )
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from shared.core.drift import Finding, check, evaluate, patch_of
+from shared.core.drift import Finding, check, evaluate, failed_finding, patch_of
 from shared.core.governed import GOVERNED, PLAN_PROFILES, feature_of, lab_only_settings
 from shared.core.labs import Lab
 from shared.core.plans import LabPlan
@@ -189,30 +189,5 @@ def _named_for_lab(finding: Finding) -> Finding:
 
 
 def _failed(lab: Lab) -> Finding:
-    error = lab.error
-    if error is None:
-        what = "The lab is in the Failed state and reports no error details (no resourceOperationError)."
-    else:
-        parts = [
-            f"{name} {shown(value)}"
-            for name, value in (
-                ("action", error.action),
-                ("code", error.code),
-                ("message", error.message),
-                ("at", error.timestamp),
-            )
-            if value
-        ]
-        what = "The last operation on the lab failed: " + ("; ".join(parts) or "no details given") + "."
     plan = f"its lab plan {lab.lab_plan_id.name}" if lab.lab_plan_id else "its lab plan (the lab names none)"
-    return Finding(
-        rule="provisioning.failed",
-        field=("properties", "resourceOperationError" if error is not None else "provisioningState"),
-        observed=(error.code if error is not None and error.code else "Failed"),
-        allowed="Succeeded",
-        severity="high",
-        message=(
-            f"{what} The support contacts of {plan} are told. labguard does not patch a failed lab: fixing it is "
-            "its owner's job, and enforcement resumes once the lab is Succeeded."
-        ),
-    )
+    return failed_finding(lab.error, "lab", f"The support contacts of {plan} are told.")

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from shared.core.governed import PROFILES, VIRTUAL_MACHINE, Setting
+from shared.core.governed import GOVERNED, PROFILES, VIRTUAL_MACHINE, Setting
 from shared.core.plans import (
     PROVIDER,
+    TERMINAL_STATES,
     OperationError,
     PlanId,
     match_resource_id,
@@ -98,9 +99,24 @@ class Lab:
     def name(self) -> str:
         return self.id.name
 
+    @property
+    def is_terminal(self) -> bool:
+        """Only a lab in a terminal state may be patched (and proves a write it was waited for)."""
+        return self.provisioning_state in TERMINAL_STATES
+
     def observed(self, setting: Setting) -> str | None:
         """A governed setting as ARM wrote it in the lab's own profile, or None if it is absent."""
         return setting.read(self.profiles_as_read.get(setting.profile.lab_arm_key))
+
+    @staticmethod
+    def settings() -> tuple[Setting, ...]:
+        """The governed settings a lab has: every row (its own profiles and the lab-only rules)."""
+        return GOVERNED
+
+    @staticmethod
+    def path_of(setting: Setting) -> tuple[str, ...]:
+        """Where ARM keeps a governed setting in a lab body."""
+        return setting.lab_path
 
     @classmethod
     def from_arm(cls, body: Mapping[str, Any]) -> Lab:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from shared.core.governed import PLAN_PROFILES, Setting
+from shared.core.governed import PLAN_PROFILES, Setting, plan_settings
 
 PROVIDER = "Microsoft.LabServices"
 TERMINAL_STATES = frozenset({"Succeeded", "Failed"})
@@ -139,6 +139,16 @@ class LabPlan:
         """A governed setting as ARM wrote it (``PT15M`` and ``00:15`` alike), or None if it is absent."""
         key = setting.profile.arm_key
         return None if key is None else setting.read(self.profiles_as_read.get(key))
+
+    @staticmethod
+    def settings() -> tuple[Setting, ...]:
+        """The governed settings a plan has (its default profiles)."""
+        return plan_settings()
+
+    @staticmethod
+    def path_of(setting: Setting) -> tuple[str, ...]:
+        """Where ARM keeps a governed setting in a plan body."""
+        return setting.path
 
     @property
     def is_terminal(self) -> bool:

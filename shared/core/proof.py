@@ -1,6 +1,6 @@
-"""Proof after a write: did the plan end where the patch meant it to, and nothing else move?
+"""Proof after a write: did the plan (or lab) end where the patch meant it to, and nothing else move?
 
-Pure: compares the plan read before the write with the plan read after it. Every profile leaf
+Pure: compares the plan or lab read before the write with the one read after it. Every profile leaf
 labguard reads is compared (not only those the policy governs: a service that replaces a nested
 profile could reset any of them). Values are compared as the service means them: enum values
 case-insensitively, an absent flag or channel as the spec's default, delays by duration (``00:05``
@@ -9,12 +9,23 @@ equals ``PT5M``). A leaf present before and absent after is a change: that is a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from shared.core.durations import parse_delay
-from shared.core.governed import Setting, plan_settings
-from shared.core.plans import LabPlan
+from shared.core.governed import Setting
+
+
+class Governed(Protocol):
+    """A plan or a lab as read: its governed settings, where each is kept, and their values."""
+
+    def observed(self, setting: Setting) -> str | None: ...
+
+    def settings(self) -> Sequence[Setting]: ...
+
+    def path_of(self, setting: Setting) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ def _meaning(setting: Setting, raw: str | None) -> str | timedelta | None:
     default = setting.spec_default
     if raw is None:
         return default.lower() if default is not None else None
-    if setting.kind == "max-delay":
+    if setting.kind in ("max-delay", "max-duration"):
         try:
             return parse_delay(raw)
         except ValueError:
@@ -51,14 +62,17 @@ def _meaning(setting: Setting, raw: str | None) -> str | timedelta | None:
     return raw.strip().lower()
 
 
-def unexpected_changes(before: LabPlan, after: LabPlan, written: frozenset[tuple[str, ...]]) -> tuple[LeafChange, ...]:
+def unexpected_changes(
+    before: Governed, after: Governed, written: frozenset[tuple[str, ...]]
+) -> tuple[LeafChange, ...]:
     """Governed leaves outside ``written`` (the paths of the drifted fields the patch changed) whose meaning
-    changed. Every governed leaf is compared, not only those this plan's policy governs."""
+    changed. Every governed leaf of the resource is compared, not only those its policy governs."""
     changes = []
-    for setting in plan_settings():
-        if setting.path in written:
+    for setting in before.settings():
+        path = before.path_of(setting)
+        if path in written:
             continue
         old, new = before.observed(setting), after.observed(setting)
         if _meaning(setting, old) != _meaning(setting, new):
-            changes.append(LeafChange(setting.path, old, new))
+            changes.append(LeafChange(path, old, new))
     return tuple(changes)

@@ -9,7 +9,8 @@ Why the async client: a sweep reads and patches thousands of plans whose cost is
 not CPU; asyncio with a bounded number of requests in flight gives that concurrency on one thread,
 and the Functions Python worker runs ``async def`` functions natively.
 
-Everything SDK-shaped stops here: callers get :class:`shared.core.plans.LabPlan` and plain errors.
+Everything SDK-shaped stops here: callers get :class:`shared.core.plans.LabPlan` and plain errors. Labs
+(:mod:`shared.edge.lab_arm`) go through the same request, write and wait code below.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
+from shared.core.labs import LabId
 from shared.core.plans import PROVIDER, LabPlan, PlanId
 from shared.core.text import shown
 from shared.edge.pacing import Pacer, request_kind, subscription_of
@@ -61,6 +63,19 @@ TERMINAL_OPERATION_STATES = frozenset({"succeeded", "failed", "canceled"})
 BUSY_CODES = frozenset({"AnotherOperationInProgress", "ResourceLocked"})  # a 409 to a write on a busy plan
 
 log = logging.getLogger("labguard.arm")
+
+
+class _Read(Protocol):
+    """What the wait for a write needs of a plan or a lab read back."""
+
+    @property
+    def is_terminal(self) -> bool: ...
+
+    @property
+    def profiles_as_read(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+
+_R = TypeVar("_R", bound=_Read)
 
 
 @dataclass(frozen=True)
@@ -182,7 +197,7 @@ class LabPlansArm:
 
     async def get_plan(self, plan_id: PlanId) -> LabPlan:
         """Fresh read of one plan. Raises PlanGone on 404, ArmError otherwise."""
-        body = await self._json("GET", _plan_url(plan_id), plan_id=plan_id)
+        body = await self._json("GET", _plan_url(plan_id), gone=lambda: PlanGone(plan_id))
         try:
             return LabPlan.from_arm(body)
         except ValueError as exc:
@@ -229,7 +244,7 @@ class LabPlansArm:
             if url is not None:
                 seen_pages.add(url)
 
-    async def write_slot(self, plan_id: PlanId, *, max_wait_s: float | None = None) -> Any:
+    async def write_slot(self, plan_id: PlanId | LabId, *, max_wait_s: float | None = None) -> Any:
         """Wait for the subscription's write budget *before* the re-read that precedes a write.
 
         The returned slot is handed to :meth:`send_patch`, which then goes out without a second wait:
@@ -251,26 +266,32 @@ class LabPlansArm:
         return ticket
 
     async def send_patch(self, plan_id: PlanId, patch: Mapping[str, Any], slot: Any = None) -> WriteAccepted:
-        """Send one PATCH (all drifted fields at once, so never half-applied), exactly once.
+        """Send one PATCH of a plan (all drifted fields at once, so never half-applied), exactly once."""
+        return await self.patch_resource(_plan_url(plan_id), plan_id, lambda: PlanGone(plan_id), patch, slot)
+
+    async def patch_resource(
+        self, url: str, what: object, gone: Callable[[], ArmError], patch: Mapping[str, Any], slot: Any = None
+    ) -> WriteAccepted:
+        """Send one PATCH of a plan or a lab (``url``), exactly once; ``gone()`` is raised on 404.
 
         azure-core's retries are off for this request (``retry_total=0``): a 429 or 5xx comes back to
-        the caller, which re-reads the plan before it writes again. Raises :class:`Throttled` on 429.
+        the caller, which re-reads the resource before it writes again. Raises :class:`Throttled` on 429.
         """
         from azure.core.rest import HttpRequest
 
         token = _PREPAID_SLOT.set(slot)
         try:
-            response = await self._send(HttpRequest("PATCH", _plan_url(plan_id), json=dict(patch)), retry_total=0)
+            response = await self._send(HttpRequest("PATCH", url, json=dict(patch)), retry_total=0)
         finally:
             _PREPAID_SLOT.reset(token)
         status = response.status_code
         if status == 404:
-            raise PlanGone(plan_id)
+            raise gone()
         if status == 429:
-            error = _error_from(response, f"PATCH {plan_id}")
+            error = _error_from(response, f"PATCH {what}")
             raise Throttled(str(error), retry_after_s=_retry_after(response.headers, 1.0))
         if status not in (200, 201, 202):
-            error = _error_from(response, f"PATCH {plan_id}")
+            error = _error_from(response, f"PATCH {what}")
             if status == 409 and error.code in BUSY_CODES:  # turned busy after our read: read again, later
                 error.transient = True
             raise error
@@ -291,7 +312,22 @@ class LabPlansArm:
         timeout_s: float | None = None,
         gate: asyncio.Semaphore | None = None,
     ) -> LabPlan | None:
-        """Wait until the plan's provisioningState is terminal again and return that read of it.
+        """Wait until the plan's provisioningState is terminal again and return that read of it
+        (:meth:`wait_for_resource`)."""
+        return await self.wait_for_resource(
+            plan_id.key, lambda: self.get_plan(plan_id), accepted, timeout_s=timeout_s, gate=gate
+        )
+
+    async def wait_for_resource(
+        self,
+        key: str,
+        read: Callable[[], Awaitable[_R]],
+        accepted: WriteAccepted,
+        *,
+        timeout_s: float | None = None,
+        gate: asyncio.Semaphore | None = None,
+    ) -> _R | None:
+        """Wait until a plan's or a lab's provisioningState is terminal again and return that ``read()`` of it.
 
         The plan itself is read (GET, which the read role allows). The operation URL a 202 names is
         followed only as a hint of when to read: if it cannot be read (403 without a role for it, 400
@@ -319,7 +355,7 @@ class LabPlansArm:
         started = time.monotonic()
         settle_s = max(accepted.retry_after_s or 0.0, MIN_202_SETTLE_S)
         taken = accepted.status != 202
-        unproven: LabPlan | None = None
+        unproven: _R | None = None
         while True:
             if time.monotonic() + delay > deadline:
                 return unproven  # the deadline: the last terminal read is all there is
@@ -327,7 +363,7 @@ class LabPlansArm:
             delay = step = min(step * 2, self._poll_interval_s)
             if operation is not None:
                 async with gate or contextlib.nullcontext():
-                    done = await self._operation_done(plan_id, operation)
+                    done = await self._operation_done(key, operation)
                 if done is None:
                     operation, delay = None, 0.0
                     continue
@@ -335,16 +371,16 @@ class LabPlansArm:
                     continue
                 taken = True
             async with gate or contextlib.nullcontext():
-                plan = await self.get_plan(plan_id)
-            if not plan.is_terminal:
+                read_back = await read()
+            if not read_back.is_terminal:
                 taken, unproven = True, None
-            elif taken or _shows_written(plan, accepted.written) or time.monotonic() - started >= settle_s:
-                return plan
+            elif taken or _shows_written(read_back, accepted.written) or time.monotonic() - started >= settle_s:
+                return read_back
             else:
-                unproven = plan
+                unproven = read_back
             operation = None  # the operation says done but the plan is still busy: read the plan
 
-    async def _operation_done(self, plan_id: PlanId, url: str) -> bool | None:
+    async def _operation_done(self, key: str, url: str) -> bool | None:
         """True: the operation ended; False: still running; None: the URL cannot be used (never an error)."""
         from azure.core.rest import HttpRequest
 
@@ -356,7 +392,7 @@ class LabPlansArm:
                 target += ("&" if urlsplit(target).query else "?") + f"api-version={API_VERSION}"
             response = await self._send(HttpRequest("GET", target))
         except ArmError as exc:
-            self._refuse_operations(plan_id, None, str(exc))
+            self._refuse_operations(key, None, str(exc))
             return None
         status = response.status_code
         if status == 202:
@@ -369,17 +405,17 @@ class LabPlansArm:
             if isinstance(state, str):
                 return state.lower() in TERMINAL_OPERATION_STATES
             return True  # Location semantics: the final resource
-        self._refuse_operations(plan_id, status, _error_from(response, "operation URL").code)
+        self._refuse_operations(key, status, _error_from(response, "operation URL").code)
         return None
 
-    def _refuse_operations(self, plan_id: PlanId, status: int | None, why: str | None) -> None:
+    def _refuse_operations(self, key: str, status: int | None, why: str | None) -> None:
         """Stop following operation URLs for this run after one could not be read; say so once."""
         self._operation_refused = status or 0
         record(
             log,
             logging.WARNING,
             "arm.operation-url-unreadable",
-            plan_id=plan_id.key,
+            plan_id=key,
             status=status,
             error=why,
             note="waiting by reading the plan instead (labPlans/read); nothing else changes",
@@ -394,12 +430,12 @@ class LabPlansArm:
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise ArmError(f"{request.method} {request.url.split('?')[0]}: {exc}", transient=True) from exc
 
-    async def _json(self, method: str, url: str, *, plan_id: PlanId | None = None) -> dict[str, Any]:
+    async def _json(self, method: str, url: str, *, gone: Callable[[], ArmError] | None = None) -> dict[str, Any]:
         from azure.core.rest import HttpRequest
 
         response = await self._send(HttpRequest(method, url))
-        if response.status_code == 404 and plan_id is not None:
-            raise PlanGone(plan_id)
+        if response.status_code == 404 and gone is not None:
+            raise gone()
         if response.status_code != 200:
             raise _error_from(response, f"{method} {url.split('?')[0]}")
         return _body(response)
@@ -445,7 +481,7 @@ def _body(response: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _shows_written(plan: LabPlan, written: Mapping[str, Any] | None) -> bool:
+def _shows_written(plan: _Read, written: Mapping[str, Any] | None) -> bool:
     """Whether every leaf of the PATCH body is what the read shows (so the read is after the write)."""
     properties = written.get("properties") if written else None
     if not isinstance(properties, Mapping) or not properties:

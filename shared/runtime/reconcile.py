@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from functools import partial
+from typing import Any, ClassVar, Literal, Protocol
 
 from shared.core.drift import Evaluation, Finding, evaluate
 from shared.core.plans import LabPlan, PlanId
@@ -56,7 +57,7 @@ class _Deferral:
     """Set by a sweep: where a written plan's wait for completion goes (beside the sweep, not in a slot),
     and the bound its polls share with the sweep's other requests."""
 
-    defer: Callable[[str, Coroutine[Any, Any, PlanOutcome]], None]
+    defer: Callable[[str, Callable[[], Coroutine[Any, Any, PlanOutcome]]], None]  # key, how to start the proof
     gate: asyncio.Semaphore
 
 
@@ -162,8 +163,329 @@ def empty_scope_warning(scopes: Sequence[str]) -> str | None:
     )
 
 
-class Reconciler:
+class WriteLoop:
+    """The one write loop for plans (:class:`Reconciler`) and labs (``shared.runtime.lab_reconcile.LabReconciler``).
+
+    The backoff lookup comes before the read; each attempt waits for the write budget, reads the resource
+    right before the write (also after any wait or retry), sends one PATCH that the SDK never re-sends,
+    waits out a 429 or transient error, and proves the write by reading again. Records name the resource's
+    kind: ``plan.change`` with ``plan_id``, ``lab.change`` with ``lab_id`` (and the lab's ``plan_id``).
+    A subclass says how its kind is read, judged, named and reported (the methods that raise here).
+    """
+
+    kind: ClassVar[str] = "plan"  # the records' prefix and id field
+    gone: ClassVar[type[ArmError]] = PlanGone  # what a read or write raises when the resource was deleted
+    _log: ClassVar[logging.Logger] = log
+    _arm: Any  # get/list by kind; write_slot, send_patch and wait_for_write by the resource's id
+    _policy: Policy
+    _clock: Callable[[], datetime]
+    _dry_run: bool
+    backoff: WriteBackoff
+    _sleep: Callable[[float], Awaitable[None]]
+    _approved: Mapping[str, Mapping[str, Any]] | None = None
+    _own_identities: Callable[[], Awaitable[frozenset[str]]] | None = None
+
+    @property
+    def mode(self) -> str:
+        return self._policy.mode
+
+    # What differs by kind ------------------------------------------------------------------------
+
+    async def _read(self, resource_id: Any) -> Any:
+        """A fresh read of the resource (raises ``gone`` on 404)."""
+        raise NotImplementedError
+
+    def _evaluate(self, resource: Any) -> Any:
+        """The resource judged against the policy now (an Evaluation or a LabEvaluation)."""
+        raise NotImplementedError
+
+    def _subject(self, evaluation: Any) -> Any:
+        """The resource an evaluation is of."""
+        raise NotImplementedError
+
+    async def _act_again(self, resource: Any, correlation_id: str | None) -> PlanOutcome:
+        """Judge and act on a resource just read (the read before a write found nothing to write)."""
+        raise NotImplementedError
+
+    def _outcome(self, key: str, status: Status, evaluation: Any, detail: str | None = None) -> PlanOutcome:
+        raise NotImplementedError
+
+    def _ids(self, resource: Any) -> dict[str, Any]:
+        """The id fields of the resource's records."""
+        return {f"{self.kind}_id": resource.id.key}
+
+    def _last_writer(self, resource: Any) -> tuple[str | None, str | None]:
+        """Who made the resource's last write and their kind (systemData), untrusted; None when not said."""
+        raise NotImplementedError
+
+    async def _write_failed(
+        self, resource: Any, evaluation: Any, correlation_id: str | None, *, why: str
+    ) -> PlanOutcome:
+        """labguard's own write left the resource Failed."""
+        raise NotImplementedError
+
+    # The loop ------------------------------------------------------------------------------------
+
+    async def _guarded(
+        self, key: str, work: Coroutine[Any, Any, PlanOutcome], correlation_id: str | None
+    ) -> PlanOutcome:
+        """One resource's work in a sweep: its failure becomes its outcome, never the sweep's end."""
+        event, id_field = f"{self.kind}.failed", f"{self.kind}_id"
+        try:
+            return await work
+        except self.gone:
+            return PlanOutcome(key, "gone", detail="deleted during the sweep")
+        except ArmError as exc:
+            record(self._log, logging.ERROR, event, error=str(exc), correlation_id=correlation_id, **{id_field: key})
+            return PlanOutcome(key, "failed", detail=str(exc))
+        except Exception as exc:  # one resource never stops the sweep; the run still fails at its end
+            self._log.exception("traceback of the unexpected failure on %s", key)
+            detail = f"unexpected {type(exc).__name__}: {exc}"
+            record(self._log, logging.ERROR, event, error=detail, correlation_id=correlation_id, **{id_field: key})
+            return PlanOutcome(key, "failed", detail=detail)
+
+    def _record_changes(self, evaluation: Any, event: str, correlation_id: str | None) -> None:
+        resource = self._subject(evaluation)
+        who, kind = self._last_writer(resource)
+        for finding in evaluation.drift:
+            record(
+                self._log,
+                logging.WARNING,
+                event,
+                **self._ids(resource),
+                rule=finding.rule,
+                field=finding.path,
+                observed=finding.observed,
+                new=finding.patch_value,
+                mode=self.mode,
+                dry_run=self._dry_run or None,
+                changed_by=_changed_by(who, kind),
+                correlation_id=correlation_id,
+            )
+
+    async def _write(
+        self,
+        resource: Any,
+        evaluation: Any,
+        *,
+        fresh: bool,
+        read_at: float,
+        correlation_id: str | None,
+        wait_s: float | None,
+    ) -> PlanOutcome:
+        """Write the patch: read right before every attempt, never let the SDK re-send, then prove it.
+
+        Each attempt first waits for the write budget (the pacer), then reads the resource, then writes at
+        once; a 429 or a transient error is waited out and the next attempt reads again, so a resource that
+        turned Failed or busy meanwhile is not written.
+        """
+        kind, key = self.kind, resource.id.key
+        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            # The backoff lookup (a table call, up to seconds) comes before the read, never between the
+            # read and the write: a whole profile sent as read must be as the owner left it just now.
+            backoff = await self.backoff.get(resource.id)
+            held = self._backoff_holds(backoff, resource, evaluation, correlation_id)
+            if held is not None:
+                return held
+            slot = await self._arm.write_slot(resource.id, max_wait_s=None if wait_s is None else wait_s / 4)
+            waited = time.monotonic() - read_at > FRESH_FOR_S or (slot is not None and getattr(slot, "delay", 0) > 0)
+            if attempt > 1 or not fresh or waited:
+                resource = await self._read(resource.id)  # the read right before the write
+                evaluation = self._evaluate(resource)
+                if evaluation.status == "failed" or not evaluation.patch:
+                    record(
+                        self._log,
+                        logging.INFO,
+                        f"{kind}.write-dropped",
+                        **self._ids(resource),
+                        state=shown(resource.provisioning_state, quote=False, limit=60),
+                        reason="the read right before the write found nothing to write",
+                        correlation_id=correlation_id,
+                    )
+                    return await self._act_again(resource, correlation_id)
+                held = self._backoff_holds(backoff, resource, evaluation, correlation_id)
+                if held is not None:
+                    return held
+            if self._approved is not None and _plain(self._approved.get(key)) != _plain(evaluation.patch):
+                record(
+                    self._log,
+                    logging.WARNING,
+                    f"{kind}.write-unapproved",
+                    **self._ids(resource),
+                    patch=evaluation.patch,
+                    reason="the patch differs from the one approved in the preview",
+                    correlation_id=correlation_id,
+                )
+                self._record_changes(evaluation, f"{kind}.drift", correlation_id)
+                return self._outcome(key, "drifted", evaluation, CHANGED_SINCE_PREVIEW)
+            self._record_changes(evaluation, f"{kind}.change", correlation_id)
+            try:
+                accepted = await self._arm.send_patch(resource.id, evaluation.patch, slot)
+            except ArmError as exc:
+                if not exc.transient or attempt == MAX_WRITE_ATTEMPTS:
+                    raise
+                wait = min(exc.retry_after_s, MAX_THROTTLE_WAIT_S) if isinstance(exc, Throttled) else float(attempt)
+                if wait_s is not None and wait > wait_s / 4:
+                    raise  # a bounded (event) run does not sit out a long Retry-After: redelivery will
+                record(
+                    self._log,
+                    logging.WARNING,
+                    f"{kind}.write-retry",
+                    **self._ids(resource),
+                    status=exc.status,
+                    wait_s=wait,
+                    attempt=attempt,
+                    note=f"the {kind} is read again before the next write",
+                    correlation_id=correlation_id,
+                )
+                await self._sleep(wait)
+                continue
+            deferral = _DEFER_PROOF.get()
+            if deferral is not None and wait_s is None:  # a sweep: the wait goes beside it, the slot is freed
+                start = partial(self._proof_beside, resource, evaluation, accepted, correlation_id, deferral.gate)
+                deferral.defer(key, start)
+                return _DEFERRED
+            proved = await self._prove(resource, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
+            return replace(proved, written=True)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _proof_beside(
+        self, before: Any, evaluation: Any, accepted: Any, correlation_id: str | None, gate: asyncio.Semaphore
+    ) -> Coroutine[Any, Any, PlanOutcome]:
+        """The proof of a write, run beside a sweep: guarded (its failure is its outcome) and marked written."""
+        proof = self._prove(before, evaluation, accepted, correlation_id=correlation_id, wait_s=None, gate=gate)
+        return self._guarded(before.id.key, _marked_written(proof), correlation_id)
+
+    def _backoff_holds(
+        self, state: BackoffState | None, resource: Any, evaluation: Any, correlation_id: str | None
+    ) -> PlanOutcome | None:
+        """The resource's earlier write did not converge and it is not due yet: no write, say when it is.
+
+        Synchronous on purpose: it runs between the read and the write, where nothing may be slow.
+        """
+        now = self._clock()
+        if state is None or not state.holds(now, (f.path for f in evaluation.drift)):
+            return None
+        record(
+            self._log,
+            logging.WARNING,
+            f"{self.kind}.write-backoff",
+            **self._ids(resource),
+            fields=sorted(state.fields),
+            attempts=state.attempts,
+            retry_at=state.retry_at.isoformat(),
+            reason=state.reason,
+            correlation_id=correlation_id,
+        )
+        detail = (
+            f"earlier writes did not converge ({state.attempts}x: {state.reason}); "
+            f"not written again before {state.retry_at.isoformat(timespec='minutes')}"
+        )
+        return self._outcome(resource.id.key, "unconverged", evaluation, detail)
+
+    async def _prove(
+        self,
+        before: Any,
+        evaluation: Any,
+        accepted: Any,
+        *,
+        correlation_id: str | None,
+        wait_s: float | None,
+        gate: asyncio.Semaphore | None = None,
+    ) -> PlanOutcome:
+        """Wait for the write by reading the resource, then evaluate that read: fixed, unconverged or failed.
+
+        ``gate`` bounds the requests in flight: each poll holds it only for its own request.
+        """
+        kind, key = self.kind, before.id.key
+        after = await self._arm.wait_for_write(before.id, accepted, timeout_s=wait_s, gate=gate)
+        if after is None:
+            record(
+                self._log,
+                logging.WARNING,
+                f"{kind}.proof-deferred",
+                **self._ids(before),
+                patch=evaluation.patch,
+                answered=accepted.status,
+                waited_s=wait_s,
+                note="the service had not finished the write; the next sweep reads and proves it",
+                correlation_id=correlation_id,
+            )
+            return self._outcome(key, "proof-deferred", evaluation, "write still running; the next sweep proves it")
+        if after.provisioning_state == "Failed":
+            return await self._write_failed(after, evaluation, correlation_id, why="the write labguard just made")
+        proof = self._evaluate(after)
+        written = frozenset(f.field for f in evaluation.drift)
+        moved = unexpected_changes(before, after, written)
+        still = list(proof.violations)
+        if not still and not moved:
+            record(
+                self._log,
+                logging.INFO,
+                f"{kind}.fixed",
+                **self._ids(before),
+                patch=evaluation.patch,
+                correlation_id=correlation_id,
+            )
+            await self.backoff.clear(before.id)
+            return self._outcome(key, "fixed", evaluation)
+        if await self._written_by_someone_else(after):
+            # Someone wrote the resource after labguard did: the difference is their change, not a write of
+            # ours that did not converge, so no backoff. Their write's event (and the next sweep) judges it.
+            record(
+                self._log,
+                logging.WARNING,
+                f"{kind}.changed-during-write",
+                **self._ids(before),
+                patch=evaluation.patch,
+                still_drifted=[f.path for f in still],
+                note="written again by someone else before the proof read; judged afresh, no backoff",
+                correlation_id=correlation_id,
+            )
+            await self.backoff.clear(before.id)
+            status: Status = "drifted" if still else "compliant"
+            return self._outcome(key, status, proof, "changed by someone else during labguard's write")
+        difference: list[dict[str, Any]] = [
+            {"field": f.path, "written": _written(evaluation, f.field), "read_back": f.observed} for f in still
+        ] + [{**change.as_dict(), "outside_patch": True} for change in moved]
+        reason = "; ".join(
+            [f"{f.leaf} read back {f.observed!r}" for f in still]
+            + [f"{c.leaf} changed {c.before!r} -> {c.after!r}" for c in moved]
+        )
+        fields = [f.path for f in still] + [c.path for c in moved] + [".".join(path) for path in written]
+        state = await self.backoff.unconverged(before.id, self._clock(), fields, reason)
+        record(
+            self._log,
+            logging.ERROR,
+            f"{kind}.unconverged",
+            **self._ids(before),
+            patch=evaluation.patch,
+            difference=difference,
+            attempts=state.attempts,
+            retry_at=state.retry_at.isoformat(),
+            note="not written again before retry_at unless another field drifts",
+            correlation_id=correlation_id,
+        )
+        detail = f"written, but {reason}; next try after {state.retry_at.isoformat(timespec='minutes')}"
+        return self._outcome(key, "unconverged", evaluation, detail)
+
+    async def _written_by_someone_else(self, resource: Any) -> bool:
+        """Whether systemData names a last writer that is not labguard (False when either is unknown)."""
+        who, _ = self._last_writer(resource)
+        if self._own_identities is None or not who:
+            return False
+        try:
+            ours = await self._own_identities()
+        except Exception as exc:  # identity unknown: cannot tell, keep the cautious path (backoff)
+            record(self._log, logging.WARNING, "identity.unknown", error=type(exc).__name__)
+            return False
+        return bool(ours) and who.lower() not in ours
+
+
+class Reconciler(WriteLoop):
     """Evaluates plans against the policy and, in enforce mode, applies the minimal patch."""
+
+    _arm: LabPlansArm
 
     def __init__(
         self,
@@ -199,9 +521,23 @@ class Reconciler:
     def policy(self) -> Policy:
         return self._policy
 
-    @property
-    def mode(self) -> str:
-        return self._policy.mode
+    async def _read(self, resource_id: Any) -> LabPlan:
+        return await self._arm.get_plan(resource_id)
+
+    def _evaluate(self, resource: Any) -> Evaluation:
+        return evaluate(resource, self._policy, self._clock())
+
+    def _subject(self, evaluation: Any) -> LabPlan:
+        return evaluation.plan  # type: ignore[no-any-return]
+
+    async def _act_again(self, resource: Any, correlation_id: str | None) -> PlanOutcome:
+        return await self._act(resource, fresh=True, correlation_id=correlation_id)
+
+    def _outcome(self, key: str, status: Status, evaluation: Any, detail: str | None = None) -> PlanOutcome:
+        return PlanOutcome(key, status, evaluation, detail=detail)
+
+    def _last_writer(self, resource: Any) -> tuple[str | None, str | None]:
+        return resource.modified_by, resource.modified_by_type
 
     async def reconcile_plan(
         self,
@@ -301,8 +637,8 @@ class Reconciler:
                 if outcome is not _DEFERRED:
                     await report(outcome)
 
-        async def finish(key: str, proof: Coroutine[Any, Any, PlanOutcome]) -> None:
-            await report(await self._guarded(key, proof, correlation_id))
+        async def finish(start: Callable[[], Coroutine[Any, Any, PlanOutcome]]) -> None:
+            await report(await start())
 
         async def feed() -> None:
             await asyncio.gather(*(produce(sub, rg) for sub, rg in scopes))
@@ -314,8 +650,13 @@ class Reconciler:
         try:
             async with asyncio.TaskGroup() as group:
 
-                def defer(key: str, proof: Coroutine[Any, Any, PlanOutcome]) -> None:
-                    group.create_task(finish(key, proof))
+                def defer(key: str, start: Callable[[], Coroutine[Any, Any, PlanOutcome]]) -> None:
+                    task = finish(start)
+                    try:
+                        group.create_task(task)
+                    except RuntimeError:  # the sweep is being cancelled: nothing is proved now; the next sweep does
+                        task.close()
+                        raise asyncio.CancelledError from None
 
                 token = _DEFER_PROOF.set(_Deferral(defer, requests))
                 try:
@@ -349,23 +690,6 @@ class Reconciler:
             return PlanOutcome(item.id, "failed", detail=f"unreadable plan JSON: {item.reason}")
         act = self._act(item, fresh=False, correlation_id=correlation_id, open_notices=open_notices)
         return await self._guarded(item.id.key, act, correlation_id)
-
-    async def _guarded(
-        self, key: str, work: Coroutine[Any, Any, PlanOutcome], correlation_id: str | None
-    ) -> PlanOutcome:
-        """One plan's work in a sweep: its failure becomes its outcome, never the sweep's end."""
-        try:
-            return await work
-        except PlanGone:
-            return PlanOutcome(key, "gone", detail="deleted during the sweep")
-        except ArmError as exc:
-            record(log, logging.ERROR, "plan.failed", plan_id=key, error=str(exc), correlation_id=correlation_id)
-            return PlanOutcome(key, "failed", detail=str(exc))
-        except Exception as exc:  # one plan never stops the sweep; the run still fails at its end
-            log.exception("traceback of the unexpected failure on %s", key)
-            detail = f"unexpected {type(exc).__name__}: {exc}"
-            record(log, logging.ERROR, "plan.failed", plan_id=key, error=detail, correlation_id=correlation_id)
-            return PlanOutcome(key, "failed", detail=detail)
 
     async def _act(
         self,
@@ -423,219 +747,6 @@ class Reconciler:
             plan, evaluation, fresh=fresh, read_at=read_at, correlation_id=correlation_id, wait_s=write_wait_s
         )
 
-    def _record_changes(self, evaluation: Evaluation, event: str, correlation_id: str | None) -> None:
-        for finding in evaluation.drift:
-            record(
-                log,
-                logging.WARNING,
-                event,
-                plan_id=evaluation.plan.id.key,
-                rule=finding.rule,
-                field=finding.path,
-                observed=finding.observed,
-                new=finding.patch_value,
-                mode=self.mode,
-                dry_run=self._dry_run or None,
-                changed_by=_changed_by(evaluation.plan.modified_by, evaluation.plan.modified_by_type),
-                correlation_id=correlation_id,
-            )
-
-    async def _write(
-        self,
-        plan: LabPlan,
-        evaluation: Evaluation,
-        *,
-        fresh: bool,
-        read_at: float,
-        correlation_id: str | None,
-        wait_s: float | None,
-    ) -> PlanOutcome:
-        """Write the patch: read right before every attempt, never let the SDK re-send, then prove it.
-
-        Each attempt first waits for the write budget (the pacer), then reads the plan, then writes at
-        once; a 429 or a transient error is waited out and the next attempt reads again, so a plan that
-        turned Failed or busy meanwhile is not written.
-        """
-        key = plan.id.key
-        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-            # The backoff lookup (a table call, up to seconds) comes before the read, never between the
-            # read and the write: a whole profile sent as read must be as the owner left it just now.
-            backoff = await self.backoff.get(plan.id)
-            held = self._backoff_holds(backoff, evaluation, correlation_id)
-            if held is not None:
-                return held
-            slot = await self._arm.write_slot(plan.id, max_wait_s=None if wait_s is None else wait_s / 4)
-            waited = time.monotonic() - read_at > FRESH_FOR_S or (slot is not None and getattr(slot, "delay", 0) > 0)
-            if attempt > 1 or not fresh or waited:
-                plan = await self._arm.get_plan(plan.id)  # the read right before the write
-                evaluation = evaluate(plan, self._policy, self._clock())
-                if evaluation.status == "failed" or not evaluation.patch:
-                    record(
-                        log,
-                        logging.INFO,
-                        "plan.write-dropped",
-                        plan_id=key,
-                        state=shown(plan.provisioning_state, quote=False, limit=60),
-                        reason="the read right before the write found nothing to write",
-                        correlation_id=correlation_id,
-                    )
-                    return await self._act(plan, fresh=True, correlation_id=correlation_id)
-                held = self._backoff_holds(backoff, evaluation, correlation_id)
-                if held is not None:
-                    return held
-            if self._approved is not None and _plain(self._approved.get(key)) != _plain(evaluation.patch):
-                record(
-                    log,
-                    logging.WARNING,
-                    "plan.write-unapproved",
-                    plan_id=key,
-                    patch=evaluation.patch,
-                    reason="the patch differs from the one approved in the preview",
-                    correlation_id=correlation_id,
-                )
-                self._record_changes(evaluation, "plan.drift", correlation_id)
-                return PlanOutcome(key, "drifted", evaluation, detail=CHANGED_SINCE_PREVIEW)
-            self._record_changes(evaluation, "plan.change", correlation_id)
-            try:
-                accepted = await self._arm.send_patch(plan.id, evaluation.patch, slot)
-            except ArmError as exc:
-                if not exc.transient or attempt == MAX_WRITE_ATTEMPTS:
-                    raise
-                wait = min(exc.retry_after_s, MAX_THROTTLE_WAIT_S) if isinstance(exc, Throttled) else float(attempt)
-                if wait_s is not None and wait > wait_s / 4:
-                    raise  # a bounded (event) run does not sit out a long Retry-After: redelivery will
-                record(
-                    log,
-                    logging.WARNING,
-                    "plan.write-retry",
-                    plan_id=key,
-                    status=exc.status,
-                    wait_s=wait,
-                    attempt=attempt,
-                    note="the plan is read again before the next write",
-                    correlation_id=correlation_id,
-                )
-                await self._sleep(wait)
-                continue
-            deferral = _DEFER_PROOF.get()
-            if deferral is not None and wait_s is None:  # a sweep: the wait goes beside it, the slot is freed
-                proof = self._prove(
-                    plan, evaluation, accepted, correlation_id=correlation_id, wait_s=None, gate=deferral.gate
-                )
-                deferral.defer(key, _marked_written(proof))
-                return _DEFERRED
-            proved = await self._prove(plan, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
-            return replace(proved, written=True)
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _backoff_holds(
-        self, state: BackoffState | None, evaluation: Evaluation, correlation_id: str | None
-    ) -> PlanOutcome | None:
-        """The plan's earlier write did not converge and it is not due yet: no write, say when it is.
-
-        Synchronous on purpose: it runs between the read and the write, where nothing may be slow.
-        """
-        plan = evaluation.plan
-        now = self._clock()
-        if state is None or not state.holds(now, (f.path for f in evaluation.drift)):
-            return None
-        record(
-            log,
-            logging.WARNING,
-            "plan.write-backoff",
-            plan_id=plan.id.key,
-            fields=sorted(state.fields),
-            attempts=state.attempts,
-            retry_at=state.retry_at.isoformat(),
-            reason=state.reason,
-            correlation_id=correlation_id,
-        )
-        detail = (
-            f"earlier writes did not converge ({state.attempts}x: {state.reason}); "
-            f"not written again before {state.retry_at.isoformat(timespec='minutes')}"
-        )
-        return PlanOutcome(plan.id.key, "unconverged", evaluation, detail=detail)
-
-    async def _prove(
-        self,
-        before: LabPlan,
-        evaluation: Evaluation,
-        accepted: Any,
-        *,
-        correlation_id: str | None,
-        wait_s: float | None,
-        gate: asyncio.Semaphore | None = None,
-    ) -> PlanOutcome:
-        """Wait for the write by reading the plan, then evaluate that read: fixed, unconverged or failed.
-
-        ``gate`` bounds the requests in flight: each poll holds it only for its own request.
-        """
-        key = before.id.key
-        after = await self._arm.wait_for_write(before.id, accepted, timeout_s=wait_s, gate=gate)
-        if after is None:
-            record(
-                log,
-                logging.WARNING,
-                "plan.proof-deferred",
-                plan_id=key,
-                patch=evaluation.patch,
-                answered=accepted.status,
-                waited_s=wait_s,
-                note="the service had not finished the write; the next sweep reads and proves it",
-                correlation_id=correlation_id,
-            )
-            detail = "write still running; the next sweep proves it"
-            return PlanOutcome(key, "proof-deferred", evaluation, detail=detail)
-        if after.provisioning_state == "Failed":
-            return await self._write_failed(after, evaluation, correlation_id, why="the write labguard just made")
-        proof = evaluate(after, self._policy, self._clock())
-        written = frozenset(f.field for f in evaluation.drift)
-        moved = unexpected_changes(before, after, written)
-        still = list(proof.violations)
-        if not still and not moved:
-            record(log, logging.INFO, "plan.fixed", plan_id=key, patch=evaluation.patch, correlation_id=correlation_id)
-            await self.backoff.clear(before.id)
-            return PlanOutcome(key, "fixed", evaluation)
-        if await self._written_by_someone_else(after):
-            # Someone wrote the plan after labguard did: the difference is their change, not a write of ours
-            # that did not converge, so no backoff. Their write's event (and the next sweep) judges it afresh.
-            record(
-                log,
-                logging.WARNING,
-                "plan.changed-during-write",
-                plan_id=key,
-                patch=evaluation.patch,
-                still_drifted=[f.path for f in still],
-                note="written again by someone else before the proof read; judged afresh, no backoff",
-                correlation_id=correlation_id,
-            )
-            await self.backoff.clear(before.id)
-            status: Status = "drifted" if still else "compliant"
-            return PlanOutcome(key, status, proof, detail="changed by someone else during labguard's write")
-        difference: list[dict[str, Any]] = [
-            {"field": f.path, "written": _written(evaluation, f.field), "read_back": f.observed} for f in still
-        ] + [{**change.as_dict(), "outside_patch": True} for change in moved]
-        reason = "; ".join(
-            [f"{f.leaf} read back {f.observed!r}" for f in still]
-            + [f"{c.field[-1]} changed {c.before!r} -> {c.after!r}" for c in moved]
-        )
-        fields = [f.path for f in still] + [c.path for c in moved] + [".".join(path) for path in written]
-        state = await self.backoff.unconverged(before.id, self._clock(), fields, reason)
-        record(
-            log,
-            logging.ERROR,
-            "plan.unconverged",
-            plan_id=key,
-            patch=evaluation.patch,
-            difference=difference,
-            attempts=state.attempts,
-            retry_at=state.retry_at.isoformat(),
-            note="not written again before retry_at unless another field drifts",
-            correlation_id=correlation_id,
-        )
-        detail = f"written, but {reason}; next try after {state.retry_at.isoformat(timespec='minutes')}"
-        return PlanOutcome(key, "unconverged", evaluation, detail=detail)
-
     async def _report_failure(
         self, plan: LabPlan, evaluation: Evaluation, correlation_id: str | None, *, caused_by_us: bool = False
     ) -> PlanOutcome:
@@ -676,17 +787,6 @@ class Reconciler:
             record(log, logging.WARNING, "identity.unknown", error=type(exc).__name__)
             return False
         return plan.modified_by.lower() in ours
-
-    async def _written_by_someone_else(self, plan: LabPlan) -> bool:
-        """Whether systemData names a last writer that is not labguard (False when either is unknown)."""
-        if self._own_identities is None or not plan.modified_by:
-            return False
-        try:
-            ours = await self._own_identities()
-        except Exception as exc:  # identity unknown: cannot tell, keep the cautious path (backoff)
-            record(log, logging.WARNING, "identity.unknown", error=type(exc).__name__)
-            return False
-        return bool(ours) and plan.modified_by.lower() not in ours
 
     async def _write_failed(
         self, plan: LabPlan, evaluation: Evaluation, correlation_id: str | None, *, why: str

@@ -206,3 +206,31 @@ async def test_plan_change_records_name_who_made_the_change_undone(emu: Any, con
     await deliver(write_event(body["id"]))
     changes = records(caplog, "plan.change")
     assert changes and {c["changed_by"] for c in changes} == {"dr.who@contoso.edu forged: line (User)"}
+
+
+@BOTH_PATCH_MODES
+@pytest.mark.parametrize("patch_reply", ["lro", "200", "spec"])
+async def test_every_write_answer_ends_in_a_proved_lab_fix(
+    emu: Any, configure: Any, caplog: Any, patch_reply: str
+) -> None:
+    """A lab event goes through the plans' write loop: one PATCH whatever the service answers (200 at once,
+    202 with the usual headers, the spec's bare 202), proved by a read of the lab, recorded as lab.fixed."""
+    configure(LABGUARD_LABS="on")
+    emu.configure(patch_reply=patch_reply)
+    drifted = lab("lab-answers")
+    emu.put_lab(drifted)
+    emu.clear_requests()
+    caplog.set_level("INFO", logger="labguard")
+    event = write_event(drifted["id"])
+    event["data"]["operationName"] = event["data"]["authorization"]["action"] = "Microsoft.LabServices/labs/write"
+    await deliver(event)
+    assert [p["status"] for p in patches(emu)] == [200 if patch_reply == "200" else 202]
+    (fixed,) = records(caplog, "lab.fixed")
+    assert fixed["lab_id"] == drifted["id"].lower() and fixed["plan_id"] == PLAN_ID.lower()
+    assert not records(caplog, "lab.unconverged")
+    assert stored(emu, drifted)["properties"][CONN]["webRdpAccess"] == "Private"
+    calls = arm_requests(emu)
+    after = calls[[r["method"] for r in calls].index("PATCH") + 1 :]
+    assert after and all(r["method"] == "GET" for r in after)
+    assert "/labs/lab-answers" in after[-1]["path"].lower()  # the proof read is of the lab
+    assert not [r for r in after if "/operationresults/" in r["path"].lower()]  # labs are waited for by reading

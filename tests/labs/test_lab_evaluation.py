@@ -235,3 +235,22 @@ def test_the_lab_rules_are_in_the_policy_schema() -> None:
     assert "LabBounds" in policy_json_schema()["$defs"]
     with pytest.raises(PolicyError, match=r"labs\.maxUsageQuota"):
         parse_policy({**BASE, "labs": {"maxUsageQuota": "20 hours"}}, "policy.yaml")
+
+
+def test_the_proof_of_a_lab_write_compares_every_lab_row_not_only_the_plan_profiles() -> None:
+    """One proof for plans and labs: a lab read back with its VM size or quota moved (a service that replaced
+    the VM profile, say) is caught, and the written leaves are not counted as moved."""
+    from shared.core.proof import unexpected_changes
+
+    before = Lab.from_arm(lab_body())
+    moved = lab_body(usageQuota="PT10H")
+    moved["properties"]["virtualMachineProfile"]["sku"]["name"] = "Classic_Dsv4_4_16GB_128_P_SSD"
+    moved["properties"]["connectionProfile"]["webRdpAccess"] = "None"
+    after = Lab.from_arm(moved)
+    written = frozenset({("properties", "connectionProfile", "webRdpAccess")})
+    changes = {c.path: (c.before, c.after) for c in unexpected_changes(before, after, written)}
+    assert changes == {
+        "properties.virtualMachineProfile.sku.name": ("Classic_Fsv2_2_4GB_128_S_SSD", "Classic_Dsv4_4_16GB_128_P_SSD"),
+        "properties.virtualMachineProfile.usageQuota": ("PT40H", "PT10H"),
+    }
+    assert unexpected_changes(before, Lab.from_arm(lab_body(usageQuota="1.16:00:00")), frozenset()) == ()  # 40 h
