@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.changer_notice import Changer, changer_from_event
 from shared.drift import shown
 from shared.lab_plans import PlanId
 from shared.labs import LabId
@@ -38,6 +39,7 @@ class PlanEvent:
     operation: str
     caller_object_id: str | None
     correlation_id: str | None
+    changer: Changer | None = None  # who the claims say made the write (a person or not, and why)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class LabEvent:
     operation: str
     caller_object_id: str | None
     correlation_id: str | None
+    changer: Changer | None = None  # who the claims say made the write (a person or not, and why)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ def parse_event(
         operation=operation,
         caller_object_id=_caller(data),
         correlation_id=_correlation(data.get("correlationId")),
+        changer=changer_from_event(data),
     )
 
 
@@ -146,6 +150,7 @@ def _lab_event(
         operation=operation,
         caller_object_id=_caller(data),
         correlation_id=_correlation(data.get("correlationId")),
+        changer=changer_from_event(data),
     )
 
 
