@@ -347,4 +347,4 @@ def _on_off(value: str | None, name: str) -> bool:
         return True
     if value.strip().lower() in ("off", "false", "0"):
         return False
-    raise SettingsError(f"{name}={value[:40]!r}: write on or off")
+    raise SettingsError(f"{name} is neither on nor off: write on or off")  # never the value (settings.refused)
