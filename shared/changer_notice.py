@@ -206,14 +206,16 @@ class ChangerMessage:
         group = clean_line(self.plan_id.resource_group, 90)
         greeting = f"Hello {self.name}," if self.name else "Hello,"
         width = max((len(c.setting) for c in self.changes), default=10)
+        theirs = max((len(c.theirs) for c in self.changes), default=10)
+        bound = max((len(c.bound) for c in self.changes), default=10)
         lines = [
             greeting,
             "",
             f"labguard set back settings of {self.kind} {self.resource_name} (resource group {group}) that were",
             "outside your school's lab policy. Azure's record names you as the last person to change it.",
             "",
-            f"  {'setting':<{width}}  {'your value':<16}  set back to",
-            *(f"  {c.setting:<{width}}  {c.theirs:<16}  {c.bound}   (rule {c.rule})" for c in self.changes),
+            f"  {'setting':<{width}}  {'your value':<{theirs}}  {'set back to':<{bound}}  rule",
+            *(f"  {c.setting:<{width}}  {c.theirs:<{theirs}}  {c.bound:<{bound}}  {c.rule}" for c in self.changes),
             "",
             f"When: {self.at.astimezone(UTC).strftime('%Y-%m-%d %H:%M')} UTC",
             f"Azure portal: {portal_url(self.plan_id)}",
