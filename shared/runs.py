@@ -55,8 +55,19 @@ class Runtime:
         """After a proved write (``fixed``): tell the person whose change it undid, if that is switched on.
 
         ``event``: the write event's caller (shared.changer_notice.Changer); None on the sweep path."""
-        if self.changer is not None and outcome.status == "fixed":
+        if self.changer is None or outcome.status != "fixed":
+            return
+        try:
             await self.changer.after_fix(outcome, event=event, correlation_id=correlation_id)
+        except Exception as exc:  # a mail to a person never fails the fix, the event or the sweep
+            record(
+                log,
+                logging.ERROR,
+                "changer.failed",
+                plan_id=outcome.plan_id,
+                reason=f"unexpected {type(exc).__name__}",
+                correlation_id=correlation_id,
+            )
 
     async def run_book(self) -> Any:
         """The fan-out's run table (shared.fanout.RunBook), opened on first use and closed with the runtime."""

@@ -139,3 +139,21 @@ def test_one_ledger_key_per_person_resource_and_hour() -> None:
     assert at(10, 1).digest == at(10, 59).digest != at(11, 0).digest
     assert "teacher@school.example" in at(10, 1).failure_key  # the address, case-folded
     assert len(at(10, 1).digest) == 32 and "teacher" not in at(10, 1).digest  # hashed, as failure keys are
+
+
+async def test_a_failing_mail_step_never_fails_the_fix_the_event_or_the_sweep(caplog: pytest.LogCaptureFixture) -> None:
+    from contextlib import AsyncExitStack
+
+    from shared.reconcile import PlanOutcome
+    from shared.runs import Runtime
+    from shared.settings import Settings
+
+    class Broken:
+        async def after_fix(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug in the mail step")
+
+    runtime = Runtime(Settings.from_env({}), reconciler=None, session=None, stack=AsyncExitStack(), changer=Broken())  # type: ignore[arg-type]
+    caplog.set_level("INFO", logger="labguard")
+    await runtime.tell_changer(PlanOutcome("/subscriptions/x/p", "fixed"), None, "corr-1")
+    [failed] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("changer.failed ")]
+    assert '"reason": "unexpected RuntimeError"' in failed and '"correlation_id": "corr-1"' in failed
