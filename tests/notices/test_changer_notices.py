@@ -83,7 +83,7 @@ def notify_on(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> Any:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
 

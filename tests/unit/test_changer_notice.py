@@ -1,4 +1,4 @@
-"""Who is told that labguard undid their change (shared.changer_notice): claims as ARM writes them into events."""
+"""Who is told that labguard undid their change (shared.notices.changer_message): claims as ARM writes them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from shared.changer_notice import (
+from shared.core.plans import PlanId
+from shared.notices.changer_message import (
     UPN_CLAIM,
     ChangerMessage,
     changer_from_event,
@@ -15,7 +16,6 @@ from shared.changer_notice import (
     changes_from,
     who_to_tell,
 )
-from shared.lab_plans import PlanId
 
 OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 PERSON_OID = "2468adf0-8211-44e3-9512-85137af64708"
@@ -144,9 +144,9 @@ def test_one_ledger_key_per_person_resource_and_hour() -> None:
 async def test_a_failing_mail_step_never_fails_the_fix_the_event_or_the_sweep(caplog: pytest.LogCaptureFixture) -> None:
     from contextlib import AsyncExitStack
 
-    from shared.reconcile import PlanOutcome
-    from shared.runs import Runtime
-    from shared.settings import Settings
+    from shared.runtime.reconcile import PlanOutcome
+    from shared.runtime.runs import Runtime
+    from shared.runtime.settings import Settings
 
     class Broken:
         async def after_fix(self, *args: object, **kwargs: object) -> None:
