@@ -84,7 +84,7 @@ def changer_from_event(data: object) -> Changer | None:
     if idtyp is not None and idtyp.lower() != "user":
         return skip(f"an app-only token (idtyp {clean_line(idtyp, 20)!r}): an application or managed identity")
     if principal_type is not None and principal_type.lower() in ("serviceprincipal", "msi", "managedidentity"):
-        return skip(f"the role assignment is a {clean_line(principal_type, 30)}'s, not a person's")
+        return skip(f"the role assignment's principal is a {clean_line(principal_type, 30)}, not a person")
     if upn is None:
         return skip("no UPN claim: an application, service principal or managed identity")
     if not plausible_address(upn):
@@ -97,7 +97,9 @@ def changer_from_system_data(who: str | None, kind: str | None) -> Changer:
     if not who or not kind:
         return Changer(None, "", None, "systemData", "systemData does not say who last changed it")
     if kind.lower() != "user":
-        return Changer(None, "", None, "systemData", f"last changed by an {clean_line(kind, 30)}, not a person")
+        return Changer(
+            None, "", None, "systemData", f"last changed by a {clean_line(kind, 30)} (systemData), not a person"
+        )
     if not plausible_address(who):
         return Changer(None, "", None, "systemData", "lastModifiedBy is not a plain mail address")
     return Changer(who, "", None, "systemData")

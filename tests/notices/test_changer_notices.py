@@ -232,7 +232,7 @@ async def test_an_app_or_managed_identity_is_never_mailed(
     assert smtp.messages == []
     reasons = [(r.get("plan_id") or r.get("lab_id"), r["reason"]) for r in records(caplog, "changer.skipped")]
     assert (PLAN_ID.lower(), "an app-only token (idtyp 'app'): an application or managed identity") in reasons
-    assert (LAB_ID.lower(), "last changed by an ManagedIdentity, not a person") in reasons
+    assert (LAB_ID.lower(), "last changed by a ManagedIdentity (systemData), not a person") in reasons
 
 
 async def test_the_sweep_tells_a_person_systemdata_names(

@@ -63,7 +63,7 @@ def test_the_name_falls_back_to_given_name_and_surname() -> None:
         # idtyp missing (older tokens) and no UPN: not a person either
         ({OID: PERSON_OID, "appid": "x"}, None, "no UPN claim"),
         # a UPN, but the role assignment that let it write is a service principal's
-        (DOCUMENTED_PERSON, "ServicePrincipal", "not a person's"),
+        (DOCUMENTED_PERSON, "ServicePrincipal", "principal is a ServicePrincipal"),
         # a guest (B2B) UPN and a Microsoft account's: not mailboxes
         ({**DOCUMENTED_PERSON, UPN_CLAIM: "eve_gmail.com#EXT#@contoso.onmicrosoft.com"}, "User", "not a plain mail"),
         ({**DOCUMENTED_PERSON, UPN_CLAIM: "live.com#eve@outlook.com"}, "User", "not a plain mail"),
