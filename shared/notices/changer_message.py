@@ -209,9 +209,9 @@ class ChangerMessage:
         """Plain text only: every value in it is cleaned and capped; nothing is a link but the portal's."""
         group = clean_line(self.plan_id.resource_group, 90)
         greeting = f"Hello {self.name}," if self.name else "Hello,"
-        width = max((len(c.setting) for c in self.changes), default=10)
-        theirs = max((len(c.theirs) for c in self.changes), default=10)
-        bound = max((len(c.bound) for c in self.changes), default=10)
+        width = max([len("setting"), *(len(c.setting) for c in self.changes)])
+        theirs = max([len("your value"), *(len(c.theirs) for c in self.changes)])
+        bound = max([len("set back to"), *(len(c.bound) for c in self.changes)])
         lines = [
             greeting,
             "",
