@@ -45,9 +45,9 @@ _ADDRESS = re.compile(r"^[^@\s,;<>\"']+@[^@\s,;<>\"']+\.[A-Za-z]{2,63}$")
 
 
 def _csv(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return tuple(str(part).strip() for part in value or () if str(part).strip())  # type: ignore[attr-defined]
+    """Comma-separated text from the environment, or a list the command passes in (one name per flag)."""
+    parts = value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else ()
+    return tuple(text for part in parts if (text := str(part).strip()))
 
 
 def _lower_csv(value: object) -> tuple[str, ...]:
@@ -355,7 +355,7 @@ class Settings(BaseSettings):
         refuse_unresolved_references(env)
         aliased = {_ALIASES[name]: value for name, value in overrides.items() if value is not None}
         sources = (InitSettingsSource(cls, init_kwargs=aliased), _Environment(cls, env))
-        try:
+        try:  # _build_sources: pydantic-settings' hook for sources built by the caller (pinned in requirements.txt)
             return cls(_build_sources=(sources, aliased))
         except ValidationError as exc:
             raise _one_line(exc) from None
