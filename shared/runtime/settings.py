@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
@@ -128,15 +129,46 @@ def _address(name: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _on_off(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word in ("", "on", "true", "1"):
-        return True
-    if word in ("off", "false", "0"):
-        return False
-    raise SettingsError("LABGUARD_LABS: write on or off")
+def _on_off(name: str) -> BeforeValidator:
+    def check(value: object) -> bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in ("on", "true", "1"):
+            return True
+        if word in ("off", "false", "0"):
+            return False
+        raise SettingsError(f"{name} is neither on nor off: write on or off")  # never the value (settings.refused)
+
+    return BeforeValidator(check)
+
+
+_CONTACT_HOST = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+
+
+def _exemption_contact(value: object) -> str:
+    """One plain mail address, or an https URL checked as supportInfo.url is (printable ASCII, no userinfo,
+    a DNS host name, at most 2048 characters): it is written into mails, so nothing else gets through."""
+    text = str(value)
+    why = (
+        "LABGUARD_EXEMPTION_CONTACT is neither one plain mail address nor an https:// URL with a host name: "
+        "write one, such as lab-exemptions@school.example or https://it.school.example/lab-exemptions"
+    )
+    if "://" not in text:
+        if not _ADDRESS.match(text) or len(text) > 254 or not text.isascii():
+            raise SettingsError(why)
+        return text
+    if len(text) > 2048 or any(not 0x21 <= ord(ch) <= 0x7E for ch in text) or "\\" in text:
+        raise SettingsError(why)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        raise SettingsError(why) from None
+    host = (parts.hostname or "").rstrip(".")
+    if parts.scheme.lower() != "https" or "@" in parts.netloc or not _CONTACT_HOST.match(host):
+        raise SettingsError(why)
+    return text
 
 
 def _https_endpoint(name: str, value: str, kind: str = "table") -> str:
@@ -275,8 +307,17 @@ class Settings(BaseSettings):
     azure_client_id: str | None = _setting(  # read by DefaultAzureCredential itself
         "AZURE_CLIENT_ID", "client id of a user-assigned managed identity (optional)"
     )
-    labs: Annotated[bool, BeforeValidator(_on_off)] = _setting(
+    labs: Annotated[bool, _on_off("LABGUARD_LABS")] = _setting(
         "LABGUARD_LABS", "on (default): labs are held to the policy too (sweep, events); off: lab plans only", True
+    )
+    notify_changer: Annotated[bool, _on_off("LABGUARD_NOTIFY_CHANGER")] = _setting(
+        "LABGUARD_NOTIFY_CHANGER",
+        "on: mail the person whose change to a plan or lab enforce set back (default off)",
+        False,
+    )
+    exemption_contact: Annotated[str | None, BeforeValidator(_exemption_contact)] = _setting(
+        "LABGUARD_EXEMPTION_CONTACT",
+        "where people ask for an exemption (an address or https URL), named in those mails",
     )
 
     # -------------------------------------------------------------------------------- what is derived
@@ -327,9 +368,20 @@ class Settings(BaseSettings):
         return f"https://{account}.{kind}.core.windows.net"
 
     @model_validator(mode="after")
-    def _derived_settings_are_usable(self) -> Settings:
-        """The storage endpoints combine several settings: check them once, at load, not at first use."""
+    def _settings_that_combine_agree(self) -> Settings:
+        """The storage endpoints combine several settings: check them once, at load, not at first use. The
+        changer mail, when on, needs a mail relay and somewhere to ask for an exemption, or nothing useful is sent."""
         _ = self.ledger_table_endpoint, self.queue_endpoint, self.blob_endpoint
+        if self.notify_changer and self.smtp_host is None:
+            raise SettingsError(
+                "LABGUARD_NOTIFY_CHANGER is on but LABGUARD_SMTP_HOST is not set: set the SMTP relay (and "
+                "LABGUARD_MAIL_FROM), or write off"
+            )
+        if self.notify_changer and self.exemption_contact is None:
+            raise SettingsError(
+                "LABGUARD_NOTIFY_CHANGER is on but LABGUARD_EXEMPTION_CONTACT is not set: write the address or "
+                "https:// page where people ask for an exemption, such as lab-exemptions@school.example"
+            )
         return self
 
     # -------------------------------------------------------------------------------- how it is read
