@@ -77,8 +77,9 @@ def _split(values: Sequence[str]) -> list[str]:
 
 
 def resolve_settings(env: Mapping[str, str], flags: Flags, *, mode: Mode | None = None) -> Settings:
-    """The app settings with the flags written over them; raises ConfigError on any bad value."""
-    values = dict(env)
+    """The app settings with the flags (and the command's mode) as overrides that beat them; raises ConfigError
+    on any bad value. The environment is only read: the flags go in as overrides, never into ``env``."""
+    overrides: dict[str, object] = {}
     if flags.subscriptions:
         subs = _split(flags.subscriptions)
         for sub in subs:
@@ -87,7 +88,7 @@ def resolve_settings(env: Mapping[str, str], flags: Flags, *, mode: Mode | None 
                     f"--subscription {sub!r} is not a subscription id: write its GUID, such as "
                     "00000000-0000-0000-0000-000000000000 (`az account list -o table` shows yours)"
                 )
-        values["LABGUARD_SUBSCRIPTIONS"] = ",".join(subs)
+        overrides["subscriptions"] = subs
     if flags.resource_groups:
         groups = _split(flags.resource_groups)
         for group in groups:
@@ -96,13 +97,12 @@ def resolve_settings(env: Mapping[str, str], flags: Flags, *, mode: Mode | None 
                     f"--resource-group {group!r} is not a resource group name "
                     "(letters, digits, - _ . ( ), at most 90 characters)"
                 )
-        values["LABGUARD_RESOURCE_GROUPS"] = ",".join(groups)
+        overrides["resource_groups"] = groups
     if mode is not None:
-        values["LABGUARD_MODE"] = mode
-    policy = policy_path(flags.policy, values.get("LABGUARD_POLICY_FILE", "").strip() or None)
-    values["LABGUARD_POLICY_FILE"] = str(policy)
+        overrides["mode_override"] = mode
+    overrides["policy_file"] = str(policy_path(flags.policy, env.get("LABGUARD_POLICY_FILE", "").strip() or None))
     try:
-        return Settings.from_env(values)
+        return Settings.from_env(env, **overrides)
     except SettingsError as exc:
         raise ConfigError(f"bad setting: {exc}") from None
 

@@ -30,7 +30,7 @@ from shared.notices.delivery import Notifier
 from shared.notices.email import MAIL_POLICY, SmtpConfig, send_message
 from shared.notices.message import is_valid_address
 from shared.runtime.logs import record
-from shared.runtime.settings import Settings
+from shared.runtime.settings import Settings, secret_value
 
 log = logging.getLogger("labguard.changer")
 
@@ -61,7 +61,7 @@ class ChangerNotifier:
             port=settings.smtp_port,
             mail_from=settings.mail_from,
             username=settings.smtp_username,
-            password=settings.smtp_password,
+            password=secret_value(settings.smtp_password),
             ca_bundle=settings.ca_bundle,
         )
         return cls(notifier, smtp, settings.exemption_contact)

@@ -44,7 +44,7 @@ from shared.notices.support_url import check_support_url, parse_allow_list, safe
 from shared.notices.topic import TopicPublisher
 from shared.notices.webhook import https_session, post_json, webhook_payload
 from shared.runtime.logs import record
-from shared.runtime.settings import Settings
+from shared.runtime.settings import Settings, secret_value
 
 log = logging.getLogger("labguard.notices")
 
@@ -212,15 +212,15 @@ class Notifier:
                 port=settings.smtp_port,
                 mail_from=settings.mail_from,
                 username=settings.smtp_username,
-                password=settings.smtp_password,
+                password=secret_value(settings.smtp_password),
                 fallback_email=settings.fallback_email,
                 ca_bundle=settings.ca_bundle,
             )
         return cls(
             smtp=smtp,
             topic_endpoint=settings.eventgrid_topic_endpoint,
-            topic_key=settings.eventgrid_topic_key,
-            webhook_urls=settings.webhook_urls,
+            topic_key=secret_value(settings.eventgrid_topic_key),
+            webhook_urls=tuple(url.get_secret_value() for url in settings.webhook_urls),
             support_url_hosts=settings.support_url_hosts,
             ca_bundle=settings.ca_bundle,
             ledger=ledger,

@@ -27,7 +27,7 @@ from shared.core.digest import Digest, build_digest
 from shared.notices.email import SmtpConfig, send_message
 from shared.notices.ledger import STORAGE_SETTINGS, open_table
 from shared.runtime.logs import record
-from shared.runtime.settings import Settings
+from shared.runtime.settings import Settings, secret_value
 
 log = logging.getLogger("labguard.digest")
 PARTITION = "labguard-digest"
@@ -156,7 +156,7 @@ async def _send_with(
         port=settings.smtp_port,
         mail_from=settings.mail_from,
         username=settings.smtp_username,
-        password=settings.smtp_password,
+        password=secret_value(settings.smtp_password),
         ca_bundle=settings.ca_bundle,
     )
     msg = build_message(digest, mail_from=settings.mail_from or "", to=settings.digest_email)

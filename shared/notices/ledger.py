@@ -269,7 +269,9 @@ def open_table(settings: Settings, table: str, **client_kwargs: Any) -> tuple[Ta
         )
         return client, credential
     if settings.storage_connection:
-        return TableClient.from_connection_string(settings.storage_connection, table_name=table, **options), None
+        return TableClient.from_connection_string(
+            settings.storage_connection.get_secret_value(), table_name=table, **options
+        ), None
     return None
 
 

@@ -184,7 +184,9 @@ class SweepQueue:
 
         options: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(), "retry_total": 2}
         if settings.storage_connection:
-            return cls(QueueClient.from_connection_string(settings.storage_connection, queue, **options))
+            return cls(
+                QueueClient.from_connection_string(settings.storage_connection.get_secret_value(), queue, **options)
+            )
         if not settings.queue_endpoint:
             raise ValueError("no queue: set AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri")
         from azure.identity.aio import DefaultAzureCredential
@@ -233,7 +235,11 @@ class RunBook:
             return cls(client, credential)
         if not settings.storage_connection:
             raise ValueError("no run table: set AzureWebJobsStorage or AzureWebJobsStorage__tableServiceUri")
-        return cls(TableClient.from_connection_string(settings.storage_connection, table_name=table, **options))
+        return cls(
+            TableClient.from_connection_string(
+                settings.storage_connection.get_secret_value(), table_name=table, **options
+            )
+        )
 
     async def close(self) -> None:
         try:

@@ -95,7 +95,9 @@ async def publish(
             credential = own_credential = DefaultAzureCredential()
         service = BlobServiceClient(account_url, credential=credential, retry_total=2)
     elif settings.storage_connection:
-        service = BlobServiceClient.from_connection_string(settings.storage_connection, retry_total=2)
+        service = BlobServiceClient.from_connection_string(
+            settings.storage_connection.get_secret_value(), retry_total=2
+        )
     else:
         raise ValueError(
             "set LABGUARD_REPORT_ACCOUNT_URL, AzureWebJobsStorage__blobServiceUri or AzureWebJobsStorage "

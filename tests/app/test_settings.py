@@ -1,11 +1,16 @@
 """App settings: bad values are refused with the setting's name; secrets stay out of repr()."""
 
 import json
+import logging
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from shared.errors import SettingsError
+from shared.runtime.logs import record
+from shared.runtime.runs import load_settings
 from shared.runtime.settings import KNOWN_SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,4 +151,130 @@ def test_an_unresolved_key_vault_reference_is_refused_naming_the_setting_not_the
 
 def test_a_resolved_secret_that_merely_mentions_key_vault_is_accepted() -> None:
     settings = Settings.from_env({"LABGUARD_SMTP_PASSWORD": "pw@Microsoft.KeyVault(x)"})
-    assert settings.smtp_password == "pw@Microsoft.KeyVault(x)"
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "pw@Microsoft.KeyVault(x)"
+
+
+# ---- pydantic-settings: secrets, overrides, names -------------------------------------------------
+
+SECRETS = {
+    "LABGUARD_SMTP_PASSWORD": "hunter2-smtp",
+    "LABGUARD_EVENTGRID_TOPIC_KEY": "k3y-topic-0123456789",
+    "AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=st;AccountKey=c2VjcmV0LWFjY291bnQta2V5",
+    "LABGUARD_WEBHOOK_URLS": "https://hooks.example/services/T000/B000/t0ken-webhook",
+}
+SECRET_LIKE = re.compile(r"PASSWORD|KEY|SECRET|TOKEN|WEBHOOK|^AzureWebJobsStorage$")
+
+
+def test_every_secret_like_setting_is_a_secret_str() -> None:
+    """A new setting named like a secret cannot slip in as plain text (it would show in repr and logs)."""
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        assert isinstance(alias, str) and alias in KNOWN_SETTINGS and KNOWN_SETTINGS[alias], name
+        if SECRET_LIKE.search(alias):
+            assert "SecretStr" in str(field.annotation), f"{alias} looks secret: declare it SecretStr"
+    assert set(SECRETS) <= {a for a in KNOWN_SETTINGS if SECRET_LIKE.search(a)}
+
+
+def test_secrets_never_reach_repr_str_dumps_or_records(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings.from_env({**SECRETS, "LABGUARD_SMTP_HOST": "smtp.school.example"})
+    with caplog.at_level(logging.INFO):
+        record(logging.getLogger("labguard.test"), logging.INFO, "settings.loaded", settings=settings)
+    shown = [repr(settings), str(settings), settings.model_dump_json(), str(settings.model_dump()), caplog.text]
+    for secret in SECRETS.values():
+        for tail in {secret, secret.rsplit("=", 1)[-1], secret.rsplit("/", 1)[-1]}:
+            assert not any(tail in text for text in shown), tail
+    assert settings.smtp_password is not None and settings.smtp_password.get_secret_value() == "hunter2-smtp"
+    assert [url.get_secret_value() for url in settings.webhook_urls] == [SECRETS["LABGUARD_WEBHOOK_URLS"]]
+
+
+def test_a_refusal_beside_secrets_is_one_line_without_any_value(caplog: pytest.LogCaptureFixture) -> None:
+    """settings.refused names the setting and what to write; neither the bad value nor a secret is in it."""
+    env = {**SECRETS, "LABGUARD_CONCURRENCY": "lots-of-them", "LABGUARD_MODE": "hunter2-smtp"}
+    with caplog.at_level(logging.ERROR), pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    message = str(caught.value)
+    assert message.startswith("LABGUARD_MODE is neither audit nor enforce: write 'audit'")
+    assert message.endswith("(and 1 more bad setting)") and "\n" not in message
+    assert "settings.refused" in caplog.text
+    for text in (message, caplog.text):
+        assert "lots-of-them" not in text and not any(secret in text for secret in SECRETS.values())
+
+
+def test_a_value_of_the_wrong_kind_is_refused_naming_the_setting_and_what_it_takes() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({}, policy_file=12345)
+    assert str(caught.value) == "LABGUARD_POLICY_FILE is not valid: write " + KNOWN_SETTINGS["LABGUARD_POLICY_FILE"]
+    assert "12345" not in str(caught.value)
+
+
+def test_overrides_beat_the_environment_which_beats_the_defaults_and_nothing_is_written_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LABGUARD_SUBSCRIPTIONS", "00000000-0000-0000-0000-00000000000a")
+    monkeypatch.setenv("LABGUARD_RESOURCE_GROUPS", "labs-env")
+    monkeypatch.setenv("LABGUARD_CONCURRENCY", "7")
+    before = dict(os.environ)
+    from_environ = Settings.from_env()
+    assert from_environ.subscriptions == ("00000000-0000-0000-0000-00000000000a",)
+    assert (from_environ.concurrency, from_environ.list_concurrency) == (7, 4)  # set, and the default
+    overridden = Settings.from_env(
+        subscriptions=["00000000-0000-0000-0000-00000000000B"], mode_override="enforce", resource_groups=None
+    )
+    assert overridden.subscriptions == ("00000000-0000-0000-0000-00000000000b",)
+    assert overridden.mode_override == "enforce" and overridden.resource_groups == ("labs-env",)
+    assert overridden.concurrency == 7
+    assert dict(os.environ) == before
+
+
+def test_an_overridden_setting_is_not_refused_for_its_environment_value() -> None:
+    """As the command's --subscription always did: the flag replaces a bad LABGUARD_SUBSCRIPTIONS."""
+    env = {"LABGUARD_SUBSCRIPTIONS": "my-subscription"}
+    settings = Settings.from_env(env, subscriptions=["00000000-0000-0000-0000-000000000001"])
+    assert settings.subscriptions == ("00000000-0000-0000-0000-000000000001",)
+    with pytest.raises(SettingsError, match="LABGUARD_SUBSCRIPTIONS"):
+        Settings.from_env(env)
+
+
+def test_the_command_passes_its_flags_as_overrides_without_touching_the_environment() -> None:
+    from labguard.runner import Flags, resolve_settings
+
+    env = {"LABGUARD_SUBSCRIPTIONS": "00000000-0000-0000-0000-00000000000a", "LABGUARD_MODE": "audit"}
+    frozen = dict(env)
+    settings = resolve_settings(
+        env,
+        Flags(subscriptions=["00000000-0000-0000-0000-00000000000c"], resource_groups=["RG-One,rg-two"]),
+        mode="enforce",
+    )
+    assert settings.subscriptions == ("00000000-0000-0000-0000-00000000000c",)
+    assert settings.resource_groups == ("rg-one", "rg-two") and settings.mode_override == "enforce"
+    assert env == frozen
+
+
+def test_only_the_app_settings_own_names_are_read() -> None:
+    """Case-sensitive as the host, never by the Python field name, and blank means unset."""
+    settings = Settings.from_env(
+        {"smtp_password": "x", "labguard_mode": "enforce", "mode_override": "enforce", "LABGUARD_CONCURRENCY": "  "}
+    )
+    assert settings.smtp_password is None and settings.mode_override is None and settings.concurrency == 16
+
+
+def test_functions_double_underscore_names_are_read_as_whole_names() -> None:
+    settings = Settings.from_env(
+        {
+            "AzureWebJobsStorage__accountName": "stlabguard",
+            "AzureWebJobsStorage__queueServiceUri": "https://stlabguard.queue.core.windows.net/",
+        }
+    )
+    assert settings.ledger_table_endpoint == "https://stlabguard.table.core.windows.net"
+    assert settings.blob_endpoint == "https://stlabguard.blob.core.windows.net"
+    assert settings.queue_endpoint == "https://stlabguard.queue.core.windows.net"
+
+
+def test_unknown_labguard_names_are_ignored_unless_they_hold_an_unresolved_key_vault_reference() -> None:
+    assert Settings.from_env({"LABGUARD_NOT_A_SETTING": "anything"}).mode_override is None
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv-school.vault.azure.net/secrets/smtp/1)"
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"LABGUARD_SMTP_PASWORD": reference})
+    assert str(caught.value).startswith("LABGUARD_SMTP_PASWORD holds an unresolved Key Vault reference")
+    assert "kv-school" not in str(caught.value)

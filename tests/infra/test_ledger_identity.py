@@ -214,7 +214,8 @@ def test_a_malformed_storage_identity_setting_is_one_clear_line(name: str, value
 def test_the_sample_settings_keep_the_local_connection_string():
     sample = json.loads((Path(__file__).resolve().parents[2] / "local.settings.sample.json").read_text())["Values"]
     settings = Settings.from_env(sample)
-    assert settings.storage_connection == "UseDevelopmentStorage=true"
+    assert settings.storage_connection is not None
+    assert settings.storage_connection.get_secret_value() == "UseDevelopmentStorage=true"
     assert settings.ledger_table_endpoint is None
 
 

@@ -195,6 +195,26 @@ def test_every_third_party_import_is_declared(top: str, allowed: str) -> None:
     assert undeclared == {}
 
 
+# Dev dependencies that are run (checkers) or loaded by pytest (plugins, stubs), never imported by our code.
+RUN_NOT_IMPORTED = {"ruff", "mypy", "import-linter", "pytest-asyncio", "pytest-timeout", "types-pyyaml"}
+
+
+def test_every_declared_dependency_is_imported_where_it_is_declared() -> None:
+    """No pin nothing imports: the Function App imports each requirements.txt pin, the command the rest of the
+    dependencies, and dev tooling or the tests each ``dev`` pin (save the tools that are run, not imported)."""
+
+    def used_by(*tops: str) -> set[str]:
+        files = [f for top in tops for f in python_files(top)]
+        return {distribution_of(m) for m in third_party(imported_modules(files), {f.stem for f in files})}
+
+    app = used_by("function_app.py", "handlers", "shared")
+    assert set(APP_PINS) - app == set(), "requirements.txt pins what the Function App does not import"
+    assert set(RUNTIME) - set(APP_PINS) - used_by("labguard") == set(), "a CLI dependency the command does not import"
+    dev = used_by("devtools", "emulator", "bench", "tests")
+    assert set(DEV) - dev - RUN_NOT_IMPORTED == set(), "a dev pin nothing under devtools/emulator/bench/tests imports"
+    assert set(DEV) >= RUN_NOT_IMPORTED
+
+
 def test_declared_distributions_resolve() -> None:
     """The walk maps namespace packages to the right distribution (a wrong map would pass anything)."""
     assert distribution_of("azure.mgmt.labservices.aio") == "azure-mgmt-labservices"
