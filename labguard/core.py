@@ -35,6 +35,7 @@ from labguard.tracking import (
 )
 from shared.arm import ArmError
 from shared.lab_plans import LabPlan, PlanId
+from shared.labs import is_lab_outcome
 from shared.policy import Mode, Policy, PolicyError, load_policy
 from shared.reconcile import PlanOutcome, Reconciler, scope_path, sweep_scopes
 from shared.runs import APP_ROOT
@@ -214,6 +215,7 @@ class RunResult:
     configured: Settings | None = None  # the scope the app settings name, without the flags
     today: date = field(default_factory=lambda: datetime.now(UTC).date())
     labs: list[PlanOutcome] = field(default_factory=list)  # lab outcomes (outcome.lab: the LabEvaluation)
+    lab_notices: dict[str, NoticeStatus] = field(default_factory=dict)  # a Failed lab's notice, by lab key
 
     def labs_of(self, plan_id: PlanId | None) -> list[PlanOutcome]:
         """The labs whose labPlanId names this plan (None: labs naming no plan in this run), by name."""
@@ -353,8 +355,11 @@ async def run(
         checked: set[str] = set()
 
         async def collect(outcome: PlanOutcome) -> None:
-            if outcome.lab is not None or "/providers/microsoft.labservices/labs/" in outcome.plan_id.lower():
+            if is_lab_outcome(outcome):
                 result.labs.append(outcome)  # shown under its plan
+                checked.add(outcome.plan_id)
+                if outcome.status == "provisioning-failed" and outcome.lab is not None:
+                    result.lab_notices[outcome.plan_id] = await _lab_notice_status(ledger, outcome.lab.lab)
                 return
             checked.add(outcome.plan_id)
             notice = None
@@ -646,6 +651,13 @@ async def _notice_status(ledger: Any | None, plan: LabPlan) -> NoticeStatus | No
     sent = tuple(sorted(_channel(key) for key, row in rows.items() if row.state == "sent"))
     pending = tuple(sorted(_channel(key) for key, row in rows.items() if row.state != "sent"))
     return NoticeStatus(sent, pending)
+
+
+async def _lab_notice_status(ledger: Any | None, lab: Any) -> NoticeStatus | None:
+    """A Failed lab's notice, as the Functions keyed it (the lab's own id and error)."""
+    from shared.lab_reconcile import LabReconciler
+
+    return await _notice_status(ledger, LabReconciler.notice_subject(lab))
 
 
 def _channel(ledger_key: str) -> str:

@@ -194,6 +194,11 @@ class LabReconciler:
         return await self._write(lab, evaluation, fresh=fresh, correlation_id=correlation_id, wait_s=write_wait_s)
 
     @staticmethod
+    def notice_subject(lab: Lab) -> LabPlan:
+        """The failed lab as its notice is keyed in the ledger (the key needs only the lab's id and error)."""
+        return LabReconciler._as_notice_subject(lab, None)
+
+    @staticmethod
     def _as_notice_subject(lab: Lab, plan: LabPlan | None) -> LabPlan:
         """The failed lab in the shape the notice channels and their ledger take: the lab's own id (so one
         notice per lab and error), its error, and the support contacts of the plan it belongs to."""
