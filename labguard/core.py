@@ -411,7 +411,7 @@ async def run(
         if command == "enforce" and not dry_run:  # the compliance page's "changes labguard made" include these
             from shared.changes import record_changes
 
-            outcomes = [item.outcome for item in result.results]
+            outcomes = [item.outcome for item in result.results] + result.labs
             await record_changes(settings, outcomes, trigger="labguard enforce")
         if result.interrupted is not None:
             result.duration_s = time.monotonic() - started

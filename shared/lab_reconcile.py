@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -293,7 +294,8 @@ class LabReconciler:
                 )
                 await self._sleep(wait)
                 continue
-            return await self._prove(lab, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
+            proved = await self._prove(lab, evaluation, accepted, correlation_id=correlation_id, wait_s=wait_s)
+            return replace(proved, written=True)  # the change log records every write, however it ended
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _backoff_holds(self, evaluation: LabEvaluation, correlation_id: str | None) -> PlanOutcome | None:

@@ -392,7 +392,7 @@ async def on_scope_message(
         fixed: list[PlanOutcome] = []
         summary = await runtime.reconciler.sweep(
             [scope],
-            on_outcome=lambda outcome: fixed.append(outcome) if outcome.status == "fixed" else None,
+            on_outcome=lambda outcome: fixed.append(outcome) if outcome.status == "fixed" or outcome.written else None,
             correlation_id=message.run_id,
             summary_event="sweep.scope",
             summary_fields={"run_id": message.run_id, "scope": message.scope, "dequeue_count": dequeue_count},

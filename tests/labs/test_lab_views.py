@@ -4,6 +4,7 @@ findings, reported-only ones with why, counts in the verdict), the digest and th
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,3 +110,63 @@ def test_a_page_without_labs_keeps_the_plan_verdict() -> None:
     )
     page = render_html(snap)
     assert "data-lab-total" not in page and "Every plan in scope is compliant" in page
+
+
+def test_the_digest_counts_and_lists_labs_like_plans_in_text_and_html() -> None:
+    from shared.digest import build_digest
+
+    snap = estate_snapshot()
+    digest = build_digest(snap, NOW.date(), previous=())
+    assert digest is not None
+    text = digest.text()
+    assert "Labs: 3 drifted" in text  # lab-drifted, lab-template (reported only) and the orphan
+    assert "rg-labs/plan-labs > lab lab-drifted: webRdpAccess Public -> None" in text
+    assert "rg-labs/plan-labs > lab lab-template: createOption TemplateVM: reported, never patched" in text
+    assert "rg-labs/(no plan in scope) > lab lab-orphan:" in text
+    assert "lab-exempt" not in text  # exempt: not drift to hear about
+    html = digest.html()
+    assert "<p data-counts>Labs: 3 drifted</p>" in html and "&gt; lab lab-drifted" in html
+    assert "on labs)" in digest.subject
+    again = build_digest(snap, NOW.date(), previous=digest.keys)
+    assert again is None  # the same lab drift is not new the next day
+
+
+def test_a_fixed_and_a_failed_lab_are_counted_as_fixed_and_failed() -> None:
+    from shared.digest import build_digest
+
+    fixed = lab_entry(lab_body("lab-a", createOption="Image", usageQuota="PT10H"), status="fixed")
+    failed_body = lab_body("lab-b", state="Failed")
+    failed_body["properties"]["resourceOperationError"] = {"code": "QuotaExceeded", "message": "no cores left"}
+    failed = lab_entry(failed_body, status="provisioning-failed")
+    snap = build_snapshot(
+        [plan_entry()], POLICY, source="t", subscriptions=[], resource_groups=[], generated_at=NOW, labs=[fixed, failed]
+    )
+    assert [lab["name"] for lab in snap["failedLabs"]] == ["lab-b"]
+    digest = build_digest(snap, NOW.date(), previous=())
+    assert digest is not None
+    assert "Labs: 1 fixed, 1 failed to provision" in digest.text()
+    assert "> lab lab-b: QuotaExceeded: no cores left" in digest.text()
+    page = render_html(snap)
+    assert '<tr data-lab="lab-b">' in page and "those of its plan plan-labs" in page
+
+
+def test_a_lab_write_is_a_change_log_row_shown_under_its_plan_with_its_outcome() -> None:
+    from shared.changes import change_of
+    from shared.reconcile import PlanOutcome
+
+    entry = lab_entry(lab_body("lab-a", createOption="Image", usageQuota="PT10H"))
+    assert entry.evaluation is not None
+    unconverged = PlanOutcome(
+        entry.lab_id.lower(), "unconverged", detail="written, but webRdpAccess read back", lab=entry.evaluation
+    )
+    assert change_of(unconverged, trigger="sweep", correlation_id=None) is None  # not written in this run: no row
+    change = change_of(replace(unconverged, written=True), trigger="sweep", correlation_id="c1", at=NOW)
+    assert change is not None
+    assert (change.kind, change.plan_id, change.lab_plan_id) == ("lab", entry.lab_id, PLAN_ID)
+    assert change.status == "unconverged" and change.detail and "read back" in change.detail
+    assert ("properties.connectionProfile.webRdpAccess", "Public", "None") in change.changes
+    page = render_html(estate_snapshot(changes=[change]))
+    row = re.search(r'<tr data-change="lab-a".*?</tr>', page, re.S)
+    assert row is not None
+    assert 'data-change-kind="lab"' in row.group(0) and 'data-change-status="unconverged"' in row.group(0)
+    assert "of plan plan-labs" in row.group(0) and "read back" in row.group(0)
