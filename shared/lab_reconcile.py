@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -25,7 +25,14 @@ from shared.labs import LAB_CONNECTION_PROFILE, LAB_SHUTDOWN_PROFILE, Lab, LabId
 from shared.logs import record
 from shared.policy import Policy
 from shared.proof import unexpected_changes
-from shared.reconcile import MAX_THROTTLE_WAIT_S, MAX_WRITE_ATTEMPTS, PlanOutcome, _changed_by
+from shared.reconcile import (
+    CHANGED_SINCE_PREVIEW,
+    MAX_THROTTLE_WAIT_S,
+    MAX_WRITE_ATTEMPTS,
+    PlanOutcome,
+    _changed_by,
+    _plain,
+)
 from shared.write_backoff import MemoryBackoff, WriteBackoff
 
 log = logging.getLogger("labguard.labs")
@@ -62,8 +69,11 @@ class LabReconciler:
         backoff: WriteBackoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         notifier: Any = None,
+        approved_patches: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self._arm = arm
+        # {lab key: patch} a person approved after a preview: only those exact patches are sent (as for plans).
+        self._approved = approved_patches
         self._notifier = notifier  # shared.delivery.Notifier (enabled) or None
         self._policy = policy
         self._clock = clock
@@ -126,12 +136,20 @@ class LabReconciler:
             return PlanOutcome(lab.id.key, "gone", detail="deleted during the sweep")
         except ArmError as exc:
             record(log, logging.ERROR, "lab.failed", lab_id=lab.id.key, error=str(exc), correlation_id=correlation_id)
-            return PlanOutcome(lab.id.key, "failed", detail=str(exc))
+            return self._failed(lab, str(exc))
         except Exception as exc:  # one lab never stops the sweep; the run still fails at its end
             log.exception("traceback of the unexpected failure on %s", lab.id.key)
             detail = f"unexpected {type(exc).__name__}: {exc}"
             record(log, logging.ERROR, "lab.failed", lab_id=lab.id.key, error=detail, correlation_id=correlation_id)
-            return PlanOutcome(lab.id.key, "failed", detail=detail)
+            return self._failed(lab, detail)
+
+    def _failed(self, lab: Lab, detail: str) -> PlanOutcome:
+        """A lab whose read or write failed, with its evaluation as listed: it stays shown under its plan."""
+        try:
+            evaluation: LabEvaluation | None = evaluate_lab(lab, self._policy, self._clock())
+        except Exception:  # the evaluation is total; this is only so a failure report never fails itself
+            evaluation = None
+        return PlanOutcome(lab.id.key, "failed", detail=detail, lab=evaluation)
 
     async def act(
         self,
@@ -275,6 +293,18 @@ class LabReconciler:
                 held = await self._backoff_holds(evaluation, correlation_id)
                 if held is not None:
                     return held
+            if self._approved is not None and _plain(self._approved.get(key)) != _plain(evaluation.patch):
+                record(
+                    log,
+                    logging.WARNING,
+                    "lab.write-unapproved",
+                    lab_id=key,
+                    patch=evaluation.patch,
+                    reason="the patch differs from the one approved in the preview",
+                    correlation_id=correlation_id,
+                )
+                self._record_changes(evaluation, "lab.drift", correlation_id)
+                return _outcome(key, "drifted", evaluation, CHANGED_SINCE_PREVIEW)
             self._record_changes(evaluation, "lab.change", correlation_id)
             try:
                 accepted = await self._arm.send_patch(lab.id, evaluation.patch, slot)
