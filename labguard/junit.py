@@ -14,10 +14,10 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from labguard.core import PlanResult, RunResult
 from labguard.render import change_text, findings_lines
-from shared.lab_drift import REPORTED_ONLY
-from shared.snapshot import DRIFT_STATUSES
+from labguard.runner import PlanResult, RunResult
+from shared.core.lab_drift import REPORTED_ONLY
+from shared.core.snapshot import DRIFT_STATUSES
 
 
 def _case(suite: ET.Element, classname: str, name: str, duration: str = "0") -> ET.Element:
@@ -37,7 +37,7 @@ def _plan_case(suite: ET.Element, item: PlanResult, result: RunResult) -> ET.Ele
     elif status in DRIFT_STATUSES or (item.write_failed and item.write_denied is None):
         for finding in evaluation.violations if evaluation is not None else ():
             observed = "(not set)" if finding.observed is None else str(finding.observed)
-            message = f"{finding.field}: {observed} is outside the policy; allowed {finding.allowed}"
+            message = f"{finding.path}: {observed} is outside the policy; allowed {finding.allowed}"
             failure = ET.SubElement(case, "failure", {"type": finding.rule, "message": message})
             failure.text = finding.message
         if evaluation is None or not evaluation.violations:
@@ -76,7 +76,7 @@ def _lab_case(suite: ET.Element, outcome: Any, plan_name: str | None, result: Ru
         for finding in findings:
             observed = "(not set)" if finding.observed is None else str(finding.observed)
             verdict = "reported, never patched" if finding.rule in REPORTED_ONLY else f"allowed {finding.allowed}"
-            message = f"{finding.field}: {observed} is outside the policy; {verdict}"
+            message = f"{finding.path}: {observed} is outside the policy; {verdict}"
             failure = ET.SubElement(case, "failure", {"type": finding.rule, "message": message})
             failure.text = finding.message
         if not findings:
@@ -92,9 +92,7 @@ def _lab_case(suite: ET.Element, outcome: Any, plan_name: str | None, result: Ru
         ET.SubElement(case, "error", {"type": "unreadable", "message": outcome.detail or "could not be read"})
     fixed = ""
     if status == "fixed" and evaluation is not None:
-        fixed = "; fixed: " + ", ".join(
-            f"{f.field.rsplit('.', 1)[-1]} {f.observed} → {f.patch_value}" for f in evaluation.drift
-        )
+        fixed = "; fixed: " + ", ".join(f"{f.leaf} {f.observed} → {f.patch_value}" for f in evaluation.drift)
     ET.SubElement(case, "system-out").text = f"status: {status}{fixed}"
     return case
 

@@ -12,11 +12,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from labguard.core import PlanResult, RunResult, unused_overrides
-from shared.drift import shown
-from shared.policy import Policy, Rules
-from shared.report import evaluation_to_dict
-from shared.snapshot import DETAIL_STATUSES
+from labguard.runner import PlanResult, RunResult, unused_overrides
+from shared.core.governed import GOVERNED
+from shared.core.policy import Policy, Rules
+from shared.core.report import evaluation_to_dict
+from shared.core.snapshot import DETAIL_STATUSES
+from shared.core.text import shown
 
 # status -> (label in the STATE column, style)
 STATES: dict[str, tuple[str, str]] = {
@@ -80,7 +81,7 @@ def change_text(result: PlanResult) -> str:
     parts = []
     for finding in evaluation.violations:
         observed = "(not set)" if finding.observed is None else finding.observed
-        parts.append(f"{finding.field.rsplit('.', 1)[-1]} {observed} → {finding.patch_value}")
+        parts.append(f"{finding.leaf} {observed} → {finding.patch_value}")
     return ", ".join(parts)
 
 
@@ -137,7 +138,7 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
             if finding.rule == "exemption.expired":
                 lines.append((f"its exemption ended {shown(finding.observed, quote=False)}", "dim"))
             elif finding.rule == "exemption.invalid-until":
-                lines.append((f"exemption ignored: {finding.field} {shown(finding.observed)} is not a date", "dim"))
+                lines.append((f"exemption ignored: {finding.path} {shown(finding.observed)} is not a date", "dim"))
     return lines
 
 
@@ -192,13 +193,13 @@ def lab_lines(outcome: Any, result: RunResult | None = None) -> list[tuple[str, 
     if denied is not None:
         head = [(denied.describe(), "")]
         drift = evaluation.drift if evaluation is not None else ()
-        still = ", ".join(f"{f.field.rsplit('.', 1)[-1]} {f.observed} → {f.patch_value}" for f in drift)
+        still = ", ".join(f"{f.leaf} {f.observed} → {f.patch_value}" for f in drift)
         return head + ([("still drifted; not written: " + still, "dim")] if still else [])
     if evaluation is None:
         return [(outcome.detail or outcome.status, "")]
     lines: list[tuple[str, str]] = []
     for finding in evaluation.findings:
-        key = finding.field.rsplit(".", 1)[-1]
+        key = finding.leaf
         observed = "(not set)" if finding.observed is None else finding.observed
         if finding.is_drift:
             lines.append((f"{key} {observed} → {finding.patch_value}", ""))
@@ -227,8 +228,7 @@ def lab_change_line(outcome: Any, *, dry_run: bool) -> Text | None:
     lab = evaluation.lab
     plan = f", plan {lab.lab_plan_id.name}" if lab.lab_plan_id is not None else ""
     changes = ", ".join(
-        f"{f.field.rsplit('.', 1)[-1]} {'(not set)' if f.observed is None else f.observed} → {f.patch_value}"
-        for f in evaluation.drift
+        f"{f.leaf} {'(not set)' if f.observed is None else f.observed} → {f.patch_value}" for f in evaluation.drift
     )
     line = Text()
     line.append(f"{verb:<9} ", style="yellow" if verb == "would fix" else "green")
@@ -303,6 +303,13 @@ def summary_line(result: RunResult) -> str:
 
 def header_lines(result: RunResult) -> list[str]:
     settings = result.settings
+    if result.files:
+        return [
+            "labguard audit --from-file: saved plan JSON, no Azure call; nothing is changed "
+            "(→ shows what enforce would write)",
+            f"policy   {result.policy.source}",
+            f"files    {', '.join(result.files)}",
+        ]
     subs = ", ".join(settings.subscriptions)
     groups = ", ".join(settings.resource_groups) if settings.resource_groups else "all resource groups"
     if result.command == "audit":
@@ -615,6 +622,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "labsWithoutPlan": [lab_json(lab, result) for lab in result.labs_of(None)],
         "labSummary": {status: n for status, n in sorted(result.lab_counts.items()) if n},
         "listFailures": [{"scope": scope, "error": error} for scope, error in result.list_failures],
+        **({"files": list(result.files)} if result.files else {}),
         "notRegistered": list(result.not_registered),
         "emptyScopes": list(result.empty_scopes),
         "unusedOverrides": unused_override_lines(result),
@@ -650,7 +658,7 @@ def lab_json(outcome: Any, result: RunResult | None = None) -> dict[str, Any]:
         "findings": [
             {
                 "rule": f.rule,
-                "field": f.field,
+                "field": f.path,
                 "observed": f.observed,
                 "allowed": f.allowed,
                 "severity": f.severity,
@@ -708,24 +716,8 @@ def change_line(result: PlanResult, *, dry_run: bool) -> Text | None:
 # ------------------------------------------------------------------------------------ check-policy
 
 
-def _bound(section: str, key: str, value: str | None) -> str:
-    if value is None:
-        return "not governed"
-    if key.startswith("max"):
-        return f"at most {value}"
-    if key.startswith("min"):
-        return f"at least {value}"
-    if section == "connection":
-        return f"at most {value}"
-    return value
-
-
 def _rule_rows(rules: Rules) -> list[tuple[str, str]]:
-    rows = []
-    for section, values in rules.to_policy_dict().items():
-        for key, value in values.items():
-            rows.append((key, _bound(section, key, value)))
-    return rows
+    return [(setting.policy_key, setting.bound_text(rules.shown(setting))) for setting in GOVERNED]
 
 
 def _scope_label(scope: str) -> str:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.arm import ArmError
-from shared.lab_plans import LabPlan, PlanId
-from shared.labs import Lab, LabId
-from shared.reconcile import scope_path
-from shared.runs import APP_ROOT
+from shared.core.labs import Lab, LabId
+from shared.core.plans import LabPlan, PlanId
+from shared.errors import ArmError
+from shared.runtime.reconcile import scope_path
+from shared.runtime.runs import APP_ROOT
 
 WRITE_ACTION = "Microsoft.LabServices/labPlans/write"
 LAB_WRITE_ACTION = "Microsoft.LabServices/labs/write"

@@ -107,13 +107,13 @@ def test_the_exit_code_and_fail_on_count_lab_statuses_as_plan_statuses(run: Run,
 async def test_enforce_after_a_preview_sends_only_the_lab_patches_shown(
     emu: Any, settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from labguard import core
+    from labguard import runner
 
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    run_settings = core.resolve_settings(settings, core.Flags(subscriptions=[PLAN.sub]), mode="enforce")
-    policy = core.read_policy(run_settings.policy_file, "enforce")
-    preview = await core.run(run_settings, policy, command="enforce", dry_run=True, read_ledger=False)
+    run_settings = runner.resolve_settings(settings, runner.Flags(subscriptions=[PLAN.sub]), mode="enforce")
+    policy = runner.read_policy(run_settings.policy_file, "enforce")
+    preview = await runner.run(run_settings, policy, command="enforce", dry_run=True, read_ledger=False)
     approved = {r.outcome.plan_id: r.outcome.evaluation.patch for r in preview.results if r.status == "drifted"}
     lab_patches = {lab.plan_id: lab.lab.patch for lab in preview.labs if lab.status == "drifted" and lab.lab.patch}
     assert {key.rsplit("/", 1)[-1] for key in lab_patches} == {"db-lab-drifted", "db-lab-over-quota"}
@@ -123,7 +123,7 @@ async def test_enforce_after_a_preview_sends_only_the_lab_patches_shown(
     body["properties"]["connectionProfile"]["webRdpAccess"] = "Public"  # the lab's creator, after the preview
     emu.put_lab(body)
     emu.clear_requests()
-    result = await core.run(run_settings, policy, command="enforce", approved_patches=approved, read_ledger=False)
+    result = await runner.run(run_settings, policy, command="enforce", approved_patches=approved, read_ledger=False)
     by_key = {lab.plan_id: lab for lab in result.labs}
     assert by_key[changed].status == "drifted"
     assert by_key[changed].detail == "changed since the preview; not written"

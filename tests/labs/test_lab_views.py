@@ -8,13 +8,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.drift import evaluate
-from shared.lab_drift import evaluate_lab
-from shared.lab_plans import LabPlan
-from shared.labs import Lab
-from shared.policy import parse_policy
-from shared.report_html import render_html
-from shared.snapshot import LabEntry, PlanEntry, build_snapshot
+from shared.core.drift import evaluate
+from shared.core.lab_drift import evaluate_lab
+from shared.core.labs import Lab
+from shared.core.plans import LabPlan
+from shared.core.policy import parse_policy
+from shared.core.report_html import render_html
+from shared.core.snapshot import LabEntry, PlanEntry, build_snapshot
 from tests.labs.lab_fixtures import PLAN_ID, compliant_lab, lab_body
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -113,7 +113,7 @@ def test_a_page_without_labs_keeps_the_plan_verdict() -> None:
 
 
 def test_the_digest_counts_and_lists_labs_like_plans_in_text_and_html() -> None:
-    from shared.digest import build_digest
+    from shared.core.digest import build_digest
 
     snap = estate_snapshot()
     digest = build_digest(snap, NOW.date(), previous=())
@@ -132,7 +132,7 @@ def test_the_digest_counts_and_lists_labs_like_plans_in_text_and_html() -> None:
 
 
 def test_a_fixed_and_a_failed_lab_are_counted_as_fixed_and_failed() -> None:
-    from shared.digest import build_digest
+    from shared.core.digest import build_digest
 
     fixed = lab_entry(lab_body("lab-a", createOption="Image", usageQuota="PT10H"), status="fixed")
     failed_body = lab_body("lab-b", state="Failed")
@@ -151,8 +151,8 @@ def test_a_fixed_and_a_failed_lab_are_counted_as_fixed_and_failed() -> None:
 
 
 def test_a_lab_write_is_a_change_log_row_shown_under_its_plan_with_its_outcome() -> None:
-    from shared.changes import change_of
-    from shared.reconcile import PlanOutcome
+    from shared.runtime.changes import change_of
+    from shared.runtime.reconcile import PlanOutcome
 
     entry = lab_entry(lab_body("lab-a", createOption="Image", usageQuota="PT10H"))
     assert entry.evaluation is not None

@@ -39,7 +39,7 @@ def seed_lab(endpoint: Any, plan_id: str, name: str = "physics-lab-1") -> dict[s
 
 
 async def change_rows(values: dict[str, str]) -> list[Any]:
-    from shared.changes import ChangeLog
+    from shared.runtime.changes import ChangeLog
 
     async with ChangeLog.from_connection_string(values["AzureWebJobsStorage"], values["LABGUARD_CHANGES_TABLE"]) as log:
         return await log.recent(datetime.now(UTC))
@@ -128,13 +128,13 @@ async def test_labguard_enforce_records_the_lab_writes_it_makes(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from labguard import core
+    from labguard import runner
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
     plan_id = put(emu, "physics-101")
     lab = seed_lab(emu, plan_id)
-    settings = core.resolve_settings(values, core.Flags(), mode="enforce")
-    result = await core.run(settings, core.read_policy(settings.policy_file, "enforce"), command="enforce")
+    settings = runner.resolve_settings(values, runner.Flags(), mode="enforce")
+    result = await runner.run(settings, runner.read_policy(settings.policy_file, "enforce"), command="enforce")
     assert [o.status for o in result.labs] == ["fixed"]
     (change,) = await change_rows(values)
     assert (change.kind, change.plan_id, change.trigger) == ("lab", lab["id"], "labguard enforce")
