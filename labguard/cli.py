@@ -553,6 +553,9 @@ def report(
             snapshot, files = write_report(_flags(subscription, resource_group, policy), html_file, snapshot_file)
         totals = snapshot["totals"]
         counts = ", ".join(f"{totals[k]} {k}" for k in totals if k != "plans" and totals[k])
+        labs = snapshot.get("labTotals") or {}
+        if labs.get("labs"):
+            counts += f"; {labs['labs']} labs: " + ", ".join(f"{labs[k]} {k}" for k in labs if k != "labs" and labs[k])
         _err().print(f"labguard: wrote {', '.join(map(str, files))} ({totals['plans']} plans: {counts or 'none'})")
         return 0
 

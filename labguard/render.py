@@ -241,6 +241,9 @@ def lab_change_line(outcome: Any, *, dry_run: bool) -> Text | None:
     line.append(f"{verb:<9} ", style="yellow" if verb == "would fix" else "green")
     line.append(f"lab {lab.name}", style="bold")
     line.append(f" ({short_sub(lab.id.subscription_id)}/{lab.id.resource_group}{plan}): {changes}")
+    who = changed_by(lab.last_modified_by, lab.last_modified_by_type)
+    if who:  # whose change this sets back (systemData's last writer), as for plans
+        line.append(f"; last changed by {who}", style="dim")
     return line
 
 

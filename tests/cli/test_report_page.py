@@ -66,6 +66,7 @@ async def test_the_page_loads_clean_and_shows_the_audits_numbers(run: Run, emu: 
     proc = run("report", "--html", str(page_file), "--snapshot", str(tmp_path / "snapshot.json"))
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {page_file}" in proc.stderr and "38 plans" in proc.stderr
+    assert f"; {len(estate.LAB_SPECS)} labs: " in proc.stderr
     audit = run("audit", "--json")
     plans = json.loads(audit.stdout)["plans"]
     expected = Counter(p["status"] for p in plans)
