@@ -77,12 +77,12 @@ class ChangerNotifier:
         target = _target(outcome)
         if target is None:
             return None
-        resource_id, kind, findings, who, who_kind = target
+        resource_id, kind, findings, who, who_kind, changed_at = target
         id_field = "lab_id" if kind == "lab" else "plan_id"
         changes = changes_from(findings)
         if not changes:
             return None
-        changer = who_to_tell(event, who, who_kind)
+        changer = who_to_tell(event, who, who_kind, changed_at=changed_at, now=self._clock())
         rules = ", ".join(sorted({c.rule for c in changes}))
         ids = {id_field: resource_id.key, "rule": rules, "correlation_id": correlation_id}
         if changer.skip is not None or changer.address is None:
@@ -141,16 +141,23 @@ def build_mail(message: ChangerMessage, *, mail_from: str, correlation_id: str |
     return msg
 
 
-def _target(outcome: Any) -> tuple[PlanId, str, tuple[Any, ...], str | None, str | None] | None:
-    """(id, kind, the findings the write fixed, systemData's last writer and its type) of a plan or lab outcome."""
+def _target(outcome: Any) -> tuple[PlanId, str, tuple[Any, ...], str | None, str | None, str | None] | None:
+    """(id, kind, the findings the write fixed, systemData's last writer, its type and when) of an outcome."""
     lab_evaluation = getattr(outcome, "lab", None)
     if lab_evaluation is not None:
         lab = lab_evaluation.lab
         # A LabId reads as a PlanId (``key``, ``path``, ``name``, ``resource_group``): the ledger keys on ``key``.
         lab_id = cast(PlanId, lab.id)
-        return lab_id, "lab", tuple(lab_evaluation.drift), lab.last_modified_by, lab.last_modified_by_type
+        return (
+            lab_id,
+            "lab",
+            tuple(lab_evaluation.drift),
+            lab.last_modified_by,
+            lab.last_modified_by_type,
+            lab.last_modified_at,
+        )
     evaluation = getattr(outcome, "evaluation", None)
     if evaluation is None:
         return None
     plan = evaluation.plan
-    return plan.id, "lab plan", tuple(evaluation.drift), plan.modified_by, plan.modified_by_type
+    return plan.id, "lab plan", tuple(evaluation.drift), plan.modified_by, plan.modified_by_type, plan.modified_at

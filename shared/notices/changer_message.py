@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from shared.core.failures import failure_digest
@@ -105,12 +105,36 @@ def changer_from_system_data(who: str | None, kind: str | None) -> Changer:
     return Changer(who, "", None, "systemData")
 
 
-def who_to_tell(event: Changer | None, who: str | None, kind: str | None) -> Changer:
+#: The sweep (no event) tells systemData's last writer only when that write is this recent: an older one is
+#: not news to them, and the drift more likely comes from a tightened policy than from their change.
+SWEEP_WINDOW = timedelta(hours=24)
+
+
+def who_to_tell(
+    event: Changer | None,
+    who: str | None,
+    kind: str | None,
+    *,
+    changed_at: str | None = None,
+    now: datetime | None = None,
+) -> Changer:
     """The person to tell about a write labguard undid: the event's caller when the resource's own record
     (systemData, read by labguard right before its write) agrees they were the last to change it, else
-    systemData alone (the sweep, or an event without claims)."""
+    systemData alone (the sweep, or an event without claims) when its lastModifiedAt is within
+    :data:`SWEEP_WINDOW` of ``now``."""
     recorded = changer_from_system_data(who, kind)
     if event is None:
+        if recorded.skip is None and now is not None:
+            when = _instant(changed_at)
+            if when is None:
+                return replace(recorded, address=None, skip="systemData does not say when it was last changed")
+            if now - when > SWEEP_WINDOW:
+                return replace(
+                    recorded,
+                    address=None,
+                    skip=f"the last change is older than {SWEEP_WINDOW.days * 24} h (systemData): not news to its "
+                    "writer, and the drift may come from a tightened policy",
+                )
         return recorded
     if event.skip is not None or not who or not kind:
         return event
@@ -119,6 +143,17 @@ def who_to_tell(event: Changer | None, who: str | None, kind: str | None) -> Cha
             None, event.name, event.object_id, "event", "written again by someone else before labguard read it"
         )
     return event
+
+
+def _instant(text: str | None) -> datetime | None:
+    """An ARM timestamp (ISO 8601, UTC), or None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip()[:40].replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

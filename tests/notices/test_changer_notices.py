@@ -21,7 +21,7 @@ import requests
 from emulator.testing import start_emulator
 from tests.app.test_functions_e2e import deliver, tick
 from tests.labs.lab_fixtures import lab_body
-from tests.notices.plans import SUB, plan_json
+from tests.notices.plans import SUB, functions_env, plan_json
 from tests.notices.servers import SmtpServer, TlsMaterial, azurite_connection_string
 
 pytestmark = pytest.mark.integration
@@ -51,23 +51,9 @@ def app_env(
     emu: Any, env: dict[str, str], tls: TlsMaterial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     """The mail relay and the ledger on, ARM pointed at the local endpoint; LABGUARD_NOTIFY_CHANGER unset."""
-    bundle = tmp_path / "ca.pem"
-    bundle.write_text(Path(tls.ca_file).read_text() + Path(emu.ca_file).read_text())
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    values = {
-        **{k: v for k, v in env.items() if "WEBHOOK" not in k and "TOPIC" not in k and "SUPPORT_URL" not in k},
-        "LABGUARD_CA_BUNDLE": str(bundle),
-        "LABGUARD_ARM_ENDPOINT": emu.endpoint,
-        "LABGUARD_ARM_AUDIENCE": "https://management.azure.com/",
-        "LABGUARD_SUBSCRIPTIONS": SUB,
-        "LABGUARD_POLICY_FILE": str(policy),
-        "LABGUARD_SWEEP_FANOUT": "off",
-        "AZURE_TENANT_ID": emu.tenant_id,
-        "AZURE_CLIENT_ID": "labguard-app",
-        "AZURE_CLIENT_SECRET": "local-test-secret",
-        "AZURE_AUTHORITY_HOST": emu.authority,
-    }
+    values = functions_env(
+        emu, env, tls.ca_file, tmp_path, POLICY, drop=("WEBHOOK", "TOPIC", "SUPPORT_URL"), LABGUARD_SWEEP_FANOUT="off"
+    )
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return values

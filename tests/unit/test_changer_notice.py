@@ -122,6 +122,22 @@ def test_the_event_caller_is_told_only_when_systemdata_agrees_they_wrote_last() 
     assert who_to_tell(None, "teacher@school.example", "User").address == "teacher@school.example"
 
 
+def test_the_sweep_tells_the_last_writer_only_of_a_recent_change() -> None:
+    """systemData names the last writer however long ago: a write older than the window is not news to them,
+    and the drift may come from a tightened policy, so the sweep does not write to them."""
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    teacher = "teacher@school.example"
+    recent = who_to_tell(None, teacher, "User", changed_at="2026-12-02T09:30:00.1234567Z", now=now)
+    assert recent.address == teacher and recent.skip is None
+    old = who_to_tell(None, teacher, "User", changed_at="2026-11-20T09:30:00Z", now=now)
+    assert old.address is None and "older than 24 h" in (old.skip or "")
+    for unreadable in (None, "", "yesterday", "\n\x1b[31m" * 1000):
+        silent = who_to_tell(None, teacher, "User", changed_at=unreadable, now=now)
+        assert silent.address is None and "does not say when" in (silent.skip or "")
+
+
 def test_one_ledger_key_per_person_resource_and_hour() -> None:
     plan = PlanId.parse(
         "/subscriptions/34adfa4f-cedf-4dc0-ba29-b6d1a69ab345/resourceGroups/rg/providers/Microsoft.LabServices/labPlans/p"
