@@ -194,20 +194,28 @@ def sweep(
         )
         if preview in (exit_codes.USAGE, exit_codes.AZURE_UNAVAILABLE, exit_codes.INTERRUPTED):
             return preview
-        if not previews or not previews[0].counts["drifted"]:
+        lab_patches = {
+            lab.plan_id: lab.lab.patch
+            for lab in (previews[0].labs if previews else [])
+            if lab.status == "drifted" and lab.lab is not None and lab.lab.patch
+        }
+        if not previews or not (previews[0].counts["drifted"] or lab_patches):
             out.print("Nothing to send.")
             return preview
         out.print()
-        if not typer.confirm("Send these patches now? (each plan is read again right before its write)", default=False):
+        if not typer.confirm(
+            "Send these patches now? (each plan and lab is read again right before its write)", default=False
+        ):
             out.print("Nothing sent.")
             return preview
         out.print()
-        # Only what was shown is sent: a plan whose patch differs when it is read again is left alone.
+        # Only what was shown is sent: a plan or lab whose patch differs when it is read again is left alone.
         approved = {
             item.outcome.plan_id: item.outcome.evaluation.patch
             for item in previews[0].results
             if item.status == "drifted" and item.outcome.evaluation is not None and item.outcome.evaluation.patch
         }
+        approved.update(lab_patches)
     configured = runner.configured_scope(env)
     header = runner.RunResult(command, dry_run, settings, policy, functions_mode=functions_mode, configured=configured)
     header_shown = False
@@ -246,6 +254,13 @@ def sweep(
                     show_header()
                     printer.print(line, soft_wrap=True)
 
+        def on_lab(outcome: Any) -> None:
+            if streaming:
+                line = render.lab_change_line(outcome, dry_run=dry_run)
+                if line is not None:
+                    show_header()
+                    printer.print(line, soft_wrap=True)
+
         try:
             return await runner.run(
                 settings,
@@ -253,6 +268,7 @@ def sweep(
                 command=command,
                 dry_run=dry_run,
                 on_result=on_result,
+                on_lab=on_lab,
                 credential=credential,
                 fail_on=fail_on,
                 handle_interrupt=True,
@@ -276,7 +292,8 @@ def sweep(
         out.file.write(json.dumps(render.run_json(result), indent=2, ensure_ascii=False) + "\n")
     else:
         show_header()
-        if streaming and (result.counts["fixed"] or result.counts["drifted"]):
+        lab_lines = any(render.lab_change_line(lab, dry_run=dry_run) for lab in result.labs)
+        if streaming and (result.counts["fixed"] or result.counts["drifted"] or lab_lines):
             out.print()
         render.print_run(out, result, changes_shown=streaming, header=False)
     return result.exit_code
@@ -536,6 +553,9 @@ def report(
             snapshot, files = write_report(_flags(subscription, resource_group, policy), html_file, snapshot_file)
         totals = snapshot["totals"]
         counts = ", ".join(f"{totals[k]} {k}" for k in totals if k != "plans" and totals[k])
+        labs = snapshot.get("labTotals") or {}
+        if labs.get("labs"):
+            counts += f"; {labs['labs']} labs: " + ", ".join(f"{labs[k]} {k}" for k in labs if k != "labs" and labs[k])
         _err().print(f"labguard: wrote {', '.join(map(str, files))} ({totals['plans']} plans: {counts or 'none'})")
         return 0
 

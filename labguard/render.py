@@ -190,9 +190,15 @@ def plans_table(result: RunResult) -> Table:
     return table
 
 
-def lab_lines(outcome: Any) -> list[tuple[str, str]]:
+def lab_lines(outcome: Any, result: RunResult | None = None) -> list[tuple[str, str]]:
     """(text, style) FINDINGS lines of one lab: what is (or would be) fixed, what is only reported and why."""
     evaluation = outcome.lab
+    denied = result.lab_write_denied.get(outcome.plan_id) if result is not None else None
+    if denied is not None:
+        head = [(denied.describe(), "")]
+        drift = evaluation.drift if evaluation is not None else ()
+        still = ", ".join(f"{f.leaf} {f.observed} → {f.patch_value}" for f in drift)
+        return head + ([("still drifted; not written: " + still, "dim")] if still else [])
     if evaluation is None:
         return [(outcome.detail or outcome.status, "")]
     lines: list[tuple[str, str]] = []
@@ -210,7 +216,50 @@ def lab_lines(outcome: Any) -> list[tuple[str, str]]:
         lines.insert(0, (str(evaluation.reason), ""))
     elif outcome.status in ("failed", "gone", "unconverged", "write-failed", "proof-deferred"):
         lines.insert(0, (outcome.detail or outcome.status, ""))
+    elif outcome.status == "drifted" and outcome.detail:  # e.g. changed since the preview; not written
+        lines.insert(0, (outcome.detail, ""))
     return lines
+
+
+def lab_name(outcome: Any) -> str:
+    evaluation = outcome.lab
+    return evaluation.lab.name if evaluation is not None else str(outcome.plan_id).rsplit("/", 1)[-1]
+
+
+def lab_change_line(outcome: Any, *, dry_run: bool) -> Text | None:
+    """One line per lab enforce patched (or would patch), as :func:`change_line` for plans."""
+    evaluation = outcome.lab
+    if outcome.status not in ("fixed", "drifted") or evaluation is None or not evaluation.patch or outcome.detail:
+        return None
+    verb = "would fix" if dry_run or outcome.status == "drifted" else "fixed"
+    lab = evaluation.lab
+    plan = f", plan {lab.lab_plan_id.name}" if lab.lab_plan_id is not None else ""
+    changes = ", ".join(
+        f"{f.leaf} {'(not set)' if f.observed is None else f.observed} → {f.patch_value}" for f in evaluation.drift
+    )
+    line = Text()
+    line.append(f"{verb:<9} ", style="yellow" if verb == "would fix" else "green")
+    line.append(f"lab {lab.name}", style="bold")
+    line.append(f" ({short_sub(lab.id.subscription_id)}/{lab.id.resource_group}{plan}): {changes}")
+    who = changed_by(lab.last_modified_by, lab.last_modified_by_type)
+    if who:  # whose change this sets back (systemData's last writer), as for plans
+        line.append(f"; last changed by {who}", style="dim")
+    return line
+
+
+def labs_table(result: RunResult, labs: Sequence[Any]) -> Table:
+    """Labs on their own (enforce shows those it did not change): lab, its plan, state, findings."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
+    table.add_column("LAB", no_wrap=True)
+    table.add_column("PLAN", no_wrap=True)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("FINDINGS", overflow="fold")
+    for outcome in sorted(labs, key=lambda o: o.plan_id):
+        _, _, state, findings = _lab_row(outcome, result)
+        lab = outcome.lab.lab if outcome.lab is not None else None
+        plan = lab.lab_plan_id.name if lab is not None and lab.lab_plan_id is not None else "(none)"
+        table.add_row(lab_name(outcome), plan, state, findings)
+    return table
 
 
 def _lab_row(outcome: Any, result: RunResult) -> tuple[Text, str, Text, Text]:
@@ -218,11 +267,17 @@ def _lab_row(outcome: Any, result: RunResult) -> tuple[Text, str, Text, Text]:
     name = evaluation.lab.name if evaluation is not None else outcome.plan_id.rsplit("/", 1)[-1]
     rg = evaluation.lab.id.resource_group if evaluation is not None else ""
     findings = Text()
-    for index, (line, style) in enumerate(lab_lines(outcome)):
+    for index, (line, style) in enumerate(lab_lines(outcome, result)):
         if index:
             findings.append("\n")
         findings.append(line, style=style)
-    return Text(f"  └ lab {name}"), rg, state_text(outcome.status, dry_run=result.command == "enforce"), findings
+    denied = outcome.plan_id in result.lab_write_denied
+    patch = evaluation.patch if evaluation is not None else None
+    would_fix = result.command == "enforce" and bool(patch) and not outcome.detail
+    state = state_text(outcome.status, dry_run=would_fix, denied=denied)
+    if outcome.plan_id in result.lab_write_errors and not denied:
+        state = Text("not converged", style="bold red")
+    return Text(f"  └ lab {name}"), rg, state, findings
 
 
 def summary_line(result: RunResult) -> str:
@@ -240,7 +295,20 @@ def summary_line(result: RunResult) -> str:
     plans = f"{total} plan{'s' if total != 1 else ''}"
     if result.interrupted is not None:
         plans += " checked before the interrupt"
-    return f"{plans}: {', '.join(parts) or 'none found'} ({result.duration_s:.1f} s)"
+    labs = ""
+    if result.labs:
+        lab_counts = result.lab_counts
+        lab_parts = [
+            f"{lab_counts[s]} {STATES[s][0].lower() if s != 'provisioning-failed' else 'failed'}"
+            for s in ORDER
+            if lab_counts[s]
+        ]
+        if lab_counts["not-converged"]:
+            lab_parts.append(f"{lab_counts['not-converged']} not written")
+        if result.command == "enforce" and result.dry_run:
+            lab_parts = [p.replace("drifted", "to fix or report") for p in lab_parts]
+        labs = f"; {_plural(len(result.labs), 'lab')}: {', '.join(lab_parts)}"
+    return f"{plans}: {', '.join(parts) or 'none found'}{labs} ({result.duration_s:.1f} s)"
 
 
 def header_lines(result: RunResult) -> list[str]:
@@ -307,14 +375,48 @@ def findings_words(result: RunResult) -> list[tuple[str, str]]:
     if counts["proof-deferred"]:
         n = counts["proof-deferred"]
         words.append(("drift", f"{_plural(n, 'plan')} written, still being applied (audit again to prove)"))
+    labs = result.lab_counts
+    drifted_labs = [lab for lab in result.labs if lab.status == "drifted"]
+    patchable = sum(1 for lab in drifted_labs if lab.lab is not None and lab.lab.patch)
+    if patchable:
+        if result.command == "audit":
+            verb = "drifted"
+        elif result.dry_run:
+            verb = "would be fixed"
+        else:
+            verb = "left drifted (not written)"
+        words.append(("drift", f"{_plural(patchable, 'lab')} {verb}"))
+    if len(drifted_labs) - patchable:
+        n = len(drifted_labs) - patchable
+        words.append(("drift", f"{_plural(n, 'lab')} out of bounds where labguard may not write (reported only)"))
+    lab_denied = len(result.lab_write_denied)
+    if lab_denied:
+        words.append(("drift", f"{_plural(lab_denied, 'lab')} checked but not written (missing permission)"))
+    lab_other = labs["not-converged"] - lab_denied + labs["unconverged"]
+    if lab_other:
+        words.append(("drift", f"{_plural(lab_other, 'lab')} not converged (the patch did not land)"))
+    if labs["provisioning-failed"]:
+        n = labs["provisioning-failed"]
+        words.append(("failed-provisioning", f"{_plural(n, 'lab')} failed to provision (its owner's to fix)"))
+    if labs["write-failed"]:
+        n = labs["write-failed"]
+        words.append(("drift", f"{_plural(n, 'lab')} failed after labguard's own write (the admin's to fix)"))
+    if labs["proof-deferred"]:
+        n = labs["proof-deferred"]
+        words.append(("drift", f"{_plural(n, 'lab')} written, still being applied (audit again to prove)"))
     expiring = result.expiring()
     if expiring:
         words.append(("exempt-expiring", f"{_plural(len(expiring), 'exemption')} ending within 14 days"))
+    lab_expiring = result.lab_expiring()
+    if lab_expiring:
+        words.append(("exempt-expiring", f"{_plural(len(lab_expiring), 'lab exemption')} ending within 14 days"))
     if result.empty_scopes:
         words.append(("empty-scope", f"{_plural(len(result.empty_scopes), 'scope')} with no lab plans"))
     unreadable = sum(1 for r in result.results if r.status == "failed" and not r.write_failed)
     if unreadable:
         words.append(("", f"{unreadable} could not be read"))
+    if labs["failed"]:
+        words.append(("", f"{_plural(labs['failed'], 'lab')} could not be read"))
     if result.list_failures:
         words.append(("", f"{_plural(len(result.list_failures), 'scope')} could not be listed"))
     return words
@@ -328,11 +430,11 @@ def verdict_line(result: RunResult) -> Text:
     note = f" (not failing the run, --fail-on: {'; '.join(ignored)})" if ignored else ""
     counts = result.counts
     if code == 0:
-        if result.command == "enforce" and not result.dry_run and counts["fixed"]:
-            return Text(
-                f"exit 0: fixed {counts['fixed']}; every enforceable plan in scope is compliant{note}", style="green"
-            )
-        return Text(f"exit 0: every plan in scope is compliant (or exempt / skipped){note}", style="green")
+        what = "plan and lab" if result.labs else "plan"
+        fixed = counts["fixed"] + result.lab_counts["fixed"]
+        if result.command == "enforce" and not result.dry_run and fixed:
+            return Text(f"exit 0: fixed {fixed}; every enforceable {what} in scope is compliant{note}", style="green")
+        return Text(f"exit 0: every {what} in scope is compliant (or exempt / skipped){note}", style="green")
     if code == 130:
         return Text("exit 130: interrupted; see above for what was changed, in flight and not reached", style="yellow")
     if code == 3:
@@ -367,9 +469,15 @@ def interrupted_lines(result: RunResult) -> list[Text]:
         return []
     lines = [Text("labguard: interrupted (Ctrl-C): no new change was started", style="bold yellow")]
     changed = [r for r in result.sorted_results() if r.status == "fixed"]
+    changed_labs = [lab for lab in result.labs if lab.status == "fixed"]
     applied = [w for w in report.in_flight if w.result == "applied"]
     word = "would change" if result.dry_run or result.command == "audit" else "changed"
-    lines.append(Text(f"{word} before the interrupt: {len(changed)}" + (" (listed above)" if changed else "")))
+    lines.append(
+        Text(
+            f"{word} before the interrupt: {len(changed) + len(changed_labs)}"
+            + (" (listed above)" if changed or changed_labs else "")
+        )
+    )
     if report.in_flight:
         waited = "not waited for (second Ctrl-C)" if report.abandoned_wait else "waited for"
         lines.append(Text(f"in flight when interrupted: {len(report.in_flight)} ({waited})"))
@@ -381,29 +489,37 @@ def interrupted_lines(result: RunResult) -> list[Text]:
                 "failed": f"{write.detail or 'sent; the plan was left Failed'}: run `labguard audit` to see",
                 "abandoned": "sent, outcome unknown: run `labguard audit` to see",
             }.get(write.result, f"{write.result}: {write.detail}")
+            kind = "lab " if _is_lab_path(write.plan_id.path) else ""
             lines.append(
                 Text(
-                    f"  {write.plan_id.name} ({short_sub(write.plan_id.subscription_id)}/"
+                    f"  {kind}{write.plan_id.name} ({short_sub(write.plan_id.subscription_id)}/"
                     f"{write.plan_id.resource_group}): {what}"
                 )
             )
     checked = len(result.results)
-    lines.append(
-        Text(f"checked: {checked} plan{'s' if checked != 1 else ''}; changed in all: {len(changed) + len(applied)}")
-    )
+    labs_checked = f", {_plural(len(result.labs), 'lab')}" if result.labs else ""
     lines.append(
         Text(
-            f"not reached: {len(report.not_reached)} listed plan{'s' if len(report.not_reached) != 1 else ''}"
-            + (", nothing written to them" if report.not_reached else "")
+            f"checked: {checked} plan{'s' if checked != 1 else ''}{labs_checked}; changed in all: "
+            f"{len(changed) + len(changed_labs) + len(applied)}"
         )
     )
+    lab_paths = [path for path in report.not_reached if _is_lab_path(path)]
+    not_reached = f"{_plural(len(report.not_reached) - len(lab_paths), 'listed plan')}"
+    if lab_paths:
+        not_reached += f" and {_plural(len(lab_paths), 'lab')}"
+    lines.append(Text(f"not reached: {not_reached}" + (", nothing written to them" if report.not_reached else "")))
     for path in report.not_reached[:20]:
-        lines.append(Text(f"  {path.rsplit('/', 1)[-1]}", style="dim"))
+        lines.append(Text(f"  {'lab ' if _is_lab_path(path) else ''}{path.rsplit('/', 1)[-1]}", style="dim"))
     if len(report.not_reached) > 20:
         lines.append(Text(f"  ... and {len(report.not_reached) - 20} more (--json lists all)", style="dim"))
     if report.scopes_not_listed:
         lines.append(Text("scopes not fully listed (more plans may be there): " + ", ".join(report.scopes_not_listed)))
     return lines
+
+
+def _is_lab_path(path: str) -> bool:
+    return "/providers/microsoft.labservices/labs/" in path.lower()
 
 
 def emit(out: Console, renderable: Any) -> None:
@@ -433,6 +549,14 @@ def print_run(out: Console, result: RunResult, *, changes_shown: bool = False, h
             rest = RunResult(result.command, result.dry_run, result.settings, result.policy, attention)
             out.print("Plans labguard did not change:")
             emit(out, plans_table(rest))
+        labs_left = [
+            lab
+            for lab in result.labs
+            if lab.status not in ("fixed", "compliant") and lab_change_line(lab, dry_run=result.dry_run) is None
+        ]
+        if labs_left:
+            out.print("Labs labguard did not change:")
+            emit(out, labs_table(result, labs_left))
     elif result.results:
         emit(out, plans_table(result))
     for scope, error in result.list_failures:
@@ -445,6 +569,8 @@ def print_run(out: Console, result: RunResult, *, changes_shown: bool = False, h
         out.print(Text(f"warning: {line}", style="yellow"), soft_wrap=True)
     for plan, end in result.expiring():
         out.print(Text(f"exemption of {plan_name(plan)} ends {end.isoformat()}", style="cyan"), soft_wrap=True)
+    for lab, end in result.lab_expiring():
+        out.print(Text(f"exemption of lab {lab_name(lab)} ends {end.isoformat()}", style="cyan"), soft_wrap=True)
     if result.interrupted is not None:
         out.print()
         for text in interrupted_lines(result):
@@ -495,7 +621,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
                 "pending": list(item.notice.pending),
                 "problem": item.notice.problem,
             }
-        entry["labs"] = [lab_json(lab) for lab in result.labs_of(pid)]
+        entry["labs"] = [lab_json(lab, result) for lab in result.labs_of(pid)]
         plans.append(entry)
     return {
         "command": result.command,
@@ -505,7 +631,8 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "scope": {"subscriptions": list(settings.subscriptions), "resourceGroups": list(settings.resource_groups)},
         "summary": {status: result.counts[status] for status in ORDER if result.counts[status]},
         "plans": plans,
-        "labsWithoutPlan": [lab_json(lab) for lab in result.labs_of(None)],
+        "labsWithoutPlan": [lab_json(lab, result) for lab in result.labs_of(None)],
+        "labSummary": {status: n for status, n in sorted(result.lab_counts.items()) if n},
         "listFailures": [{"scope": scope, "error": error} for scope, error in result.list_failures],
         **({"files": list(result.files)} if result.files else {}),
         "notRegistered": list(result.not_registered),
@@ -514,7 +641,8 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "exemptionsEnding": [
             {"id": plan.plan_id.path if plan.plan_id else plan.outcome.plan_id, "until": end.isoformat()}
             for plan, end in result.expiring()
-        ],
+        ]
+        + [{"id": lab.lab.lab.id.path, "until": end.isoformat()} for lab, end in result.lab_expiring()],
         "mode": {
             "run": "audit" if result.command == "audit" or result.dry_run else "enforce",
             "functions": result.functions_mode[0] if result.functions_mode else None,
@@ -527,9 +655,10 @@ def run_json(result: RunResult) -> dict[str, Any]:
     }
 
 
-def lab_json(outcome: Any) -> dict[str, Any]:
+def lab_json(outcome: Any, result: RunResult | None = None) -> dict[str, Any]:
     """One lab for ``--json``: its id, plan, status, findings (lab keys) and the patch sent or to send."""
     evaluation = outcome.lab
+    denied = result.lab_write_denied.get(outcome.plan_id) if result is not None else None
     lab = evaluation.lab if evaluation is not None else None
     return {
         "id": lab.id.path if lab is not None else outcome.plan_id,
@@ -552,6 +681,17 @@ def lab_json(outcome: Any) -> dict[str, Any]:
         ],
         "patch": dict(evaluation.patch) if evaluation is not None else {},
         "changedBy": changed_by(lab.last_modified_by, lab.last_modified_by_type) if lab is not None else None,
+        **({"writeDenied": _denied_json(denied)} if denied is not None else {}),
+    }
+
+
+def _denied_json(denied: Any) -> dict[str, Any]:
+    return {
+        "principalId": denied.principal_id,
+        "scope": denied.scope,
+        "action": denied.action,
+        "role": denied.role,
+        "message": denied.describe(),
     }
 
 
@@ -562,7 +702,8 @@ def interrupted_json(result: RunResult) -> dict[str, Any] | None:
     return {
         "changed": [
             r.plan_id.path if r.plan_id else r.outcome.plan_id for r in result.sorted_results() if r.status == "fixed"
-        ],
+        ]
+        + [lab.lab.lab.id.path if lab.lab is not None else lab.plan_id for lab in result.labs if lab.status == "fixed"],
         "inFlight": [
             {"id": w.plan_id.path, "result": w.result, "detail": w.detail, "patch": dict(w.patch)}
             for w in report.in_flight

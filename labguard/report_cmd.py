@@ -18,7 +18,7 @@ from typing import Any
 
 from labguard import runner
 from shared.core.report_html import render_html
-from shared.core.snapshot import NoticeState, PlanEntry, build_snapshot
+from shared.core.snapshot import LabEntry, NoticeState, PlanEntry, build_snapshot
 
 
 def _notice(result: runner.PlanResult) -> NoticeState | None:
@@ -30,10 +30,23 @@ def _notice(result: runner.PlanResult) -> NoticeState | None:
     return None
 
 
+def _lab_notice(result: runner.RunResult, outcome: Any) -> NoticeState | None:
+    if outcome.status != "provisioning-failed":
+        return None
+    status = result.lab_notices.get(outcome.plan_id)
+    if status is not None:
+        return NoticeState(sent=status.sent, pending=status.pending, problem=status.problem)
+    return NoticeState(problem="no notice ledger: set AzureWebJobsStorage to see it")
+
+
 def snapshot_of(result: runner.RunResult, changes: Any, problem: str | None, now: datetime) -> dict[str, Any]:
     entries = [
         PlanEntry(item.outcome.plan_id, item.status, item.outcome.evaluation, item.outcome.detail, _notice(item))
         for item in result.results
+    ]
+    labs = [
+        LabEntry(outcome.plan_id, outcome.status, outcome.lab, outcome.detail, _lab_notice(result, outcome))
+        for outcome in result.labs
     ]
     return build_snapshot(
         entries,
@@ -45,6 +58,7 @@ def snapshot_of(result: runner.RunResult, changes: Any, problem: str | None, now
         changes=changes,
         changes_problem=problem,
         list_failures=result.list_failures,
+        labs=labs,
     )
 
 

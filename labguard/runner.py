@@ -28,12 +28,15 @@ from typing import Any, Literal
 from labguard import exit_codes
 from labguard.tracking import (
     INTERRUPT_GRACE_S,
+    LAB_WRITE_ACTION,
     Interruption,
     TrackingArm,
+    TrackingLabsArm,
     WriteDenied,
     install_interrupt,
     write_denied,
 )
+from shared.core.labs import LabId, is_lab_outcome
 from shared.core.plans import LabPlan, PlanId
 from shared.core.policy import Mode, Policy, load_policy
 from shared.core.snapshot import DRIFT_STATUSES
@@ -215,6 +218,9 @@ class RunResult:
     configured: Settings | None = None  # the scope the app settings name, without the flags
     today: date = field(default_factory=lambda: datetime.now(UTC).date())
     labs: list[PlanOutcome] = field(default_factory=list)  # lab outcomes (outcome.lab: the LabEvaluation)
+    lab_notices: dict[str, NoticeStatus] = field(default_factory=dict)  # a Failed lab's notice, by lab key
+    lab_write_errors: dict[str, ArmError] = field(default_factory=dict)  # lab key -> its PATCH's error
+    lab_write_denied: dict[str, WriteDenied] = field(default_factory=dict)  # lab key -> labs/write refused (403)
 
     def labs_of(self, plan_id: PlanId | None) -> list[PlanOutcome]:
         """The labs whose labPlanId names this plan (None: labs naming no plan in this run), by name."""
@@ -241,14 +247,34 @@ class RunResult:
                 found.append((result, end))
         return found
 
+    @property
+    def lab_counts(self) -> Counter[str]:
+        """Labs by status; a lab whose PATCH was refused counts as not converged, not as unreadable."""
+        return Counter(
+            "not-converged" if lab.status == "failed" and lab.plan_id in self.lab_write_errors else lab.status
+            for lab in self.labs
+        )
+
+    def lab_expiring(self) -> list[tuple[PlanOutcome, date]]:
+        """Exempt labs whose exemption ends within 14 days (``exempt-expiring``, as for plans)."""
+        soon = self.today + timedelta(days=exit_codes.EXPIRING_WITHIN_DAYS)
+        found = []
+        for lab in self.labs:
+            end = lab_exemption_end(lab, self.policy)
+            if lab.status == "exempt" and end is not None and end <= soon:
+                found.append((lab, end))
+        return found
+
     def tally(self) -> exit_codes.Tally:
+        """What the run found, labs counted as plans are: drifted, not converged, failed, unreadable, expiring."""
         counts = self.counts
-        not_converged = sum(1 for r in self.results if r.write_failed)
-        unreadable = sum(1 for r in self.results if r.status == "failed" and not r.write_failed)
+        labs = self.lab_counts
+        not_converged = sum(1 for r in self.results if r.write_failed) + labs["not-converged"]
+        unreadable = sum(1 for r in self.results if r.status == "failed" and not r.write_failed) + labs["failed"]
         return exit_codes.Tally(
-            drift=sum(counts[status] for status in DRIFT_STATUSES) + not_converged,
-            failed_provisioning=counts["provisioning-failed"],
-            exempt_expiring=len(self.expiring()),
+            drift=sum(counts[status] + labs[status] for status in DRIFT_STATUSES) + not_converged,
+            failed_provisioning=counts["provisioning-failed"] + labs["provisioning-failed"],
+            exempt_expiring=len(self.expiring()) + len(self.lab_expiring()),
             empty_scopes=len(self.empty_scopes),
             unreadable=unreadable + len(self.list_failures),
             azure_failing=self.azure_failing,
@@ -259,12 +285,7 @@ class RunResult:
         """0 compliant; 1 a finding ``--fail-on`` selects; 3 Azure unreachable or failing; 130 interrupted."""
         if self.interrupted is not None:
             return exit_codes.INTERRUPTED
-        code = exit_codes.decide(self.tally(), self.fail_on)
-        if code == 0 and any(
-            LAB_FAIL_ON.get(lab.status, "drift") in self.fail_on for lab in self.labs if lab.status in LAB_FAIL_ON
-        ):
-            return exit_codes.FINDINGS  # a lab left drifted, failed to provision or not converged
-        return code
+        return exit_codes.decide(self.tally(), self.fail_on)
 
     def sorted_results(self) -> list[PlanResult]:
         def key(result: PlanResult) -> tuple[str, str, str]:
@@ -303,14 +324,6 @@ def evaluate_files(paths: Sequence[str], settings: Settings, policy: Policy, now
 
 
 OnResult = Callable[[PlanResult], Awaitable[None] | None]
-# A lab's outcome -> the --fail-on finding it counts as (as the plan outcomes do).
-LAB_FAIL_ON = {
-    "drifted": "drift",
-    "unconverged": "drift",
-    "write-failed": "drift",
-    "proof-deferred": "drift",
-    "provisioning-failed": "failed-provisioning",
-}
 
 
 async def run(
@@ -327,11 +340,13 @@ async def run(
     interrupt_grace_s: float = INTERRUPT_GRACE_S,
     functions_mode: tuple[str, str] | None = None,
     approved_patches: Mapping[str, Mapping[str, Any]] | None = None,
+    on_lab: Callable[[PlanOutcome], None] | None = None,
 ) -> RunResult:
     """Sweep every plan in scope: evaluate (audit, enforce --dry-run) or fix (enforce). Raises ConfigError.
 
-    ``approved_patches`` ({plan key: patch} shown in a preview and approved): only those exact patches
-    are sent; a plan whose fresh patch differs stays drifted, "changed since the preview; not written".
+    ``approved_patches`` ({plan or lab key: patch} shown in a preview and approved): only those exact
+    patches are sent; a plan or lab whose fresh patch differs stays drifted, "changed since the preview;
+    not written". ``on_lab`` is called with each lab's outcome as it comes (``on_result`` with each plan's).
 
     With ``handle_interrupt``, Ctrl-C stops the sweep cleanly instead of raising: no new write starts,
     the writes already sent finish (a second Ctrl-C abandons them) and ``RunResult.interrupted`` says
@@ -370,15 +385,27 @@ async def run(
             notifier=None,
             concurrency=settings.concurrency,
             dry_run=dry_run or command == "audit",
-            labs=_labs(runtime, policy, dry_run=dry_run or command == "audit"),
+            labs=_labs(runtime, policy, arm, dry_run=dry_run or command == "audit", approved=approved_patches),
             approved_patches=approved_patches,
         )
         ledger = _open_ledger(settings) if read_ledger else None
         checked: set[str] = set()
 
         async def collect(outcome: PlanOutcome) -> None:
-            if outcome.lab is not None or "/providers/microsoft.labservices/labs/" in outcome.plan_id.lower():
+            if is_lab_outcome(outcome):
                 result.labs.append(outcome)  # shown under its plan
+                checked.add(outcome.plan_id)
+                if outcome.status == "provisioning-failed" and outcome.lab is not None:
+                    result.lab_notices[outcome.plan_id] = await _lab_notice_status(ledger, outcome.lab.lab)
+                lab_error = arm.write_errors.get(outcome.plan_id)
+                if lab_error is not None and outcome.status == "failed":
+                    result.lab_write_errors[outcome.plan_id] = lab_error
+                    with contextlib.suppress(ValueError):
+                        lab_denied = write_denied(lab_error, LabId.parse(outcome.plan_id), principal, LAB_WRITE_ACTION)
+                        if lab_denied is not None:
+                            result.lab_write_denied[outcome.plan_id] = lab_denied
+                if on_lab is not None:
+                    on_lab(outcome)
                 return
             checked.add(outcome.plan_id)
             notice = None
@@ -430,7 +457,7 @@ async def run(
         if command == "enforce" and not dry_run:  # the compliance page's "changes labguard made" include these
             from shared.runtime.changes import record_changes
 
-            outcomes = [item.outcome for item in result.results]
+            outcomes = [item.outcome for item in result.results] + result.labs
             await record_changes(settings, outcomes, trigger="labguard enforce")
         if result.interrupted is not None:
             result.duration_s = time.monotonic() - started
@@ -468,6 +495,21 @@ def exemption_end(result: PlanResult, policy: Policy) -> date | None:
     if evaluation is None:
         return None
     tags = {str(key).lower(): value for key, value in evaluation.plan.tags.items()}
+    raw = tags.get(policy.exemption_until_tag.lower())
+    if not isinstance(raw, str):
+        return None
+    try:
+        return date.fromisoformat(raw.strip()[:10])
+    except ValueError:
+        return None
+
+
+def lab_exemption_end(outcome: PlanOutcome, policy: Policy) -> date | None:
+    """The last day of a lab's exemption (its ``-until`` tag), when it has a readable one."""
+    evaluation = outcome.lab
+    if evaluation is None:
+        return None
+    tags = {str(key).lower(): value for key, value in evaluation.lab.tags.items()}
     raw = tags.get(policy.exemption_until_tag.lower())
     if not isinstance(raw, str):
         return None
@@ -672,16 +714,33 @@ async def _notice_status(ledger: Any | None, plan: LabPlan) -> NoticeStatus | No
     return NoticeStatus(sent, pending)
 
 
+async def _lab_notice_status(ledger: Any | None, lab: Any) -> NoticeStatus | None:
+    """A Failed lab's notice, as the Functions keyed it (the lab's own id and error)."""
+    from shared.runtime.lab_reconcile import LabReconciler
+
+    return await _notice_status(ledger, LabReconciler.notice_subject(lab))
+
+
 def _channel(ledger_key: str) -> str:
     """``webhook:<host>:<digest>`` -> ``webhook:<host>``; other channel keys are already names."""
     return ":".join(ledger_key.split(":")[:2]) if ledger_key.startswith("webhook:") else ledger_key
 
 
-def _labs(runtime: Any, policy: Policy, *, dry_run: bool) -> Any:
-    """Labs beside plans (LABGUARD_LABS, on by default), judged as the Functions judge them."""
+def _labs(
+    runtime: Any,
+    policy: Policy,
+    tracker: TrackingArm,
+    *,
+    dry_run: bool,
+    approved: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Any:
+    """Labs beside plans (LABGUARD_LABS, on by default), judged as the Functions judge them. Their reads and
+    writes are noted in the run's ``tracker`` (Ctrl-C, refused writes), and after a preview only the lab
+    patches approved in it are sent."""
     if runtime.reconciler.labs is None:
         return None
     from shared.edge.lab_arm import LabsArm
     from shared.runtime.lab_reconcile import LabReconciler
 
-    return LabReconciler(LabsArm(runtime.session.plans), policy, dry_run=dry_run)
+    labs_arm = TrackingLabsArm(LabsArm(runtime.session.plans), tracker)
+    return LabReconciler(labs_arm, policy, dry_run=dry_run, approved_patches=approved)  # type: ignore[arg-type]

@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.core.labs import Lab, LabId
 from shared.core.plans import LabPlan, PlanId
 from shared.errors import ArmError
 from shared.runtime.reconcile import scope_path
 from shared.runtime.runs import APP_ROOT
 
 WRITE_ACTION = "Microsoft.LabServices/labPlans/write"
+LAB_WRITE_ACTION = "Microsoft.LabServices/labs/write"
 #: Seconds an interrupted run waits for writes already sent; a second Ctrl-C stops waiting.
 INTERRUPT_GRACE_S = 30.0
 
@@ -39,7 +41,7 @@ class NotSent(ArmError):
 class InFlight:
     """A write that was sent when the run was interrupted, and what became of it."""
 
-    plan_id: PlanId
+    plan_id: PlanId  # or a shared.labs.LabId for a lab's write (same name, path and scope attributes)
     patch: Mapping[str, Any]
     # "applied" (the proof read found it Succeeded), "refused" (the PATCH was answered with an error),
     # "unproven" (sent and accepted, but no read proved it), "failed" (the read found the plan Failed),
@@ -49,12 +51,17 @@ class InFlight:
 
 
 def _proven(after: Any) -> tuple[str, str | None]:
-    """What the proof read after an accepted write says: applied only for a Succeeded plan."""
-    if isinstance(after, LabPlan) and after.provisioning_state == "Succeeded":
+    """What the proof read after an accepted write says: applied only for a Succeeded plan (or lab)."""
+    what = "lab" if isinstance(after, Lab) else "plan"
+    if isinstance(after, (LabPlan, Lab)) and after.provisioning_state == "Succeeded":
         return "applied", None
-    if isinstance(after, LabPlan) and after.provisioning_state == "Failed":
-        return "failed", "sent; the plan was left Failed"
-    return "unproven", "sent; not proven (the plan was still busy)"
+    if isinstance(after, (LabPlan, Lab)) and after.provisioning_state == "Failed":
+        return "failed", f"sent; the {what} was left Failed"
+    return "unproven", f"sent; not proven (the {what} was still busy)"
+
+
+# The read that proves a write: (accepted, timeout_s) -> the plan or lab read, or None at the deadline.
+Prover = Callable[[Any, float], Awaitable[Any]]
 
 
 @dataclass
@@ -62,7 +69,7 @@ class Interruption:
     """What an interrupted run had done: filled in by :meth:`TrackingArm.settle`."""
 
     in_flight: list[InFlight] = field(default_factory=list)
-    not_reached: list[str] = field(default_factory=list)  # plan paths listed but never checked
+    not_reached: list[str] = field(default_factory=list)  # plan and lab paths listed but never checked
     scopes_not_listed: list[str] = field(default_factory=list)  # scopes whose listing did not finish
     abandoned_wait: bool = False  # a second Ctrl-C: in-flight writes were not waited for
 
@@ -78,8 +85,9 @@ class TrackingArm:
         self.write_errors: dict[str, ArmError] = {}
         self.read_errors: dict[str, ArmError] = {}
         self.refused_patches: dict[str, Mapping[str, Any]] = {}
-        # plan key -> (id, patch, task, stage): stage "send" (the PATCH) or "wait" (the proof read)
+        # plan (or lab) key -> (id, patch, task, stage): stage "send" (the PATCH) or "wait" (the proof read)
         self._writes: dict[str, tuple[PlanId, Mapping[str, Any], asyncio.Future[Any], str]] = {}
+        self._provers: dict[str, Prover] = {}  # how to prove each write still in flight (plans and labs differ)
         # writes whose proof finished: plan key -> (id, patch, result, detail), as InFlight.result says
         self.applied: dict[str, tuple[PlanId, Mapping[str, Any], str, str | None]] = {}
 
@@ -103,9 +111,21 @@ class TrackingArm:
 
     async def send_patch(self, plan_id: PlanId, patch: Mapping[str, Any], slot: Any = None) -> Any:
         """Send the write, shielded: a Ctrl-C cancels the sweep, not a write already on its way."""
+        inner = self._inner
+
+        async def prove(accepted: Any, timeout_s: float) -> Any:
+            return await inner.wait_for_write(plan_id, accepted, timeout_s=timeout_s)
+
+        return await self.track_send(plan_id, patch, lambda: inner.send_patch(plan_id, patch, slot), prove)
+
+    async def track_send(
+        self, plan_id: Any, patch: Mapping[str, Any], send: Callable[[], Awaitable[Any]], prove: Prover
+    ) -> Any:
+        """Send one write (a plan's or a lab's) as :meth:`send_patch` does; ``prove`` reads it after an interrupt."""
         if self.stopping:
             raise NotSent(plan_id)
-        task = asyncio.ensure_future(self._inner.send_patch(plan_id, patch, slot))
+        task = asyncio.ensure_future(send())
+        self._provers[plan_id.key] = prove
         self._writes[plan_id.key] = (plan_id, patch, task, "send")
         try:
             return await asyncio.shield(task)
@@ -121,8 +141,14 @@ class TrackingArm:
         self, plan_id: PlanId, accepted: Any, *, timeout_s: float | None = None, gate: Any = None
     ) -> Any:
         """The write stays in flight until the service has finished it (the read that proves it)."""
+        return await self.track_wait(
+            plan_id, lambda: self._inner.wait_for_write(plan_id, accepted, timeout_s=timeout_s, gate=gate)
+        )
+
+    async def track_wait(self, plan_id: Any, wait: Callable[[], Awaitable[Any]]) -> Any:
+        """Wait for one write's proof read (a plan's or a lab's) as :meth:`wait_for_write` does."""
         sent = self._writes.get(plan_id.key)
-        task = asyncio.ensure_future(self._inner.wait_for_write(plan_id, accepted, timeout_s=timeout_s, gate=gate))
+        task = asyncio.ensure_future(wait())
         patch: Mapping[str, Any] = sent[1] if sent is not None else {}
         self._writes[plan_id.key] = (plan_id, patch, task, "wait")
         try:
@@ -151,11 +177,8 @@ class TrackingArm:
             while not abandon.is_set() and loop.time() < deadline:
                 for key, (plan_id, patch, task, stage) in list(writes.items()):
                     if stage == "send" and task.done() and not task.cancelled() and task.exception() is None:
-                        proof = asyncio.ensure_future(
-                            self._inner.wait_for_write(
-                                plan_id, task.result(), timeout_s=max(0.1, deadline - loop.time())
-                            )
-                        )
+                        prove = self._provers[key]
+                        proof = asyncio.ensure_future(prove(task.result(), max(0.1, deadline - loop.time())))
                         writes[key] = (plan_id, patch, proof, "wait")
                 pending = {task for _, _, task, _ in writes.values() if not task.done()}
                 if not pending:
@@ -195,6 +218,46 @@ class TrackingArm:
         return report
 
 
+class TrackingLabsArm:
+    """The labs adapter (:class:`shared.lab_arm.LabsArm`) noting into a run's :class:`TrackingArm`: labs listed,
+    reads and writes that failed, lab writes in flight. After Ctrl-C no lab write starts either, and a lab
+    write already sent is finished and reported with the plans' (changed, in flight, not reached)."""
+
+    def __init__(self, inner: Any, tracker: TrackingArm) -> None:
+        self._inner = inner
+        self._tracker = tracker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def list_labs(self, subscription_id: str, resource_group: str | None = None) -> AsyncIterator[Any]:
+        async for item in self._inner.list_labs(subscription_id, resource_group):
+            if isinstance(item, Lab):
+                self._tracker.listed.setdefault(item.id.key, item.id)
+            yield item
+
+    async def get_lab(self, lab_id: LabId) -> Lab:
+        try:
+            lab: Lab = await self._inner.get_lab(lab_id)
+        except ArmError as exc:
+            self._tracker.read_errors[lab_id.key] = exc
+            raise
+        return lab
+
+    async def send_patch(self, lab_id: LabId, patch: Mapping[str, Any], slot: Any = None) -> Any:
+        inner = self._inner
+
+        async def prove(accepted: Any, timeout_s: float) -> Any:
+            return await inner.wait_for_write(lab_id, accepted, timeout_s=timeout_s)
+
+        return await self._tracker.track_send(lab_id, patch, lambda: inner.send_patch(lab_id, patch, slot), prove)
+
+    async def wait_for_write(self, lab_id: LabId, accepted: Any, *, timeout_s: float | None = None) -> Any:
+        return await self._tracker.track_wait(
+            lab_id, lambda: self._inner.wait_for_write(lab_id, accepted, timeout_s=timeout_s)
+        )
+
+
 def install_interrupt(on_first: Callable[[], None], abandon: asyncio.Event) -> Callable[[], None]:
     """Ctrl-C once: ``on_first`` (stop cleanly); twice: set ``abandon``. Returns the undo function."""
     loop = asyncio.get_running_loop()
@@ -230,22 +293,25 @@ class WriteDenied:
     principal_id: str | None
     scope: str
     role: str | None  # the role in infra/roles that grants the action, and its file
+    action: str = WRITE_ACTION  # labPlans/write, or labs/write for a lab
 
     def describe(self) -> str:
         who = f"object id {self.principal_id}" if self.principal_id else "object id unknown"
-        grant = f"assign it {self.role}" if self.role else f"assign it a role with {WRITE_ACTION}"
+        grant = f"assign it {self.role}" if self.role else f"assign it a role with {self.action}"
         return (
-            f"checked; not written: labguard's identity ({who}) lacks {WRITE_ACTION} on {self.scope}: "
+            f"checked; not written: labguard's identity ({who}) lacks {self.action} on {self.scope}: "
             f"{grant} on that scope"
         )
 
 
-def write_denied(error: ArmError | None, plan_id: PlanId, principal_id: str | None) -> WriteDenied | None:
+def write_denied(
+    error: ArmError | None, plan_id: PlanId | LabId, principal_id: str | None, action: str = WRITE_ACTION
+) -> WriteDenied | None:
     """A 403 (or 401) answering our PATCH: which identity, which scope, which role would grant it."""
     if error is None or error.status not in (401, 403):
         return None
     scope = f"/subscriptions/{plan_id.subscription_id}/resourceGroups/{plan_id.resource_group}"
-    return WriteDenied(principal_id, scope, role_granting(WRITE_ACTION))
+    return WriteDenied(principal_id, scope, role_granting(action), action)
 
 
 def role_granting(action: str, roles_dir: Path | None = None) -> str | None:

@@ -1,7 +1,8 @@
 """The admin's daily digest, so audit mode is not silent: the day's drift, new failures, ending exemptions.
 
 Pure: built from a snapshot (:mod:`shared.core.snapshot`) and the item keys of the last digest sent. An item
-is one drifted or fixed setting, one provisioning failure, or one exemption ending within 14 days; its
+is one drifted or fixed setting, one provisioning failure, or one exemption ending within 14 days, of a
+plan or of a lab (listed under its plan; a lab's setting labguard only reports is a drift item that says so); its
 key is a short hash of what it says, so the same drift seen on the next day is not "new". A digest is
 sent only when at least one item is new; it then lists every current item, new ones marked.
 :mod:`shared.notices.digest` keeps the once-per-day ledger row and sends it.
@@ -37,6 +38,11 @@ class DigestItem:
     plan: str  # plan name
     group: str  # resource group
     text: str  # one cleaned line
+    lab: str | None = None  # the lab's name when the item is a lab's (``plan`` is then the plan it names)
+
+    @property
+    def where(self) -> str:
+        return f"{self.group}/{self.plan}" + (f" > lab {self.lab}" if self.lab is not None else "")
 
 
 def _key(*parts: object) -> str:
@@ -44,7 +50,54 @@ def _key(*parts: object) -> str:
 
 
 def digest_items(snapshot: Mapping[str, Any]) -> list[DigestItem]:
-    """Every item the snapshot holds that an admin should hear about."""
+    """Every item the snapshot holds that an admin should hear about: of its plans, then of their labs."""
+    items: list[DigestItem] = []
+    for plan in snapshot.get("plans") or []:
+        items += _lab_items(plan.get("labs") or [], clean_line(plan.get("name") or plan.get("id"), 100))
+    items += _lab_items(snapshot.get("labsWithoutPlan") or [], "(no plan in scope)")
+    return _plan_items(snapshot) + items
+
+
+def _lab_items(labs: Sequence[Mapping[str, Any]], plan_name: str) -> list[DigestItem]:
+    """A lab's drift, fix, failure and ending exemption, as a plan's; findings labguard only reports (the
+    service cannot change them, or would refuse the fix) are drift items that say so."""
+    items: list[DigestItem] = []
+    for lab in labs:
+        name = clean_line(lab.get("name") or lab.get("id"), 100)
+        group = clean_line(lab.get("resourceGroup"), 90)
+        status = lab.get("status")
+        lid = lab.get("id")
+        if status == "provisioning-failed":
+            failure = lab.get("failure") or {}
+            what = clean_line(f"{failure.get('code') or 'no error code'}: {failure.get('message') or ''}", 300)
+            key = _key("lab-failure", lid, failure.get("code"), failure.get("timestamp"))
+            items.append(DigestItem(key, "failure", plan_name, group, what, name))
+        if status in ("drifted", "fixed"):
+            for finding in lab.get("findings") or []:
+                field = str(finding.get("field") or "").rsplit(".", 1)[-1]
+                observed = finding.get("observed") or "(not set)"
+                if finding.get("patchValue") is not None:
+                    line = clean_line(f"{field} {observed} -> {finding.get('patchValue')}", 200)
+                    kind: Kind = "fixed" if status == "fixed" else "drift"
+                elif finding.get("reportedOnly"):
+                    line = clean_line(f"{field} {observed}: reported, never patched ({finding.get('rule')})", 200)
+                    kind = "drift"
+                else:
+                    continue
+                items.append(DigestItem(_key(kind, lid, field, observed), kind, plan_name, group, line, name))
+        exemption = lab.get("exemption")
+        if exemption and exemption.get("state") == "ending-soon":
+            days = exemption.get("daysLeft")
+            line = clean_line(
+                f"ends {exemption.get('until')} ({days} day{'s' if days != 1 else ''} left): {exemption.get('reason')}",
+                300,
+            )
+            key = _key("exemption", lid, exemption.get("until"))
+            items.append(DigestItem(key, "exemption-ending", plan_name, group, line, name))
+    return items
+
+
+def _plan_items(snapshot: Mapping[str, Any]) -> list[DigestItem]:
     items: list[DigestItem] = []
     for plan in snapshot.get("plans") or []:
         name = clean_line(plan.get("name") or plan.get("id"), 100)
@@ -100,7 +153,26 @@ class Digest:
             if counts["exemption-ending"]
             else "",
         ]
-        return clean_line(f"[labguard] Daily digest {self.day.isoformat()}: " + ", ".join(p for p in parts if p), 200)
+        labs = sum(1 for i in self.items if i.lab is not None and i.key in self.new)
+        on_labs = f" ({labs} on labs)" if labs else ""
+        return clean_line(
+            f"[labguard] Daily digest {self.day.isoformat()}: " + ", ".join(p for p in parts if p) + on_labs, 200
+        )
+
+    def counts(self) -> list[str]:
+        """One line each for plans and labs: how many of each are drifted, fixed or failed (all items, not new)."""
+        lines = []
+        for what, of_labs in (("plans", False), ("labs", True)):
+            parts = []
+            for kind, word in (("drift", "drifted"), ("fixed", "fixed"), ("failure", "failed to provision")):
+                names = {
+                    (i.group, i.plan, i.lab) for i in self.items if i.kind == kind and (i.lab is not None) == of_labs
+                }
+                if names:
+                    parts.append(f"{len(names)} {word}")
+            if parts:
+                lines.append(f"{what.capitalize()}: " + ", ".join(parts))
+        return lines
 
     def _sections(self) -> list[tuple[str, list[DigestItem]]]:
         return [
@@ -113,6 +185,7 @@ class Digest:
         out = [
             f"labguard daily digest for {self.day.isoformat()} (mode {self.mode}, sweep at {self.generated_at}).",
             f"{len(self.new)} new item{'s' if len(self.new) != 1 else ''} since the last digest, marked NEW.",
+            *self.counts(),
             "",
         ]
         for title, items in self._sections():
@@ -120,7 +193,7 @@ class Digest:
             out.append(f"{title} ({total})")
             for item in items:
                 mark = "NEW " if item.key in self.new else "    "
-                out.append(f"  {mark}{item.group}/{item.plan}: {item.text}")
+                out.append(f"  {mark}{item.where}: {item.text}")
             if total > len(items):
                 out.append(f"  ... and {total - len(items)} more (see the compliance page)")
             out.append("")
@@ -138,10 +211,11 @@ class Digest:
             f"<h2>labguard daily digest {e(self.day.isoformat())}</h2>",
             f"<p>Mode {e(self.mode)}; sweep at {e(self.generated_at)}. <b>{len(self.new)}</b> new since the last "
             "digest (marked NEW).</p>",
+            *(f"<p data-counts>{e(line)}</p>" for line in self.counts()),
         ]
         for title, items in self._sections():
             rows = "".join(
-                f"<tr><td>{'<b>NEW</b>' if i.key in self.new else ''}</td><td>{e(i.group)}/{e(i.plan)}</td>"
+                f"<tr><td>{'<b>NEW</b>' if i.key in self.new else ''}</td><td>{e(i.where)}</td>"
                 f"<td>{e(i.text)}</td></tr>"
                 for i in items
             )
@@ -158,5 +232,7 @@ def build_digest(snapshot: Mapping[str, Any], day: date, previous: Sequence[str]
     if not new:
         return None
     order = {kind: index for index, kind in enumerate(_TITLES)}
-    ordered = sorted(items, key=lambda i: (order[i.kind], i.key not in new, i.group.lower(), i.plan.lower()))
+    ordered = sorted(
+        items, key=lambda i: (order[i.kind], i.key not in new, i.group.lower(), i.plan.lower(), (i.lab or "").lower())
+    )
     return Digest(day, tuple(ordered), new, str(snapshot.get("mode") or "audit"), str(snapshot.get("generatedAt")))

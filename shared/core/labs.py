@@ -36,6 +36,14 @@ LAB_RESOURCE_TYPE = "Microsoft.LabServices/labs"
 _LAB_ID = resource_id_grammar("labs", "[A-Z0-9]")
 
 
+def is_lab_outcome(outcome: object) -> bool:
+    """Whether a run's outcome (``shared.reconcile.PlanOutcome``) is a lab's: it carries a lab evaluation, or
+    its id is a lab's (an unreadable, deleted or failed lab has no evaluation)."""
+    if getattr(outcome, "lab", None) is not None:
+        return True
+    return f"/providers/{PROVIDER}/labs/".lower() in str(getattr(outcome, "plan_id", "")).lower()
+
+
 @dataclass(frozen=True)
 class LabId:
     """A lab's ARM id. ARM ids are case-insensitive, so equality and hashing use ``key``."""

@@ -63,6 +63,11 @@ th{background:#f6f8fa;font-weight:600}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
 .empty{color:#57606a;font-style:italic}
 .warn{color:#9a6700}
+tr.lab td:first-child{padding-left:26px}
+tr.lab td{background:#fbfcfd}
+.cards.labs .card{flex:1 1 90px;padding:6px 10px}
+.cards.labs .card .n{font-size:20px}
+.reported{color:#57606a}
 footer{padding:0 32px 24px;font-size:12px;color:#57606a}
 """
 
@@ -98,15 +103,16 @@ def render_html(snapshot: Mapping[str, Any]) -> str:
         f'</span> by {_e(snapshot.get("source"))} &middot; mode <b data-mode="{_e(mode)}">{_e(mode)}</b>'
         f" &middot; policy <code>{_e(snapshot.get('policy'))}</code></p>",
         f"<p>{_e(_scope_text(snapshot.get('scope') or {}))}</p></header><main>",
-        _totals(totals, mode),
+        _totals(totals, mode, snapshot.get("labTotals") or {}),
         _bars(snapshot.get("resourceGroups") or []),
-        _failed(snapshot.get("failedPlans") or []),
+        _failed(snapshot.get("failedPlans") or [], snapshot.get("failedLabs") or []),
         _exemptions(snapshot.get("exemptions") or []),
         _changes(snapshot),
-        _plans(snapshot.get("plans") or [], mode),
+        _plans(snapshot.get("plans") or [], mode, snapshot.get("labsWithoutPlan") or []),
         _list_failures(snapshot.get("listFailures") or []),
-        "</main><footer>labguard reads lab plans and, in enforce mode only, tightens them; it never loosens a "
-        "setting. Values written by plan owners (tags, errors, support info) are shown as written.</footer>",
+        "</main><footer>labguard reads lab plans and labs and, in enforce mode only, tightens them; it never "
+        "loosens a setting. Values written by plan and lab owners (tags, errors, support info) are shown as "
+        "written.</footer>",
         "</body></html>",
     ]
     return "\n".join(part for part in parts if part) + "\n"
@@ -121,7 +127,7 @@ def _scope_text(scope: Mapping[str, Any]) -> str:
     return text + ("; resource groups " + ", ".join(str(g) for g in groups) if groups else "; all resource groups")
 
 
-def _totals(totals: Mapping[str, Any], mode: str) -> str:
+def _totals(totals: Mapping[str, Any], mode: str, lab_totals: Mapping[str, Any] | None = None) -> str:
     cards = [
         f'<div class="card" style="background:#24292f"><span class="n" data-total="plans">{_n(totals.get("plans"))}'
         '</span><span class="l">plans</span></div>'
@@ -135,21 +141,47 @@ def _totals(totals: Mapping[str, Any], mode: str) -> str:
             f'<div class="card{zero}" style="background:{colour}"><span class="n" data-total="{status}">{count}'
             f'</span><span class="l">{_e(label)}</span></div>'
         )
+    labs = lab_totals or {}
+    lab_cards = ""
+    if _n(labs.get("labs")):
+        row = [
+            f'<div class="card" style="background:#24292f"><span class="n" data-lab-total="labs">{_n(labs.get("labs"))}'
+            '</span><span class="l">labs</span></div>'
+        ]
+        for status, (label, colour) in _STATES.items():
+            count = _n(labs.get(status))
+            if not count:
+                continue
+            row.append(
+                f'<div class="card" style="background:{colour}"><span class="n" data-lab-total="{status}">{count}'
+                f'</span><span class="l">{_e(label)}</span></div>'
+            )
+        lab_cards = f'<h3>Labs</h3><div class="cards labs">{"".join(row)}</div>'
     attention = sum(_n(totals.get(status)) for status in ATTENTION_STATUSES)
+    lab_attention = sum(_n(labs.get(status)) for status in ATTENTION_STATUSES)
     if _n(totals.get("plans")) == 0:
         verdict = (
             '<p class="verdict warn">No lab plans found in scope: check the subscriptions and resource groups.</p>'
         )
-    elif attention == 0:
-        verdict = '<p class="verdict">Every plan in scope is compliant (or exempt, or left alone while busy).</p>'
+    elif attention == 0 and lab_attention == 0:
+        what = "plan and lab" if _n(labs.get("labs")) else "plan"
+        verdict = f'<p class="verdict">Every {what} in scope is compliant (or exempt, or left alone while busy).</p>'
     else:
         what = "would be fixed in enforce mode" if mode == "audit" else "are left to fix"
+        counted = [
+            f'<b data-attention="{attention}">{attention}</b> plan{"s" if attention != 1 else ""}',
+            f'<b data-lab-attention="{lab_attention}">{lab_attention}</b> lab{"s" if lab_attention != 1 else ""}',
+        ]
+        if not _n(labs.get("labs")):
+            counted = counted[:1]
         verdict = (
-            f'<p class="verdict warn"><b data-attention="{attention}">{attention}</b> plan'
-            f"{'s' if attention != 1 else ''} need attention: drift that {what}, a write that did not take "
-            "or is not yet proven, failed provisioning, or plans that could not be checked.</p>"
+            f'<p class="verdict warn">{" and ".join(counted)} need attention: drift that {what} (or that labguard '
+            "only reports), a write that did not take or is not yet proven, failed provisioning, or resources that "
+            "could not be checked.</p>"
         )
-    return f'<section id="totals"><h2>Totals</h2><div class="cards">{"".join(cards)}</div>{verdict}</section>'
+    return (
+        f'<section id="totals"><h2>Totals</h2><div class="cards">{"".join(cards)}</div>{lab_cards}{verdict}</section>'
+    )
 
 
 def _bars(groups: Sequence[Mapping[str, Any]]) -> str:
@@ -194,9 +226,9 @@ def _bar_label(counts: Mapping[str, Any]) -> str:
     return ", ".join(f"{_n(n)} {_STATES.get(s, (s, ''))[0]}" for s, n in counts.items())
 
 
-def _failed(plans: Sequence[Mapping[str, Any]]) -> str:
-    if not plans:
-        body = '<p class="empty">No plan has failed provisioning.</p>'
+def _failed(plans: Sequence[Mapping[str, Any]], labs: Sequence[Mapping[str, Any]] = ()) -> str:
+    if not plans and not labs:
+        body = '<p class="empty">No plan or lab has failed provisioning.</p>'
     else:
         rows = []
         for plan in plans:
@@ -213,11 +245,26 @@ def _failed(plans: Sequence[Mapping[str, Any]]) -> str:
                 f"<td>{_e(failure.get('contact') or 'none listed')}</td>"
                 f'<td data-notice="{_e(notice_text)}">{_e(notice_text)}</td></tr>'
             )
+        for lab in labs:
+            failure = lab.get("failure") or {}
+            notice = lab.get("notice")
+            notice_text = (notice or {}).get("text") if notice else "unknown here (no notice ledger configured)"
+            plan_name = str(lab.get("labPlanId") or "").rstrip("/").rsplit("/", 1)[-1] or "no plan named"
+            rows.append(
+                f'<tr data-lab="{_e(lab.get("name"))}"><td><b>lab {_e(lab.get("name"))}</b><br>'
+                f'<span class="muted">{_e(lab.get("resourceGroup"))}</span></td>'
+                f"<td><code>{_e(failure.get('code') or '(no code)')}</code><br>{_e(failure.get('message') or '')}</td>"
+                f"<td>{_e(failure.get('timestamp') or '')}</td>"
+                f"<td>those of its plan {_e(plan_name)}</td>"
+                f'<td data-notice="{_e(notice_text)}">{_e(notice_text)}</td></tr>'
+            )
         body = (
-            "<table><thead><tr><th>Plan</th><th>Error</th><th>Since</th><th>Support contact</th>"
+            "<table><thead><tr><th>Plan or lab</th><th>Error</th><th>Since</th><th>Support contact</th>"
             f"<th>Notice</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         )
-    return f'<section id="failed"><h2>Failed plans <span class="muted">({len(plans)})</span></h2>{body}</section>'
+    count = f"{len(plans)}" + (f" + {len(labs)} lab{'s' if len(labs) != 1 else ''}" if labs else "")
+    title = "Failed plans and labs" if labs else "Failed plans"
+    return f'<section id="failed"><h2>{title} <span class="muted">({count})</span></h2>{body}</section>'
 
 
 def _exemptions(exemptions: Sequence[Mapping[str, Any]]) -> str:
@@ -272,14 +319,20 @@ def _changes(snapshot: Mapping[str, Any]) -> str:
             ended = _state(status) + (
                 f'<br><span class="muted">{_e(change.get("detail"))}</span>' if change.get("detail") else ""
             )
+            kind = str(change.get("kind") or "plan")
+            what = f"<b>{_e(change.get('name'))}</b>"
+            if kind == "lab":
+                plan_name = change.get("labPlanName")
+                what = f"lab {what}" + (f'<br><span class="muted">of plan {_e(plan_name)}</span>' if plan_name else "")
             rows.append(
-                f'<tr data-change="{_e(change.get("name"))}" data-change-status="{_e(status)}">'
+                f'<tr data-change="{_e(change.get("name"))}" data-change-status="{_e(status)}" '
+                f'data-change-kind="{_e(kind)}">'
                 f"<td>{_e(change.get('at'))}</td>"
-                f"<td><b>{_e(change.get('name'))}</b></td><td>{fields}</td><td>{ended}</td>"
+                f"<td>{what}</td><td>{fields}</td><td>{ended}</td>"
                 f"<td>{_e(change.get('trigger'))}</td></tr>"
             )
         body = (
-            "<table><thead><tr><th>When (UTC)</th><th>Plan</th><th>Change</th><th>Result</th><th>Seen by</th>"
+            "<table><thead><tr><th>When (UTC)</th><th>Plan or lab</th><th>Change</th><th>Result</th><th>Seen by</th>"
             "</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
         )
@@ -308,7 +361,48 @@ def _findings(plan: Mapping[str, Any], mode: str) -> str:
     return "<br>".join(lines) or '<span class="muted">&ndash;</span>'
 
 
-def _plans(plans: Sequence[Mapping[str, Any]], mode: str) -> str:
+def _lab_findings(lab: Mapping[str, Any], mode: str) -> str:
+    """A lab's findings: what is (or would be) written, and what is only reported, with why it is never patched."""
+    status = lab.get("status")
+    lines: list[str] = []
+    if status in ("skipped", "exempt", "provisioning-failed") and lab.get("reason"):
+        lines.append(_e(lab.get("reason")))
+    if lab.get("detail") and (status in DETAIL_STATUSES or status == "drifted"):  # drifted: changed since preview
+        lines.append(_e(lab.get("detail")))
+    for finding in lab.get("findings") or []:
+        leaf = str(finding.get("field")).rsplit(".", 1)[-1]
+        observed = finding.get("observed")
+        if finding.get("patchValue") is not None:
+            arrow = "fixed to" if status == "fixed" else ("would be" if mode == "audit" else "&rarr;")
+            if status == "exempt":
+                arrow = "not enforced (exempt):"
+            lines.append(
+                f'<span data-finding="{_e(finding.get("rule"))}"><code>{_e(leaf)}'
+                f"</code> {_e('(not set)' if observed is None else observed)} {arrow} "
+                f"<b>{_e(finding.get('patchValue'))}</b></span>"
+            )
+        elif finding.get("reportedOnly") or finding.get("rule") == "unknown-value":
+            lines.append(
+                f'<span class="reported" data-finding="{_e(finding.get("rule"))}" data-reported-only="1">'
+                f"<code>{_e(leaf)}</code> reported, never patched: {_e(finding.get('message'))}</span>"
+            )
+        elif finding.get("rule") in ("exemption.expired", "exemption.invalid-until", "state.not-terminal"):
+            lines.append(f'<span class="muted">{_e(finding.get("message"))}</span>')
+    return "<br>".join(lines) or '<span class="muted">&ndash;</span>'
+
+
+def _lab_rows(labs: Sequence[Mapping[str, Any]], mode: str, plan: str) -> str:
+    return "".join(
+        f'<tr class="lab" data-lab="{_e(lab.get("name") or lab.get("id"))}" data-lab-status="{_e(lab.get("status"))}" '
+        f'data-lab-plan="{_e(plan)}">'
+        f"<td>&#x2514; lab <b>{_e(lab.get('name') or lab.get('id'))}</b>"
+        + (f' <span class="muted">{_e(lab.get("osType"))}</span>' if lab.get("osType") else "")
+        + f"</td><td>{_state(str(lab.get('status')))}</td><td>{_lab_findings(lab, mode)}</td></tr>"
+        for lab in labs
+    )
+
+
+def _plans(plans: Sequence[Mapping[str, Any]], mode: str, orphans: Sequence[Mapping[str, Any]] = ()) -> str:
     if not plans:
         return '<section id="plans"><h2>Plans</h2><p class="empty">No lab plans found in scope.</p></section>'
     blocks = []
@@ -316,13 +410,19 @@ def _plans(plans: Sequence[Mapping[str, Any]], mode: str) -> str:
         rows = "".join(
             f'<tr data-plan="{_e(p.get("name") or p.get("id"))}" data-plan-status="{_e(p.get("status"))}">'
             f"<td><b>{_e(p.get('name') or p.get('id'))}</b></td><td>{_state(str(p.get('status')))}</td>"
-            f"<td>{_findings(p, mode)}</td></tr>"
+            f"<td>{_findings(p, mode)}</td></tr>" + _lab_rows(p.get("labs") or [], mode, str(p.get("name") or ""))
             for p in members
         )
         blocks.append(
             f'<h3>{_e(group)} <span class="muted">{_e(sub)}</span></h3>'
-            f"<table><thead><tr><th style='width:26%'>Plan</th><th style='width:14%'>State</th>"
+            f"<table><thead><tr><th style='width:26%'>Plan (its labs under it)</th><th style='width:14%'>State</th>"
             f"<th>Findings</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    if orphans:
+        blocks.append(
+            '<h3>Labs naming no plan in scope</h3><table><thead><tr><th style="width:26%">Lab</th>'
+            f"<th style='width:14%'>State</th><th>Findings</th></tr></thead><tbody>{_lab_rows(orphans, mode, '')}"
+            "</tbody></table>"
         )
     return f'<section id="plans"><h2>Plans <span class="muted">({len(plans)})</span></h2>{"".join(blocks)}</section>'
 

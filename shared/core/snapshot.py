@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shared.core.drift import Evaluation
 from shared.core.failures import failure_digest, failure_key
+from shared.core.lab_drift import REPORTED_ONLY, LabEvaluation
+from shared.core.labs import LabId
 from shared.core.plans import PlanId
 from shared.core.policy import Policy
 from shared.core.report import evaluation_to_dict
@@ -29,6 +31,7 @@ __all__ = [
     "EXPIRING_WITHIN_DAYS",
     "STATUSES",
     "Change",
+    "LabEntry",
     "NoticeState",
     "PlanEntry",
     "build_snapshot",
@@ -105,6 +108,17 @@ class PlanEntry:
 
 
 @dataclass(frozen=True)
+class LabEntry:
+    """One lab's outcome in a run. ``lab_id`` is the lab's ARM path (or the raw id of an unreadable lab)."""
+
+    lab_id: str
+    status: str
+    evaluation: LabEvaluation | None = None
+    detail: str | None = None
+    notice: NoticeState | None = None
+
+
+@dataclass(frozen=True)
 class Change:
     """One write labguard made, as its change log recorded it."""
 
@@ -117,6 +131,8 @@ class Change:
     extra: dict[str, Any] = field(default_factory=dict)
     status: str = "fixed"  # how the write ended: fixed, or unconverged, proof-deferred, write-failed
     detail: str | None = None  # why it did not end fixed
+    kind: str = "plan"  # what was written: "plan", or "lab" (``plan_id`` is then the lab's id)
+    lab_plan_id: str | None = None  # a lab's plan (its labPlanId), to show the lab under it
 
 
 def build_snapshot(
@@ -130,13 +146,30 @@ def build_snapshot(
     changes: Sequence[Change] = (),
     changes_problem: str | None = None,
     list_failures: Sequence[tuple[str, str]] = (),
+    labs: Sequence[LabEntry] = (),
 ) -> dict[str, Any]:
-    """The snapshot as plain JSON data (``json.dumps`` it as is)."""
+    """The snapshot as plain JSON data (``json.dumps`` it as is).
+
+    Each plan carries the labs whose ``labPlanId`` names it (``plans[].labs``); labs naming no plan of
+    this run are in ``labsWithoutPlan``. ``labTotals`` counts labs by status as ``totals`` counts plans.
+    """
     today = generated_at.astimezone(UTC).date()
     plans = [_plan(entry, policy, today) for entry in entries]
     plans.sort(
         key=lambda p: (p["subscriptionId"] or "~", (p["resourceGroup"] or "~").lower(), (p["name"] or "").lower())
     )
+    lab_rows = sorted((_lab(entry, policy, today) for entry in labs), key=lambda lab: (lab["name"] or "").lower())
+    by_plan = {p["id"].lower(): p for p in plans if p["subscriptionId"]}
+    for plan in plans:
+        plan["labs"] = []
+    without_plan = []
+    for lab in lab_rows:
+        owner = by_plan.get((lab["labPlanId"] or "").lower())
+        if owner is not None:
+            owner["labs"].append(lab)
+        else:
+            without_plan.append(lab)
+    lab_counts = Counter(lab["status"] for lab in lab_rows)
     counts = Counter(p["status"] for p in plans)
     groups: dict[tuple[str, str], Counter[str]] = {}
     for plan in plans:
@@ -172,9 +205,12 @@ def build_snapshot(
             }
             for (sub, rg), c in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1].lower()))
         ],
+        "labTotals": {"labs": len(lab_rows), **{status: lab_counts[status] for status in STATUSES}},
         "plans": plans,
+        "labsWithoutPlan": without_plan,
         "exemptions": exemptions,
         "failedPlans": [p for p in plans if p["status"] == "provisioning-failed"],
+        "failedLabs": [lab for lab in lab_rows if lab["status"] == "provisioning-failed"],
         "changes": [_change(c) for c in recent],
         "changesWindowDays": CHANGES_WINDOW_DAYS,
         "changesProblem": changes_problem,
@@ -234,9 +270,66 @@ def _plan(entry: PlanEntry, policy: Policy, today: date) -> dict[str, Any]:
     return data
 
 
+def _lab(entry: LabEntry, policy: Policy, today: date) -> dict[str, Any]:
+    """One lab as the page and the digest show it, under its plan. Findings say which are reported only
+    (``reportedOnly``: the service cannot change it, or would refuse it) and, in ``message``, why."""
+    evaluation = entry.evaluation
+    try:
+        lid: LabId | None = evaluation.lab.id if evaluation is not None else LabId.parse(entry.lab_id)
+    except ValueError:
+        lid = None
+    lab = evaluation.lab if evaluation is not None else None
+    data: dict[str, Any] = {
+        "id": lid.path if lid else shown(entry.lab_id, quote=False, limit=300),
+        "subscriptionId": lid.subscription_id if lid else None,
+        "resourceGroup": lid.resource_group if lid else None,
+        "name": lid.name if lid else None,
+        "labPlanId": lab.lab_plan_id.path if lab is not None and lab.lab_plan_id is not None else None,
+        "osType": shown(lab.os_type, quote=False, limit=40) if lab is not None and lab.os_type else None,
+        "status": entry.status,
+        "detail": shown(entry.detail, quote=False, limit=300) if entry.detail else None,
+        "reason": None,
+        "findings": [],
+        "exemption": None,
+        "failure": None,
+        "notice": entry.notice.as_data() if entry.notice is not None else None,
+    }
+    if evaluation is None or lab is None:
+        return data
+    data["reason"] = shown(evaluation.reason, quote=False, limit=300) if evaluation.reason else None
+    data["findings"] = [
+        {
+            "rule": f.rule,
+            "field": f.path,
+            "observed": None if f.observed is None else shown(f.observed, quote=False, limit=120),
+            "allowed": f.allowed,
+            "severity": f.severity,
+            "message": f.message,
+            "patchValue": f.patch_value,
+            "reportedOnly": f.rule in REPORTED_ONLY,
+        }
+        for f in evaluation.findings
+    ]
+    data["exemption"] = _exemption_of(lab.tags, policy, today)
+    if entry.status == "provisioning-failed":
+        error = lab.error
+        data["failure"] = {
+            "code": shown(error.code, quote=False, limit=128) if error and error.code else None,
+            "message": shown(error.message, quote=False, limit=400) if error and error.message else None,
+            "timestamp": shown(error.timestamp, quote=False, limit=64) if error and error.timestamp else None,
+            "contact": None,  # the support contacts of its plan are told
+        }
+    return data
+
+
 def _exemption(evaluation: Evaluation, policy: Policy, today: date) -> dict[str, Any] | None:
     """The plan's exemption tag, its end date and whether it is active, ended or ends soon."""
-    tags = {k.lower(): v for k, v in evaluation.plan.tags.items()}
+    return _exemption_of(evaluation.plan.tags, policy, today)
+
+
+def _exemption_of(raw_tags: Mapping[str, str], policy: Policy, today: date) -> dict[str, Any] | None:
+    """A plan's or lab's exemption tag, its end date and whether it is active, ended or ends soon."""
+    tags = {k.lower(): v for k, v in raw_tags.items()}
     reason = tags.get(policy.exemption_tag.lower())
     if reason is None:
         return None
@@ -277,6 +370,8 @@ def _change(change: Change) -> dict[str, Any]:
             }
             for f, o, n in change.changes
         ],
+        "kind": change.kind,
+        "labPlanName": change.lab_plan_id.rstrip("/").rsplit("/", 1)[-1] if change.lab_plan_id else None,
         "trigger": change.trigger,
         "status": change.status,
         "detail": shown(change.detail, quote=False, limit=300) if change.detail else None,

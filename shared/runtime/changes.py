@@ -1,10 +1,10 @@
 """The change log: every write labguard made, in Azure Table Storage, for the compliance page.
 
 ARM's activity log also has these writes, but reading it needs another role and another API; labguard
-already writes to its own storage, so it records what it changed there: one row per write, with how it
-ended (fixed, or unconverged, proof-deferred, write-failed), keyed by UTC date (``PartitionKey``) so
-"the last 7 days" is one range query. Recording is best effort: the write was already made, so a storage
-fault is logged (``changes.unrecorded``) and the run goes on.
+already writes to its own storage, so it records what it changed there: one row per write (to a plan or a
+lab), with how it ended (fixed, or unconverged, proof-deferred, write-failed), keyed by UTC date
+(``PartitionKey``) so "the last 7 days" is one range query. Recording is best effort: the write was
+already made, so a storage fault is logged (``changes.unrecorded``) and the run goes on.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ class ChangeLog:
                 "Mode": change.mode,
                 "Status": change.status,
                 "Detail": (change.detail or "")[:1000],
+                "Kind": change.kind,
+                "LabPlanId": change.lab_plan_id or "",
             }
         )
 
@@ -111,6 +113,8 @@ class ChangeLog:
                         mode=str(entity.get("Mode") or "enforce"),
                         status=str(entity.get("Status") or "fixed"),
                         detail=str(entity.get("Detail") or "") or None,
+                        kind="lab" if entity.get("Kind") == "lab" else "plan",
+                        lab_plan_id=str(entity.get("LabPlanId") or "") or None,
                     )
                 )
                 if len(found) >= MAX_ROWS_READ:
@@ -125,19 +129,30 @@ def _opt(value: object) -> str | None:
 
 
 def change_of(outcome: Any, *, trigger: str, correlation_id: str | None, at: datetime | None = None) -> Change | None:
-    """The Change for a :class:`~shared.runtime.reconcile.PlanOutcome` that wrote (however it ended), else None."""
-    evaluation = getattr(outcome, "evaluation", None)
+    """The Change for a :class:`~shared.runtime.reconcile.PlanOutcome` that wrote its plan or lab (however it
+    ended), else None. A lab's row carries the lab's id, ``kind`` "lab" and the plan it names."""
     status = getattr(outcome, "status", None)
-    if evaluation is None or not (status == "fixed" or getattr(outcome, "written", False)):
+    if not (status == "fixed" or getattr(outcome, "written", False)):
         return None
+    lab = getattr(outcome, "lab", None)
+    evaluation = lab if lab is not None else getattr(outcome, "evaluation", None)
+    if evaluation is None:
+        return None
+    if lab is not None:
+        resource_id, kind = lab.lab.id.path, "lab"
+        plan = lab.lab.lab_plan_id.path if lab.lab.lab_plan_id is not None else None
+    else:
+        resource_id, kind, plan = evaluation.plan.id.path, "plan", None
     return Change(
         status=str(status),
         detail=None if status == "fixed" else getattr(outcome, "detail", None),
         at=at or datetime.now(UTC),
-        plan_id=evaluation.plan.id.path,
+        plan_id=resource_id,
         changes=tuple((f.path, f.observed, f.patch_value) for f in evaluation.drift),
         trigger=trigger,
         correlation_id=correlation_id,
+        kind=kind,
+        lab_plan_id=plan,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
@@ -53,8 +53,11 @@ class LabReconciler(WriteLoop):
         backoff: WriteBackoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         notifier: Any = None,
+        approved_patches: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self._arm = arm
+        # {lab key: patch} a person approved after a preview: only those exact patches are sent (as for plans).
+        self._approved = approved_patches
         self._notifier = notifier  # shared.notices.delivery.Notifier (enabled) or None
         self._policy = policy
         self._clock = clock
@@ -147,7 +150,18 @@ class LabReconciler(WriteLoop):
             record(log, logging.ERROR, "lab.unreadable", lab_id=lab.id, error=lab.reason)
             return PlanOutcome(lab.id, "failed", detail=f"unreadable lab JSON: {lab.reason}")
         act = self.act(lab, fresh=False, correlation_id=correlation_id, open_notices=open_notices)
-        return await self._guarded(lab.id.key, act, correlation_id)
+        outcome = await self._guarded(lab.id.key, act, correlation_id)
+        if outcome.status == "failed" and outcome.lab is None:
+            return self._failed(lab, outcome.detail or "failed")
+        return outcome
+
+    def _failed(self, lab: Lab, detail: str) -> PlanOutcome:
+        """A lab whose read or write failed, with its evaluation as listed: it stays shown under its plan."""
+        try:
+            evaluation: LabEvaluation | None = evaluate_lab(lab, self._policy, self._clock())
+        except Exception:  # the evaluation is total; this is only so a failure report never fails itself
+            evaluation = None
+        return PlanOutcome(lab.id.key, "failed", detail=detail, lab=evaluation)
 
     async def act(
         self,
@@ -212,6 +226,11 @@ class LabReconciler(WriteLoop):
         return await self._write(
             lab, evaluation, fresh=fresh, read_at=read_at, correlation_id=correlation_id, wait_s=write_wait_s
         )
+
+    @staticmethod
+    def notice_subject(lab: Lab) -> LabPlan:
+        """The failed lab as its notice is keyed in the ledger (the key needs only the lab's id and error)."""
+        return LabReconciler._as_notice_subject(lab, None)
 
     @staticmethod
     def _as_notice_subject(lab: Lab, plan: LabPlan | None) -> LabPlan:

@@ -414,7 +414,7 @@ async def on_scope_message(
         fixed: list[PlanOutcome] = []
 
         async def keep(outcome: PlanOutcome) -> None:
-            if outcome.status == "fixed":
+            if outcome.status == "fixed" or outcome.written:  # every write goes into the change log
                 fixed.append(outcome)
             await runtime.tell_changer(outcome, None, message.run_id)
 

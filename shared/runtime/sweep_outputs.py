@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.core.labs import is_lab_outcome
 from shared.core.policy import Policy
 from shared.core.report_html import render_html
-from shared.core.snapshot import CHANGES_WINDOW_DAYS, Change, NoticeState, PlanEntry, build_snapshot
+from shared.core.snapshot import CHANGES_WINDOW_DAYS, Change, LabEntry, NoticeState, PlanEntry, build_snapshot
 from shared.notices.digest import DigestResult, send_daily_digest
 from shared.notices.ledger import STORAGE_SETTINGS
 from shared.runtime.changes import ChangeLog, record_changes
@@ -56,13 +57,30 @@ def notice_state(notice: Any) -> NoticeState | None:
 
 
 def entries_of(outcomes: Sequence[Any]) -> list[PlanEntry]:
+    """The plans' outcomes as the snapshot takes them (labs: :func:`lab_entries_of`)."""
     entries = []
     for outcome in outcomes:
-        notice = notice_state(outcome.notice) if outcome.notice is not None else None
-        if outcome.status == "provisioning-failed" and notice is None:
-            notice = NoticeState(problem=outcome.detail or "no notice channel configured")
+        if is_lab_outcome(outcome):
+            continue
+        notice = _notice(outcome)
         entries.append(PlanEntry(outcome.plan_id, outcome.status, outcome.evaluation, outcome.detail, notice))
     return entries
+
+
+def lab_entries_of(outcomes: Sequence[Any]) -> list[LabEntry]:
+    """The labs' outcomes, shown under their plans."""
+    return [
+        LabEntry(outcome.plan_id, outcome.status, outcome.lab, outcome.detail, _notice(outcome))
+        for outcome in outcomes
+        if is_lab_outcome(outcome)
+    ]
+
+
+def _notice(outcome: Any) -> NoticeState | None:
+    notice = notice_state(outcome.notice) if outcome.notice is not None else None
+    if outcome.status == "provisioning-failed" and notice is None:
+        notice = NoticeState(problem=outcome.detail or "no notice channel configured")
+    return notice
 
 
 async def recent_changes(settings: Settings, now: datetime) -> tuple[list[Change], str | None]:
@@ -150,6 +168,7 @@ async def after_sweep(
         changes=changes,
         changes_problem=problem,
         list_failures=list_failures,
+        labs=lab_entries_of(outcomes),
     )
     published: tuple[str, ...] = ()
     if settings.report_container:

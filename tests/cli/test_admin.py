@@ -337,7 +337,8 @@ def test_audit_junit_has_a_test_case_per_plan_and_a_failure_per_finding(run: Run
     root = ET.fromstring(proc.stdout)
     suite = root.find("testsuite")
     assert suite is not None
-    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    # plans' cases (classname <subscription>.<resource group>); their labs' are nested under the plan's name
+    cases = {case.get("name"): case for case in suite.iter("testcase") if str(case.get("classname")).count(".") == 1}
     assert set(cases) == {spec.name for spec in estate.SPECS}
     report = json.loads(run("audit", "--format", "json").stdout)  # --format json: the --json document
     for plan in report["plans"]:
@@ -353,6 +354,9 @@ def test_audit_junit_has_a_test_case_per_plan_and_a_failure_per_finding(run: Run
         else:
             assert failures == []
         assert (case.find("skipped") is not None) == (plan["status"] in ("exempt", "skipped"))
-    assert suite.get("tests") == str(len(cases))
-    assert suite.get("failures") == str(len(DRIFTED) + 1)
+    labs = [case for case in suite.iter("testcase") if str(case.get("classname")).count(".") == 2]
+    assert len(labs) == len(estate.LAB_SPECS)
+    assert suite.get("tests") == str(len(cases) + len(labs))
+    lab_failures = sum(1 for case in labs if case.find("failure") is not None)
+    assert suite.get("failures") == str(len(DRIFTED) + 1 + lab_failures)
     assert report["command"] == "audit" and report["exitCode"] == 1

@@ -73,5 +73,7 @@ def test_enforce_and_audit_name_who_last_changed_what_is_set_back(run: Any, emu:
     drifted = next(p for p in report["plans"] if p["status"] == "drifted")
     assert drifted["changedBy"] == "emulator-seed (Application)"
     proc = run("enforce", "--yes", "-s", estate.TEACHING)
-    fixed = [line for line in proc.stdout.splitlines() if line.startswith("fixed ")]
+    fixed = [line for line in proc.stdout.splitlines() if line.startswith("fixed ") and " lab " not in line[:14]]
     assert fixed and all(line.endswith("; last changed by emulator-seed (Application)") for line in fixed), fixed
+    labs = [line for line in proc.stdout.splitlines() if line.startswith("fixed     lab ")]
+    assert labs and all(line.endswith("; last changed by teacher@school.example (User)") for line in labs), labs

@@ -66,6 +66,7 @@ async def test_the_page_loads_clean_and_shows_the_audits_numbers(run: Run, emu: 
     proc = run("report", "--html", str(page_file), "--snapshot", str(tmp_path / "snapshot.json"))
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {page_file}" in proc.stderr and "38 plans" in proc.stderr
+    assert f"; {len(estate.LAB_SPECS)} labs: " in proc.stderr
     audit = run("audit", "--json")
     plans = json.loads(audit.stdout)["plans"]
     expected = Counter(p["status"] for p in plans)
@@ -107,6 +108,19 @@ async def test_the_page_loads_clean_and_shows_the_audits_numbers(run: Run, emu: 
             "[document.querySelectorAll('script,img,iframe,object,embed,link,style').length, typeof window.__pwned,"
             " getComputedStyle(document.body).display]"
         )
+        lab_rows = await page.evaluate(
+            "[...document.querySelectorAll('tr[data-lab-status]')].map(e => [e.dataset.labPlan, e.dataset.lab,"
+            " e.dataset.labStatus, e.previousElementSibling.dataset.plan || e.previousElementSibling.dataset.labPlan,"
+            " [...e.querySelectorAll('[data-reported-only]')].map(f => f.textContent)])"
+        )
+        lab_totals = await page.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('[data-lab-total]')]"
+            ".map(e => [e.dataset.labTotal, Number(e.textContent)]))"
+        )
+        verdict = await page.evaluate(
+            "[Number(document.querySelector('[data-attention]').dataset.attention),"
+            " Number(document.querySelector('[data-lab-attention]').dataset.labAttention)]"
+        )
         shot = tmp_path / "report.png"
         await page.screenshot(shot)
         problems = page.problems()
@@ -126,6 +140,20 @@ async def test_the_page_loads_clean_and_shows_the_audits_numbers(run: Run, emu: 
     assert states[estate.EXEMPT_PLAN][0] == "active" and states[estate.EXPIRED_EXEMPT_PLAN][0] == "ended"
     assert hostile_text == HOSTILE_REASON  # shown as written, as text
     assert injected == [1, "undefined", "block"]  # the page's own <style> only; nothing ran
+    # Labs: each under its plan (the row right above is the plan or one of its labs), as the audit says.
+    audit_labs = {(p["name"], lab["id"].rsplit("/", 1)[-1]): lab for p in plans for lab in p["labs"]}
+    assert len(audit_labs) == len(estate.LAB_SPECS)
+    assert {(plan, lab): status for plan, lab, status, _, _ in lab_rows} == {
+        key: lab["status"] for key, lab in audit_labs.items()
+    }
+    assert all(above == plan for plan, _, _, above, _ in lab_rows)
+    lab_expected = Counter(lab["status"] for lab in audit_labs.values())
+    assert lab_totals == {"labs": len(audit_labs), **lab_expected}
+    reported = {lab: texts for _, lab, _, _, texts in lab_rows}
+    assert len(reported["db-lab-template"]) == 1 and "never patched" in reported["db-lab-template"][0]
+    assert "create-only" in reported["db-lab-template"][0]
+    attention = ("drifted", "unconverged", "proof-deferred", "write-failed", "provisioning-failed", "failed")
+    assert verdict == [sum(expected[s] for s in attention), sum(lab_expected[s] for s in attention)]
     assert shot.stat().st_size > 20_000
     target = os.environ.get("LABGUARD_PAGE_SCREENSHOT")
     if target:

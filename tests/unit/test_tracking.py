@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from labguard.tracking import TrackingArm
+from labguard.tracking import TrackingArm, TrackingLabsArm
+from shared.core.labs import Lab, LabId
 from shared.core.plans import LabPlan, PlanId
 from shared.edge.arm import ArmError, WriteAccepted
 
@@ -96,3 +97,33 @@ async def test_a_second_ctrl_c_leaves_an_accepted_write_unproven() -> None:
     abandon.set()
     report = await arm.settle(set(), abandon, grace_s=5)
     assert [(w.result, w.detail) for w in report.in_flight] == [("unproven", "sent; not proven")]
+
+
+LID = LabId.parse(PID.path.replace("/labPlans/p1", "/labs/lab1"))
+
+
+def lab(state: str) -> Lab:
+    return Lab.from_arm({"id": LID.path, "properties": {"provisioningState": state}})
+
+
+class SlowLabsArm(SlowArm):
+    """The labs adapter's shape: its proof read takes no ``gate``."""
+
+    async def wait_for_write(self, lab_id: Any, accepted: Any, *, timeout_s: float | None = None) -> Any:  # type: ignore[override]
+        return await super().wait_for_write(lab_id, accepted, timeout_s=timeout_s)
+
+
+@pytest.mark.parametrize(
+    ("proof", "said", "detail"),
+    [(lab("Succeeded"), "applied", None), (lab("Failed"), "failed", "sent; the lab was left Failed")],
+)
+async def test_a_lab_write_in_flight_is_said_as_plan_writes_are(proof: Any, said: str, detail: Any) -> None:
+    tracker = TrackingArm(SlowArm(None, None))
+    labs = TrackingLabsArm(SlowLabsArm(WriteAccepted(202), proof), tracker)
+    accepted = await labs.send_patch(LID, PATCH)  # accepted; Ctrl-C before its proof read started
+    tracker.stopping = True
+    report = await tracker.settle(set(), asyncio.Event(), grace_s=5)
+    assert [(w.plan_id, w.result, w.detail) for w in report.in_flight] == [(LID, said, detail)]
+    assert accepted.status == 202
+    with pytest.raises(ArmError):  # after Ctrl-C no lab write starts either
+        await labs.send_patch(LID, PATCH)
