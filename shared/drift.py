@@ -26,6 +26,7 @@ gives the same answer for the same input. The rules it follows:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -280,17 +281,19 @@ def _ranked(
     kind: Literal["most", "least"],
 ) -> Finding | None:
     """A bound on an ordered enum: ``most`` = observed may not rank above it, ``least`` = not below it.
-    An absent value is judged as the spec's default (None for a channel and for the idle mode)."""
+    An absent value is judged as the spec's default (None for a channel and for the idle mode).
+    The finding's text is built only when there is a finding (most plans have none)."""
+    effective = _SPEC_DEFAULT[key] if observed is None else observed
+    canonical = _canonical_names(tuple(rank)).get(effective.lower())
+    if canonical is not None:
+        inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
+        if inside:
+            return None
     order = " < ".join(rank)
     allowed = f"at {kind} {bound} ({order})"
-    verb = "allows" if kind == "most" else "requires"
-    effective = _SPEC_DEFAULT[key] if observed is None else observed
-    canonical = {name.lower(): name for name in rank}.get(effective.lower())
     if canonical is None:
         return _unknown(profile, key, label, effective, allowed, "which labguard does not know")
-    inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
-    if inside:
-        return None
+    verb = "allows" if kind == "most" else "requires"
     if observed is None:
         problem = f"is not set on the plan (Azure's default is {canonical}); the policy {verb} {allowed}"
     else:
@@ -306,6 +309,12 @@ def _ranked(
         message=f"{label} {problem}; the fix sets it to {bound}.",
         patch_value=bound,
     )
+
+
+@functools.cache
+def _canonical_names(names: tuple[str, ...]) -> dict[str, str]:
+    """Lower-case name -> the name as the rank spells it (a rank has a handful of names)."""
+    return {name.lower(): name for name in names}
 
 
 def _flag(key: str, label: str, observed: str | None) -> Finding | None:
@@ -332,12 +341,20 @@ def _flag(key: str, label: str, observed: str | None) -> Finding | None:
 
 
 def _delay(key: str, label: str, observed: str | None, limit: timedelta) -> Finding | None:
-    """A delay of a feature that is (or will be) on: absent or longer than the bound is drift."""
-    bound = format_iso(limit)
-    allowed = f"at most {bound} ({describe(limit)})"
+    """A delay of a feature that is (or will be) on: absent or longer than the bound is drift.
+    The finding's text is built only when there is a finding (most plans have none)."""
     try:
         value = parse_delay(observed)
     except ValueError:
+        value = None
+        unreadable = True
+    else:
+        unreadable = False
+        if value is not None and timedelta(0) <= value <= limit:
+            return None
+    bound = format_iso(limit)
+    allowed = f"at most {bound} ({describe(limit)})"
+    if unreadable:
         assert observed is not None
         return _unknown(SHUTDOWN_PROFILE, key, label, observed, allowed, "which is not a duration labguard can read")
     if value is not None and value < timedelta(0):
@@ -345,8 +362,6 @@ def _delay(key: str, label: str, observed: str | None, limit: timedelta) -> Find
         return _unknown(SHUTDOWN_PROFILE, key, label, observed, allowed, "a negative duration")
     if value is None:
         problem = f"is not set on the plan while its feature is on; the policy allows {allowed}"
-    elif value <= limit:
-        return None
     else:
         problem = f"is {shown(observed)} ({describe(value)}) but the policy allows {allowed}"
     return Finding(

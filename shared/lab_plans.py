@@ -217,22 +217,28 @@ class LabPlan:
             modified_by=_str(system.get("lastModifiedBy")),
             modified_by_type=_str(system.get("lastModifiedByType")),
             profiles_as_read={
-                key: MappingProxyType({str(k): v for k, v in profile.items()})
+                key: MappingProxyType(
+                    dict(profile) if type(profile) is dict else {str(k): v for k, v in profile.items()}
+                )
                 for key, profile in ((CONNECTION_PROFILE, conn), (SHUTDOWN_PROFILE, shut))
                 if profile is not None
             },
         )
 
 
+# JSON objects are dicts: ``type(...) is dict`` first, because ``isinstance(x, Mapping)`` is an ABC check
+# that costs more than the rest of the mapping (a sweep maps every plan it lists).
+
+
 def _obj(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 def _obj_or_none(value: object) -> Mapping[str, Any] | None:
-    return value if isinstance(value, Mapping) else None
+    return value if type(value) is dict or isinstance(value, Mapping) else None
 
 
 def _str(value: object) -> str | None:
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     return value if isinstance(value, str) else str(value)
