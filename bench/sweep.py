@@ -31,7 +31,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         rss_ready = peak_rss_mb()
         gc_time = _gc_timer()
-        profiler = cProfile.Profile() if spec.get("profile") else None
+        profiler = cProfile.Profile(time.process_time) if spec.get("profile") else None
         cpu_before = _cpu_s()
         process_before = time.process_time()
         sys_before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
