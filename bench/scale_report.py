@@ -136,7 +136,8 @@ def projection(results: dict[str, Any]) -> list[str]:
         f" the 10k sweep at 40 ms per ARM call ({base['estate']['plans']:,} plans in {base['wall_s']:.1f} s).",
         f"* **e = {efficiency:.2f}**: the fan-out's efficiency, (one process's time for the same plans) /"
         f" (fan-out time x workers){' from the fan-out run below' if fan else ' (no fan-out run: 1 assumed)'};"
-        " below 1 on this 2-core machine because the worker processes share two cores; on Flex each instance has its own.",
+        " below 1 on this 2-core machine because the worker processes share two cores;"
+        " on Flex each instance has its own.",
         f"* **tail = {tail:.0f} s**: what 30 s write completions add at the end (the 10k sweep with 30 s completions"
         " minus the one without); writes do not hold a slot, so this is one completion, not one per write.",
         f"* **floor_sub = {floor_sub:.0f} s**: ARM's per-subscription floor for one subscription's calls at"
