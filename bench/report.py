@@ -313,7 +313,12 @@ python -m emulator --port 0 --latency-ms {ep["latency_ms"]:.0f} --page-size {ep[
 python -m bench.naive  < spec   # the naive loop, one child process
 python -m bench.sweep  < spec   # one labguard sweep per child process (build_runtime + Reconciler.sweep)
 python -m bench.events < spec   # the Event Grid function, 1 warm-up + N events
+python -m bench.threadpool < spec   # the competent baseline: 32 threads over the sync SDK, PATCH only drifted
+python -m bench.fanout          # timer enqueues on Azurite's queue, worker processes drain it
+python -m bench.plain  < spec   # a plain aiohttp loop making the sweep's calls (CPU per call)
+python -m bench.firstevent < spec   # a fresh interpreter handling one event (first event from outside)
 python -c "import azure.functions" / python -c "import function_app"   # cold start, 10 each, interleaved
+BENCH_QUICK=1 make bench        # the whole pipeline at a tenth of the sizes, RESULTS to a temp file (not figures)
 ```
 
 ## Results against the targets

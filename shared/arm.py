@@ -146,7 +146,7 @@ class CallCounter:
 
     def on_request(self, request: PipelineRequest[Any]) -> None:
         http = request.http_request
-        path = urlsplit(http.url).path.lower()
+        path = http.url.split("?", 1)[0].lower()  # the scheme and host hold none of the markers below
         if "/operationresults/" in path or "/operationstatuses/" in path:
             kind = "poll"
         elif http.method == "GET":

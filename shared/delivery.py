@@ -29,17 +29,19 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import aiohttp
 
 from shared.lab_plans import LabPlan, PlanId
 from shared.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key, row_key
 from shared.logs import record
-from shared.mail import SmtpConfig, send_notice
 from shared.notices import Notice, clean_line, failure_digest, is_valid_address
 from shared.settings import Settings
-from shared.topic import TopicPublisher
+
+if TYPE_CHECKING:  # the mail and Event Grid topic channels are imported only when configured (first event)
+    from shared.mail import SmtpConfig
+    from shared.topic import TopicPublisher
 from shared.webhooks import (
     DeliveryError,
     check_support_url,
@@ -198,6 +200,8 @@ class Notifier:
                 )
         smtp = None
         if settings.smtp_host:
+            from shared.mail import SmtpConfig
+
             smtp = SmtpConfig(
                 host=settings.smtp_host,
                 port=settings.smtp_port,
@@ -280,6 +284,8 @@ class Notifier:
             smtp = self._smtp
 
             async def email(n: Notice, cid: str | None) -> str:
+                from shared.mail import send_notice
+
                 return await send_notice(smtp, n, correlation_id=cid)
 
             channels.append(_Channel("email", "email", email))
@@ -322,6 +328,8 @@ class Notifier:
     async def _publish(self, notice: Notice, correlation_id: str | None) -> str:
         if self._topic is None:
             assert self._topic_endpoint and self._topic_key
+            from shared.topic import TopicPublisher
+
             try:
                 self._topic = TopicPublisher(self._topic_endpoint, self._topic_key, self._http())
             except ValueError as exc:
