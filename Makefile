@@ -48,7 +48,7 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 schema: $(STAMP)
-	$(PY) -m shared.policy --write-schema policy.schema.json
+	$(VENV)/bin/labguard check-policy --write-schema policy.schema.json
 
 test: $(STAMP) node_modules/.installed .venv-checkov/.installed chromium lint typecheck imports
 	$(VENV)/bin/pytest

@@ -65,7 +65,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     from azure.functions.meta import Datum
 
     from function_app import app
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     _instrument_transport()
     logs = capture_logs()

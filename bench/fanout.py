@@ -1,5 +1,5 @@
 """The fan-out run: the timer enqueues one message per subscription on Azurite's queue, then several
-worker processes drain it through ``shared.runs.on_scope_message`` (what the queue-triggered function
+worker processes drain it through ``shared.runtime.runs.on_scope_message`` (what the queue-triggered function
 runs), as several Functions instances would. ``python -m bench.fanout < spec`` is one process:
 ``role`` ``enqueue`` (one ``on_timer``) or ``worker`` (take, sweep, delete until the queue stays empty).
 """
@@ -69,7 +69,7 @@ def _env(spec: dict[str, Any]) -> None:
 
 
 async def enqueue() -> dict[str, Any]:
-    from shared.runs import close_runtimes, on_timer
+    from shared.runtime.runs import close_runtimes, on_timer
 
     run_id = await on_timer(past_due=False)
     await close_runtimes()
@@ -79,8 +79,8 @@ async def enqueue() -> dict[str, Any]:
 async def work(spec: dict[str, Any]) -> dict[str, Any]:
     from azure.storage.queue.aio import QueueClient
 
-    from shared.fanout import SWEEP_QUEUE
-    from shared.runs import close_runtimes, on_scope_message
+    from shared.runtime.fanout import SWEEP_QUEUE
+    from shared.runtime.runs import close_runtimes, on_scope_message
 
     logs = capture_logs()
     scopes = idle = 0

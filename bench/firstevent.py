@@ -50,7 +50,7 @@ async def run(spec: dict[str, object]) -> None:
     await user_function(event)
     done = time.monotonic()
     loaded = sorted({name.split(".")[0] for name in set(sys.modules) - before})
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
     sys.stdout.write(

@@ -340,9 +340,9 @@ BENCH_QUICK=1 make bench        # the whole pipeline at a tenth of the sizes, RE
   `00:05` form of the official examples, so with those the naive loop would fail outright.
   50k uses the same 10 % drift.
 * **labguard**: enforce mode, bundled `policy.yaml`, `LABGUARD_CONCURRENCY` at its default **16**, the
-  real path (`shared.runs.build_runtime(settings)` then `runtime.reconciler.sweep(...)`, what the timer
+  real path (`shared.runtime.runs.build_runtime(settings)` then `runtime.reconciler.sweep(...)`, what the timer
   function's `on_timer` runs), credentials from `DefaultAzureCredential` (environment credential),
-  requests paced by the default `Pacer` (`shared.pacing`). LROs are polled as the endpoint's
+  requests paced by the default `Pacer` (`shared.edge.pacing`). LROs are polled as the endpoint's
   `Retry-After` says (0 s); labguard's own `poll_interval_s` (5 s) applies only without one.
   Log records are formatted by a handler (the cost a log shipper pays) and dropped.
 * **TLS**: as in Azure, the system trust store (`SSL_CERT_FILE` points it at the endpoint's CA) and no
@@ -384,7 +384,7 @@ BENCH_QUICK=1 make bench        # the whole pipeline at a tenth of the sizes, RE
 
 The endpoint's per-subscription token buckets on (reads 250 burst / 25 per s, writes 200 / 10 per s,
 as ARM documents them since 2024: <https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling>).
-labguard's `shared.pacing.Pacer` keeps the same buckets per subscription, minus 5 % headroom, makes
+labguard's `shared.edge.pacing.Pacer` keeps the same buckets per subscription, minus 5 % headroom, makes
 each request wait for its token before it is sent, lowers its count when ARM's
 `x-ms-ratelimit-remaining-subscription-*` header says there is less, and holds a bucket for a 429's
 `Retry-After`. "ARM's floor" is the least time the documented buckets allow for the calls made.
@@ -434,7 +434,7 @@ indexing does) **{cs["indexed"] * 1000:.0f} ms** ({d["cold_added_indexed_ms"]:+.
 {breakdown}
 
 (`function_app`'s cumulative time includes `azure.functions` itself.) The handlers import
-`shared.runs` and the SDKs inside the function body, so indexing loads none of them; that cost
+`shared.runtime.runs` and the SDKs inside the function body, so indexing loads none of them; that cost
 is paid by the first invocation (section 3).
 
 ## Findings
@@ -444,7 +444,7 @@ is paid by the first invocation (section 3).
   new `ssl.SSLContext` per request (`AioHttpTransport._build_ssl_config`), so aiohttp reused no
   connection: each request reloaded the bundle and did a TLS handshake (then: sweep at 1k 3.2 s instead
   of 1.5 s, peak RSS 198 MB instead of 91 MB, events p95 33.7 ms instead of 12.0 ms end to end).
-  `shared/arm.py` now builds one context (`shared.tls.ssl_context`) and gives the SDK client and the
+  `shared/edge/arm.py` now builds one context (`shared.edge.tls.ssl_context`) and gives the SDK client and the
   credential transports over one aiohttp session. Measured now with the same 1k estate: sweep
   {ca["wall_s"]:.1f} s against {sweeps["1k"]["wall_s"]:.1f} s without the bundle, {ca["cpu_s"]:.1f} s of CPU against
   {sweeps["1k"]["cpu_s"]:.1f} s, peak RSS {ca["peak_rss_mb"]:.0f} MB against {sweeps["1k"]["peak_rss_mb"]:.0f} MB; events end to end (0 ms endpoint)

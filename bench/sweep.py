@@ -2,7 +2,7 @@
 reconciler's ``sweep``, exactly what the timer function's ``on_timer`` runs). Prints one JSON line.
 
 ``python -m bench.sweep < spec.json``; the spec names the endpoint, the subscriptions, and whether
-requests are paced (``shared.pacing.Pacer``, the default in ``build_runtime``) or not.
+requests are paced (``shared.edge.pacing.Pacer``, the default in ``build_runtime``) or not.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from bench.endpoint import peak_rss_mb
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
-    from shared.pacing import Pacer
-    from shared.reconcile import sweep_scopes
-    from shared.runs import build_runtime, load_settings
+    from shared.edge.pacing import Pacer
+    from shared.runtime.reconcile import sweep_scopes
+    from shared.runtime.runs import build_runtime, load_settings
 
     logs = capture_logs()
     settings = load_settings()

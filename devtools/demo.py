@@ -39,7 +39,7 @@ from rich.rule import Rule
 from rich.text import Text
 
 from devtools import estate, services
-from labguard import core, render
+from labguard import render, runner
 
 API_VERSION = "2023-06-07"
 APP_CLIENT = "labguard-app"
@@ -203,18 +203,18 @@ class Story:
             self.problems.append(what)
             self.out.print(Text(f"✗ not as expected: {what}", style="bold red"), soft_wrap=True)
 
-    async def audit(self) -> core.RunResult:
-        settings = core.resolve_settings(os.environ, core.Flags(), mode="audit")
-        policy = core.read_policy(settings.policy_file, "audit")
+    async def audit(self) -> runner.RunResult:
+        settings = runner.resolve_settings(os.environ, runner.Flags(), mode="audit")
+        policy = runner.read_policy(settings.policy_file, "audit")
         self.out.print(Text("$ labguard audit", style="bold"))
-        result = await core.run(settings, policy, command="audit")
+        result = await runner.run(settings, policy, command="audit")
         render.print_run(self.out, result)
         return result
 
     async def http(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> tuple[int, Any, Any]:
         import aiohttp
 
-        from shared.tls import ssl_context
+        from shared.edge.tls import ssl_context
 
         url = path if path.startswith("https://") else self.stage.endpoint.endpoint + path
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -266,7 +266,7 @@ class Story:
     async def owner_change(self) -> None:
         from azure.identity.aio import ClientSecretCredential
 
-        from shared.arm import principal_from_token
+        from shared.edge.arm import principal_from_token
 
         self.title(2, "A lab owner loosens a plan; Event Grid brings the write to labguard")
         app_oid = await self._app_principal()  # the Function App is up: its worker holds its ARM session
@@ -362,7 +362,7 @@ class Story:
         raise StoryError(f"the local endpoint recorded no write event for {plan_id} by {caller_oid}")
 
     async def _app_principal(self) -> str:
-        from shared.runs import current_runtime
+        from shared.runtime.runs import current_runtime
 
         runtime = await current_runtime()
         return await runtime.own_principal() or "?"
@@ -474,7 +474,7 @@ def _describe_patch(body: dict[str, Any], patch: dict[str, Any]) -> str:
 
 
 async def tell(out: Console, stage: Stage) -> list[str]:
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     async with services.smtp_sink(stage.tls) as sink:
         bundle = services.combined_bundle(stage.workdir, stage.endpoint.ca_file, stage.tls.ca_file)
@@ -527,7 +527,7 @@ def run_demo(out: Console | None = None) -> int:
     except KeyboardInterrupt:
         err.print("labguard demo: interrupted; stopped the local endpoint, Azurite and the SMTP sink")
         return 130
-    except (services.ServiceError, StoryError, core.ConfigError) as exc:
+    except (services.ServiceError, StoryError, runner.ConfigError) as exc:
         err.print(f"[bold red]labguard demo:[/] {exc}")
         return 1
     finally:

@@ -30,7 +30,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from shared.runs import APP_ROOT
+from shared.runtime.runs import APP_ROOT
 
 AZURITE_TABLE = APP_ROOT / "node_modules" / ".bin" / "azurite-table"
 # Azurite's documented development account key (public; it only opens the local emulator).

@@ -12,7 +12,7 @@ bp = func.Blueprint()
 @bp.function_name("eventgrid_lab_plan")
 @bp.event_grid_trigger(arg_name="event")
 async def eventgrid_lab_plan(event: func.EventGridEvent) -> None:
-    from shared.runs import on_event
+    from shared.runtime.runs import on_event
 
     if isinstance(event, func.CloudEvent):  # CloudEvents 1.0 schema
         await on_event(

@@ -12,6 +12,6 @@ bp = func.Blueprint()
 @bp.function_name("timer_sweep")
 @bp.timer_trigger(arg_name="timer", schedule="%LABGUARD_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def timer_sweep(timer: func.TimerRequest) -> None:
-    from shared.runs import on_timer
+    from shared.runtime.runs import on_timer
 
     await on_timer(past_due=timer.past_due)

@@ -48,7 +48,7 @@ param labPlanSubscriptionIds string = ''
 param labPlanResourceGroupIds string = ''
 
 // ---------------------------------------------------------------------------------------------
-// labguard settings (see shared/settings.py KNOWN_SETTINGS; empty means the code's default)
+// labguard settings (see shared/runtime/settings.py KNOWN_SETTINGS; empty means the code's default)
 // ---------------------------------------------------------------------------------------------
 
 @allowed([
@@ -221,7 +221,7 @@ module keyVault 'modules/keyvault.bicep' = {
   }
 }
 
-// Every setting labguard's code reads (shared/settings.py KNOWN_SETTINGS), except the platform's
+// Every setting labguard's code reads (shared/runtime/settings.py KNOWN_SETTINGS), except the platform's
 // AzureWebJobsStorage__* (modules/functionapp.bicep), the local-only connection string and endpoint
 // override, and AZURE_CLIENT_ID (only for a user-assigned identity; this template uses the
 // system-assigned one). tests/infra checks this list.

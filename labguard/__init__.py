@@ -1,4 +1,4 @@
 """labguard's command line for admins: ``labguard audit | enforce | check-policy``.
 
-Built on the same core (``shared.reconcile``) and ARM adapter (``shared.arm``) as the Functions.
+Built on the same core (``shared.runtime.reconcile``) and ARM adapter (``shared.edge.arm``) as the Functions.
 """

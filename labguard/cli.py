@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from labguard import core, exit_codes, render
+from labguard import exit_codes, render, runner
 
 EXIT_HELP = (
     "Exit status: 0 compliant; 1 findings (drift left, not converged, or what --fail-on selects); "
@@ -138,13 +138,13 @@ def quiet_logs(verbose: bool) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _flags(subscription: list[str] | None, resource_group: list[str] | None, policy: str | None) -> core.Flags:
-    return core.Flags(subscriptions=subscription, resource_groups=resource_group, policy=policy)
+def _flags(subscription: list[str] | None, resource_group: list[str] | None, policy: str | None) -> runner.Flags:
+    return runner.Flags(subscriptions=subscription, resource_groups=resource_group, policy=policy)
 
 
 def sweep(
     command: Literal["audit", "enforce"],
-    flags: core.Flags,
+    flags: runner.Flags,
     *,
     dry_run: bool,
     as_json: bool,
@@ -156,7 +156,7 @@ def sweep(
     fail_on: frozenset[str] | None = None,
     output: str = "table",
     ask: bool = False,
-    results: list[core.RunResult] | None = None,
+    results: list[runner.RunResult] | None = None,
 ) -> int:
     """Run ``audit`` or ``enforce`` and print it; returns the exit code. Raises ConfigError.
 
@@ -168,17 +168,17 @@ def sweep(
     if as_json:
         output = "json"
     as_json = output != "table"  # json and junit: no header, no progress bar, one document on stdout
-    settings = core.resolve_settings(env, flags, mode=command)
-    core.require_scope(settings)
-    policy, functions_mode = core.read_run_policy(settings, command, env)
+    settings = runner.resolve_settings(env, flags, mode=command)
+    runner.require_scope(settings)
+    policy, functions_mode = runner.read_run_policy(settings, command, env)
     if ask and command == "enforce" and not dry_run and as_json:
-        raise core.ConfigError(
+        raise runner.ConfigError(
             f"enforce --format {output} on a terminal would send patches without showing them first: "
             "add --yes to send them, or --dry-run to see them"
         )
     approved: dict[str, Mapping[str, Any]] | None = None  # set once a person approved a preview
     if ask and command == "enforce" and not dry_run:
-        previews: list[core.RunResult] = []
+        previews: list[runner.RunResult] = []
         preview = sweep(
             command,
             flags,
@@ -208,8 +208,8 @@ def sweep(
             for item in previews[0].results
             if item.status == "drifted" and item.outcome.evaluation is not None and item.outcome.evaluation.patch
         }
-    configured = core.configured_scope(env)
-    header = core.RunResult(command, dry_run, settings, policy, functions_mode=functions_mode, configured=configured)
+    configured = runner.configured_scope(env)
+    header = runner.RunResult(command, dry_run, settings, policy, functions_mode=functions_mode, configured=configured)
     header_shown = False
 
     def show_header() -> None:  # once the run is under way: a configuration error prints nothing else
@@ -220,7 +220,7 @@ def sweep(
 
     streaming = command == "enforce" and not as_json
 
-    async def go() -> core.RunResult:
+    async def go() -> runner.RunResult:
         progress: Progress | None = None
         if err.is_terminal and not as_json:  # a progress bar for people watching, never in pipes or CI logs
             progress = Progress(
@@ -237,7 +237,7 @@ def sweep(
         # Changes scroll above the bar when both share the screen; a redirected stdout gets them as is.
         printer = progress.console if progress is not None and out.is_terminal else out
 
-        def on_result(item: core.PlanResult) -> None:
+        def on_result(item: runner.PlanResult) -> None:
             if progress is not None:
                 progress.advance(task)
             if streaming:
@@ -247,7 +247,7 @@ def sweep(
                     printer.print(line, soft_wrap=True)
 
         try:
-            return await core.run(
+            return await runner.run(
                 settings,
                 policy,
                 command=command,
@@ -264,7 +264,7 @@ def sweep(
                 progress.stop()
 
     with quiet_logs(verbose):
-        result: core.RunResult = asyncio.run(go())
+        result: runner.RunResult = asyncio.run(go())
     result.configured = configured
     if results is not None:
         results.append(result)
@@ -282,10 +282,31 @@ def sweep(
     return result.exit_code
 
 
+def audit_files(
+    paths: list[str], flags: runner.Flags, *, now: str | None, as_json: bool, env: Mapping[str, str] | None = None
+) -> int:
+    """``audit --from-file``: the same report as a sweep, over saved plan JSON. Raises ConfigError."""
+    from datetime import UTC, datetime
+
+    settings = runner.resolve_settings(os.environ if env is None else env, flags, mode="audit")
+    policy = runner.read_policy(settings.policy_file, settings.mode_override)
+    try:
+        when = datetime.fromisoformat(now) if now else datetime.now(UTC)
+    except ValueError:
+        raise runner.ConfigError(f"--now {now!r} is not an ISO date/time such as 2025-07-31T12:00:00Z") from None
+    result = runner.evaluate_files(paths, settings, policy, when)
+    out = render.console()
+    if as_json:
+        out.file.write(json.dumps(render.run_json(result), indent=2, ensure_ascii=False) + "\n")
+    else:
+        render.print_run(out, result)
+    return result.exit_code
+
+
 def _guard(body: Callable[[], int]) -> None:
     try:
         code = body()
-    except core.ConfigError as exc:
+    except runner.ConfigError as exc:
         raise fail(str(exc), exc.code) from None
     except exit_codes.FailOnError as exc:
         raise fail(str(exc)) from None
@@ -297,7 +318,7 @@ def _guard(body: Callable[[], int]) -> None:
 def _output(output: str) -> str:
     value = output.strip().lower()
     if value not in FORMATS:
-        raise core.ConfigError(f"--format {output!r}: write table, json or junit")
+        raise runner.ConfigError(f"--format {output!r}: write table, json or junit")
     return value
 
 
@@ -333,8 +354,24 @@ def audit(
     fail_on: FailOn = None,
     allow_empty: AllowEmpty = False,
     verbose: Verbose = False,
+    from_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from-file",
+            metavar="FILE",
+            help="Evaluate saved lab plan JSON (a list, {value: [...]} or one body) instead of Azure (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option("--now", metavar="WHEN", help="With --from-file: evaluate as of this ISO date/time.", hidden=True),
+    ] = None,
 ) -> None:
     """Report every plan in scope against the policy; change nothing."""
+    if from_file:
+        _guard(lambda: audit_files(from_file, _flags(subscription, resource_group, policy), now=now, as_json=as_json))
+        return
     _guard(
         lambda: sweep(
             "audit",
@@ -397,15 +434,33 @@ def check_policy(
     subscription: Subscriptions = None,
     resource_group: ResourceGroups = None,
     as_json: AsJson = False,
+    write_schema: Annotated[
+        str | None,
+        typer.Option(
+            "--write-schema",
+            metavar="PATH",
+            help="Write the policy file's JSON Schema (policy.schema.json) to PATH instead.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Validate a policy file and print the effective rules per scope; warn about overrides outside the scope
     (from -s/-g, else LABGUARD_SUBSCRIPTIONS / LABGUARD_RESOURCE_GROUPS). Exit 0 valid, 2 invalid."""
 
     def body() -> int:
-        path = core.policy_path(file, os.environ.get("LABGUARD_POLICY_FILE", "").strip() or None)
-        policy = core.read_policy(path, hint="")
-        settings = core.resolve_settings(os.environ, core.Flags(subscription, resource_group, str(path)))
-        warnings = core.unused_overrides(policy, settings)
+        if write_schema:
+            from shared.core.policy import schema_text
+
+            try:
+                with open(write_schema, "w", encoding="utf-8") as handle:
+                    handle.write(schema_text())
+            except OSError as exc:
+                raise runner.ConfigError(f"cannot write the schema to {write_schema}: {exc.strerror or exc}") from None
+            return 0
+        path = runner.policy_path(file, os.environ.get("LABGUARD_POLICY_FILE", "").strip() or None)
+        policy = runner.read_policy(path, hint="")
+        settings = runner.resolve_settings(os.environ, runner.Flags(subscription, resource_group, str(path)))
+        warnings = runner.unused_overrides(policy, settings)
         out = render.console()
         if as_json:
             document = render.policy_json(policy)

@@ -24,12 +24,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from labguard import core
-from shared.arm import API_VERSION, ArmError, ArmReply, BadPlan, LabPlansArm, ProviderNotRegistered
-from shared.lab_plans import PROVIDER
-from shared.policy import DEFAULT_EXEMPTION_TAG, Policy, PolicyError, load_policy
-from shared.reconcile import sweep_scopes
-from shared.settings import Settings
+from labguard import runner
+from shared.core.governed import GOVERNED
+from shared.core.plans import PROVIDER
+from shared.core.policy import DEFAULT_EXEMPTION_TAG, Policy, load_policy
+from shared.edge.arm import API_VERSION, ArmReply, BadPlan, LabPlansArm
+from shared.errors import ArmError, PolicyError, ProviderNotRegistered
+from shared.runtime.reconcile import sweep_scopes
+from shared.runtime.settings import Settings
 
 Verdict = Literal["ok", "warn", "fail"]
 
@@ -38,11 +40,7 @@ PERMISSIONS_API = "2022-04-01"  # Microsoft.Authorization: Permissions - List
 WRITE_ACTION = f"{PROVIDER}/labPlans/write"
 READ_ACTION = f"{PROVIDER}/labPlans/read"
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
-DELAYS = {
-    "disconnectDelay": "shutdownOnDisconnect",
-    "noConnectDelay": "shutdownWhenNotConnected",
-    "idleDelay": "shutdownOnIdle",
-}
+DELAYS = {s.arm_key: s.feature for s in GOVERNED if s.feature}  # delay -> the switch or mode of its feature
 # The throwaway plan: a non-default sibling (clientRdpAccess Public) shows whether a PATCH of another leaf
 # keeps it (merge) or resets it to the spec's default (replace). Every shutdown feature is off; one delay is
 # written anyway (is it kept or dropped on read?), the other two are not (do they stay absent?).
@@ -188,7 +186,7 @@ async def diagnose(
     wait_s: float = 300.0,
 ) -> Report:
     """Run every check against the configured ARM endpoint; never raises for what it finds."""
-    from shared.arm import open_arm
+    from shared.edge.arm import open_arm
 
     report = report if report is not None else Report(settings, settings.policy_file)
     policy = _check_policy_file(report, settings)
@@ -243,9 +241,9 @@ def _check_policy_file(report: Report, settings: Settings) -> Policy | None:
 
 async def _check_credential(report: Report, session: Any) -> bool:
     try:
-        await core._check_sign_in(session)
+        await runner._check_sign_in(session)
         token = await session.credential.get_token(session.scope)
-    except core.ConfigError as exc:
+    except runner.ConfigError as exc:
         report.add("credential", "fail", str(exc))
         return False
     claims = token_claims(token.token)
@@ -266,7 +264,7 @@ async def _check_provider(report: Report, arm: LabPlansArm, sub: str) -> None:
             "GET", f"/subscriptions/{quote(sub)}/providers/{PROVIDER}?api-version={PROVIDERS_API}"
         )
     except ArmError as exc:
-        report.add(name, "fail", f"cannot ask ARM: {core._first_line(str(exc))}")
+        report.add(name, "fail", f"cannot ask ARM: {runner._first_line(str(exc))}")
         return
     state = str(reply.body.get("registrationState") or "")
     if reply.status == 200 and state.lower() == "registered":
@@ -333,7 +331,7 @@ async def _check_write_permission(report: Report, arm: LabPlansArm, sub: str, gr
             "GET", f"{path}/providers/Microsoft.Authorization/permissions?api-version={PERMISSIONS_API}"
         )
     except ArmError as exc:
-        report.add(name, "warn", f"cannot ask ARM: {core._first_line(str(exc))}")
+        report.add(name, "warn", f"cannot ask ARM: {runner._first_line(str(exc))}")
         return
     if reply.status != 200:
         report.add(
@@ -400,7 +398,7 @@ async def _live(
             after = await _settled(arm, url, wait_s)
             _check_nested_profiles(report, before, after)
     except ArmError as exc:
-        report.add("live: probe", "fail", f"stopped: {core._first_line(str(exc))}")
+        report.add("live: probe", "fail", f"stopped: {runner._first_line(str(exc))}")
     except TimeoutError as exc:
         report.add("live: probe", "fail", str(exc))
     except asyncio.CancelledError:  # Ctrl-C: still delete the plan (below), then stop
@@ -484,7 +482,7 @@ async def _check_operation_urls(report: Report, arm: LabPlansArm, patch: ArmRepl
             status: int | str = reply.status
             code = _code(reply)
         except ArmError as exc:
-            status, code = "not followed", core._first_line(str(exc))
+            status, code = "not followed", runner._first_line(str(exc))
         readable = status in (200, 202, 204)
         report.live["operationUrls"].append({"header": header, "shape": shape, "status": status, "readable": readable})
         answer = f"readable by this identity (HTTP {status})" if readable else f"not readable: {status} {code}".rstrip()
@@ -567,7 +565,7 @@ async def _delete(report: Report, arm: LabPlansArm, url: str, path: str, wait_s:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
     except (ArmError, OSError) as exc:
-        report.add("live: cleanup", "fail", f"{core._first_line(str(exc))}; {by_hand}")
+        report.add("live: cleanup", "fail", f"{runner._first_line(str(exc))}; {by_hand}")
         return
     report.live["deleted"] = True
     report.add("live: cleanup", "ok", f"deleted the throwaway plan {path.rsplit('/', 1)[-1]} (DELETE {reply.status})")
@@ -600,7 +598,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def command(
-    flags: core.Flags,
+    flags: runner.Flags,
     *,
     live_group: str | None,
     location: str | None,
@@ -611,12 +609,12 @@ def command(
     """``labguard doctor``: run, print the table (or JSON), return the exit code. Raises ConfigError."""
     from labguard import render
 
-    if live_group is not None and not core._RESOURCE_GROUP.match(live_group):
-        raise core.ConfigError(
+    if live_group is not None and not runner._RESOURCE_GROUP.match(live_group):
+        raise runner.ConfigError(
             f"--live {live_group!r} is not a resource group name (letters, digits, - _ . ( ), at most 90 characters)"
         )
-    settings = core.resolve_settings(env, flags)
-    core.require_scope(settings)
+    settings = runner.resolve_settings(env, flags)
+    runner.require_scope(settings)
     out = out or render.console()
     report = Report(settings, settings.policy_file)
     interrupted = False

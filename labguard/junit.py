@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from labguard.core import PlanResult, RunResult
 from labguard.render import change_text, findings_lines
-from shared.snapshot import DRIFT_STATUSES
+from labguard.runner import PlanResult, RunResult
+from shared.core.snapshot import DRIFT_STATUSES
 
 
 def _case(suite: ET.Element, classname: str, name: str, duration: str = "0") -> ET.Element:
@@ -32,7 +32,7 @@ def _plan_case(suite: ET.Element, item: PlanResult, result: RunResult) -> ET.Ele
     elif status in DRIFT_STATUSES or (item.write_failed and item.write_denied is None):
         for finding in evaluation.violations if evaluation is not None else ():
             observed = "(not set)" if finding.observed is None else str(finding.observed)
-            message = f"{finding.field}: {observed} is outside the policy; allowed {finding.allowed}"
+            message = f"{finding.path}: {observed} is outside the policy; allowed {finding.allowed}"
             failure = ET.SubElement(case, "failure", {"type": finding.rule, "message": message})
             failure.text = finding.message
         if evaluation is None or not evaluation.violations:

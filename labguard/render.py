@@ -12,11 +12,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from labguard.core import PlanResult, RunResult, unused_overrides
-from shared.drift import shown
-from shared.policy import Policy, Rules
-from shared.report import evaluation_to_dict
-from shared.snapshot import DETAIL_STATUSES
+from labguard.runner import PlanResult, RunResult, unused_overrides
+from shared.core.governed import GOVERNED
+from shared.core.policy import Policy, Rules
+from shared.core.report import evaluation_to_dict
+from shared.core.snapshot import DETAIL_STATUSES
+from shared.core.text import shown
 
 # status -> (label in the STATE column, style)
 STATES: dict[str, tuple[str, str]] = {
@@ -80,7 +81,7 @@ def change_text(result: PlanResult) -> str:
     parts = []
     for finding in evaluation.violations:
         observed = "(not set)" if finding.observed is None else finding.observed
-        parts.append(f"{finding.field.rsplit('.', 1)[-1]} {observed} → {finding.patch_value}")
+        parts.append(f"{finding.leaf} {observed} → {finding.patch_value}")
     return ", ".join(parts)
 
 
@@ -137,7 +138,7 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
             if finding.rule == "exemption.expired":
                 lines.append((f"its exemption ended {shown(finding.observed, quote=False)}", "dim"))
             elif finding.rule == "exemption.invalid-until":
-                lines.append((f"exemption ignored: {finding.field} {shown(finding.observed)} is not a date", "dim"))
+                lines.append((f"exemption ignored: {finding.path} {shown(finding.observed)} is not a date", "dim"))
     return lines
 
 
@@ -192,7 +193,7 @@ def lab_lines(outcome: Any) -> list[tuple[str, str]]:
         return [(outcome.detail or outcome.status, "")]
     lines: list[tuple[str, str]] = []
     for finding in evaluation.findings:
-        key = finding.field.rsplit(".", 1)[-1]
+        key = finding.leaf
         observed = "(not set)" if finding.observed is None else finding.observed
         if finding.is_drift:
             lines.append((f"{key} {observed} → {finding.patch_value}", ""))
@@ -237,6 +238,13 @@ def summary_line(result: RunResult) -> str:
 
 def header_lines(result: RunResult) -> list[str]:
     settings = result.settings
+    if result.files:
+        return [
+            "labguard audit --from-file: saved plan JSON, no Azure call; nothing is changed "
+            "(→ shows what enforce would write)",
+            f"policy   {result.policy.source}",
+            f"files    {', '.join(result.files)}",
+        ]
     subs = ", ".join(settings.subscriptions)
     groups = ", ".join(settings.resource_groups) if settings.resource_groups else "all resource groups"
     if result.command == "audit":
@@ -490,6 +498,7 @@ def run_json(result: RunResult) -> dict[str, Any]:
         "plans": plans,
         "labsWithoutPlan": [lab_json(lab) for lab in result.labs_of(None)],
         "listFailures": [{"scope": scope, "error": error} for scope, error in result.list_failures],
+        **({"files": list(result.files)} if result.files else {}),
         "notRegistered": list(result.not_registered),
         "emptyScopes": list(result.empty_scopes),
         "unusedOverrides": unused_override_lines(result),
@@ -523,7 +532,7 @@ def lab_json(outcome: Any) -> dict[str, Any]:
         "findings": [
             {
                 "rule": f.rule,
-                "field": f.field,
+                "field": f.path,
                 "observed": f.observed,
                 "allowed": f.allowed,
                 "severity": f.severity,
@@ -569,24 +578,8 @@ def change_line(result: PlanResult, *, dry_run: bool) -> Text | None:
 # ------------------------------------------------------------------------------------ check-policy
 
 
-def _bound(section: str, key: str, value: str | None) -> str:
-    if value is None:
-        return "not governed"
-    if key.startswith("max"):
-        return f"at most {value}"
-    if key.startswith("min"):
-        return f"at least {value}"
-    if section == "connection":
-        return f"at most {value}"
-    return value
-
-
 def _rule_rows(rules: Rules) -> list[tuple[str, str]]:
-    rows = []
-    for section, values in rules.to_policy_dict().items():
-        for key, value in values.items():
-            rows.append((key, _bound(section, key, value)))
-    return rows
+    return [(setting.policy_key, setting.bound_text(rules.shown(setting))) for setting in GOVERNED]
 
 
 def _scope_label(scope: str) -> str:

@@ -2,7 +2,7 @@
 
 Runs the same read-only audit as ``labguard audit`` (nothing is changed), adds the notice state of
 Failed plans and the last 7 days of labguard's change log when ``AzureWebJobsStorage`` is set, and
-writes one self-contained HTML file (:mod:`shared.report_html`), plus the JSON snapshot it was
+writes one self-contained HTML file (:mod:`shared.core.report_html`), plus the JSON snapshot it was
 rendered from with ``--snapshot FILE``.
 """
 
@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from labguard import core
-from shared.report_html import render_html
-from shared.snapshot import NoticeState, PlanEntry, build_snapshot
+from labguard import runner
+from shared.core.report_html import render_html
+from shared.core.snapshot import NoticeState, PlanEntry, build_snapshot
 
 
-def _notice(result: core.PlanResult) -> NoticeState | None:
+def _notice(result: runner.PlanResult) -> NoticeState | None:
     status = result.notice
     if status is not None:
         return NoticeState(sent=status.sent, pending=status.pending, problem=status.problem)
@@ -30,7 +30,7 @@ def _notice(result: core.PlanResult) -> NoticeState | None:
     return None
 
 
-def snapshot_of(result: core.RunResult, changes: Any, problem: str | None, now: datetime) -> dict[str, Any]:
+def snapshot_of(result: runner.RunResult, changes: Any, problem: str | None, now: datetime) -> dict[str, Any]:
     entries = [
         PlanEntry(item.outcome.plan_id, item.status, item.outcome.evaluation, item.outcome.detail, _notice(item))
         for item in result.results
@@ -49,27 +49,27 @@ def snapshot_of(result: core.RunResult, changes: Any, problem: str | None, now: 
 
 
 def write_report(
-    flags: core.Flags,
+    flags: runner.Flags,
     html_file: str,
     snapshot_file: str | None,
     *,
     env: Mapping[str, str] | None = None,
     credential: Any = None,
 ) -> tuple[dict[str, Any], list[Path]]:
-    """Audit, render and write; returns the snapshot and the files written. Raises core.ConfigError."""
-    from shared.sweep_outputs import recent_changes
+    """Audit, render and write; returns the snapshot and the files written. Raises runner.ConfigError."""
+    from shared.runtime.sweep_outputs import recent_changes
 
     env = os.environ if env is None else env
     targets = [Path(html_file).expanduser()] + ([Path(snapshot_file).expanduser()] if snapshot_file else [])
     for target in targets:
         if target.is_dir() or not target.parent.is_dir():
-            raise core.ConfigError(f"cannot write {target}: name a file in an existing directory")
-    settings = core.resolve_settings(env, flags, mode="audit")
-    core.require_scope(settings)
-    policy = core.read_policy(settings.policy_file, settings.mode_override)
+            raise runner.ConfigError(f"cannot write {target}: name a file in an existing directory")
+    settings = runner.resolve_settings(env, flags, mode="audit")
+    runner.require_scope(settings)
+    policy = runner.read_policy(settings.policy_file, settings.mode_override)
 
     async def go() -> dict[str, Any]:
-        result = await core.run(settings, policy, command="audit", credential=credential)
+        result = await runner.run(settings, policy, command="audit", credential=credential)
         now = datetime.now(UTC)
         changes, problem = await recent_changes(settings, now)
         return snapshot_of(result, changes, problem, now)
@@ -80,5 +80,5 @@ def write_report(
         if snapshot_file:
             targets[1].write_text(json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     except OSError as exc:
-        raise core.ConfigError(f"cannot write the report: {exc.strerror or exc}") from None
+        raise runner.ConfigError(f"cannot write the report: {exc.strerror or exc}") from None
     return snapshot, targets

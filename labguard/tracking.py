@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.arm import ArmError
-from shared.lab_plans import LabPlan, PlanId
-from shared.reconcile import scope_path
-from shared.runs import APP_ROOT
+from shared.core.plans import LabPlan, PlanId
+from shared.errors import ArmError
+from shared.runtime.reconcile import scope_path
+from shared.runtime.runs import APP_ROOT
 
 WRITE_ACTION = "Microsoft.LabServices/labPlans/write"
 #: Seconds an interrupted run waits for writes already sent; a second Ctrl-C stops waiting.

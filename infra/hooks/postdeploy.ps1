@@ -91,7 +91,7 @@ if ($TopicCreated -ne 'true') {
 }
 
 # 3. Create or update (a PUT of the whole subscription), up to 3 tries, repairing a Failed one
-# before each. The filter is exactly what shared/events.py accepts (HANDLED_EVENT_TYPES,
+# before each. The filter is exactly what shared/runtime/events.py accepts (HANDLED_EVENT_TYPES,
 # HANDLED_OPERATIONS).
 $try = 1
 while ($true) {

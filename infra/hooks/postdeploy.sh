@@ -5,7 +5,7 @@
 # validation can leave the subscription in the Failed state. So this hook
 #   1. waits (bounded) until eventgrid_lab_plan is listed on the Function App,
 #   2. deletes labguard's event subscription if it was left in Failed (or Canceled),
-#   3. creates or updates it (a PUT: idempotent) with exactly the filter shared/events.py accepts,
+#   3. creates or updates it (a PUT: idempotent) with exactly the filter shared/runtime/events.py accepts,
 #      up to 3 tries, repairing a Failed one before each,
 #   4. reads it back and fails unless it is Succeeded.
 # It changes no app setting and provisions nothing. infra/hooks/postdeploy.ps1 does the same on
@@ -101,7 +101,7 @@ if [ "$TOPIC_CREATED" != "true" ]; then
 fi
 
 # 3. Create or update: `create` is a PUT of the whole subscription, so running it again converges.
-# The filter is exactly what shared/events.py accepts (HANDLED_EVENT_TYPES, HANDLED_OPERATIONS).
+# The filter is exactly what shared/runtime/events.py accepts (HANDLED_EVENT_TYPES, HANDLED_OPERATIONS).
 # Event Grid validates the endpoint now; a refusal leaves the subscription Failed, so each retry
 # repairs it first.
 try=1

@@ -5,7 +5,7 @@
 // The event subscription itself is not here: Event Grid validates an AzureFunction endpoint when
 // the subscription is created, and `eventgrid_lab_plan` exists only after the code is deployed. The
 // postdeploy hook (infra/hooks/postdeploy.sh, .ps1) creates or updates it, with the filter that
-// shared/events.py accepts, once the function is listed on the app.
+// shared/runtime/events.py accepts, once the function is listed on the app.
 
 @description('Tags for every resource.')
 param tags object

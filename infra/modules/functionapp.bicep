@@ -80,7 +80,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
 var platformSettings = {
   // The host's storage, identity-based (no account key exists to put in a connection string). The
   // service URIs rather than __accountName: they carry the cloud's storage suffix. The notice ledger
-  // (shared/ledger.py) connects to __tableServiceUri with the same managed identity.
+  // (shared/notices/ledger.py) connects to __tableServiceUri with the same managed identity.
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__blobServiceUri: blobEndpoint
   AzureWebJobsStorage__queueServiceUri: queueEndpoint

@@ -2,7 +2,7 @@
 // - the Functions host state (AzureWebJobsStorage__*, identity-based: timer leases, host keys),
 // - the Flex Consumption deployment package container,
 // - the notice ledger table (LABGUARD_LEDGER_TABLE) and the fan-out run table beside it,
-// - the sweep fan-out queue and its poison queue (shared/fanout.py, handlers/queue_sweep.py),
+// - the sweep fan-out queue and its poison queue (shared/runtime/fanout.py, handlers/queue_sweep.py),
 // - the Event Grid dead-letter container.
 
 @description('Region of the account.')
@@ -25,7 +25,7 @@ param deadLetterContainerName string
 @description('Table of the notice ledger; the same value goes into LABGUARD_LEDGER_TABLE.')
 param ledgerTableName string
 
-@description('Queue of the sweep fan-out (shared/fanout.py SWEEP_QUEUE).')
+@description('Queue of the sweep fan-out (shared/runtime/fanout.py SWEEP_QUEUE).')
 param sweepQueueName string = 'labguard-sweep'
 
 @description('Replication: Standard_LRS is enough for host state and a ledger that can be rebuilt.')

@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 
 from emulator.testing import start_emulator
+from shared.runtime import runs
+
+FAST_RETRY = {"retry_backoff_factor": 0.01, "retry_backoff_max": 0.05}
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "labservices"  # ours: fixtures/labservices/README.md
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
@@ -94,12 +97,15 @@ def configure(emu: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Call
             monkeypatch.setenv(key, value)
 
     apply()
+    # Retries keep azure-core's counts but not its backoff sleeps (0.8 s doubling): the tests see the same
+    # requests, sooner. A Retry-After from the endpoint is still honoured.
+    monkeypatch.setitem(runs.WORKER_ARM_OPTIONS, "retry", FAST_RETRY)
     return apply
 
 
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> AsyncIterator[None]:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.runs import current_runtime
-from shared.settings import SettingsError
+from shared.errors import SettingsError
+from shared.runtime.runs import current_runtime
 
 from .conftest import SUB, compliant_plan
 from .test_functions_e2e import tick  # the indexed timer function (the app indexes its functions once)

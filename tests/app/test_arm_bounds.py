@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared.lab_plans import PlanId
-from shared.runs import build_runtime, load_settings
+from shared.core.plans import PlanId
+from shared.runtime.runs import build_runtime, load_settings
 
 from .conftest import compliant_plan, plan_body
 
@@ -51,7 +51,7 @@ async def test_sweep_arm_calls_are_list_pages_plus_three_per_drifted_plan(emu: A
 
 async def test_a_link_to_another_host_is_never_followed_with_our_token(emu: Any, configure: Any) -> None:
     """A nextLink (or polling URL) pointing off the configured endpoint is refused, not requested."""
-    from shared.arm import ArmError
+    from shared.errors import ArmError
 
     runtime = await build_runtime(load_settings())
     try:
@@ -86,7 +86,7 @@ class _BrokenNotifier:
 async def test_an_unexpected_error_on_one_plan_never_stops_the_sweep(emu: Any, configure: Any) -> None:
     import asyncio
 
-    from shared.reconcile import Reconciler
+    from shared.runtime.reconcile import Reconciler
 
     broken = plan_body("broken")
     emu.put_plan(broken)
@@ -119,7 +119,7 @@ async def test_a_page_whose_next_link_points_back_ends_the_listing_with_an_error
 ) -> None:
     """A nextLink naming a page already read once looped for ever; a hostile plan id in a page that
     does not map is kept to one capped line."""
-    from shared.arm import ArmError, BadPlan
+    from shared.edge.arm import ArmError, BadPlan
 
     runtime = await build_runtime(load_settings())
     try:
@@ -153,8 +153,8 @@ async def test_the_lab_listing_has_the_same_loop_guard_and_caps_as_plans(
     emu: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The lab listing was a copy of the plans' pager without the nextLink guard: it looped for ever."""
-    from shared.arm import ArmError
-    from shared.lab_arm import BadLab, LabsArm
+    from shared.edge.arm import ArmError
+    from shared.edge.lab_arm import BadLab, LabsArm
 
     runtime = await build_runtime(load_settings())
     try:

@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from shared.logs import SDK_HTTP_LOGGER
-from shared.runs import build_runtime, load_settings, on_timer
-from shared.tls import ssl_context
+from shared.edge.tls import ssl_context
+from shared.runtime.logs import SDK_HTTP_LOGGER
+from shared.runtime.runs import build_runtime, load_settings, on_timer
 
 from .conftest import OTHER_SUB, SUB, plan_body
 
@@ -44,7 +44,7 @@ async def test_the_endpoint_answers_arms_409_for_an_unregistered_subscription(em
 async def test_the_sweep_summary_counts_plans_once_and_unlisted_scopes_apart(
     emu: Any, configure: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from shared.runs import RunFailed
+    from shared.runtime.runs import RunFailed
 
     exempt = plan_body("exempt-one")
     exempt["tags"] = {"labguard:exempt": "exam week"}
@@ -119,7 +119,7 @@ def test_host_json_never_samples_away_labguards_records_nor_logs_sdk_requests() 
 async def test_the_functions_refuse_an_unresolved_key_vault_reference_before_any_call(
     emu: Any, configure: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from shared.settings import SettingsError
+    from shared.errors import SettingsError
 
     secret_uri = "https://kv-school.vault.azure.net/secrets/smtp-password/"
     configure(LABGUARD_SMTP_PASSWORD=f"@Microsoft.KeyVault(SecretUri={secret_uri})")

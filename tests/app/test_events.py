@@ -2,8 +2,9 @@
 
 import pytest
 
-from shared.events import IgnoredEvent, MalformedEvent, PlanEvent, parse_event
-from shared.lab_plans import PlanId
+from shared.core.plans import PlanId
+from shared.errors import MalformedEvent
+from shared.runtime.events import IgnoredEvent, PlanEvent, parse_event
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 PLAN = f"/subscriptions/{SUB}/resourceGroups/testrg123/providers/Microsoft.LabServices/labPlans/testlabplan"

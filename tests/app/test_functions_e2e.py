@@ -15,7 +15,7 @@ from azure.functions.meta import Datum
 from azure.functions.timer import TimerRequestConverter
 
 from function_app import app
-from shared.runs import RunFailed
+from shared.errors import RunFailed
 from tests.enforcement_support import CONN, PATCH_MODES, SHUT, assert_only_fixed, patch_changes
 
 from .conftest import OTHER_SUB, POLICY, compliant_plan, plan_body

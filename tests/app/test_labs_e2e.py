@@ -172,7 +172,7 @@ async def test_an_over_quota_lab_is_lowered_and_a_template_vm_lab_only_reported(
 async def test_sweep_arm_calls_with_labs_are_list_pages_plus_three_per_drifted_lab(emu: Any, configure: Any) -> None:
     """Measured on the endpoint's request log: plan pages + lab pages, then for each drifted lab a read right
     before the write, the PATCH and the proof read (the same three calls as a drifted plan)."""
-    from shared.runs import build_runtime, load_settings
+    from shared.runtime.runs import build_runtime, load_settings
 
     configure(LABGUARD_LABS="on")
     emu.configure(page_size=4)

@@ -24,7 +24,7 @@ from azure.functions.meta import Datum
 from azure.functions.queue import QueueMessageInConverter
 
 from devtools.services import APP_ROOT, AZURITE_ACCOUNT, AZURITE_KEY, free_port, stop_process, wait_listening
-from shared.fanout import POISON_QUEUE, SWEEP_QUEUE
+from shared.runtime.fanout import POISON_QUEUE, SWEEP_QUEUE
 
 from .conftest import OTHER_SUB, SUB, compliant_plan, plan_body
 from .test_functions_e2e import FUNCTIONS, arm_requests, patches, shutdown_of, tick

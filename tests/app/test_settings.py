@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import KNOWN_SETTINGS, Settings, SettingsError
+from shared.errors import SettingsError
+from shared.runtime.settings import KNOWN_SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +67,8 @@ def test_sample_settings_list_every_setting_the_code_reads_and_hold_no_secret() 
 
 @pytest.mark.parametrize("content", [None, "not a certificate"])
 def test_an_unusable_ca_bundle_is_refused_naming_the_setting(tmp_path: Path, content: str | None) -> None:
-    from shared.tls import TrustError, ssl_context
+    from shared.edge.tls import ssl_context
+    from shared.errors import TrustError
 
     bundle = tmp_path / "extra-ca.pem"
     if content is not None:
@@ -80,7 +82,7 @@ def test_the_extra_ca_adds_to_the_system_store_and_keeps_verification_on(tmp_pat
 
     import trustme
 
-    from shared.tls import ssl_context
+    from shared.edge.tls import ssl_context
 
     bundle = tmp_path / "extra-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(bundle))

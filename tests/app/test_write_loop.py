@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from shared.lab_plans import PlanId
-from shared.pacing import Pacer
-from shared.runs import BusyRetry, build_runtime, load_settings
+from shared.core.plans import PlanId
+from shared.edge.pacing import Pacer
+from shared.errors import BusyRetry
+from shared.runtime.runs import build_runtime, load_settings
 
 from .conftest import plan_body
 from .test_functions_e2e import arm_requests, deliver, patches, shutdown_of, tick, write_event
@@ -104,7 +105,7 @@ async def test_backoff_grows_exponentially_with_a_cap(emu: Any, configure: Any) 
     now = [datetime(2026, 12, 1, tzinfo=UTC)]
     runtime = await build_runtime(load_settings())
     try:
-        from shared.reconcile import Reconciler
+        from shared.runtime.reconcile import Reconciler
 
         reconciler = Reconciler(runtime.session.plans, runtime.reconciler.policy, clock=lambda: now[0])
         emu.clear_requests()
@@ -207,9 +208,9 @@ async def test_the_event_path_answers_within_event_grids_timeout(
 ) -> None:
     import time
 
-    import shared.runs
+    import shared.runtime.runs
 
-    monkeypatch.setattr(shared.runs, "EVENT_WRITE_WAIT_S", 1.0, raising=False)  # 20 s in production
+    monkeypatch.setattr(shared.runtime.runs, "EVENT_WRITE_WAIT_S", 1.0, raising=False)  # 20 s in production
     emu.configure(lro_delay_s=30)
     body = plan_body("slow")
     emu.put_plan(body)
@@ -283,7 +284,7 @@ class _SlowLedgerNotifier:
 
 
 async def test_a_slow_step_between_the_read_and_the_write_means_a_fresh_read(emu: Any, configure: Any) -> None:
-    from shared.reconcile import Reconciler
+    from shared.runtime.reconcile import Reconciler
 
     body = plan_body("slowledger")
     emu.put_plan(body)
@@ -302,7 +303,7 @@ async def test_a_slow_step_between_the_read_and_the_write_means_a_fresh_read(emu
 async def test_the_event_path_does_not_sit_out_a_long_retry_after(emu: Any, configure: Any) -> None:
     import time
 
-    from shared.runs import RunFailed
+    from shared.errors import RunFailed
 
     body = plan_body("longwait")
     emu.put_plan(body)
@@ -331,8 +332,8 @@ async def test_a_plan_that_turned_busy_after_the_read_is_read_again_then_written
 async def test_a_slow_backoff_lookup_comes_before_the_read_not_between_read_and_write(emu: Any, configure: Any) -> None:
     """A backoff table that answers slowly (up to its 3 s timeout) while the owner changes the plan:
     the write is read after the lookup, so the owner's change is sent back, not undone."""
-    from shared.reconcile import Reconciler
-    from shared.write_backoff import MemoryBackoff
+    from shared.runtime.reconcile import Reconciler
+    from shared.runtime.write_backoff import MemoryBackoff
 
     body = plan_body("slowtable")
     emu.put_plan(body)
@@ -367,7 +368,7 @@ async def test_a_slow_backoff_lookup_comes_before_the_read_not_between_read_and_
 @pytest.mark.parametrize("retry_after", [float("nan"), float("inf"), -5.0])
 async def test_a_hostile_retry_after_does_not_hang_the_write(emu: Any, configure: Any, retry_after: float) -> None:
     """``Retry-After: nan`` once made ``asyncio.sleep(nan)``, which never returns: the write hung for good."""
-    from shared.arm import _retry_after
+    from shared.edge.arm import _retry_after
 
     assert _retry_after({"Retry-After": str(retry_after)}, 1.0) == 1.0
     body = plan_body("hostile")
@@ -401,8 +402,8 @@ async def test_a_hostile_state_found_right_before_the_write_is_logged_capped(
 ) -> None:
     """The read right before the write finds a provisioningState nobody knows, 100 000 characters
     long: the write is dropped and the record names the state in one capped line."""
-    from shared.reconcile import Reconciler
-    from shared.write_backoff import MemoryBackoff
+    from shared.runtime.reconcile import Reconciler
+    from shared.runtime.write_backoff import MemoryBackoff
 
     body = plan_body("hostilestate")
     emu.put_plan(body)

@@ -1,4 +1,4 @@
-"""shared.pacing as plain data: an injected clock, no real sleeping, no timing assertions."""
+"""shared.edge.pacing as plain data: an injected clock, no real sleeping, no timing assertions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shared.pacing import (
+from shared.edge.pacing import (
     ARM_SUBSCRIPTION_LIMITS,
     Limit,
     Pacer,

@@ -1,4 +1,4 @@
-"""The pacer in labguard's ARM pipeline (shared.arm.open_arm) against the local endpoint with ARM's buckets on.
+"""The pacer in labguard's ARM pipeline (shared.edge.arm.open_arm) against the local endpoint with ARM's buckets on.
 
 Counts and header values only: nothing here depends on how fast the machine is.
 """
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from emulator.testing import start_emulator
-from shared.arm import open_arm
-from shared.lab_plans import PlanId
-from shared.pacing import Pacer
-from shared.settings import Settings
+from shared.core.plans import PlanId
+from shared.edge.arm import open_arm
+from shared.edge.pacing import Pacer
+from shared.runtime.settings import Settings
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 PLAN = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.LabServices/labPlans/paced"

@@ -52,6 +52,6 @@ def ledger_storage(tmp_path: Path) -> Iterator[StoppableAzurite]:
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> AsyncIterator[None]:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()

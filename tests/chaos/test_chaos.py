@@ -49,7 +49,7 @@ from azure.functions.meta import Datum
 from azure.functions.timer import TimerRequestConverter
 
 from emulator.testing import start_emulator
-from shared.runs import RunFailed
+from shared.runtime.runs import RunFailed
 from tests.app.test_functions_e2e import FUNCTIONS  # the session's one index (indexing twice raises)
 from tests.notices.plans import TOPIC_KEY, WEBHOOK_PATH
 from tests.notices.servers import HttpsReceiver, SmtpServer, StoppableAzurite, TlsMaterial
@@ -490,7 +490,7 @@ class Run:
 
     async def kill_in_process_sweep(self) -> None:
         """Cancel this runtime's sweep mid-way (after a few ARM requests) and drop the runtime."""
-        from shared import runs
+        from shared.runtime import runs
 
         await self.quiesce()
         pause = self.rng.uniform(0.0, 0.4)
@@ -645,9 +645,9 @@ async def run_chaos(
 ) -> None:
     from datetime import timedelta
 
-    from shared import delivery
-    from shared import ledger as ledger_module
-    from shared.runs import close_runtimes
+    from shared.notices import delivery
+    from shared.notices import ledger as ledger_module
+    from shared.runtime.runs import close_runtimes
 
     seed = SEED
     rng = random.Random(seed)

@@ -20,7 +20,7 @@ async def main() -> None:
     from azure.functions.timer import TimerRequestConverter
 
     from function_app import app
-    from shared.runs import RunFailed, close_runtimes
+    from shared.runtime.runs import RunFailed, close_runtimes
 
     functions = {f.get_function_name(): f for f in app.get_functions()}
     timer = TimerRequestConverter.decode(Datum(json.dumps({"IsPastDue": False}), "json"), trigger_metadata={})

@@ -347,6 +347,7 @@ def test_audit_junit_has_a_test_case_per_plan_and_a_failure_per_finding(run: Run
         if plan["status"] == "drifted":
             drift = [f for f in plan["findings"] if f["patchValue"] is not None]
             assert [f.get("type") for f in failures] == [f["rule"] for f in drift]
+            assert [str(f.get("message")).split(": ")[0] for f in failures] == [f["field"] for f in drift]
         elif plan["status"] == "provisioning-failed":
             assert [f.get("type") for f in failures] == ["provisioning.failed"]
         else:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from devtools import estate
-from shared.policy import main as policy_main
+from shared.core.policy import load_policy, schema_text
 from tests.enforcement_support import CONN, PATCH_MODES, SHUT, assert_only_fixed, patch_changes
 
 from .conftest import arm_writes, clean_env, one_line_error
@@ -194,13 +194,21 @@ def test_check_policy_prints_effective_rules_per_scope(run: Run, policy_file: Pa
     ]
 
 
-def test_check_policy_json_matches_the_core(run: Run, policy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_policy_json_is_the_core_rules(run: Run, policy_file: Path) -> None:
     proc = run("check-policy", "--json", str(policy_file))
     assert proc.returncode == 0
     ours = json.loads(proc.stdout)
-    assert policy_main(["--check", str(policy_file)]) == 0
-    core = json.loads(capsys.readouterr().out)
-    assert ours["scopes"] == core["scopes"] and ours["mode"] == core["mode"]
+    policy = load_policy(policy_file)
+    assert ours["scopes"] == {scope: rules.to_policy_dict() for scope, rules in policy.describe().items()}
+    assert ours["mode"] == policy.mode
+
+
+def test_check_policy_writes_the_schema(run: Run, tmp_path: Path) -> None:
+    proc = run("check-policy", "--write-schema", str(tmp_path / "schema.json"))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert (tmp_path / "schema.json").read_text(encoding="utf-8") == schema_text()
+    unwritable = run("check-policy", "--write-schema", str(tmp_path / "no" / "such" / "dir" / "s.json"))
+    assert unwritable.returncode == 2 and len(unwritable.stderr.strip().splitlines()) == 1
 
 
 def test_check_policy_defaults_to_the_setting(run: Run, settings: dict[str, str]) -> None:
@@ -357,19 +365,38 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(labguard_command: Pa
     assert "would fix" in stdout and "sweeping" not in stdout  # the pipe gets the changes, not the bar
 
 
+def test_audit_from_file_needs_no_azure(labguard_command: Path, tmp_path: Path) -> None:
+    """Saved plan JSON, no endpoint, no credentials, no subscription: the same report, from the installed command."""
+    from .conftest import ROOT
+
+    proc = subprocess.run(
+        [str(labguard_command), "audit", "--json", "--from-file", str(ROOT / "samples" / "lab_plans.json")],
+        env=clean_env(LABGUARD_POLICY_FILE=str(ROOT / "policy.yaml")),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr) == (1, "")
+    report = json.loads(proc.stdout)
+    assert len(report["plans"]) == 14 and report["files"] == [str(ROOT / "samples" / "lab_plans.json")]
+    assert report["summary"]["drifted"] == 6
+
+
 async def test_enforce_after_a_preview_sends_only_the_patches_shown(
     emu: Any, settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The interactive enforce asks after a dry-run preview; a plan whose patch changed since then is not
     written (nobody saw that patch), it stays drifted and the run exits 1."""
-    from labguard import core
+    from labguard import runner
 
     for name, value in settings.items():
         monkeypatch.setenv(name, value)  # the credential reads the environment, as on the admin's laptop
 
-    run_settings = core.resolve_settings(settings, core.Flags(), mode="enforce")
-    policy = core.read_policy(run_settings.policy_file, "enforce")
-    preview = await core.run(run_settings, policy, command="enforce", dry_run=True, read_ledger=False)
+    run_settings = runner.resolve_settings(settings, runner.Flags(), mode="enforce")
+    policy = runner.read_policy(run_settings.policy_file, "enforce")
+    preview = await runner.run(run_settings, policy, command="enforce", dry_run=True, read_ledger=False)
     approved = {
         r.outcome.plan_id: r.outcome.evaluation.patch
         for r in preview.results
@@ -380,7 +407,7 @@ async def test_enforce_after_a_preview_sends_only_the_patches_shown(
     body["properties"]["defaultConnectionProfile"]["webSshAccess"] = "Public"  # the owner, after the preview
     emu.put_plan(body)
     emu.clear_requests()
-    result = await core.run(run_settings, policy, command="enforce", approved_patches=approved, read_ledger=False)
+    result = await runner.run(run_settings, policy, command="enforce", approved_patches=approved, read_ledger=False)
     by_key = {r.outcome.plan_id: r for r in result.results}
     assert by_key[changed].status == "drifted"
     assert by_key[changed].outcome.detail == "changed since the preview; not written"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared.arm import open_arm
-from shared.settings import Settings
+from shared.edge.arm import open_arm
+from shared.runtime.settings import Settings
 
 from .conftest import clean_env, one_line_error
 

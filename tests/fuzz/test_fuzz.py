@@ -26,10 +26,11 @@ from azure.functions.meta import Datum
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
-from shared.drift import evaluate
-from shared.events import IgnoredEvent, MalformedEvent, PlanEvent, parse_event
-from shared.lab_plans import LabPlan
-from shared.policy import MESSAGE_CAP, PolicyError, load_policy, parse_policy
+from shared.core.drift import evaluate
+from shared.core.plans import LabPlan
+from shared.core.policy import load_policy, parse_policy
+from shared.errors import MESSAGE_CAP, MalformedEvent, PolicyError
+from shared.runtime.events import IgnoredEvent, PlanEvent, parse_event
 from tests.app.test_functions_e2e import FUNCTIONS
 from tests.fuzz.conftest import FUZZ, tried
 
@@ -406,8 +407,8 @@ lab_rules = st.fixed_dictionaries(
 def test_lab_bodies_map_and_evaluate_without_raising(
     body: dict[str, Any], policy_data: dict[str, Any], labs: dict[str, Any]
 ) -> None:
-    from shared.lab_drift import evaluate_lab
-    from shared.labs import Lab
+    from shared.core.lab_drift import evaluate_lab
+    from shared.core.labs import Lab
 
     tried["arm"] += 1
     try:
@@ -419,5 +420,5 @@ def test_lab_bodies_map_and_evaluate_without_raising(
     assert evaluation.status
     json.dumps(evaluation.patch)
     for finding in evaluation.findings:  # never a client channel turned off on a lab whose OS needs it
-        if finding.is_drift and finding.patch_value == "None" and finding.field.endswith("clientRdpAccess"):
+        if finding.is_drift and finding.patch_value == "None" and finding.leaf == "clientRdpAccess":
             assert (lab.os_type or "").lower() == "linux"

@@ -18,9 +18,9 @@ from typing import Any
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
-from shared.drift import evaluate
-from shared.lab_plans import LabPlan
-from shared.policy import Policy, parse_policy
+from shared.core.drift import evaluate
+from shared.core.plans import LabPlan
+from shared.core.policy import Policy, parse_policy
 from tests.fuzz.conftest import FUZZ, tried
 from tests.fuzz.test_fuzz import DELAY_FORMS, PLAN, arm_bodies, delays, enums, optional_profile, policies, states
 

@@ -1,6 +1,6 @@
 """The Event Grid subscription admits exactly the events the handler acts on.
 
-The event types and operations come from the code (shared/events.py), the function name from the
+The event types and operations come from the code (shared/runtime/events.py), the function name from the
 functions the app really registers (function_app.app), and the filter from the `az` call the
 postdeploy hook really makes (run with stand-in commands, hook_support.py). The system topic comes
 from the parsed template.
@@ -30,7 +30,14 @@ from infra_support import (
     resources_of_type,
 )
 
-from shared.events import HANDLED_EVENT_TYPES, HANDLED_OPERATIONS, IgnoredEvent, LabEvent, PlanEvent, parse_event
+from shared.runtime.events import (
+    HANDLED_EVENT_TYPES,
+    HANDLED_OPERATIONS,
+    IgnoredEvent,
+    LabEvent,
+    PlanEvent,
+    parse_event,
+)
 
 RG = "/subscriptions/34adfa4f-cedf-4dc0-ba29-b6d1a69ab345/resourceGroups/rg-labs"
 PLAN = f"{RG}/providers/Microsoft.LabServices/labPlans/plan1"

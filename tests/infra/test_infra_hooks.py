@@ -1,7 +1,7 @@
 """The azd hooks, run for real under /bin/sh with stand-in `az` and `azd` commands (hook_support.py).
 
 postdeploy: waits (bounded) for eventgrid_lab_plan, then creates or updates the event subscription
-with exactly the filter shared/events.py accepts, repairs one left in Failed, provisions nothing.
+with exactly the filter shared/runtime/events.py accepts, repairs one left in Failed, provisions nothing.
 postdown: a new Key Vault name for the next `azd up`; labguard's subscription removed from a topic
 it did not create, the topic never touched. The PowerShell twins are checked for the same commands.
 """
@@ -15,7 +15,7 @@ import pytest
 from hook_support import OUTPUTS, Sandbox, option_values, quick
 from infra_support import INFRA
 
-from shared.events import HANDLED_EVENT_TYPES, HANDLED_OPERATIONS
+from shared.runtime.events import HANDLED_EVENT_TYPES, HANDLED_OPERATIONS
 
 HOOKS = INFRA / "hooks"
 CREATE = ("eventgrid", "system-topic", "event-subscription", "create")

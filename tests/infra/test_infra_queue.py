@@ -1,5 +1,5 @@
 """The sweep fan-out's infra: the queue and its poison queue, the run table, identity-based queue access,
-and host.json's queue settings, in step with the code (shared/fanout.py, handlers/queue_sweep.py)."""
+and host.json's queue settings, in step with the code (shared/runtime/fanout.py, handlers/queue_sweep.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 from infra_support import ROOT, body, module, resources_of_type
 
-from shared.fanout import POISON_QUEUE, SWEEP_QUEUE, run_table_name
-from shared.settings import Settings
+from shared.runtime.fanout import POISON_QUEUE, SWEEP_QUEUE, run_table_name
+from shared.runtime.settings import Settings
 
 QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues"
 STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
@@ -59,7 +59,7 @@ def test_host_json_retries_a_failed_scope_then_poisons_it():
     hours, minutes, seconds = (int(p) for p in queues["visibilityTimeout"].split(":"))
     assert 10 <= hours * 3600 + minutes * 60 + seconds <= 600  # a throttled subscription gets time to recover
     assert 1 <= queues["batchSize"] <= 8  # scopes one instance sweeps at once (each with its own concurrency)
-    assert queues["messageEncoding"] == "base64"  # what shared.fanout.SweepQueue sends
+    assert queues["messageEncoding"] == "base64"  # what shared.runtime.fanout.SweepQueue sends
 
 
 def test_the_fanout_settings_are_parameters_with_safe_defaults():

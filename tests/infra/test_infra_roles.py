@@ -1,6 +1,6 @@
 """Least privilege: the identity may do what the ARM adapter does, and nothing more.
 
-``shared.arm.ARM_ACTIONS`` lists the RBAC actions of every ARM request the adapter needs. The custom
+``shared.edge.arm.ARM_ACTIONS`` lists the RBAC actions of every ARM request the adapter needs. The custom
 role (infra/roles/lab-plan-operator.json, loaded by main.bicep) must cover each of them and grant
 nothing beyond them; every action must exist in the provider's catalog, or ARM rejects the whole role.
 A write is waited for by reading the plan, so no operation-results role is granted.
@@ -26,8 +26,8 @@ from infra_support import (
     resources_of_type,
 )
 
-from shared.arm import ARM_ACTIONS as PLAN_ARM_ACTIONS
-from shared.lab_arm import LAB_ARM_ACTIONS
+from shared.edge.arm import ARM_ACTIONS as PLAN_ARM_ACTIONS
+from shared.edge.lab_arm import LAB_ARM_ACTIONS
 
 ARM_ACTIONS = PLAN_ARM_ACTIONS | LAB_ARM_ACTIONS  # plans and labs: the role grows by exactly the lab actions
 

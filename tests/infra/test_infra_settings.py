@@ -1,6 +1,6 @@
 """App settings: the template, the sample settings file and the code read the same names.
 
-``shared.settings.KNOWN_SETTINGS`` is the one list of what the code reads. Each name must be an
+``shared.runtime.settings.KNOWN_SETTINGS`` is the one list of what the code reads. Each name must be an
 app setting of the Function App in the template (or be excluded here, with the reason), and a key
 of ``local.settings.sample.json``.
 """
@@ -28,8 +28,8 @@ from infra_support import (
     unquote,
 )
 
-from shared.policy import load_policy
-from shared.settings import DEFAULT_SCHEDULE, KNOWN_SETTINGS, Settings
+from shared.core.policy import load_policy
+from shared.runtime.settings import DEFAULT_SCHEDULE, KNOWN_SETTINGS, Settings
 
 # Read by the code but deliberately not set by the template.
 EXCLUDED_FROM_TEMPLATE = {
@@ -165,7 +165,7 @@ def test_no_secret_parameter_reaches_an_app_setting_directly():
 
 
 def test_mode_defaults_to_the_policy_file_and_allows_only_audit_or_enforce():
-    # One rule (shared.policy.load_policy): the setting wins when set, the policy file otherwise. An empty
+    # One rule (shared.core.policy.load_policy): the setting wins when set, the policy file otherwise. An empty
     # default keeps the file's `mode:` in charge; the bundled policy.yaml says audit.
     (name,) = [v for k, v in labguard_settings().items() if k == "LABGUARD_MODE"]
     param = main()["parameters"][name]

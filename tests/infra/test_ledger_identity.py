@@ -24,9 +24,10 @@ import pytest
 import trustme
 
 from devtools.services import AZURITE_TABLE, free_port, stop_process, wait_listening
-from shared.lab_plans import PlanId
-from shared.ledger import Ledger, open_ledger
-from shared.settings import Settings, SettingsError
+from shared.core.plans import PlanId
+from shared.errors import SettingsError
+from shared.notices.ledger import Ledger, open_ledger
+from shared.runtime.settings import Settings
 
 PLAN = PlanId.parse(
     "/subscriptions/34adfa4f-cedf-4dc0-ba29-b6d1a69ab345/resourceGroups/rg-labs/providers/Microsoft.LabServices/labPlans/p1"
@@ -222,8 +223,8 @@ async def test_every_table_and_the_page_use_the_identity_storage_azure_gets():
     # compliance page must open the same identity-based storage as the ledger, not go without.
     from azure.identity.aio import DefaultAzureCredential
 
-    from shared.changes import ChangeLog
-    from shared.write_backoff import TableBackoff
+    from shared.runtime.changes import ChangeLog
+    from shared.runtime.write_backoff import TableBackoff
 
     settings = Settings.from_env(
         {

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from shared.lab_drift import LabEvaluation, evaluate_lab
-from shared.labs import Lab, LabId
-from shared.policy import parse_policy
+from shared.core.lab_drift import LabEvaluation, evaluate_lab
+from shared.core.labs import Lab, LabId
+from shared.core.policy import parse_policy
 from tests.labs.lab_fixtures import PLAN_ID, RG, SUB, compliant_lab, lab_body, lab_id
 
 NOW = datetime(2025, 6, 15, 12, 0, 0)
@@ -95,7 +95,7 @@ def test_drifted_lab_gets_each_drifted_profile_whole_with_only_drifted_leaves_ch
         }
     }
     assert list(ev.patch["properties"]["connectionProfile"]) == list(conn)  # keys as read, in order
-    assert {f.field.split(".")[1] for f in ev.drift} == {"connectionProfile", "autoShutdownProfile"}
+    assert {f.field[1] for f in ev.drift} == {"connectionProfile", "autoShutdownProfile"}
     assert all("plan" not in f.message for f in ev.drift)
 
 
@@ -132,7 +132,7 @@ def test_a_windows_lab_keeps_client_rdp_and_the_finding_says_why() -> None:
         ev.patch["properties"]["connectionProfile"]["clientRdpAccess"] == "Public"
     )
     (refused,) = ev.not_patchable
-    assert refused.field == "properties.connectionProfile.clientRdpAccess"
+    assert refused.path == "properties.connectionProfile.clientRdpAccess"
     assert "Windows lab" in refused.message and "client RDP" in refused.message and refused.patch_value is None
     # the same policy turns RDP off on a Linux lab (its students use SSH)
     linux = run(lab_body("lab-linux", os_type="Linux"), policy)
@@ -144,7 +144,7 @@ def test_a_linux_lab_keeps_client_ssh() -> None:
     policy = {**BASE, "connection": {**BASE["connection"], "clientSshAccess": "None", "clientRdpAccess": "Public"}}
     ev = run(lab_body("lab-linux", os_type="Linux"), policy)
     (refused,) = ev.not_patchable
-    assert refused.field.endswith("clientSshAccess") and "client SSH" in refused.message
+    assert refused.field[-1] == "clientSshAccess" and "client SSH" in refused.message
     assert ev.patch["properties"]["connectionProfile"]["clientSshAccess"] == "Public"
 
 
@@ -153,7 +153,7 @@ def test_unknown_os_never_turns_a_client_channel_off() -> None:
     body = lab_body()
     del body["properties"]["virtualMachineProfile"]["osType"]
     ev = run(body, policy)
-    assert [f.field for f in ev.not_patchable] == ["properties.connectionProfile.clientSshAccess"]
+    assert [f.path for f in ev.not_patchable] == ["properties.connectionProfile.clientSshAccess"]
 
 
 def test_lowusage_on_a_linux_lab_is_reported_with_the_image_reason_not_written() -> None:
@@ -161,7 +161,7 @@ def test_lowusage_on_a_linux_lab_is_reported_with_the_image_reason_not_written()
     linux = run(lab_body("lab-linux", os_type="Linux"), policy)
     shut = linux.patch["properties"]["autoShutdownProfile"]
     assert shut["shutdownOnIdle"] == "None" and "idleDelay" not in shut  # idle stays off, no idle delay
-    fields = {f.field.rsplit(".", 1)[-1]: f for f in linux.not_patchable}
+    fields = {f.leaf: f for f in linux.not_patchable}
     assert set(fields) == {"shutdownOnIdle", "idleDelay"}
     assert "image that supports it" in fields["shutdownOnIdle"].message
     windows = run(lab_body(), policy)
@@ -228,7 +228,7 @@ def test_an_exempt_lab_over_quota_is_reported_not_patched() -> None:
 
 
 def test_the_lab_rules_are_in_the_policy_schema() -> None:
-    from shared.policy import PolicyError, policy_json_schema
+    from shared.core.policy import PolicyError, policy_json_schema
 
     assert "LabBounds" in policy_json_schema()["$defs"]
     with pytest.raises(PolicyError, match=r"labs\.maxUsageQuota"):

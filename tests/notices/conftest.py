@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from shared.ledger import Ledger
+from shared.notices.ledger import Ledger
 from tests.notices.plans import TOPIC_KEY, WEBHOOK_PATH
 from tests.notices.servers import (
     Azurite,

@@ -6,9 +6,9 @@ from typing import Any
 
 from azure.data.tables.aio import TableClient
 
-from shared.lab_plans import LabPlan, PlanId
-from shared.ledger import partition_key
-from shared.settings import Settings
+from shared.core.plans import LabPlan, PlanId
+from shared.notices.ledger import partition_key
+from shared.runtime.settings import Settings
 
 SUB = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 TOPIC_KEY = "topic-key-DO-NOT-LOG-0123456789abcdef=="

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from emulator.testing import start_emulator
-from shared import delivery
-from shared.delivery import Notifier
-from shared.lab_plans import PlanId
+from shared.core.plans import PlanId
+from shared.notices import delivery
+from shared.notices.delivery import Notifier
 from tests.app.test_functions_e2e import deliver, tick, write_event
 from tests.notices.plans import SUB, SUPPORT, WEBHOOK_PATH, ledger_rows, plan, plan_json, settings
 from tests.notices.servers import (
@@ -99,7 +99,7 @@ def app_env(
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> AsyncIterator[None]:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
 
@@ -159,7 +159,7 @@ async def test_a_stopped_ledger_repeats_no_notice_and_catches_up_when_it_returns
     ]
 
     # Another worker (a fresh runtime, empty memory) reads those rows: still nothing is sent again.
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
     await tick()
@@ -169,7 +169,7 @@ async def test_a_stopped_ledger_repeats_no_notice_and_catches_up_when_it_returns
 
 
 def _hook(receiver: HttpsReceiver) -> str:
-    from shared.notices import failure_digest
+    from shared.core.failures import failure_digest
 
     return f"localhost:{failure_digest(receiver.url(WEBHOOK_PATH))[:12]}"
 
@@ -215,7 +215,7 @@ def _free_port() -> int:
 
 
 def test_the_memory_is_bounded() -> None:
-    from shared.delivery import SentMemory
+    from shared.notices.delivery import SentMemory
 
     memory = SentMemory(size=3)
     for n in range(10):
@@ -274,7 +274,8 @@ async def test_a_notice_step_past_its_wait_is_acknowledged_and_the_next_sweep_se
 
 
 def test_the_notice_wait_is_a_setting_with_a_sane_default() -> None:
-    from shared.settings import Settings, SettingsError
+    from shared.errors import SettingsError
+    from shared.runtime.settings import Settings
 
     assert Settings.from_env({}).notice_wait_s == 5
     assert Settings.from_env({"LABGUARD_NOTICE_WAIT_SECONDS": "12"}).notice_wait_s == 12

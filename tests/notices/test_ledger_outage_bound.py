@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import delivery
-from shared.delivery import Notifier
+from shared.notices import delivery
+from shared.notices.delivery import Notifier
 from tests.notices.plans import SUPPORT, plan, settings
 from tests.notices.servers import SmtpServer, StoppableAzurite
 

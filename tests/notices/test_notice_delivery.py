@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from devtools.services import free_port
-from shared import ledger as ledger_module
-from shared.delivery import ChannelResult, NoticeOutcome, Notifier
-from shared.ledger import Ledger
-from shared.notices import EVENT_TYPE, Notice
+from shared.notices import ledger as ledger_module
+from shared.notices.delivery import ChannelResult, NoticeOutcome, Notifier
+from shared.notices.ledger import Ledger
+from shared.notices.message import EVENT_TYPE, Notice
 from tests.notices.plans import SUPPORT, TOPIC_KEY, WEBHOOK_PATH, ledger_rows, plan, settings
 from tests.notices.servers import HttpsReceiver, SmtpServer, azurite_connection_string
 

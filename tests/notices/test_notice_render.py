@@ -9,16 +9,11 @@ from html.parser import HTMLParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.notices import (
-    CAP_MESSAGE,
-    Notice,
-    clean_block,
-    clean_line,
-    failure_key,
-    normalise_timestamp,
-    valid_addresses,
-)
-from shared.webhooks import check_support_url, parse_allow_list, safe_host, webhook_payload
+from shared.core.failures import failure_key, normalise_timestamp
+from shared.core.text import clean_block, clean_line
+from shared.notices.message import CAP_MESSAGE, Notice, valid_addresses
+from shared.notices.support_url import check_support_url, parse_allow_list, safe_host
+from shared.notices.webhook import webhook_payload
 from tests.notices.plans import SUB, SUPPORT, plan, plan_json
 
 ALLOW = parse_allow_list(["help.school.example", "intake.school.example:8443"])

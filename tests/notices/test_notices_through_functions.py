@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from emulator.testing import start_emulator
-from shared.lab_plans import PlanId
+from shared.core.plans import PlanId
 from tests.app.test_functions_e2e import deliver, tick, write_event
 from tests.notices.plans import SUB, SUPPORT, ledger_rows, plan_json
 from tests.notices.servers import HttpsReceiver, SmtpServer, TlsMaterial
@@ -61,7 +61,7 @@ def app_env(
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> Any:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
 
@@ -115,7 +115,7 @@ async def test_a_new_failure_notifies_again_and_recovery_closes_the_record(
 async def test_smtp_down_fails_the_run_then_the_next_run_delivers_once(
     emu: Any, app_env: dict[str, str], smtp: SmtpServer
 ) -> None:
-    from shared.runs import RunFailed
+    from shared.errors import RunFailed
 
     plan_id = failed_plan(emu)
     smtp.recorder.fail_data_with = "451 4.3.0 try again later"
@@ -157,7 +157,7 @@ async def test_labguards_own_failed_write_goes_to_the_admin_not_the_plans_suppor
 async def test_backoff_is_shared_by_every_worker_through_table_storage(
     emu: Any, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     monkeypatch.setenv("LABGUARD_WEBHOOK_URLS", "")
     emu.configure(drop_written="shutdownOnDisconnect")  # the service never takes the write
@@ -170,7 +170,7 @@ async def test_backoff_is_shared_by_every_worker_through_table_storage(
     assert len(patches) == 1
     from azure.data.tables import TableClient
 
-    from shared.write_backoff import backoff_table_name
+    from shared.runtime.write_backoff import backoff_table_name
 
     table = TableClient.from_connection_string(
         app_env["AzureWebJobsStorage"], backoff_table_name(app_env["LABGUARD_LEDGER_TABLE"])

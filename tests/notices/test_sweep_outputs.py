@@ -15,7 +15,7 @@ import pytest
 
 from devtools.services import AZURITE_ACCOUNT, AZURITE_KEY, Children, free_port, wait_listening
 from emulator.testing import start_emulator
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.app.test_functions_e2e import tick
 from tests.notices.plans import SUB, SUPPORT, plan_json
 from tests.notices.servers import AZURITE_TABLE, Azurite, SmtpServer, TlsMaterial
@@ -67,7 +67,7 @@ def emu() -> Iterator[Any]:
 @pytest.fixture(autouse=True)
 async def _close_runtimes() -> Any:
     yield
-    from shared.runs import close_runtimes
+    from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
 
@@ -190,15 +190,15 @@ async def test_the_digest_goes_out_once_a_day_and_lists_drift_failures_and_endin
 async def test_next_day_only_what_is_new_and_nothing_when_nothing_is_new(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.digest_delivery import send_daily_digest
-    from shared.policy import load_policy
-    from shared.snapshot import PlanEntry, build_snapshot
+    from shared.core.policy import load_policy
+    from shared.core.snapshot import PlanEntry, build_snapshot
+    from shared.notices.digest import send_daily_digest
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, LABGUARD_DIGEST_EMAIL=ADMIN)
     settings = Settings.from_env(values)
     policy = load_policy(values["LABGUARD_POLICY_FILE"])
-    from shared.drift import evaluate
-    from shared.lab_plans import LabPlan
+    from shared.core.drift import evaluate
+    from shared.core.plans import LabPlan
 
     def snapshot(*names_drifted: str, at: datetime) -> dict[str, Any]:
         entries = []
@@ -261,11 +261,11 @@ class MarkSentFails:
 async def test_a_digest_the_relay_took_is_never_sent_again_when_marking_it_sent_fails(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared import digest_delivery
-    from shared.drift import evaluate
-    from shared.lab_plans import LabPlan
-    from shared.policy import load_policy
-    from shared.snapshot import PlanEntry, build_snapshot
+    from shared.core.drift import evaluate
+    from shared.core.plans import LabPlan
+    from shared.core.policy import load_policy
+    from shared.core.snapshot import PlanEntry, build_snapshot
+    from shared.notices import digest as digest_delivery
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, LABGUARD_DIGEST_EMAIL=ADMIN)
     settings = Settings.from_env(values)
@@ -377,7 +377,7 @@ async def test_each_sweep_writes_the_page_and_snapshot_to_the_container_with_its
 async def test_a_fix_made_on_an_event_goes_into_the_change_log(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.changes import ChangeLog
+    from shared.runtime.changes import ChangeLog
     from tests.app.test_functions_e2e import deliver, write_event
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
@@ -392,9 +392,9 @@ async def test_a_fix_made_on_an_event_goes_into_the_change_log(
 async def test_a_write_that_did_not_take_is_in_the_change_log_with_its_status(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.changes import ChangeLog
-    from shared.report_html import render_html
-    from shared.snapshot import build_snapshot
+    from shared.core.report_html import render_html
+    from shared.core.snapshot import build_snapshot
+    from shared.runtime.changes import ChangeLog
     from tests.app.test_functions_e2e import deliver, write_event
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
@@ -406,7 +406,7 @@ async def test_a_write_that_did_not_take_is_in_the_change_log_with_its_status(
     assert change.plan_id == plan_id and change.status == "unconverged"
     assert change.detail is not None and "read back 'Disabled'" in change.detail
     assert change.changes == (("properties.defaultAutoShutdownProfile.shutdownOnDisconnect", "Disabled", "Enabled"),)
-    from shared.policy import parse_policy
+    from shared.core.policy import parse_policy
 
     page = render_html(
         build_snapshot(
@@ -425,7 +425,7 @@ async def test_a_write_that_did_not_take_is_in_the_change_log_with_its_status(
 async def test_a_sweep_write_that_did_not_take_is_in_the_change_log_too(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.changes import ChangeLog
+    from shared.runtime.changes import ChangeLog
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
     emu.configure(drop_written="shutdownOnDisconnect")
@@ -439,13 +439,13 @@ async def test_a_sweep_write_that_did_not_take_is_in_the_change_log_too(
 async def test_labguard_enforce_from_a_laptop_goes_into_the_change_log_too(
     emu: Any, env: dict[str, str], tls: TlsMaterial, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from labguard import core
-    from shared.changes import ChangeLog
+    from labguard import runner
+    from shared.runtime.changes import ChangeLog
 
     values = configure(monkeypatch, emu, env, tls, tmp_path, mode="enforce")
     plan_id = put(emu, "physics-101", on_disconnect="Disabled")
-    settings = core.resolve_settings(values, core.Flags(), mode="enforce")
-    result = await core.run(settings, core.read_policy(settings.policy_file, "enforce"), command="enforce")
+    settings = runner.resolve_settings(values, runner.Flags(), mode="enforce")
+    result = await runner.run(settings, runner.read_policy(settings.policy_file, "enforce"), command="enforce")
     assert result.counts["fixed"] == 1
     async with ChangeLog.from_connection_string(values["AzureWebJobsStorage"], values["LABGUARD_CHANGES_TABLE"]) as log:
         (change,) = await log.recent(datetime.now(UTC))

@@ -231,7 +231,8 @@ def test_requirements_dev_pins_the_cli_and_the_dev_extra() -> None:
 
 def test_the_package_installs_only_the_product() -> None:
     setuptools = PYPROJECT["tool"]["setuptools"]
-    assert set(setuptools["packages"]) == {"shared", "handlers", "labguard"}
+    rooms = {f"shared.{room.name}" for room in (ROOT / "shared").iterdir() if (room / "__init__.py").exists()}
+    assert set(setuptools["packages"]) == {"shared", *rooms, "handlers", "labguard"}
     assert setuptools["py-modules"] == ["function_app"]
     roots = set(PYPROJECT["tool"]["importlinter"]["root_packages"])
     assert {"shared", "handlers", "labguard", *DEV_TOOLING} <= roots  # so the product contract can be checked
@@ -270,4 +271,4 @@ def test_what_ships_imports_nothing_left_behind() -> None:
 
 
 def test_the_funcignore_check_would_see_a_leak() -> None:
-    assert shipped(["labguard/cli.py", "devtools/demo.py", "shared/arm.py", "docs/x.md"]) == ["shared/arm.py"]
+    assert shipped(["labguard/cli.py", "devtools/demo.py", "shared/edge/arm.py", "docs/x.md"]) == ["shared/edge/arm.py"]

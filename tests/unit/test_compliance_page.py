@@ -6,12 +6,12 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from shared.digest import build_digest, digest_items
-from shared.drift import evaluate
-from shared.lab_plans import LabPlan
-from shared.policy import parse_policy
-from shared.report_html import render_html
-from shared.snapshot import Change, NoticeState, PlanEntry, build_snapshot
+from shared.core.digest import build_digest, digest_items
+from shared.core.drift import evaluate
+from shared.core.plans import LabPlan
+from shared.core.policy import parse_policy
+from shared.core.report_html import render_html
+from shared.core.snapshot import Change, NoticeState, PlanEntry, build_snapshot
 
 SUB = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)

@@ -19,9 +19,9 @@ from unit_support import (
 )
 
 from emulator.store import merge_patch
-from shared.drift import Evaluation, evaluate
-from shared.lab_plans import LabPlan
-from shared.policy import parse_policy
+from shared.core.drift import Evaluation, evaluate
+from shared.core.plans import LabPlan
+from shared.core.policy import parse_policy
 
 SHUT = "defaultAutoShutdownProfile"
 CONN = "defaultConnectionProfile"
@@ -129,7 +129,7 @@ def test_connection_above_bound_is_lowered_to_the_bound(field: str, observed: st
     ev = run(data)
     assert ev.patch == {"properties": {CONN: {**data["properties"][CONN], field: written}}}
     (finding,) = ev.findings
-    assert (finding.rule, finding.field) == (f"connection.{field}", f"properties.{CONN}.{field}")
+    assert (finding.rule, finding.field) == (f"connection.{field}", ("properties", CONN, field))
     assert (finding.observed, finding.patch_value, finding.severity) == (observed, written, severity)
     assert observed in finding.message and written in finding.message
 
@@ -195,7 +195,7 @@ def test_unreadable_or_negative_delay_is_reported_never_written(observed: str) -
     (finding,) = ev.findings
     assert (finding.rule, finding.field, finding.observed) == (
         "unknown-value",
-        f"properties.{SHUT}.idleDelay",
+        ("properties", SHUT, "idleDelay"),
         observed,
     )
     assert finding.patch_value is None and ev.unknown_values == (finding,)
@@ -209,8 +209,9 @@ def test_unreadable_or_negative_delay_is_reported_never_written(observed: str) -
         ("webSshAccess", "Tunnel"),
         ("shutdownOnIdle", "Often"),
         ("shutdownOnDisconnect", "Maybe"),
-        ("shutdownOnDisconnect", ""),  # an empty string is a value labguard cannot judge, not "absent"
+        ("shutdownOnDisconnect", ""),  # an empty value is not Disabled: it is one labguard does not know
         ("shutdownOnIdle", ""),
+        ("webRdpAccess", ""),
     ],
 )
 def test_unknown_enum_value_is_reported_and_never_written_over(field: str, value: str) -> None:
@@ -219,7 +220,7 @@ def test_unknown_enum_value_is_reported_and_never_written_over(field: str, value
     ev = run(data)
     assert (ev.status, ev.patch) == ("compliant", {})
     (finding,) = ev.findings
-    assert (finding.rule, finding.field, finding.observed) == ("unknown-value", f"properties.{profile}.{field}", value)
+    assert (finding.rule, finding.field, finding.observed) == ("unknown-value", ("properties", profile, field), value)
     assert ev.violations == () and ev.unknown_values == (finding,)
 
 
@@ -395,7 +396,7 @@ def test_patch_sends_the_drifted_profile_whole_as_read() -> None:
     ev = run(data)
     assert ev.patch == {"properties": {SHUT: {**data["properties"][SHUT], "idleDelay": "PT30M"}}}
     assert list(ev.patch["properties"][SHUT]) == list(data["properties"][SHUT])
-    assert [f.field for f in ev.drift] == [f"properties.{SHUT}.idleDelay"]
+    assert [f.field for f in ev.drift] == [("properties", SHUT, "idleDelay")]
 
 
 def test_patch_leaves_profiles_without_drift_out() -> None:
@@ -465,7 +466,7 @@ def test_failed_plan_reports_error_and_support_and_gets_no_patch() -> None:
     assert rules_of(ev) == ["provisioning.failed", "connection.clientSshAccess"]
     failed = ev.findings[0]
     assert (failed.field, failed.observed, failed.severity) == (
-        "properties.resourceOperationError",
+        ("properties", "resourceOperationError"),
         "SubnetNotDelegated",
         "high",
     )

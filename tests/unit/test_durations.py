@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.durations import describe, format_iso, parse_delay, parse_iso
+from shared.core.durations import describe, format_iso, parse_delay, parse_iso
 
 M = timedelta(minutes=1)
 

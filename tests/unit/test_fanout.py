@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.fanout import AUTO_MIN_SCOPES, BadMessage, ScopeMessage, assemble, fans_out, run_messages
+from shared.runtime.fanout import AUTO_MIN_SCOPES, BadMessage, ScopeMessage, assemble, fans_out, run_messages
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.events import IgnoredEvent, MalformedEvent, PlanEvent, parse_event
-from shared.lab_plans import LabPlan, PlanId
-from shared.policy import MESSAGE_CAP, PolicyError, load_policy, parse_policy
+from shared.core.plans import LabPlan, PlanId
+from shared.core.policy import load_policy, parse_policy
+from shared.errors import MESSAGE_CAP, MalformedEvent, PolicyError
+from shared.runtime.events import IgnoredEvent, PlanEvent, parse_event
 
 SUB = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345"
 PLAN = f"/subscriptions/{SUB}/resourceGroups/testrg123/providers/Microsoft.LabServices/labPlans/testlabplan"
@@ -188,11 +189,11 @@ def test_small_aliases_are_still_fine(tmp_path: Path) -> None:
         f"overrides:\n  subscriptions:\n    {SUB}: {{connection: *conn}}\n",
         encoding="utf-8",
     )
-    assert load_policy(path).subscriptions[SUB].client_rdp_access == "Public"
+    assert load_policy(path).subscriptions[SUB].get("clientRdpAccess") == "Public"
 
 
 def test_an_events_correlation_id_is_capped_before_it_reaches_records() -> None:
-    from shared.events import PlanEvent, parse_event
+    from shared.runtime.events import PlanEvent, parse_event
 
     plan = (
         "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"

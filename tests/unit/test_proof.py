@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.lab_plans import LabPlan
-from shared.proof import unexpected_changes
+from shared.core.plans import LabPlan
+from shared.core.proof import unexpected_changes
 
 PLAN_ID = (
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.LabServices/labPlans/p"
 )
-SSH = "properties.defaultConnectionProfile.clientSshAccess"
+SSH = ("properties", "defaultConnectionProfile", "clientSshAccess")
 
 
 def plan(connection: dict[str, Any] | None = None, shutdown: dict[str, Any] | None = None) -> LabPlan:
@@ -30,7 +30,7 @@ def test_a_profile_replaced_by_the_write_shows_every_reset_leaf() -> None:
         {"clientSshAccess": "Private", "webRdpAccess": "None", "clientRdpAccess": "None", "webSshAccess": "None"}
     )
     changes = unexpected_changes(before, after, frozenset({SSH}))
-    assert [(c.field.rsplit(".", 1)[-1], c.before, c.after) for c in changes] == [
+    assert [(c.field[-1], c.before, c.after) for c in changes] == [
         ("webRdpAccess", "Public", "None"),
         ("clientRdpAccess", "Public", "None"),
     ]
@@ -46,7 +46,7 @@ def test_a_dropped_delay_is_a_change() -> None:
     before = plan(shutdown={"idleDelay": "PT15M"})
     after = plan(shutdown={})
     (change,) = unexpected_changes(before, after, frozenset())
-    assert (change.field, change.before, change.after) == (
+    assert (change.path, change.before, change.after) == (
         "properties.defaultAutoShutdownProfile.idleDelay",
         "PT15M",
         None,

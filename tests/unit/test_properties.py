@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 from unit_support import OTHER_SUB, SUB, plan_id
 
 from emulator.store import merge_patch, replace_patch
-from shared.drift import Evaluation, evaluate
-from shared.durations import format_iso, parse_delay
-from shared.lab_plans import LabPlan
-from shared.policy import CONNECTION_RANK, IDLE_RANK, Policy, PolicyError, parse_policy
+from shared.core.drift import Evaluation, evaluate
+from shared.core.durations import format_iso, parse_delay
+from shared.core.plans import LabPlan
+from shared.core.policy import CONNECTION_RANK, IDLE_RANK, Policy, parse_policy
+from shared.errors import PolicyError
 
 CONN, SHUT = "defaultConnectionProfile", "defaultAutoShutdownProfile"
 CONNECTION_KEYS = ("webSshAccess", "webRdpAccess", "clientSshAccess", "clientRdpAccess")
@@ -267,16 +268,16 @@ def test_b_patch_sends_each_drifted_profile_whole_as_read(body: dict[str, Any], 
     assert set(ev.patch) <= {"properties"}
     sent_profiles = ev.patch.get("properties", {})
     drifted = {f.field for f in ev.drift}
-    assert set(sent_profiles) == {field.split(".")[1] for field in drifted}
+    assert set(sent_profiles) == {field[1] for field in drifted}
     for profile, sent in sent_profiles.items():
         read = body["properties"].get(profile) or {}
         for key, value in read.items():  # every key as read, unless the patch fixes it
             assert key in sent
-            assert f"properties.{profile}.{key}" in drifted or sent[key] == value, (profile, key)
+            assert ("properties", profile, key) in drifted or sent[key] == value, (profile, key)
         for key in sent:  # no key added unless it is drifted
-            assert key in read or f"properties.{profile}.{key}" in drifted, (profile, key)
+            assert key in read or ("properties", profile, key) in drifted, (profile, key)
     fixed = {
-        f"properties.{p}.{k}"
+        ("properties", p, k)
         for p, k, v in leaves(dict(ev.patch))
         if (body["properties"].get(p) or {}).get(k, object()) != v
     }
@@ -289,7 +290,7 @@ def test_b_patch_fixes_only_governed_fields(body: dict[str, Any], policy: Policy
     ev = evaluate(LabPlan.from_arm(body), policy, NOW)
     governed = policy.rules_for(LabPlan.from_arm(body).id).to_policy_dict()
     governed_arm = {ARM_KEY.get(k, k) for section in governed.values() for k, v in section.items() if v is not None}
-    assert {f.field.split(".")[2] for f in ev.drift} <= governed_arm
+    assert {f.field[2] for f in ev.drift} <= governed_arm
 
 
 # ---- (c) total and deterministic ------------------------------------------------------------------

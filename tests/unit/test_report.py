@@ -1,19 +1,20 @@
-"""The compliance report and ``python -m shared.report`` over the bundled samples."""
+"""``labguard audit --from-file`` over the bundled samples: saved plan JSON evaluated with no Azure call and
+shown by the command's one renderer (run in-process here; the command itself is tested in tests/cli)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from unit_support import NOW, REPO, SUB, body, policy
+from unit_support import REPO, body
 
-from shared.drift import evaluate
-from shared.lab_plans import LabPlan
-from shared.report import main, render_report
+from labguard import cli, runner
 
 SAMPLES = REPO / "samples" / "lab_plans.json"
-ARGS = ["--policy", str(REPO / "policy.yaml"), "--now", "2025-06-15T12:00:00+00:00"]
+POLICY = runner.Flags(policy=str(REPO / "policy.yaml"))
+NOW = "2025-06-15T12:00:00+00:00"
 
 
 @pytest.fixture(autouse=True)
@@ -22,10 +23,15 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def run_json(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, dict[str, object]]:
-    assert main([*ARGS, "--format", "json", *extra, str(SAMPLES)]) == 0
-    out = json.loads(capsys.readouterr().out)
-    return {plan["id"].rsplit("/", 1)[-1]: plan for plan in out["plans"]}
+def audit(capsys: pytest.CaptureFixture[str], *paths: Path, as_json: bool = False) -> tuple[int, str]:
+    code = cli.audit_files([str(p) for p in paths], POLICY, now=NOW, as_json=as_json)
+    return code, capsys.readouterr().out
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *paths: Path) -> dict[str, dict[str, Any]]:
+    code, out = audit(capsys, *(paths or (SAMPLES,)), as_json=True)
+    assert code == 1  # the samples hold drift and a failed plan
+    return {str(plan["name"] or plan["id"]): plan for plan in json.loads(out)["plans"]}
 
 
 # Every sample plan is there for one behaviour; its status says which.
@@ -41,7 +47,7 @@ EXPECTED = {
     "research-gpu": "exempt",
     "summer-school": "drifted",  # expired exemption
     "physics-lab": "compliant",  # unreadable exemption date, otherwise compliant
-    "math-301": "failed",
+    "math-301": "provisioning-failed",
     "history-lab": "skipped",  # Locked
     "new-languages": "drifted",  # no auto-shutdown profile
 }
@@ -56,67 +62,63 @@ def test_samples_cover_exactly_the_documented_plans(capsys: pytest.CaptureFixtur
     assert set(run_json(capsys)) == set(EXPECTED)
 
 
-def test_stricter_sample_gets_no_patch(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_json(capsys)["bio-110"]["patch"] == {}
+def test_stricter_sample_gets_no_patch_and_a_drifted_one_the_patch_enforce_would_send(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plans = run_json(capsys)
+    assert plans["bio-110"]["patch"] == {}
+    assert plans["testlabplan-list"]["patch"]["properties"]["defaultConnectionProfile"]["clientSshAccess"] == "Private"
 
 
-def test_demo_prints_a_readable_text_report(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([*ARGS, str(SAMPLES)]) == 0
-    out = capsys.readouterr().out
-    assert "mode: audit (report only" in out
-    assert "14 plans: 1 failed, 6 drifted, 1 exempt, 3 skipped, 3 compliant" in out
-    assert "SubnetNotDelegated" in out and "PATCH enforce mode would send" in out
-    assert max(len(line) for line in out.splitlines() if not line.startswith("  /subscriptions/")) <= 140
+def test_the_text_report_is_the_commands_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = audit(capsys, SAMPLES)
+    assert code == 1
+    assert out.startswith("labguard audit --from-file: saved plan JSON, no Azure call; nothing is changed")
+    assert "14 plans: 3 compliant, 6 drifted, 1 exempt, 3 skipped, 1 failed" in out
+    assert "SubnetNotDelegated" in out and "clientSshAccess Public → Private" in out
+    assert max(len(line) for line in out.splitlines()) <= 140
 
 
-def test_mode_setting_reaches_the_report(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LABGUARD_MODE", "enforce")
-    assert main([*ARGS, str(SAMPLES)]) == 0
-    assert "mode: enforce" in capsys.readouterr().out
-
-
-def test_bad_policy_stops_the_report_with_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_bad_policy_stops_the_report_with_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "policy.yaml"
     bad.write_text("autoShutdown: {maxIdleDelay: 15 minutes}\n", encoding="utf-8")
-    assert main(["--policy", str(bad), str(SAMPLES)]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert (
-        captured.err.strip()
-        == f"labguard: {bad}: autoShutdown.maxIdleDelay: '15 minutes' is not an ISO-8601 duration; write e.g. PT15M"
+    with pytest.raises(runner.ConfigError) as raised:
+        cli.audit_files([str(SAMPLES)], runner.Flags(policy=str(bad)), now=NOW, as_json=False)
+    assert str(raised.value) == (
+        f"{bad}: autoShutdown.maxIdleDelay: '15 minutes' is not an ISO-8601 duration; write e.g. PT15M"
+        " (or pass --policy FILE)"
     )
 
 
 def test_unreadable_entries_are_named_and_the_rest_reported(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     plans = tmp_path / "plans.json"
     plans.write_text(json.dumps({"value": [body(), {"id": "/not/a/plan"}, 7]}), encoding="utf-8")
-    assert main([*ARGS, str(plans)]) == 1
-    captured = capsys.readouterr()
-    assert "1 plan: 1 drifted" in captured.out
-    assert "entry 1: not evaluated" in captured.err and "entry 2: not evaluated" in captured.err
+    found = run_json(capsys, plans)
+    assert [p["status"] for p in found.values()] == ["drifted", "failed", "failed"]
+    details = [p["detail"] for p in found.values()][1:]
+    assert details[0].startswith("not evaluated: not a lab plan resource id: '/not/a/plan'")
+    assert details[1] == "not evaluated: expected a JSON object, got int"
+    assert list(found)[1:] == [f"{plans} entry 1", f"{plans} entry 2"]
 
 
-def test_missing_plans_file_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main([*ARGS, str(tmp_path / "none.json")]) == 2
-    assert "cannot read lab plans" in capsys.readouterr().err
+@pytest.mark.parametrize("content", [None, "{not json", '"a string"'])
+def test_a_file_that_is_not_plan_json_is_one_line(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "plans.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(runner.ConfigError, match=rf"^{path}: cannot read lab plans: [^\n]+$"):
+        cli.audit_files([str(path)], POLICY, now=NOW, as_json=False)
 
 
-def test_render_report_orders_worst_first_and_withholds_patches_it_should() -> None:
-    pol = policy()
-    evs = [
-        evaluate(LabPlan.from_arm(body(name="ok", connection={"webSshAccess": "None"}, state="Locked")), pol, NOW),
-        evaluate(LabPlan.from_arm(body(name="bad", connection={"webSshAccess": "Public"})), pol, NOW),
-    ]
-    text = render_report(evs, "audit")
-    assert text.index("rg1/bad") < text.index("rg1/ok")
-    assert f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.LabServices/labPlans/bad" in text
+def test_nothing_to_report(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "plans.json"
+    empty.write_text("[]", encoding="utf-8")
+    code, out = audit(capsys, empty)
+    assert code == 0 and "0 plans: none found" in out
 
 
-def test_render_report_of_nothing() -> None:
-    assert "0 plans: none" in render_report([], "audit")
-
-
-def test_hostile_plan_text_stays_on_one_line() -> None:
-    data = body(shutdown={"idleDelay": "PT1H\n\x1b[2Jrm -rf /"})
-    text = render_report([evaluate(LabPlan.from_arm(data), policy(), NOW)], "audit")
-    assert "\x1b" not in text and "\nrm -rf" not in text
+def test_hostile_plan_text_stays_on_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps([body(shutdown={"idleDelay": "PT1H\n\x1b[2Jrm -rf /"})]), encoding="utf-8")
+    _, out = audit(capsys, path)
+    assert "\x1b" not in out and "\nrm -rf" not in out

@@ -8,14 +8,14 @@ from typing import get_args
 import pytest
 from unit_support import REPO
 
-from labguard.core import PlanResult, RunResult
 from labguard.junit import run_junit
 from labguard.render import run_json
-from shared.policy import load_policy
-from shared.reconcile import PlanOutcome, Status
-from shared.report_html import _STATES, render_html
-from shared.settings import Settings
-from shared.snapshot import STATUSES, PlanEntry, build_snapshot
+from labguard.runner import PlanResult, RunResult
+from shared.core.policy import load_policy
+from shared.core.report_html import _STATES, render_html
+from shared.core.snapshot import STATUSES, PlanEntry, build_snapshot
+from shared.runtime.reconcile import PlanOutcome, Status
+from shared.runtime.settings import Settings
 
 
 def test_the_snapshot_counts_every_outcome_status():

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from labguard.tracking import TrackingArm
-from shared.arm import ArmError, WriteAccepted
-from shared.lab_plans import LabPlan, PlanId
+from shared.core.plans import LabPlan, PlanId
+from shared.edge.arm import ArmError, WriteAccepted
 
 PID = PlanId.parse(
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.LabServices/labPlans/p1"

@@ -9,8 +9,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from shared.lab_plans import LabPlan
-from shared.policy import Policy, parse_policy
+from shared.core.plans import LabPlan
+from shared.core.policy import Policy, parse_policy
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "tests" / "fixtures" / "labservices" / "LabPlans"  # our own (fixtures/labservices/README.md)

@@ -1,0 +1,452 @@
+"""Evaluation: one observed lab plan + the policy -> findings and a patch that only tightens.
+
+Pure and total: :func:`evaluate` reads only its arguments, never raises on odd plan data, and
+gives the same answer for the same input. The rules it follows:
+
+* a setting outside its bound is a drift finding, and the patch writes the bound (the least change
+  that brings it back); a setting at or inside its bound is never touched (never loosened);
+* a setting the policy does not govern is never looked at;
+* an absent enum leaf is judged as the spec's default (``None`` for a connection channel and for the
+  idle mode, ``Disabled`` for a shutdown flag), because that is what the service applies: an absent
+  channel is within any bound, an absent required flag is drift;
+* a value labguard cannot judge (an enum value it does not know, a delay it cannot read or that is
+  negative) is an ``unknown-value`` finding: reported, never written over;
+* a delay bound applies only while its feature is on (flag Enabled, idle mode not None) or the policy
+  requires the feature (then the patch turns it on and writes the delay as well); an absent delay of a
+  feature that is off is not drift;
+* the patch sends each profile with drift whole, exactly as read, with only the drifted leaves changed,
+  so it is right whether the service merges a PATCH's nested objects or replaces them; profiles without
+  drift are left out;
+* delays are read as ISO-8601 (``PT5M``) or TimeSpan text (``00:05``); the patch writes ISO-8601;
+* only Succeeded plans get a patch. A plan in Creating / Updating / Deleting / Locked (or with no or
+  an unknown state) is skipped with a ``state.not-terminal`` finding; a Failed plan gets a
+  ``provisioning.failed`` finding and its drift listed, but no patch (its owner must fix it first);
+  an exempt plan gets its drift listed, but no patch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+from shared.core.durations import describe, format_iso, parse_delay
+from shared.core.governed import GOVERNED, Setting, feature_of
+from shared.core.plans import LabPlan
+from shared.core.policy import Policy, Rules
+from shared.core.text import shown
+
+__all__ = ["Evaluation", "Finding", "Severity", "Status", "evaluate"]
+
+Severity = Literal["high", "medium", "low", "info"]
+Status = Literal["compliant", "drifted", "skipped", "exempt", "failed"]
+
+_STATES = {s.lower(): s for s in ("Creating", "Updating", "Deleting", "Succeeded", "Failed", "Locked")}
+_STATE_MEANING = {
+    "Creating": "is still being created",
+    "Updating": "is having new settings applied",
+    "Deleting": "is being deleted",
+    "Locked": "is locked for maintenance or a scheduled operation, so changes are blocked",
+}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation about a plan.
+
+    ``rule`` is a stable id (``connection.clientRdpAccess``, ``shutdown.idleDelay``, ``unknown-value``,
+    ``state.not-terminal``, ``provisioning.failed``, ``exemption.active``, ``exemption.expired``,
+    ``exemption.invalid-until``);
+    ``field`` the path it is about in the plan body (``("properties", "defaultConnectionProfile",
+    "clientRdpAccess")``, ``("tags", "labguard:exempt")``); ``patch_value`` what the bound requires be written
+    (set on drift findings only, even when the patch is withheld because the plan is exempt or failed).
+    """
+
+    rule: str
+    field: tuple[str, ...]
+    observed: str | None
+    allowed: str
+    severity: Severity
+    message: str
+    patch_value: str | None = None
+
+    @property
+    def is_drift(self) -> bool:
+        return self.patch_value is not None
+
+    @property
+    def path(self) -> str:
+        """``field`` as one dotted string, as logs, the change log and JSON output carry it."""
+        return ".".join(self.field)
+
+    @property
+    def leaf(self) -> str:
+        """The last part of ``field``: the setting's ARM key, as one-line summaries name it."""
+        return self.field[-1]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The verdict on one plan. ``patch`` is the body for PATCH .../labPlans/{name}: each profile with drift,
+    whole as read, with the drifted leaves set to their bounds (right under merge and replace semantics)."""
+
+    plan: LabPlan
+    findings: tuple[Finding, ...]
+    patch: Mapping[str, Any]
+    status: Status
+    reason: str | None = None
+
+    @property
+    def drift(self) -> tuple[Finding, ...]:
+        """The findings the patch fixes (empty whenever the patch is empty)."""
+        return self.violations if self.patch else ()
+
+    @property
+    def violations(self) -> tuple[Finding, ...]:
+        """Every setting outside its bound, whether or not it will be patched (exempt and failed plans too)."""
+        return tuple(f for f in self.findings if f.is_drift)
+
+    @property
+    def unknown_values(self) -> tuple[Finding, ...]:
+        """Governed values labguard cannot judge (``unknown-value``): reported, never written over."""
+        return tuple(f for f in self.findings if f.rule == "unknown-value")
+
+
+def evaluate(plan: LabPlan, policy: Policy, now: datetime) -> Evaluation:
+    """Evaluate one plan against the policy at time ``now`` (only its date matters: exemption expiry)."""
+    state = _STATES.get((plan.provisioning_state or "").lower())
+    if state not in ("Succeeded", "Failed"):
+        finding = _not_terminal(plan.provisioning_state, state)
+        return Evaluation(
+            plan, (finding,), {}, "skipped", f"provisioning state {shown(plan.provisioning_state, quote=False)}"
+        )
+
+    rules = policy.rules_for(plan.id)
+    checked, patch = _check(plan, rules)  # drift and unknown-value findings
+    exempt, exemption = _exemption(plan, policy, now.date())
+
+    if state == "Failed":
+        failed = _failed(plan)
+        findings = (failed, *exemption, *checked)
+        return Evaluation(plan, findings, {}, "failed", _failure_reason(plan))
+    if exempt is not None:
+        return Evaluation(plan, (*exemption, *checked), {}, "exempt", exempt)
+    if patch:
+        return Evaluation(plan, (*exemption, *checked), patch, "drifted")
+    # Unknown values alone leave nothing to fix: the plan is compliant as far as labguard can judge, and
+    # the unknown-value findings say what it could not.
+    return Evaluation(plan, (*exemption, *checked), {}, "compliant")
+
+
+# --------------------------------------------------------------------------------------------
+# Bounds
+# --------------------------------------------------------------------------------------------
+
+FeatureState = Literal["on", "off", "unknown"]
+
+
+def _check(plan: LabPlan, rules: Rules) -> tuple[list[Finding], dict[str, Any]]:
+    """(drift and unknown-value findings, the patch), setting by setting in table order. Each drifted profile
+    goes into the patch whole."""
+    findings: list[Finding] = []
+    for setting in GOVERNED:
+        bound = rules.bound(setting)
+        if bound is None:
+            continue
+        observed = plan.observed(setting)
+        finding: Finding | None = None
+        if setting.kind == "max-delay":
+            assert isinstance(bound, timedelta)
+            feature = _feature_state(plan, rules, feature_of(setting))
+            # A delay only matters while its feature is on (or the patch turns it on): an absent delay of a
+            # feature that is off is not drift. With the feature's state unknown, only a delay that is there
+            # is checked (shortening it never loosens anything).
+            if feature == "on" or (feature == "unknown" and observed is not None):
+                finding = _delay(setting, observed, bound)
+        elif setting.kind == "enabled":
+            finding = _flag(setting, observed)
+        else:
+            assert isinstance(bound, str)
+            finding = _ranked(setting, observed, bound)
+        findings += [finding] if finding else []
+    return findings, _patch(plan, findings)
+
+
+def _patch(plan: LabPlan, findings: list[Finding]) -> dict[str, Any]:
+    """For each profile with drift: the profile exactly as read, with only the drifted leaves changed.
+
+    Sending the whole profile keeps a service that replaces nested objects (instead of merging them) from
+    resetting the leaves the patch does not fix to the spec's defaults (clientRdpAccess Public -> None).
+    A key that was absent is added only when it is drifted; profiles without drift are left out."""
+    profiles: dict[str, dict[str, Any]] = {}
+    for finding in findings:
+        if not finding.is_drift:
+            continue
+        _, profile, key = finding.field
+        if profile not in profiles:
+            profiles[profile] = dict(plan.profiles_as_read.get(profile) or {})  # values as read, unchanged
+        profiles[profile][key] = finding.patch_value
+    return {"properties": profiles} if profiles else {}
+
+
+def _feature_state(plan: LabPlan, rules: Rules, switch: Setting | None) -> FeatureState:
+    """Whether a switch's (or mode's) feature will be on once the patch is applied: on as read, or required.
+    The first value of its scale is off; an absent value is the spec's default."""
+    if switch is None:
+        return "unknown"
+    off = switch.scale[0]
+    observed = plan.observed(switch)
+    value = switch.canonical((switch.spec_default or "") if observed is None else observed)
+    if rules.bound(switch) not in (None, off) or (value is not None and value != off):
+        return "on"
+    return "off" if value is not None else "unknown"
+
+
+def _unknown(setting: Setting, observed: str, allowed: str, what: str) -> Finding:
+    """An enum value labguard does not know (a newer api-version may add one), or a delay it cannot read:
+    reported for a person to check, never written over (writing the bound could loosen it)."""
+    return Finding(
+        rule="unknown-value",
+        field=setting.path,
+        observed=observed,
+        allowed=allowed,
+        severity="medium",
+        message=(
+            f"{setting.label} has the value {shown(observed)}, {what}; the policy allows {allowed}. labguard "
+            "leaves it as it is (it never writes over a value it cannot judge): check it by hand."
+        ),
+    )
+
+
+def _ranked(setting: Setting, observed: str | None, bound: str) -> Finding | None:
+    """A bound on an ordered enum: ``at-most`` = observed may not rank above it, ``at-least`` = not below it.
+    An absent value is judged as the spec's default (None for a channel and for the idle mode). A value at
+    the top of an exposure scale (Public) is high severity. The finding's text is built only when there is
+    a finding (most plans have none: a sweep evaluates every plan it lists)."""
+    rank = setting.rank
+    kind = "most" if setting.kind == "at-most" else "least"
+    effective = (setting.spec_default or "") if observed is None else observed
+    canonical = setting.canonical(effective)
+    if canonical is not None:
+        inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
+        if inside:
+            return None
+    allowed = f"at {kind} {bound} ({' < '.join(setting.scale)})"
+    verb = "allows" if kind == "most" else "requires"
+    if canonical is None:
+        return _unknown(setting, effective, allowed, "which labguard does not know")
+    if observed is None:
+        problem = f"is not set on the plan (Azure's default is {canonical}); the policy {verb} {allowed}"
+    else:
+        problem = f"is {canonical} but the policy {verb} {allowed}"
+    severity: Severity = "high" if kind == "most" and canonical == setting.scale[-1] else "medium"
+    return Finding(
+        rule=setting.rule,
+        field=setting.path,
+        observed=observed,
+        allowed=allowed,
+        severity=severity,
+        message=f"{setting.label} {problem}; the fix sets it to {bound}.",
+        patch_value=bound,
+    )
+
+
+def _flag(setting: Setting, observed: str | None) -> Finding | None:
+    """A switch the policy requires Enabled; absent means the spec's default, Disabled."""
+    required = setting.scale[-1]
+    canonical = setting.canonical((setting.spec_default or "") if observed is None else observed)
+    if canonical == required:
+        return None
+    if canonical is None:
+        assert observed is not None
+        return _unknown(setting, observed, required, "which labguard does not know")
+    if observed is None:
+        problem = f"is not set on the plan (Azure's default is {setting.spec_default}); the policy requires {required}"
+    else:
+        problem = f"is {canonical} but the policy requires {required}"
+    return Finding(
+        rule=setting.rule,
+        field=setting.path,
+        observed=observed,
+        allowed=required,
+        severity="medium",
+        message=f"{setting.label} {problem}; the fix enables it.",
+        patch_value=required,
+    )
+
+
+def _delay(setting: Setting, observed: str | None, limit: timedelta) -> Finding | None:
+    """A delay of a feature that is (or will be) on: absent or longer than the bound is drift.
+    The finding's text is built only when there is a finding (most plans have none)."""
+    try:
+        value = parse_delay(observed)
+    except ValueError:
+        value = None
+        unreadable = True
+    else:
+        unreadable = False
+        if value is not None and timedelta(0) <= value <= limit:
+            return None
+    bound = format_iso(limit)
+    allowed = f"at most {bound} ({describe(limit)})"
+    if unreadable:
+        assert observed is not None
+        return _unknown(setting, observed, allowed, "which is not a duration labguard can read")
+    if value is not None and value < timedelta(0):
+        assert observed is not None
+        return _unknown(setting, observed, allowed, "a negative duration")
+    if value is None:
+        problem = f"is not set on the plan while its feature is on; the policy allows {allowed}"
+    else:
+        problem = f"is {shown(observed)} ({describe(value)}) but the policy allows {allowed}"
+    return Finding(
+        rule=setting.rule,
+        field=setting.path,
+        observed=observed,
+        allowed=allowed,
+        severity="low" if value is not None else "medium",
+        message=f"{setting.label} {problem}; the fix sets it to {bound}.",
+        patch_value=bound,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# State, failure, exemption
+# --------------------------------------------------------------------------------------------
+
+
+def _not_terminal(raw: str | None, state: str | None) -> Finding:
+    if raw is None:
+        why = "reports no provisioning state"
+    elif state is None:
+        why = f"is in the unknown provisioning state {shown(raw)}"
+    else:
+        why = _STATE_MEANING.get(state, f"is {state}")
+    return Finding(
+        rule="state.not-terminal",
+        field=("properties", "provisioningState"),
+        observed=raw,
+        allowed="Succeeded or Failed",
+        severity="info",
+        message=(
+            f"The plan {why}; labguard only checks and patches a plan in a terminal state "
+            "(Succeeded or Failed) and will look again on the next sweep."
+        ),
+    )
+
+
+def _failed(plan: LabPlan) -> Finding:
+    error = plan.error
+    if error is None:
+        what = "The plan is in the Failed state and reports no error details (no resourceOperationError)."
+    else:
+        parts = [
+            f"{name} {shown(value)}"
+            for name, value in (
+                ("action", error.action),
+                ("code", error.code),
+                ("message", error.message),
+                ("at", error.timestamp),
+            )
+            if value
+        ]
+        what = "The last operation on the plan failed: " + ("; ".join(parts) or "no details given") + "."
+    support = plan.support
+    contacts = [
+        f"{name} {shown(value)}"
+        for name, value in (
+            ("url", support.url if support else None),
+            ("email", support.email if support else None),
+            ("phone", support.phone if support else None),
+            ("instructions", support.instructions if support else None),
+        )
+        if value
+    ]
+    who = "Plan support: " + "; ".join(contacts) + "." if contacts else "The plan lists no support contact."
+    return Finding(
+        rule="provisioning.failed",
+        field=("properties", "resourceOperationError" if error is not None else "provisioningState"),
+        observed=(error.code if error is not None and error.code else "Failed"),
+        allowed="Succeeded",
+        severity="high",
+        message=(
+            f"{what} {who} labguard does not patch a failed plan: fixing it is its owner's job, and "
+            "enforcement resumes once the plan is Succeeded. Any drift below is listed for information."
+        ),
+    )
+
+
+def _failure_reason(plan: LabPlan) -> str:
+    error = plan.error
+    if error is None:
+        return "provisioning failed (no error details)"
+    head = " ".join(shown(v, quote=False) for v in (error.action, error.code) if v)
+    return f"provisioning failed: {head}" if head else "provisioning failed"
+
+
+def _exemption(plan: LabPlan, policy: Policy, today: date) -> tuple[str | None, list[Finding]]:
+    """(reason if the plan is exempt today else None, info findings about the exemption)."""
+    tags = {str(k).lower(): (str(k), v) for k, v in plan.tags.items()}
+    found = tags.get(policy.exemption_tag.lower())
+    if found is None:
+        return None, []
+    tag, raw_reason = found
+    shown_reason = shown(raw_reason.strip(), quote=False) if raw_reason and raw_reason.strip() else ""
+    reason = shown_reason or "no reason given"  # a value of control characters only shows as nothing
+    until_found = tags.get(policy.exemption_until_tag.lower())
+    field = ("tags", tag)
+    if until_found is None:
+        finding = Finding(
+            "exemption.active",
+            field,
+            raw_reason,
+            "an exemption reason, with an optional end date",
+            "info",
+            f"Exempt with no end date ({reason}); drift is reported but not fixed.",
+        )
+        return reason, [finding]
+    until_tag, raw_until = until_found
+    until = _parse_date(raw_until)
+    if until is None:
+        finding = Finding(
+            "exemption.invalid-until",
+            ("tags", until_tag),
+            raw_until,
+            "a date such as 2025-07-31",
+            "info",
+            f"The exemption ({reason}) is ignored: {until_tag} is {shown(raw_until)}, not a date such as "
+            "2025-07-31. The plan is checked as usual until the date is fixed.",
+        )
+        return None, [finding]
+    if until < today:
+        finding = Finding(
+            "exemption.expired",
+            ("tags", until_tag),
+            raw_until,
+            f"a date on or after {today.isoformat()}",
+            "info",
+            f"The exemption ({reason}) ended on {until.isoformat()}; the plan is checked as usual.",
+        )
+        return None, [finding]
+    finding = Finding(
+        "exemption.active",
+        field,
+        raw_reason,
+        "an exemption reason, with an optional end date",
+        "info",
+        f"Exempt until {until.isoformat()} ({reason}); drift is reported but not fixed.",
+    )
+    return f"{reason} (until {until.isoformat()})", [finding]
+
+
+def _parse_date(text: str) -> date | None:
+    text = text.strip()
+    if not _DATE.match(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
