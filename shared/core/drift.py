@@ -26,6 +26,7 @@ gives the same answer for the same input. The rules it follows:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from shared.core.durations import describe, format_iso, parse_delay
-from shared.core.governed import GOVERNED, Setting, feature_of
+from shared.core.governed import GOVERNED, Bound, Setting, feature_of
 from shared.core.plans import LabPlan
 from shared.core.policy import Policy, Rules
 from shared.core.text import shown
@@ -152,10 +153,7 @@ def _check(plan: LabPlan, rules: Rules) -> tuple[list[Finding], dict[str, Any]]:
     """(drift and unknown-value findings, the patch), setting by setting in table order. Each drifted profile
     goes into the patch whole."""
     findings: list[Finding] = []
-    for setting in GOVERNED:
-        bound = rules.bound(setting)
-        if bound is None:
-            continue
+    for setting, bound in _governed_by(rules):
         observed = plan.observed(setting)
         finding: Finding | None = None
         if setting.kind == "max-delay":
@@ -173,6 +171,13 @@ def _check(plan: LabPlan, rules: Rules) -> tuple[list[Finding], dict[str, Any]]:
             finding = _ranked(setting, observed, bound)
         findings += [finding] if finding else []
     return findings, _patch(plan, findings)
+
+
+@functools.lru_cache(maxsize=256)
+def _governed_by(rules: Rules) -> tuple[tuple[Setting, Bound], ...]:
+    """The settings ``rules`` govern and their bounds, in table order: worked out once per set of rules
+    (a policy has a few), not for every plan a sweep lists."""
+    return tuple((setting, bound) for setting in GOVERNED if (bound := rules.bound(setting)) is not None)
 
 
 def _patch(plan: LabPlan, findings: list[Finding]) -> dict[str, Any]:
