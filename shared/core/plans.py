@@ -193,10 +193,14 @@ class LabPlan:
 
 
 def _obj(value: object) -> Mapping[str, Any]:
+    if value is None:
+        return {}
     return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 def _obj_or_none(value: object) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
     return value if type(value) is dict or isinstance(value, Mapping) else None
 
 

@@ -223,7 +223,7 @@ class LabPlansArm:
     ) -> AsyncIterator[LabPlan | BadPlan]:
         """Every plan in a subscription (or one resource group), following ``nextLink`` page by page."""
         async for item in self.list_items(subscription_id, resource_group, "labPlans"):
-            if not isinstance(item, Mapping):
+            if type(item) is not dict and not isinstance(item, Mapping):  # JSON objects are dicts: no ABC check
                 yield BadPlan(id="?", reason="list item is not an object")
                 continue
             try:
