@@ -5,12 +5,15 @@ Azurite (the notice ledger) and an SMTP sink (STARTTLS + AUTH), points the real 
 them through the same app settings Azure would give it, and shows in order:
 
 1. ``labguard audit``: the estate as an admin first sees it;
-2. a lab owner loosening a plan through ARM with their own identity, the write event taken from
+2. a teacher (a person, signed in as ``az login`` would) loosening a drifted lab; the real Event Grid
+   function sets the lab back and mails the teacher what it set back and where to ask for an
+   exemption (LABGUARD_NOTIFY_CHANGER=on);
+3. a lab owner loosening a plan through ARM with their own identity, the write event taken from
    the endpoint's event log and handed to the real Event Grid function, which fixes the plan
    within the same second (and recognises its own write's event);
-3. the real timer function sweeping and fixing the rest, and notifying the Failed plan's owner;
-4. the failure notice as the SMTP sink received it;
-5. ``labguard audit`` again: every enforceable plan compliant, the Failed plan reported with its
+4. the real timer function sweeping and fixing the rest, and notifying the Failed plan's owner;
+5. the failure notice as the SMTP sink received it;
+6. ``labguard audit`` again: every enforceable plan compliant, the Failed plan reported with its
    notice sent, the Locked and exempt plans reported as skipped with the reason.
 
 It checks its own story (exit 1 if any step did not happen as shown) and stops everything it
@@ -46,6 +49,16 @@ APP_CLIENT = "labguard-app"
 OWNER_CLIENT = "lab-owner-cs240"
 MAIL_FROM = "labguard@school.example"
 FALLBACK = "it-helpdesk@school.example"
+EXEMPTIONS = "https://it.school.example/lab-exemptions"
+TEACHER = "teacher@school.example"  # the person the demo labs' systemData names as their last writer
+TEACHER_NAME = "Grace Hopper"
+#: What the teacher's PATCH writes to the drifted lab: both outside the policy's bounds.
+TEACHER_PATCH: dict[str, Any] = {
+    "properties": {
+        "connectionProfile": {"clientSshAccess": "Public"},
+        "autoShutdownProfile": {"noConnectDelay": "PT4H"},
+    }
+}
 
 
 class StoryError(RuntimeError):
@@ -129,6 +142,8 @@ def app_settings(stage: Stage, sink: services.SmtpSink, bundle: str) -> dict[str
         "LABGUARD_SMTP_PASSWORD": sink.password,
         "LABGUARD_MAIL_FROM": MAIL_FROM,
         "LABGUARD_FALLBACK_EMAIL": FALLBACK,
+        "LABGUARD_NOTIFY_CHANGER": "on",
+        "LABGUARD_EXEMPTION_CONTACT": EXEMPTIONS,
         "AzureWebJobsStorage": stage.azurite.connection_string,
         "AZURE_TENANT_ID": stage.endpoint.tenant_id,
         "AZURE_CLIENT_ID": APP_CLIENT,
@@ -234,6 +249,13 @@ class Story:
             raise StoryError(f"the local endpoint has no {plan_id}")
         return body
 
+    def failure_notices(self) -> list[Any]:
+        """The failure notices the sink received (the mails to people whose change was set back are not)."""
+        return [mail for mail in self.sink.messages if mail.message["X-Labguard-Failure"]]
+
+    def changer_mails(self) -> list[Any]:
+        return [mail for mail in self.sink.messages if mail.message["X-Labguard-Changer"]]
+
     # ---------------------------------------------------------------- 0. the stage
     def intro(self) -> None:
         stage, sink = self.stage, self.sink
@@ -268,7 +290,7 @@ class Story:
 
         from shared.edge.arm import principal_from_token
 
-        self.title(2, "A lab owner loosens a plan; Event Grid brings the write to labguard")
+        self.title(3, "A lab owner loosens a plan; Event Grid brings the write to labguard")
         app_oid = await self._app_principal()  # the Function App is up: its worker holds its ARM session
         spec = estate.spec_named(estate.OWNER_PLAN)
         plan_id = estate.plan_id(spec)
@@ -329,6 +351,16 @@ class Story:
             "labs created from it from now on get these defaults (existing labs are not touched)",
             soft_wrap=True,
         )
+        relabs = self.captured.since(mark, "lab.fixed")
+        told = {r.get("lab_id"): r for r in self.captured.since(mark, "changer.notified")}
+        for fixed_lab in relabs:
+            lab_name = str(fixed_lab["lab_id"]).rsplit("/", 1)[-1]
+            who = told.get(fixed_lab["lab_id"], {}).get("to")
+            self.out.print(
+                f"  its labs re-checked: lab {lab_name} fixed"
+                + (f"; its last writer {who} told (systemData)" if who else ""),
+                soft_wrap=True,
+            )
         self.expect(done - written_at < 1.0, "the event fixes the plan within the same second")
         self.expect(
             connection["clientSshAccess"] == "Private" and shutdown["idleDelay"] == "PT30M",
@@ -347,15 +379,18 @@ class Story:
         )
         self.expect(own_write, "labguard recognises its own write's event")
 
-    async def _event_for(self, plan_id: str, caller_oid: str) -> dict[str, Any]:
+    async def _event_for(self, plan_id: str, caller_oid: str, *, upn: str | None = None) -> dict[str, Any]:
         claim = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+        upn_claim = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
         for _ in range(200):
             _, events, _ = await self.http("GET", "/_emulator/events")
             for event in reversed((events or {}).get("value", [])):
+                claims = event.get("data", {}).get("claims", {})
+                caller = claims.get(upn_claim, "") if upn else claims.get(claim, "")
                 if (
                     event.get("subject", "").lower() == plan_id.lower()
                     and event.get("eventType") == "Microsoft.Resources.ResourceWriteSuccess"
-                    and str(event.get("data", {}).get("claims", {}).get(claim, "")).lower() == caller_oid.lower()
+                    and str(caller).lower() == (upn or caller_oid).lower()
                 ):
                     return dict(event)
             await asyncio.sleep(0.02)
@@ -367,9 +402,63 @@ class Story:
         runtime = await current_runtime()
         return await runtime.own_principal() or "?"
 
+    # ---------------------------------------------------------------- 2. a teacher's lab change, set back and told
+    async def teacher_change(self) -> None:
+        self.title(2, "A teacher loosens a lab; labguard sets it back and tells them")
+        spec = estate.spec_named(estate.LAB_PLAN)
+        lab_id = (
+            f"/subscriptions/{spec.sub}/resourceGroups/{spec.rg}/providers/Microsoft.LabServices/labs/db-lab-drifted"
+        )
+        # A person's delegated token, as `az login` gets one (the local endpoint has no interactive sign-in).
+        _, issued, _ = await self.http("POST", "/_emulator/token", body={"user": TEACHER, "name": TEACHER_NAME})
+        token = str((issued or {}).get("access_token", ""))
+        before = await self.stored(lab_id)
+        changes = _describe_patch(before, TEACHER_PATCH)
+        status, _, _ = await self.http("PATCH", f"{lab_id}?api-version={API_VERSION}", token=token, body=TEACHER_PATCH)
+        self.out.print(
+            f"teacher [bold]{TEACHER_NAME}[/] ({TEACHER}, signed in as a person) sends PATCH lab db-lab-drifted: "
+            f"{changes}; ARM answers {status}",
+            soft_wrap=True,
+        )
+        event = await self._event_for(lab_id, "", upn=TEACHER)
+        self.out.print(
+            f"Event Grid event {event['eventType']} (id {event['id'][:8]}…), caller {TEACHER} "
+            f"(idtyp {event['data']['claims'].get('idtyp')}), subject …/labs/db-lab-drifted",
+            soft_wrap=True,
+        )
+        mark = len(self.captured.records)
+        started = time.monotonic()
+        await deliver_event(event)
+        done = time.monotonic()
+        fixed = self.captured.since(mark, "lab.change")
+        self.out.print(
+            f"[green]eventgrid_lab_plan fixed the lab[/] in {1000 * (done - started):.0f} ms: "
+            + ", ".join(_change(c) for c in fixed),
+            soft_wrap=True,
+        )
+        after = (await self.stored(lab_id))["properties"]
+        self.expect(
+            after["connectionProfile"]["clientSshAccess"] == "Private"
+            and after["autoShutdownProfile"]["noConnectDelay"] == "PT30M",
+            "db-lab-drifted is back inside the policy",
+        )
+        mails = self.changer_mails()
+        self.expect(len(mails) == 1 and mails[0].rcpt_tos == [TEACHER], f"one mail to {TEACHER}")
+        if not mails:
+            return
+        mail = mails[0]
+        self.out.print(
+            f"labguard told them (LABGUARD_NOTIFY_CHANGER=on): SMTP sink RCPT TO:<{', '.join(mail.rcpt_tos)}>",
+            soft_wrap=True,
+        )
+        self.out.print(f"Subject: {mail.message['Subject']}", markup=False, highlight=False, soft_wrap=True)
+        self.out.print()
+        self.out.print(mail.text().rstrip(), markup=False, highlight=False, soft_wrap=True)
+        self.expect("ask for an exemption: " + EXEMPTIONS in mail.text(), "the mail says where to ask for an exemption")
+
     # ---------------------------------------------------------------- 3. the timer sweep
     async def sweep(self) -> None:
-        self.title(3, "The timer sweep fixes the rest")
+        self.title(4, "The timer sweep fixes the rest")
         mark = len(self.captured.records)
         started = time.monotonic()
         try:
@@ -397,7 +486,7 @@ class Story:
             )
         for fields in self.captured.since(mark, "plan.provisioning-failed"):
             spec = ids[fields["plan_id"]]
-            to = ", ".join(r for mail in self.sink.messages for r in mail.rcpt_tos) or "nobody"
+            to = ", ".join(r for mail in self.failure_notices() for r in mail.rcpt_tos) or "nobody"
             self.out.print(
                 Text.assemble(
                     ("FAILED  ", "bold red"),
@@ -423,8 +512,8 @@ class Story:
 
     # ---------------------------------------------------------------- 4. the notice
     def notice(self) -> None:
-        self.title(4, "The failure notice, as the SMTP sink received it")
-        messages = self.sink.messages
+        self.title(5, "The failure notice, as the SMTP sink received it")
+        messages = self.failure_notices()
         self.expect(len(messages) == 1, "exactly one failure notice is sent")
         if not messages:
             return
@@ -443,7 +532,7 @@ class Story:
 
     # ---------------------------------------------------------------- 5. final audit
     async def final_audit(self) -> None:
-        self.title(5, "The final audit")
+        self.title(6, "The final audit")
         result = await self.audit()
         by_name = {item.plan_id.name: item for item in result.results if item.plan_id is not None}
         for name, item in by_name.items():
@@ -483,6 +572,7 @@ async def tell(out: Console, stage: Stage) -> list[str]:
             try:
                 story.intro()
                 await story.first_audit()
+                await story.teacher_change()
                 await story.owner_change()
                 await story.sweep()
                 story.notice()

@@ -311,7 +311,11 @@ def lab_body(name: str, os_type: str, kind: str) -> dict[str, Any]:
         "type": "Microsoft.LabServices/Lab",
         "location": "westeurope",
         "tags": {"labguard:exempt": "thesis defence week (ticket LAB-77)"} if kind == "exempt" else {},
-        "systemData": {"lastModifiedBy": "teacher@school.example", "lastModifiedByType": "User"},
+        "systemData": {
+            "lastModifiedBy": "teacher@school.example",
+            "lastModifiedByType": "User",
+            "lastModifiedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),  # the teacher's change: today
+        },
         "properties": {
             "provisioningState": "Succeeded",
             "labPlanId": plan_id(spec),

@@ -762,6 +762,15 @@ class EmulatorServer:
             return _json_response(200, store.set_state(b["id"], b["provisioningState"]))
         if path == "/_emulator/token" and method == "POST":
             b = await body()
+            if b.get("user"):  # a person's delegated token (as `az login` gets one)
+                upn = str(b["user"])
+                return _json_response(
+                    200,
+                    {
+                        "access_token": self.issuer.issue_user(upn, str(b.get("name", "")), extra=b.get("claims")),
+                        "principal_id": self.issuer.user_principal_id(upn),
+                    },
+                )
             client_id = b.get("client_id", "emulator-client")
             return _json_response(
                 200,

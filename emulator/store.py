@@ -575,18 +575,20 @@ class Store:
             )
 
     def _system_data(self, previous: dict[str, Any] | None, caller: Caller | None) -> dict[str, Any]:
-        who = caller.client_id if caller else "unknown"
+        # ARM names a person by their UPN (type User), an app or managed identity by its client id.
+        who = (str(caller.claims["upn"]) if caller.is_user else caller.client_id) if caller else "unknown"
+        kind = "User" if caller is not None and caller.is_user else "Application"
         now = utcnow()
         sd = {
             "createdBy": who,
-            "createdByType": "Application",
+            "createdByType": kind,
             "createdAt": now,
         }
         if previous:
             for k in ("createdBy", "createdByType", "createdAt"):
                 if k in previous:
                     sd[k] = previous[k]
-        sd.update({"lastModifiedBy": who, "lastModifiedByType": "Application", "lastModifiedAt": now})
+        sd.update({"lastModifiedBy": who, "lastModifiedByType": kind, "lastModifiedAt": now})
         return sd
 
     @staticmethod
@@ -863,7 +865,7 @@ class Store:
             "roleAssignmentId": uuid.uuid5(uuid.NAMESPACE_URL, f"{sub}/{caller.object_id if caller else ''}").hex,
             "roleDefinitionId": "b24988ac618042a0ab8820f7382dd24c",
             "principalId": caller.object_id if caller else "",
-            "principalType": "ServicePrincipal",
+            "principalType": "User" if caller is not None and caller.is_user else "ServicePrincipal",
         }
         data: dict[str, Any] = {
             "authorization": {"scope": op.resource_id, "action": operation_name, "evidence": evidence},

@@ -65,6 +65,13 @@ class Emulator:
         """A valid access token for hand-made requests (the SDK should use ``credential()``)."""
         return self._server.issuer.issue(client_id, audience=audience)
 
+    def user_token(self, upn: str, name: str = "", *, claims: dict[str, Any] | None = None) -> str:
+        """A person's delegated token (``idtyp`` user, ``upn``, ``name``); ``claims`` overrides any claim."""
+        return self._server.issuer.issue_user(upn, name, extra=claims)
+
+    def user_principal_id(self, upn: str) -> str:
+        return self._server.issuer.user_principal_id(upn)
+
     def credential(self, client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET) -> Any:
         """A real ``azure.identity.ClientSecretCredential`` that gets its token from the emulator."""
         from azure.identity import ClientSecretCredential

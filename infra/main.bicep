@@ -132,6 +132,13 @@ param reportContainer string = 'labguard-reports'
 @description('LABGUARD_DIGEST_EMAIL: admin address for the daily digest (needs the SMTP settings); empty: no digest.')
 param digestEmail string = ''
 
+@description('LABGUARD_NOTIFY_CHANGER: on mails the person whose change to a plan or lab enforce set back (needs the SMTP settings and LABGUARD_EXEMPTION_CONTACT); off (default): nobody is mailed.')
+@allowed(['on', 'off'])
+param notifyChanger string = 'off'
+
+@description('LABGUARD_EXEMPTION_CONTACT: where people ask for an exemption (one mail address or an https URL), named in those mails.')
+param exemptionContact string = ''
+
 @description('LABGUARD_SUPPORT_URL_HOSTS: comma-separated host names whose supportInfo.url may receive notices; empty: none.')
 param supportUrlHosts string = ''
 
@@ -254,6 +261,8 @@ var appSettings = {
   LABGUARD_REPORT_ACCOUNT_URL: empty(reportContainer) ? '' : storage.outputs.blobEndpoint
   LABGUARD_DIGEST_EMAIL: digestEmail
   LABGUARD_LABS: labs
+  LABGUARD_NOTIFY_CHANGER: notifyChanger
+  LABGUARD_EXEMPTION_CONTACT: exemptionContact
 }
 
 module functionApp 'modules/functionapp.bicep' = {

@@ -18,6 +18,7 @@ from shared.core.policy import Policy, Rules
 from shared.core.report import evaluation_to_dict
 from shared.core.snapshot import DETAIL_STATUSES
 from shared.core.text import shown
+from shared.runtime.reconcile import _changed_by as changed_by
 
 # status -> (label in the STATE column, style)
 STATES: dict[str, tuple[str, str]] = {
@@ -108,6 +109,9 @@ def findings_lines(result: PlanResult) -> list[tuple[str, str]]:
     lines: list[tuple[str, str]] = []
     if status in ("drifted", "fixed") and evaluation is not None:
         lines += [(line, "") for line in change_text(result).split(", ") if line]
+        who = changed_by(evaluation.plan.modified_by, evaluation.plan.modified_by_type)
+        if who and evaluation.violations:  # whose change enforce sets back (systemData: the last writer)
+            lines.append((f"last changed by {who}", "dim"))
     elif status == "exempt" and evaluation is not None:
         lines.append((f"exempt: {evaluation.reason}", ""))
         if evaluation.violations:
@@ -199,6 +203,9 @@ def lab_lines(outcome: Any) -> list[tuple[str, str]]:
             lines.append((f"{key} {observed} → {finding.patch_value}", ""))
         elif finding.rule.startswith("lab.") or finding.rule == "unknown-value":
             lines.append((f"{key}: {shown(finding.message, quote=False, limit=160)}", "dim"))
+    who = changed_by(evaluation.lab.last_modified_by, evaluation.lab.last_modified_by_type)
+    if outcome.status in ("drifted", "fixed") and evaluation.violations and who:
+        lines.append((f"last changed by {who}", "dim"))  # whose change enforce sets back
     if outcome.status in ("exempt", "skipped", "provisioning-failed", "failed") and evaluation.reason:
         lines.insert(0, (str(evaluation.reason), ""))
     elif outcome.status in ("failed", "gone", "unconverged", "write-failed", "proof-deferred"):
@@ -472,6 +479,8 @@ def run_json(result: RunResult) -> dict[str, Any]:
             entry["reason"] = evaluation["reason"]
             entry["findings"] = evaluation["findings"]
             entry["patch"] = evaluation["patch"]
+            plan = outcome.evaluation.plan
+            entry["changedBy"] = changed_by(plan.modified_by, plan.modified_by_type)
         if item.write_denied is not None:
             entry["writeDenied"] = {
                 "principalId": item.write_denied.principal_id,
@@ -542,6 +551,7 @@ def lab_json(outcome: Any) -> dict[str, Any]:
             for f in (evaluation.findings if evaluation is not None else ())
         ],
         "patch": dict(evaluation.patch) if evaluation is not None else {},
+        "changedBy": changed_by(lab.last_modified_by, lab.last_modified_by_type) if lab is not None else None,
     }
 
 
@@ -572,6 +582,10 @@ def change_line(result: PlanResult, *, dry_run: bool) -> Text | None:
     line.append(f"{verb:<9} ", style="yellow" if verb == "would fix" else "green")
     line.append(f"{plan_name(result)}", style="bold")
     line.append(f" ({where(result)}): {change_text(result)}")
+    evaluation = result.outcome.evaluation
+    who = changed_by(evaluation.plan.modified_by, evaluation.plan.modified_by_type) if evaluation else None
+    if who:  # whose change this sets back (systemData's last writer)
+        line.append(f"; last changed by {who}", style="dim")
     return line
 
 

@@ -96,6 +96,7 @@ class Lab:
     error: OperationError | None = None
     last_modified_by: str | None = None  # systemData, untrusted
     last_modified_by_type: str | None = None
+    last_modified_at: str | None = None  # systemData.lastModifiedAt, as ARM wrote it (untrusted)
     # ARM profile key -> that profile as read (read-only shallow copy; values shared with the body read).
     profiles_as_read: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
@@ -151,6 +152,7 @@ class Lab:
             ),
             last_modified_by=_str(system.get("lastModifiedBy")),
             last_modified_by_type=_str(system.get("lastModifiedByType")),
+            last_modified_at=_str(system.get("lastModifiedAt")),
             profiles_as_read={
                 key: MappingProxyType({str(k): v for k, v in profile.items()})
                 for key, profile in ((LAB_CONNECTION_PROFILE, conn), (LAB_SHUTDOWN_PROFILE, shut), (LAB_VM_PROFILE, vm))

@@ -127,6 +127,7 @@ class LabPlan:
     error: OperationError | None = None
     modified_by: str | None = None  # systemData.lastModifiedBy: who wrote the plan last
     modified_by_type: str | None = None  # systemData.lastModifiedByType: User, Application, ManagedIdentity, Key
+    modified_at: str | None = None  # systemData.lastModifiedAt, as ARM wrote it (untrusted)
     # ARM profile key -> that profile's JSON object exactly as read: a read-only copy of its keys (values are
     # shared with the body read, not copied: a hostile nesting depth must not cost a recursion; never mutate them).
     profiles_as_read: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
@@ -178,6 +179,7 @@ class LabPlan:
             ),
             modified_by=_str(system.get("lastModifiedBy")),
             modified_by_type=_str(system.get("lastModifiedByType")),
+            modified_at=_str(system.get("lastModifiedAt")),
             profiles_as_read={
                 profile.arm_key: MappingProxyType(
                     dict(read) if type(read) is dict else {str(k): v for k, v in read.items()}

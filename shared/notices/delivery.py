@@ -26,10 +26,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import aiohttp
 
@@ -83,11 +83,24 @@ class NoticeOutcome:
         )
 
 
+class Ledgered(Protocol):
+    """What the ledger keys a delivery on: a failure :class:`Notice`, or a changer mail (shared.notices.changer)."""
+
+    @property
+    def plan_id(self) -> PlanId: ...
+
+    @property
+    def failure_key(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class _Channel:
     name: str  # reported
     ledger_key: str  # unique per destination; for webhooks includes a digest of the URL (never the URL)
-    send: Callable[[Notice, str | None], Awaitable[str]]
+    send: Callable[[Any, str | None], Awaitable[str]]  # (the Notice or other Ledgered item, correlation id)
 
 
 MemoryKey = tuple[str, str]  # (ledger partition key, row key): one failure on one channel
@@ -143,7 +156,7 @@ class SentMemory:
 
 @dataclass
 class _Run:
-    notice: Notice
+    notice: Ledgered
     correlation_id: str | None
     ledger_faults: list[str] = field(default_factory=list)
 
@@ -363,9 +376,20 @@ class Notifier:
             )
         return await self._notify_bounded(notice, correlation_id, extra)
 
-    async def _notify_bounded(self, notice: Notice, correlation_id: str | None, extra: dict[str, str]) -> NoticeOutcome:
-        """Deliver, waiting at most ``notice_wait_s``; past that the step goes on in the background (``deferred``)."""
-        task = asyncio.ensure_future(self._notify_in_turn(notice, correlation_id, extra))
+    async def _notify_bounded(
+        self,
+        notice: Ledgered,
+        correlation_id: str | None,
+        extra: dict[str, str],
+        work: Coroutine[Any, Any, NoticeOutcome] | None = None,
+    ) -> NoticeOutcome:
+        """Deliver, waiting at most ``notice_wait_s``; past that the step goes on in the background (``deferred``).
+
+        ``work``: another delivery than the notice's channels (:meth:`deliver_once`)."""
+        if work is None:
+            assert isinstance(notice, Notice)
+            work = self._notify_in_turn(notice, correlation_id, extra)
+        task = asyncio.ensure_future(work)
         self._in_flight.add(task)
         task.add_done_callback(self._finished)
         done, _ = await asyncio.wait({task}, timeout=self._notice_wait_s)
@@ -381,7 +405,7 @@ class Notifier:
             )
             return NoticeOutcome(notice.plan_id, notice.failure_key, (), None, deferred=True)
         outcome = task.result()
-        if not outcome.results:
+        if not outcome.results and isinstance(notice, Notice):
             log.error(
                 "no notice channel is configured; the failure of %s reached nobody",
                 notice.plan_name,
@@ -400,6 +424,35 @@ class Notifier:
         async with lock:
             await self.flush_owed()
             return await self._notify(notice, correlation_id, extra)
+
+    async def deliver_once(
+        self,
+        item: Ledgered,
+        channel: str,
+        send: Callable[[], Awaitable[str]],
+        *,
+        correlation_id: str | None = None,
+    ) -> NoticeOutcome:
+        """Deliver ``item`` once on one channel, with everything a failure notice gets: the ledger claim and
+        row (keyed on ``item.digest``), this worker's memory and owed rows while the ledger is down, the
+        bounded ledger calls and the ``notice_wait_s`` bound. ``send`` returns a safe detail or raises
+        DeliveryError. Used for the mail to a person whose change labguard undid."""
+        extra = {"plan_id": item.plan_id.path, "correlation_id": correlation_id or ""}
+
+        async def sender(_item: object, _cid: str | None) -> str:
+            return await send()
+
+        async def once() -> NoticeOutcome:
+            lock = self._locks.setdefault(item.failure_key, asyncio.Lock())
+            async with lock:
+                await self.flush_owed()
+                run = _Run(item, correlation_id)
+                rows = await self._read_rows(run)
+                result = await self._deliver(run, _Channel(channel, channel, sender), rows, extra)
+                fault = "; ".join(dict.fromkeys(run.ledger_faults)) or None
+                return NoticeOutcome(item.plan_id, item.failure_key, (result,), fault)
+
+        return await self._notify_bounded(item, correlation_id, extra, once())
 
     # ------------------------------------------------------------------------- the ledger, bounded
 
@@ -449,22 +502,30 @@ class Notifier:
     async def _notify(self, notice: Notice, correlation_id: str | None, extra: dict[str, str]) -> NoticeOutcome:
         run = _Run(notice, correlation_id)
         channels, upfront = self._channels(notice, extra)
-        rows: dict[str, LedgerRow] | None = None
-        if self._ledger_problem:
+        rows = await self._read_rows(run) if channels else None
+        if self._ledger_problem and not channels:
             run.ledger_faults.append(self._ledger_problem)
-        elif self._ledger is not None and channels:
-            if not self._ledger_usable():
-                run.ledger_faults.append("ledger unreachable; this worker's memory of sent notices stands in")
-            else:
-                try:
-                    rows = await self._ledger_call(self._ledger.rows(notice.plan_id, notice.digest))
-                except Exception as exc:  # any ledger fault: deliver anyway, report it
-                    run.ledger_faults.append(f"ledger read failed: {_fault(exc)}")
         results = await asyncio.gather(*(self._deliver(run, channel, rows, extra) for channel in channels))
         fault = "; ".join(dict.fromkeys(run.ledger_faults)) or None
         if fault:
             log.error("notice ledger fault: %s", fault, extra={**extra, "channel": "ledger"})
         return NoticeOutcome(notice.plan_id, notice.failure_key, (*upfront, *results), fault)
+
+    async def _read_rows(self, run: _Run) -> dict[str, LedgerRow] | None:
+        """The ledger's rows of this delivery (one bounded query); None when the ledger cannot say."""
+        if self._ledger_problem:
+            run.ledger_faults.append(self._ledger_problem)
+            return None
+        if self._ledger is None:
+            return None
+        if not self._ledger_usable():
+            run.ledger_faults.append("ledger unreachable; this worker's memory of sent notices stands in")
+            return None
+        try:
+            return await self._ledger_call(self._ledger.rows(run.notice.plan_id, run.notice.digest))
+        except Exception as exc:  # any ledger fault: deliver anyway, report it
+            run.ledger_faults.append(f"ledger read failed: {_fault(exc)}")
+            return None
 
     async def _deliver(
         self, run: _Run, channel: _Channel, rows: dict[str, LedgerRow] | None, extra: dict[str, str]

@@ -29,6 +29,7 @@ IMPLICIT_TLS_PORT = 465
 # RFC 5322 allows 998-character lines: ARM ids stay readable in headers instead of RFC 2047 chunks.
 # 7bit: non-ASCII bodies go quoted-printable, so no relay needs 8BITMIME.
 _POLICY = SMTP_POLICY.clone(max_line_length=998, cte_type="7bit")
+MAIL_POLICY = _POLICY  # also the changer mail's (shared.notices.changer)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from shared.core.labs import LabId
 from shared.core.plans import PlanId
 from shared.core.text import shown
 from shared.errors import MalformedEvent
+from shared.notices.changer_message import Changer, changer_from_event
 
 HANDLED_EVENT_TYPES = frozenset(
     {"Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Resources.ResourceWriteFailure"}
@@ -35,6 +36,7 @@ class PlanEvent:
     operation: str
     caller_object_id: str | None
     correlation_id: str | None
+    changer: Changer | None = None  # who the claims say made the write (a person or not, and why)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class LabEvent:
     operation: str
     caller_object_id: str | None
     correlation_id: str | None
+    changer: Changer | None = None  # who the claims say made the write (a person or not, and why)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ def parse_event(
         operation=operation,
         caller_object_id=_caller(data),
         correlation_id=_correlation(data.get("correlationId")),
+        changer=changer_from_event(data),
     )
 
 
@@ -143,6 +147,7 @@ def _lab_event(
         operation=operation,
         caller_object_id=_caller(data),
         correlation_id=_correlation(data.get("correlationId")),
+        changer=changer_from_event(data),
     )
 
 

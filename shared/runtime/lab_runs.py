@@ -62,6 +62,7 @@ async def on_lab_event(event: LabEvent, env: Mapping[str, str] | None, write_wai
         status=outcome.status,
         correlation_id=correlation_id,
     )
+    await runtime.tell_changer(outcome, event.changer, correlation_id)
     if outcome.status == "failed":
         raise RunFailed(f"event {event.event_id}: {outcome.detail}")
     return outcome
@@ -73,4 +74,6 @@ async def labs_of_changed_plan(runtime: Any, plan_id: Any, correlation_id: str |
     if labs is None:
         return []
     outcomes: list[PlanOutcome] = await labs.reconcile_labs_of_plan(plan_id, correlation_id=correlation_id)
+    for outcome in outcomes:  # the plan's writer did not write these labs: systemData says who did
+        await runtime.tell_changer(outcome, None, correlation_id)
     return outcomes

@@ -42,6 +42,25 @@ class Runtime:
     _own_principal: str | None = None
     _own_known: bool = False
     _run_book: Any = None
+    changer: Any = None  # shared.notices.changer.ChangerNotifier when LABGUARD_NOTIFY_CHANGER is on
+
+    async def tell_changer(self, outcome: PlanOutcome, event: Any = None, correlation_id: str | None = None) -> None:
+        """After a proved write (``fixed``): tell the person whose change it undid, if that is switched on.
+
+        ``event``: the write event's caller (shared.notices.changer_message.Changer); None on the sweep path."""
+        if self.changer is None or outcome.status != "fixed":
+            return
+        try:
+            await self.changer.after_fix(outcome, event=event, correlation_id=correlation_id)
+        except Exception as exc:  # a mail to a person never fails the fix, the event or the sweep
+            record(
+                log,
+                logging.ERROR,
+                "changer.failed",
+                plan_id=outcome.plan_id,
+                reason=f"unexpected {type(exc).__name__}",
+                correlation_id=correlation_id,
+            )
 
     async def run_book(self) -> Any:
         """The fan-out's run table (shared.runtime.fanout.RunBook), opened on first use and closed with the runtime."""
@@ -146,10 +165,15 @@ async def build_runtime(
             own_identities=identities.get,
             labs=_lab_reconciler(settings, session, policy, backoff, notifier if notifier.enabled else None),
         )
+        changer = None
+        if settings.notify_changer:  # opt-in: the mail channel is imported only when it is on (first event)
+            from shared.notices.changer import ChangerNotifier
+
+            changer = ChangerNotifier.from_settings(settings, notifier)
     except BaseException:
         await stack.aclose()
         raise
-    return Runtime(settings=settings, reconciler=reconciler, session=session, stack=stack)
+    return Runtime(settings=settings, reconciler=reconciler, session=session, stack=stack, changer=changer)
 
 
 #: Options the worker's runtimes open ARM with (:func:`shared.edge.arm.open_arm`): none in the app, so azure-core's
@@ -266,6 +290,7 @@ async def on_event(
             trigger="event",
             correlation_id=correlation_id,
         )
+    await runtime.tell_changer(outcome, event.changer, correlation_id)
     if outcome.status not in ("gone", "failed"):
         from shared.runtime.lab_runs import labs_of_changed_plan
 
@@ -343,9 +368,10 @@ async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> S
     kept: list[PlanOutcome] = []  # every outcome for the page and digest, else only the changes made
     keep_all = wanted(settings)
 
-    def keep(outcome: PlanOutcome) -> None:
+    async def keep(outcome: PlanOutcome) -> None:
         if keep_all or outcome.status == "fixed" or outcome.written:  # every write goes into the change log
             kept.append(outcome)
+        await runtime.tell_changer(outcome)  # the sweep has no claims: systemData says who
 
     summary = await runtime.reconciler.sweep(scopes, on_outcome=keep)
     failures = [(scope, str(exc)) for scope, exc in summary.list_errors]
@@ -388,9 +414,15 @@ async def on_scope_message(
         from shared.runtime.changes import record_changes
 
         fixed: list[PlanOutcome] = []
+
+        async def keep(outcome: PlanOutcome) -> None:
+            if outcome.status == "fixed":
+                fixed.append(outcome)
+            await runtime.tell_changer(outcome, None, message.run_id)
+
         summary = await runtime.reconciler.sweep(
             [scope],
-            on_outcome=lambda outcome: fixed.append(outcome) if outcome.status == "fixed" else None,
+            on_outcome=keep,
             correlation_id=message.run_id,
             summary_event="sweep.scope",
             summary_fields={"run_id": message.run_id, "scope": message.scope, "dequeue_count": dequeue_count},

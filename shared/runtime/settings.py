@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from shared.errors import SettingsError
 
@@ -55,6 +56,8 @@ KNOWN_SETTINGS: dict[str, str] = {
     "LABGUARD_DIGEST_EMAIL": "admin address for the daily digest over the SMTP settings (optional; empty: off)",
     "AZURE_CLIENT_ID": "client id of a user-assigned managed identity (optional)",
     "LABGUARD_LABS": "on (default): labs are held to the policy too (sweep, events); off: lab plans only",
+    "LABGUARD_NOTIFY_CHANGER": "on: mail the person whose change to a plan or lab enforce set back (default off)",
+    "LABGUARD_EXEMPTION_CONTACT": "where people ask for an exemption (an address or https URL), named in those mails",
 }
 
 # App Service writes a Key Vault reference it could not resolve into the environment as is.
@@ -101,6 +104,8 @@ class Settings:
     report_account_url: str | None = None
     digest_email: str | None = None
     labs: bool = True
+    notify_changer: bool = False
+    exemption_contact: str | None = None
 
     def __repr__(self) -> str:  # secrets never reach logs, even through repr()
         return (
@@ -170,6 +175,8 @@ class Settings:
             report_account_url=_https_url(get("LABGUARD_REPORT_ACCOUNT_URL"), "LABGUARD_REPORT_ACCOUNT_URL"),
             digest_email=_address(get("LABGUARD_DIGEST_EMAIL"), "LABGUARD_DIGEST_EMAIL"),
             labs=_on_off(get("LABGUARD_LABS"), "LABGUARD_LABS"),
+            notify_changer=_notify_changer(get),
+            exemption_contact=_exemption_contact(get("LABGUARD_EXEMPTION_CONTACT")),
         )
 
 
@@ -288,9 +295,54 @@ def _address(value: str | None, name: str) -> str | None:
     return value
 
 
+def _notify_changer(get: Callable[[str], str | None]) -> bool:
+    """Off unless set; on needs a mail relay and somewhere to ask for an exemption, or nothing useful is sent."""
+    on = _on_off(get("LABGUARD_NOTIFY_CHANGER") or "off", "LABGUARD_NOTIFY_CHANGER")
+    if on and get("LABGUARD_SMTP_HOST") is None:
+        raise SettingsError(
+            "LABGUARD_NOTIFY_CHANGER is on but LABGUARD_SMTP_HOST is not set: set the SMTP relay (and "
+            "LABGUARD_MAIL_FROM), or write off"
+        )
+    if on and get("LABGUARD_EXEMPTION_CONTACT") is None:
+        raise SettingsError(
+            "LABGUARD_NOTIFY_CHANGER is on but LABGUARD_EXEMPTION_CONTACT is not set: write the address or "
+            "https:// page where people ask for an exemption, such as lab-exemptions@school.example"
+        )
+    return on
+
+
+_CONTACT_HOST = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+
+
+def _exemption_contact(value: str | None) -> str | None:
+    """One plain mail address, or an https URL checked as supportInfo.url is (printable ASCII, no userinfo,
+    a DNS host name, at most 2048 characters): it is written into mails, so nothing else gets through."""
+    if value is None:
+        return None
+    why = (
+        "LABGUARD_EXEMPTION_CONTACT is neither one plain mail address nor an https:// URL with a host name: "
+        "write one, such as lab-exemptions@school.example or https://it.school.example/lab-exemptions"
+    )
+    if "://" not in value:
+        if not _ADDRESS.match(value) or len(value) > 254 or not value.isascii():
+            raise SettingsError(why)
+        return value
+    if len(value) > 2048 or any(not 0x21 <= ord(ch) <= 0x7E for ch in value) or "\\" in value:
+        raise SettingsError(why)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        raise SettingsError(why) from None
+    host = (parts.hostname or "").rstrip(".")
+    if parts.scheme.lower() != "https" or "@" in parts.netloc or not _CONTACT_HOST.match(host):
+        raise SettingsError(why)
+    return value
+
+
 def _on_off(value: str | None, name: str) -> bool:
     if value is None or value.strip().lower() in ("", "on", "true", "1"):
         return True
     if value.strip().lower() in ("off", "false", "0"):
         return False
-    raise SettingsError(f"{name}={value[:40]!r}: write on or off")
+    raise SettingsError(f"{name} is neither on nor off: write on or off")  # never the value (settings.refused)

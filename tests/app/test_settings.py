@@ -29,6 +29,20 @@ def test_defaults_are_safe() -> None:
         ({"LABGUARD_REPORT_CONTAINER": "Reports_2026"}, "LABGUARD_REPORT_CONTAINER"),
         ({"LABGUARD_REPORT_ACCOUNT_URL": "http://st.blob.core.windows.net/"}, "LABGUARD_REPORT_ACCOUNT_URL"),
         ({"LABGUARD_DIGEST_EMAIL": "IT Admins <admins@school.example>"}, "LABGUARD_DIGEST_EMAIL"),
+        ({"LABGUARD_NOTIFY_CHANGER": "maybe"}, "LABGUARD_NOTIFY_CHANGER"),
+        *(
+            ({"LABGUARD_EXEMPTION_CONTACT": contact}, "LABGUARD_EXEMPTION_CONTACT")
+            for contact in (
+                "http://it.school.example/exemptions",  # not https
+                "https://user@it.school.example/",  # userinfo disguises the host
+                "https://10.0.0.1/exemptions",  # not a host name
+                "https://it.school.example/a b",  # a space
+                "https://it.school.example/\\x",  # a backslash
+                "Lab Team <labs@school.example>",  # not one plain address
+                "labs@school.example\r\nBcc: victim@evil.example",  # header injection
+                "javascript:alert(1)",
+            )
+        ),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
@@ -36,6 +50,32 @@ def test_bad_values_name_the_setting(env: dict[str, str], name: str) -> None:
         Settings.from_env(env)
     value = env[name]
     assert len(value) < 3 or value not in str(caught.value)  # settings.refused names the setting, never its value
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({"LABGUARD_EXEMPTION_CONTACT": "lab-exemptions@school.example"}, "LABGUARD_SMTP_HOST"),
+        ({"LABGUARD_SMTP_HOST": "smtp.school.example"}, "LABGUARD_EXEMPTION_CONTACT"),
+    ],
+)
+def test_the_changer_mail_on_needs_the_relay_and_a_contact(env: dict[str, str], missing: str) -> None:
+    with pytest.raises(SettingsError, match=f"LABGUARD_NOTIFY_CHANGER is on but {missing} is not set"):
+        Settings.from_env({"LABGUARD_NOTIFY_CHANGER": "on", **env})
+
+
+def test_the_changer_mail_is_off_by_default_and_on_takes_a_contact() -> None:
+    assert Settings.from_env({}).notify_changer is False
+    for contact in ("lab-exemptions@school.example", "https://it.school.example/lab-exemptions?form=1"):
+        settings = Settings.from_env(
+            {
+                "LABGUARD_NOTIFY_CHANGER": "true",
+                "LABGUARD_SMTP_HOST": "smtp.school.example",
+                "LABGUARD_EXEMPTION_CONTACT": contact,
+            }
+        )
+        assert settings.notify_changer is True
+        assert settings.exemption_contact == contact
 
 
 def test_subscriptions_are_normalised_and_resource_groups_narrow() -> None:

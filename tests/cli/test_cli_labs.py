@@ -57,3 +57,21 @@ def test_the_demo_estate_seeds_labs_of_every_kind_and_enforce_fixes_only_what_it
     run("enforce", "-s", estate.TEACHING)
     patched = sorted(w["path"].rsplit("/", 1)[-1] for w in arm_writes(emu) if "/labs/" in w["path"].lower())
     assert patched == ["db-lab-drifted", "db-lab-over-quota"]  # never the template-VM, stricter or exempt lab
+
+
+def test_enforce_and_audit_name_who_last_changed_what_is_set_back(run: Any, emu: Any) -> None:
+    """The CLI mails nobody (the Functions do, LABGUARD_NOTIFY_CHANGER); it shows whose change it undoes."""
+    proc = run("audit", "-s", estate.TEACHING)
+    lines = proc.stdout.splitlines()
+    lab_row = next(i for i, line in enumerate(lines) if "└ lab db-lab-drifted" in line)
+    after = lines[lab_row : lab_row + 12]
+    assert any("last changed by teacher@school.example (User)" in line for line in after), after
+    report = json.loads(run("audit", "--json", "-s", estate.TEACHING).stdout)
+    plan = next(p for p in report["plans"] if p["name"] == estate.LAB_PLAN)
+    [lab] = [lab for lab in plan["labs"] if lab["id"].endswith("/db-lab-drifted")]
+    assert lab["changedBy"] == "teacher@school.example (User)"
+    drifted = next(p for p in report["plans"] if p["status"] == "drifted")
+    assert drifted["changedBy"] == "emulator-seed (Application)"
+    proc = run("enforce", "--yes", "-s", estate.TEACHING)
+    fixed = [line for line in proc.stdout.splitlines() if line.startswith("fixed ")]
+    assert fixed and all(line.endswith("; last changed by emulator-seed (Application)") for line in fixed), fixed

@@ -23,10 +23,11 @@ from .conftest import clean_env
 
 STEPS = (
     "1. What the admin sees first",
-    "2. A lab owner loosens a plan; Event Grid brings the write to labguard",
-    "3. The timer sweep fixes the rest",
-    "4. The failure notice, as the SMTP sink received it",
-    "5. The final audit",
+    "2. A teacher loosens a lab; labguard sets it back and tells them",
+    "3. A lab owner loosens a plan; Event Grid brings the write to labguard",
+    "4. The timer sweep fixes the rest",
+    "5. The failure notice, as the SMTP sink received it",
+    "6. The final audit",
 )
 
 
@@ -89,11 +90,22 @@ def test_make_demo_tells_the_whole_story_and_stops_everything(demo_env: tuple[di
 
     positions = [out.index(step) for step in STEPS]
     assert positions == sorted(positions)
-    first, owner, sweep, notice, final = (out[a:b] for a, b in zip(positions, [*positions[1:], len(out)], strict=True))
+    first, teacher, owner, sweep, notice, final = (
+        out[a:b] for a, b in zip(positions, [*positions[1:], len(out)], strict=True)
+    )
 
     assert "36 lab plans in 3 subscriptions" in out and "7 resource groups" in out
     assert "$ labguard audit" in first
     assert "36 plans: 20 compliant, 13 drifted, 1 exempt, 1 skipped, 1 failed" in first
+
+    # a person's lab change, set back by the Event Grid function, and one mail to them (LABGUARD_NOTIFY_CHANGER)
+    assert "sends PATCH lab db-lab-drifted: clientSshAccess None → Public, noConnectDelay PT15M → PT4H" in teacher
+    assert "caller teacher@school.example (idtyp user)" in teacher
+    assert "eventgrid_lab_plan fixed the lab" in teacher and "noConnectDelay PT4H → PT30M" in teacher
+    assert "RCPT TO:<teacher@school.example>" in teacher
+    assert "Subject: [labguard] Your change to lab db-lab-drifted was set back" in teacher
+    assert "ask for an exemption: https://it.school.example/lab-exemptions" in teacher
+    assert "its labs re-checked: lab db-lab-over-quota fixed; its last writer teacher@school.example told" in owner
 
     assert f"sends PATCH {estate.OWNER_PLAN}: clientSshAccess Private → Public, idleDelay PT30M → PT2H" in owner
     assert "Microsoft.Resources.ResourceWriteSuccess" in owner

@@ -352,6 +352,48 @@ def test_events_one_per_write_in_event_grid_schema(emu: Any) -> None:
     assert emu.events() == []
 
 
+def test_a_persons_write_names_them_in_system_data_and_in_the_event_claims(emu: Any) -> None:
+    """A delegated token (as `az login` gets one): systemData says User and the UPN, the event carries the UPN,
+    name and scope under ARM's long claim names, and the role assignment's principal type is User."""
+    import requests
+
+    emu.put_plan(_plan())
+    emu.clear_events()
+    token = emu.user_token("ada@school.example", "Ada Lovelace")
+    answer = requests.patch(
+        f"{emu.endpoint}{PLAN_ID}?api-version=2023-06-07",
+        json={"properties": {"supportInfo": {"email": "a@b.example"}}},
+        headers={"Authorization": f"Bearer {token}"},
+        verify=emu.ca_file,
+        timeout=10,
+    )
+    assert answer.status_code in (200, 202)
+    system = emu.get_plan(PLAN_ID)["systemData"]
+    assert (system["lastModifiedBy"], system["lastModifiedByType"]) == ("ada@school.example", "User")
+    [event] = [e for e in emu.events() if e["eventType"] == "Microsoft.Resources.ResourceWriteSuccess"]
+    claims = event["data"]["claims"]
+    assert claims["http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"] == "ada@school.example"
+    assert claims["name"] == "Ada Lovelace" and claims["idtyp"] == "user"
+    assert claims["http://schemas.microsoft.com/identity/claims/scope"] == "user_impersonation"
+    oid = emu.user_principal_id("ada@school.example")
+    assert claims["http://schemas.microsoft.com/identity/claims/objectidentifier"] == oid != emu.principal_id("ada")
+    assert event["data"]["authorization"]["evidence"]["principalType"] == "User"
+    # an app's write stays an Application's, with no UPN in its event
+    emu.clear_events()
+    app = requests.patch(
+        f"{emu.endpoint}{PLAN_ID}?api-version=2023-06-07",
+        json={"properties": {"supportInfo": {"email": "c@d.example"}}},
+        headers={"Authorization": f"Bearer {emu.token('deploy-pipeline')}"},
+        verify=emu.ca_file,
+        timeout=10,
+    )
+    assert app.status_code in (200, 202)
+    assert emu.get_plan(PLAN_ID)["systemData"]["lastModifiedByType"] == "Application"
+    [event] = [e for e in emu.events() if e["eventType"] == "Microsoft.Resources.ResourceWriteSuccess"]
+    assert "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn" not in event["data"]["claims"]
+    assert event["data"]["authorization"]["evidence"]["principalType"] == "ServicePrincipal"
+
+
 def test_request_log_records_principal_and_clears(emu: Any, client: Any) -> None:
     emu.put_plan(_plan())
     client.lab_plans.get(RG, "testlabplan")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from azure.data.tables.aio import TableClient
@@ -72,3 +73,34 @@ async def ledger_rows(
     query = "PartitionKey eq @pk" + (" and IsOpen eq true" if open_only else "")
     async with TableClient.from_connection_string(connection_string, table_name=table) as client:
         return [dict(e) async for e in client.query_entities(query, parameters={"pk": partition_key(plan_id)})]
+
+
+def functions_env(
+    emu: Any,
+    env: dict[str, str],
+    ca_file: str,
+    tmp_path: Path,
+    policy: str,
+    *,
+    drop: tuple[str, ...] = (),
+    **extra: str,
+) -> dict[str, str]:
+    """The settings that point the real Functions app at the local endpoint and the notice servers: one CA
+    bundle trusting both, the policy written to a file; ``drop`` removes notice settings, ``extra`` adds."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(Path(ca_file).read_text() + Path(emu.ca_file).read_text())
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(policy)
+    return {
+        **{k: v for k, v in env.items() if not any(part in k for part in drop)},
+        "LABGUARD_CA_BUNDLE": str(bundle),
+        "LABGUARD_ARM_ENDPOINT": emu.endpoint,
+        "LABGUARD_ARM_AUDIENCE": "https://management.azure.com/",
+        "LABGUARD_SUBSCRIPTIONS": SUB,
+        "LABGUARD_POLICY_FILE": str(policy_file),
+        "AZURE_TENANT_ID": emu.tenant_id,
+        "AZURE_CLIENT_ID": "labguard-app",
+        "AZURE_CLIENT_SECRET": "local-test-secret",
+        "AZURE_AUTHORITY_HOST": emu.authority,
+        **extra,
+    }

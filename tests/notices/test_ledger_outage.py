@@ -21,7 +21,7 @@ from shared.core.plans import PlanId
 from shared.notices import delivery
 from shared.notices.delivery import Notifier
 from tests.app.test_functions_e2e import deliver, tick, write_event
-from tests.notices.plans import SUB, SUPPORT, WEBHOOK_PATH, ledger_rows, plan, plan_json, settings
+from tests.notices.plans import SUPPORT, WEBHOOK_PATH, functions_env, ledger_rows, plan, plan_json, settings
 from tests.notices.servers import (
     HttpsReceiver,
     SmtpServer,
@@ -71,24 +71,7 @@ def app_env(
     """Point the real Functions app at the endpoint and every notice channel; ``overrides`` replace settings."""
 
     def configure(**overrides: str) -> dict[str, str]:
-        bundle = tmp_path / "ca.pem"
-        bundle.write_text(Path(tls.ca_file).read_text() + Path(emu.ca_file).read_text())
-        policy = tmp_path / "policy.yaml"
-        policy.write_text(POLICY)
-        values = {
-            **env,
-            "LABGUARD_CA_BUNDLE": str(bundle),
-            "LABGUARD_ARM_ENDPOINT": emu.endpoint,
-            "LABGUARD_ARM_AUDIENCE": "https://management.azure.com/",
-            "LABGUARD_SUBSCRIPTIONS": SUB,
-            "LABGUARD_POLICY_FILE": str(policy),
-            "LABGUARD_SUPPORT_URL_HOSTS": "",
-            "AZURE_TENANT_ID": emu.tenant_id,
-            "AZURE_CLIENT_ID": "labguard-app",
-            "AZURE_CLIENT_SECRET": "local-test-secret",
-            "AZURE_AUTHORITY_HOST": emu.authority,
-            **overrides,
-        }
+        values = functions_env(emu, env, tls.ca_file, tmp_path, POLICY, LABGUARD_SUPPORT_URL_HOSTS="", **overrides)
         for key, value in values.items():
             monkeypatch.setenv(key, value)
         return values

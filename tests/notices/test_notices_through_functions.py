@@ -14,7 +14,7 @@ import pytest
 from emulator.testing import start_emulator
 from shared.core.plans import PlanId
 from tests.app.test_functions_e2e import deliver, tick, write_event
-from tests.notices.plans import SUB, SUPPORT, ledger_rows, plan_json
+from tests.notices.plans import SUPPORT, functions_env, ledger_rows, plan_json
 from tests.notices.servers import HttpsReceiver, SmtpServer, TlsMaterial
 
 ERROR = {
@@ -37,22 +37,7 @@ def app_env(
     emu: Any, env: dict[str, str], tls: TlsMaterial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     """Every notice channel on, ARM pointed at the local endpoint; one CA bundle trusting both."""
-    bundle = tmp_path / "ca.pem"
-    bundle.write_text(Path(tls.ca_file).read_text() + Path(emu.ca_file).read_text())
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    values = {
-        **env,
-        "LABGUARD_CA_BUNDLE": str(bundle),
-        "LABGUARD_ARM_ENDPOINT": emu.endpoint,
-        "LABGUARD_ARM_AUDIENCE": "https://management.azure.com/",
-        "LABGUARD_SUBSCRIPTIONS": SUB,
-        "LABGUARD_POLICY_FILE": str(policy),
-        "AZURE_TENANT_ID": emu.tenant_id,
-        "AZURE_CLIENT_ID": "labguard-app",
-        "AZURE_CLIENT_SECRET": "local-test-secret",
-        "AZURE_AUTHORITY_HOST": emu.authority,
-    }
+    values = functions_env(emu, env, tls.ca_file, tmp_path, POLICY)
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return values

@@ -17,7 +17,7 @@ from devtools.services import AZURITE_ACCOUNT, AZURITE_KEY, Children, free_port,
 from emulator.testing import start_emulator
 from shared.runtime.settings import Settings
 from tests.app.test_functions_e2e import tick
-from tests.notices.plans import SUB, SUPPORT, plan_json
+from tests.notices.plans import SUB, SUPPORT, functions_env, plan_json
 from tests.notices.servers import AZURITE_TABLE, Azurite, SmtpServer, TlsMaterial
 
 ADMIN = "it-admins@school.example"
@@ -90,34 +90,16 @@ def configure(
     mode: str = "audit",
     **extra: str,
 ) -> dict[str, str]:
-    bundle = tmp_path / "ca.pem"
-    bundle.write_text(Path(tls.ca_file).read_text() + Path(emu.ca_file).read_text())
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.format(mode=mode))
-    values = {
-        **{
-            k: v
-            for k, v in env.items()
-            if k
-            not in (
-                "LABGUARD_WEBHOOK_URLS",
-                "LABGUARD_EVENTGRID_TOPIC_ENDPOINT",
-                "LABGUARD_EVENTGRID_TOPIC_KEY",
-                "LABGUARD_SUPPORT_URL_HOSTS",
-            )
-        },
-        "LABGUARD_CA_BUNDLE": str(bundle),
-        "LABGUARD_ARM_ENDPOINT": emu.endpoint,
-        "LABGUARD_ARM_AUDIENCE": "https://management.azure.com/",
-        "LABGUARD_SUBSCRIPTIONS": SUB,
-        "LABGUARD_POLICY_FILE": str(policy),
-        "LABGUARD_CHANGES_TABLE": env["LABGUARD_LEDGER_TABLE"] + "changes",
-        "AZURE_TENANT_ID": emu.tenant_id,
-        "AZURE_CLIENT_ID": "labguard-app",
-        "AZURE_CLIENT_SECRET": "local-test-secret",
-        "AZURE_AUTHORITY_HOST": emu.authority,
+    values = functions_env(
+        emu,
+        env,
+        tls.ca_file,
+        tmp_path,
+        POLICY.format(mode=mode),
+        drop=("WEBHOOK_URLS", "EVENTGRID_TOPIC", "SUPPORT_URL_HOSTS"),
+        LABGUARD_CHANGES_TABLE=env["LABGUARD_LEDGER_TABLE"] + "changes",
         **extra,
-    }
+    )
     for key in ("LABGUARD_REPORT_CONTAINER", "LABGUARD_DIGEST_EMAIL", "LABGUARD_REPORT_ACCOUNT_URL"):
         monkeypatch.delenv(key, raising=False)
     for key, value in values.items():
