@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only-scale",
         action="store_true",
-        help="only issue 18's runs (thread-pool baseline, slow writes, 1,000 subscriptions, fan-out)",
+        help="only issue 18's runs (thread-pool baseline, slow writes, 1,000 subscriptions, fan-out, --only-outside)",
     )
     parser.add_argument(
         "--only-outside", action="store_true", help="only CPU per call, the events from outside and the labs sweep"
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(args.out) if args.out else Path(args.render).with_suffix(".md")
         text = render_markdown(saved) + render_scale(saved) if "coldstart" in saved else render_scale(saved)
         out.write_text(text + render_outside(saved))
-        print(render_table(saved))
+        print(render_table(saved) if "coldstart" in saved else text + render_outside(saved))
         return
     quick = args.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0")
     scale = 10 if quick else 1
