@@ -23,7 +23,7 @@ from bench import coldstart
 from bench.endpoint import REPO, Endpoint
 from bench.estate import Estate
 from bench.report import machine, render_markdown, render_table
-from bench.scale_report import render_scale
+from bench.scale_report import render_outside, render_scale
 
 LATENCY_MS = 40.0
 PAGE_SIZE = 100
@@ -158,6 +158,22 @@ def scale_runs(ep: Endpoint, scale_down: int, results: dict[str, Any]) -> dict[s
     return out
 
 
+def outside_runs(ep: Endpoint, scale_down: int, *, events: int) -> dict[str, Any]:
+    """Issue 18 items 4 and 6 and issue 16's figure (bench/outside.py): CPU per call against a plain aiohttp
+    loop, the first event from a fresh process, event -> PATCH from the endpoint's log, the sweep with labs."""
+    from bench import outside
+
+    ten_k = Estate(10_000 // scale_down, 100, 0.10)
+    out: dict[str, Any] = {"cpu": outside.cpu_per_call(ep, ten_k, child=child)}
+    out["first_events"] = outside.first_events(
+        ep, Estate(1_000 // scale_down, 100, 0.10), runs=5 if scale_down == 1 else 2
+    )
+    out["event_to_patch"] = outside.event_to_patch(ep, ten_k, count=events // scale_down, child=child)
+    labs = Estate(10_000 // scale_down, 100, 0.10, labs_per_plan=3)
+    out["labs"] = outside.labs_sweep(ep, labs, child=child)
+    return out
+
+
 def events(ep: Endpoint, estate: Estate, *, count: int, label: str, **spec: Any) -> dict[str, Any]:
     state = estate.state()
     warmup = estate.body(0)
@@ -189,22 +205,30 @@ def main(argv: list[str] | None = None) -> None:
         help="plans the naive loop runs over (default 1,000, ~3 min; 10,000 takes ~30 min)",
     )
     parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check the harness (not for figures)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (a tenth), to check the whole pipeline quickly; also BENCH_QUICK=1 (not for figures)",
+    )
     parser.add_argument("--render", metavar="RESULTS.json", help="only rewrite RESULTS.md from a run's saved figures")
     parser.add_argument("--only-fanout", action="store_true", help="only the fan-out run (queue + worker processes)")
     parser.add_argument(
         "--only-scale",
         action="store_true",
-        help="only issue 18's runs (thread-pool baseline, slow writes, 1,000 subscriptions, fan-out)",
+        help="only issue 18's runs (thread-pool baseline, slow writes, 1,000 subscriptions, fan-out, --only-outside)",
+    )
+    parser.add_argument(
+        "--only-outside", action="store_true", help="only CPU per call, the events from outside and the labs sweep"
     )
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         out = Path(args.out) if args.out else Path(args.render).with_suffix(".md")
-        out.write_text(render_markdown(saved) if "coldstart" in saved else render_scale(saved))
-        print(render_table(saved))
+        text = render_markdown(saved) + render_scale(saved) if "coldstart" in saved else render_scale(saved)
+        out.write_text(text + render_outside(saved))
+        print(render_table(saved) if "coldstart" in saved else text + render_outside(saved))
         return
-    quick = args.quick
+    quick = args.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0")
     scale = 10 if quick else 1
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(), "quick": quick}
@@ -216,15 +240,24 @@ def main(argv: list[str] | None = None) -> None:
         out.write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps(results["scale"]["fanout"], indent=1))
         return
+    if args.only_outside:
+        with Endpoint(latency_ms=LATENCY_MS, page_size=PAGE_SIZE, lro_delay_s=LRO_DELAY_S) as ep:
+            results["outside"] = outside_runs(ep, scale, events=args.events)
+        out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / "labguard-bench-outside.md"
+        out.write_text(render_outside(results))
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+        print(render_outside(results))
+        return
     if args.only_scale:
         with Endpoint(latency_ms=LATENCY_MS, page_size=PAGE_SIZE, lro_delay_s=LRO_DELAY_S) as ep:
             results["endpoint"] = {"latency_ms": LATENCY_MS, "page_size": PAGE_SIZE, "lro_delay_s": LRO_DELAY_S}
             results["scale"] = scale_runs(ep, scale, results)
+            results["outside"] = outside_runs(ep, scale, events=args.events)
         results["total_s"] = time.perf_counter() - started
         out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / "labguard-bench-scale.md"
-        out.write_text(render_scale(results))
+        out.write_text(render_scale(results) + render_outside(results))
         out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-        print(render_scale(results))
+        print(render_scale(results) + render_outside(results))
         log(f"wrote {out} ({results['total_s'] / 60:.1f} min in all)")
         return
 
@@ -249,8 +282,10 @@ def main(argv: list[str] | None = None) -> None:
             ),
         }
 
-        # Issue 18: the competent baseline, slow write completions, 1,000 subscriptions.
+        # Issue 18: the competent baseline, slow write completions, 1,000 subscriptions, the fan-out.
         results["scale"] = scale_runs(ep, scale, results)
+        # Issue 18 items 4 and 6, issue 16: CPU per call, events measured from outside, the sweep with labs.
+        results["outside"] = outside_runs(ep, scale, events=args.events)
 
         # 2. Inside ARM's budget: the endpoint's per-subscription token buckets on.
         ep.configure(throttle=True)
@@ -277,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     results["total_s"] = time.perf_counter() - started
     default = Path(tempfile.gettempdir()) / "labguard-bench-quick.md" if quick else REPO / "bench" / "RESULTS.md"
     out = Path(args.out) if args.out else default
-    out.write_text(render_markdown(results) + render_scale(results))
+    out.write_text(render_markdown(results) + render_scale(results) + render_outside(results))
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     print(render_table(results))
     log(f"wrote {out} and {out.with_suffix('.json').name} ({results['total_s'] / 60:.1f} min in all)")

@@ -139,12 +139,15 @@ class Endpoint:
 
 
 def classify(method: str, path: str, query: dict[str, str]) -> str:
+    """A request's kind: list, get, patch, poll for plans; ``lab list``, ``lab get``, ``lab patch`` for labs."""
     lower = path.lower()
     if "/operationresults/" in lower or "/operationstatuses/" in lower:
         return "poll (final GET)" if query.get("monitor") == "location" else "poll"
+    tail = lower.rstrip("/").rsplit("/providers/microsoft.labservices/", 1)[-1]
+    prefix = "lab " if tail.startswith("labs") else ""
     if method == "GET":
-        return "get" if "/labplans/" in lower else "list"
-    return method.lower()
+        return prefix + ("get" if "/" in tail else "list")
+    return prefix + method.lower()
 
 
 def _status_kb(pid: int | str, field: str) -> int:

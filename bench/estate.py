@@ -75,11 +75,30 @@ def subscription_id(index: int) -> str:
     return f"{index + 1:08x}-bbbb-4000-8000-{index + 1:012x}"
 
 
+# Labs (issue 16): inside the same bounds, one OS each way so the reachability guard (client RDP on Windows,
+# client SSH on Linux) stays satisfied by every fix. The idle-mode drift is left out for labs: its fix
+# (LowUsage) needs an image that supports it, which labguard reports instead of patching on Linux.
+LAB_CONNECTION = {
+    "Windows": {"webSshAccess": "None", "webRdpAccess": "None", "clientSshAccess": "None", "clientRdpAccess": "Public"},
+    "Linux": {"webSshAccess": "None", "webRdpAccess": "None", "clientSshAccess": "Private", "clientRdpAccess": "None"},
+}
+LAB_DRIFTS: tuple[tuple[str, str, str], ...] = (
+    ("connectionProfile", "webSshAccess", "Public"),
+    ("connectionProfile", "webRdpAccess", "Private"),
+    ("autoShutdownProfile", "shutdownOnDisconnect", "Disabled"),
+    ("autoShutdownProfile", "shutdownWhenNotConnected", "Disabled"),
+    ("autoShutdownProfile", "disconnectDelay", "PT1H"),
+    ("autoShutdownProfile", "noConnectDelay", "PT2H"),
+    ("autoShutdownProfile", "idleDelay", "PT1H30M"),
+)
+
+
 @dataclass(frozen=True)
 class Estate:
     plans: int
     subscriptions: int
     drift: float
+    labs_per_plan: int = 0
 
     @property
     def subscription_ids(self) -> list[str]:
@@ -89,8 +108,55 @@ class Estate:
     def drifted(self) -> int:
         return sum(1 for i in range(self.plans) if _is_drifted(i, self.drift))
 
+    @property
+    def labs(self) -> int:
+        return self.plans * self.labs_per_plan
+
+    @property
+    def drifted_labs(self) -> int:
+        return sum(1 for i in range(self.labs) if _is_drifted(i, self.drift))
+
     def describe(self) -> str:
-        return f"{self.plans:,} plans / {self.subscriptions} subscriptions / {self.drift:.0%} drifted"
+        labs = f" + {self.labs:,} labs" if self.labs else ""
+        return f"{self.plans:,} plans{labs} / {self.subscriptions} subscriptions / {self.drift:.0%} drifted"
+
+    def lab_body(self, index: int) -> dict[str, Any]:
+        """Lab ``index`` (``labs_per_plan`` per plan, in the plan's resource group, naming it as ``labPlanId``)."""
+        plan = index // self.labs_per_plan
+        plan_id = self.plan_id(plan)
+        os_type = "Windows" if index % 2 == 0 else "Linux"
+        connection = dict(LAB_CONNECTION[os_type])
+        shutdown = dict(COMPLIANT_SHUTDOWN[1])  # UserAbsence: stricter than the policy's LowUsage
+        if _is_drifted(index, self.drift):
+            profile, key, value = LAB_DRIFTS[_drift_rank(index, self.drift) % len(LAB_DRIFTS)]
+            (connection if profile == "connectionProfile" else shutdown)[key] = value
+        windows = os_type == "Windows"
+        return {
+            "id": plan_id.split("/providers/")[0] + f"/providers/Microsoft.LabServices/labs/lab-{index:07d}",
+            "location": LOCATION,
+            "tags": {"course": f"course-{index % 11}"},
+            "systemData": {"lastModifiedBy": "teacher@school.example", "lastModifiedByType": "User"},
+            "properties": {
+                "labPlanId": plan_id,
+                "connectionProfile": connection,
+                "autoShutdownProfile": shutdown,
+                "securityProfile": {"openAccess": "Disabled"},
+                "virtualMachineProfile": {
+                    "createOption": "TemplateVM",
+                    "imageReference": {
+                        "offer": "WindowsServer" if windows else "0001-com-ubuntu-server-jammy",
+                        "publisher": "MicrosoftWindowsServer" if windows else "Canonical",
+                        "sku": "2019-Datacenter" if windows else "22_04-lts",
+                        "version": "latest",
+                    },
+                    "osType": os_type,
+                    "sku": {"name": "Classic_Fsv2_2_4GB_128_S_SSD", "capacity": 20},
+                    "usageQuota": "PT10H",
+                    "useSharedPassword": "Disabled",
+                    "adminUser": {"username": "labadmin"},
+                },
+            },
+        }
 
     def plan_id(self, index: int) -> str:
         sub = subscription_id(index * self.subscriptions // self.plans)  # contiguous blocks per subscription
@@ -115,7 +181,10 @@ class Estate:
         }
 
     def state(self) -> dict[str, Any]:
-        return {"labPlans": [self.body(i) for i in range(self.plans)], "labs": []}
+        return {
+            "labPlans": [self.body(i) for i in range(self.plans)],
+            "labs": [self.lab_body(i) for i in range(self.labs)],
+        }
 
     def drifted_ids(self) -> list[str]:
         return [self.plan_id(i) for i in range(self.plans) if _is_drifted(i, self.drift)]

@@ -26,6 +26,7 @@ gives the same answer for the same input. The rules it follows:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -158,10 +159,7 @@ class Governed(Protocol):
 def check(resource: Governed, rules: Rules, settings: tuple[Setting, ...]) -> list[Finding]:
     """Drift, reported-only and unknown-value findings, setting by setting in table order."""
     findings: list[Finding] = []
-    for setting in settings:
-        bound = rules.bound(setting)
-        if bound is None:
-            continue
+    for setting, bound in _governed_by(rules, settings):
         observed = resource.observed(setting)
         finding: Finding | None = None
         if setting.kind == "max-delay":
@@ -188,6 +186,13 @@ def check(resource: Governed, rules: Rules, settings: tuple[Setting, ...]) -> li
 
 #: Profile key (a plan's or a lab's) -> the keys of it the service computes, which a patch leaves out.
 _READ_ONLY = {key: p.read_only for p in PROFILES for key in (p.arm_key, p.lab_arm_key) if key is not None}
+
+
+@functools.lru_cache(maxsize=256)
+def _governed_by(rules: Rules, settings: tuple[Setting, ...]) -> tuple[tuple[Setting, Bound], ...]:
+    """The settings ``rules`` govern and their bounds, in table order: worked out once per set of rules
+    (a policy has a few), not for every plan a sweep lists."""
+    return tuple((setting, bound) for setting in settings if (bound := rules.bound(setting)) is not None)
 
 
 def patch_of(profiles_as_read: Mapping[str, Mapping[str, Any]], findings: list[Finding]) -> dict[str, Any]:
@@ -246,18 +251,20 @@ def _unknown(setting: Setting, observed: str, allowed: str, what: str) -> Findin
 def _ranked(setting: Setting, observed: str | None, bound: str) -> Finding | None:
     """A bound on an ordered enum: ``at-most`` = observed may not rank above it, ``at-least`` = not below it.
     An absent value is judged as the spec's default (None for a channel and for the idle mode). A value at
-    the top of an exposure scale (Public) is high severity."""
+    the top of an exposure scale (Public) is high severity. The finding's text is built only when there is
+    a finding (most plans have none: a sweep evaluates every plan it lists)."""
     rank = setting.rank
     kind = "most" if setting.kind == "at-most" else "least"
-    allowed = f"at {kind} {bound} ({' < '.join(setting.scale)})"
-    verb = "allows" if kind == "most" else "requires"
     effective = (setting.spec_default or "") if observed is None else observed
     canonical = setting.canonical(effective)
+    if canonical is not None:
+        inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
+        if inside:
+            return None
+    allowed = f"at {kind} {bound} ({' < '.join(setting.scale)})"
+    verb = "allows" if kind == "most" else "requires"
     if canonical is None:
         return _unknown(setting, effective, allowed, "which labguard does not know")
-    inside = rank[canonical] <= rank[bound] if kind == "most" else rank[canonical] >= rank[bound]
-    if inside:
-        return None
     if observed is None:
         problem = f"is not set on the plan (Azure's default is {canonical}); the policy {verb} {allowed}"
     else:
@@ -299,12 +306,20 @@ def _flag(setting: Setting, observed: str | None) -> Finding | None:
 
 
 def _delay(setting: Setting, observed: str | None, limit: timedelta) -> Finding | None:
-    """A delay of a feature that is (or will be) on: absent or longer than the bound is drift."""
-    bound = format_iso(limit)
-    allowed = f"at most {bound} ({describe(limit)})"
+    """A delay of a feature that is (or will be) on: absent or longer than the bound is drift.
+    The finding's text is built only when there is a finding (most plans have none)."""
     try:
         value = parse_delay(observed)
     except ValueError:
+        value = None
+        unreadable = True
+    else:
+        unreadable = False
+        if value is not None and timedelta(0) <= value <= limit:
+            return None
+    bound = format_iso(limit)
+    allowed = f"at most {bound} ({describe(limit)})"
+    if unreadable:
         assert observed is not None
         return _unknown(setting, observed, allowed, "which is not a duration labguard can read")
     if value is not None and value < timedelta(0):
@@ -312,8 +327,6 @@ def _delay(setting: Setting, observed: str | None, limit: timedelta) -> Finding 
         return _unknown(setting, observed, allowed, "a negative duration")
     if value is None:
         problem = f"is not set on the plan while its feature is on; the policy allows {allowed}"
-    elif value <= limit:
-        return None
     else:
         problem = f"is {shown(observed)} ({describe(value)}) but the policy allows {allowed}"
     return Finding(

@@ -80,6 +80,13 @@ def parse_delay(text: str | None) -> timedelta | None:
         return None
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not a duration")
+    return _parse_delay_text(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_delay_text(text: str) -> timedelta:
+    """Cached like :func:`parse_iso` (every plan of a sweep has three delays, in a few spellings);
+    bounded, since plan owners write them; errors are never cached."""
     stripped = text.strip()
     clock = _CLOCK.match(stripped)
     if clock is None:

@@ -35,6 +35,7 @@ round, so UserAbsence shuts VMs down at least as often: it is the stricter mode.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -75,6 +76,7 @@ IDLE_MODES: tuple[str, ...] = ("None", "LowUsage", "UserAbsence")  # ShutdownOnI
 SWITCH: tuple[str, ...] = ("Disabled", "Enabled")  # EnableState
 
 
+@functools.cache  # a handful of scales; a sweep asks for each on every plan it evaluates
 def rank_of(scale: tuple[str, ...]) -> Mapping[str, int]:
     """Each value of a scale -> its rank (0 = lowest)."""
     return MappingProxyType({value: rank for rank, value in enumerate(scale)})
@@ -191,7 +193,7 @@ class Setting:
 
     def canonical(self, value: str) -> str | None:
         """``value`` as the scale spells it (ARM enums are case-insensitive), or None if it is not on the scale."""
-        return {known.lower(): known for known in self.scale}.get(value.lower())
+        return _spellings(self.scale).get(value.lower())
 
     def bound_text(self, bound: str | bool | list[str] | None) -> str:
         """How ``check-policy`` shows a bound: ``at most PT15M``, ``at least LowUsage``, ``Enabled``."""
@@ -264,6 +266,13 @@ def lab_only_settings() -> tuple[Setting, ...]:
     return tuple(s for s in GOVERNED if not s.profile.on_plans)
 
 
+@functools.cache
+def _spellings(scale: tuple[str, ...]) -> Mapping[str, str]:
+    """Lower-case value -> the value as the scale spells it."""
+    return MappingProxyType({known.lower(): known for known in scale})
+
+
+@functools.cache  # the table is fixed: one lookup per setting, not a scan per plan
 def feature_of(setting: Setting) -> Setting | None:
     """The switch or mode whose feature a delay belongs to (same profile), or None."""
     return next(

@@ -191,22 +191,32 @@ class LabPlan:
             modified_by_type=_str(system.get("lastModifiedByType")),
             modified_at=_str(system.get("lastModifiedAt")),
             profiles_as_read={
-                profile.arm_key: MappingProxyType({str(k): v for k, v in read.items()})
+                profile.arm_key: MappingProxyType(
+                    dict(read) if type(read) is dict else {str(k): v for k, v in read.items()}
+                )
                 for profile in PLAN_PROFILES
                 if profile.arm_key and (read := _obj_or_none(props.get(profile.arm_key))) is not None
             },
         )
 
 
+# JSON objects are dicts: ``type(...) is dict`` first, because ``isinstance(x, Mapping)`` is an ABC check
+# that costs more than the rest of the mapping (a sweep maps every plan it lists).
+
+
 def _obj(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    if value is None:
+        return {}
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 def _obj_or_none(value: object) -> Mapping[str, Any] | None:
-    return value if isinstance(value, Mapping) else None
+    if value is None:
+        return None
+    return value if type(value) is dict or isinstance(value, Mapping) else None
 
 
 def _str(value: object) -> str | None:
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     return value if isinstance(value, str) else str(value)

@@ -199,6 +199,11 @@ class Rules:
     left out is not governed. Build with ``Rules.of(maxIdleDelay=timedelta(minutes=15))``."""
 
     bounds: tuple[tuple[str, Bound], ...] = ()
+    # policy key -> bound, built once: evaluation asks for every setting of every plan a sweep lists
+    _by_key: Mapping[str, Bound] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_key", MappingProxyType(dict(self.bounds)))
 
     @classmethod
     def of(cls, **bounds: Bound | list[str] | None) -> Rules:
@@ -215,7 +220,7 @@ class Rules:
 
     def get(self, policy_key: str) -> Bound | None:
         """The bound on a setting by its policy key, or None when it is not governed."""
-        return next((bound for key, bound in self.bounds if key == policy_key), None)
+        return self._by_key.get(policy_key)
 
     def bound(self, setting: Setting) -> Bound | None:
         return self.get(setting.policy_key)

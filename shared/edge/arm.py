@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -120,7 +121,7 @@ class CallCounter:
 
     def on_request(self, request: PipelineRequest[Any]) -> None:
         http = request.http_request
-        path = urlsplit(http.url).path.lower()
+        path = http.url.split("?", 1)[0].lower()  # the scheme and host hold none of the markers below
         if "/operationresults/" in path or "/operationstatuses/" in path:
             kind = "poll"
         elif http.method == "GET":
@@ -138,36 +139,65 @@ class CallCounter:
         return sum(self.by_kind.values())
 
 
-def _counting_policy(counter: CallCounter) -> Any:
-    from azure.core.pipeline.policies import SansIOHTTPPolicy
-
-    class _Counting(SansIOHTTPPolicy[Any, Any]):
-        def on_request(self, request: PipelineRequest[Any]) -> None:
-            counter.on_request(request)
-
-        def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
-            counter.on_response(request, response)
-
-    return _Counting()
+REQUEST_ID_HEADER = "x-ms-client-request-id"
 
 
-def _pacing_policy(pacer: Pacer) -> Any:
-    """Waits for the subscription's ARM budget before each attempt (retries included) and reads ARM's answer."""
+def _metering_policy(counter: CallCounter, pacer: Pacer | None) -> Any:
+    """Counts each attempt (retries included) and, with a pacer, waits for the subscription's ARM budget
+    before it and reads ARM's answer after it. One policy for both: each policy is a hop per request."""
     from azure.core.pipeline.policies import AsyncHTTPPolicy
 
-    class _Pacing(AsyncHTTPPolicy[Any, Any]):
+    class _Metering(AsyncHTTPPolicy[Any, Any]):
         async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+            counter.on_request(request)
             http = request.http_request
-            subscription = subscription_of(http.url)
-            if subscription is None:  # tenant-level request: not a subscription budget
-                return await self.next.send(request)
-            prepaid = _PREPAID_SLOT.get()
-            ticket = prepaid if prepaid is not None else await pacer.acquire(subscription, request_kind(http.method))
-            response = await self.next.send(request)
-            pacer.observe(ticket, response.http_response.status_code, response.http_response.headers)
+            # What ARM support asks for. uuid4, not azure-core's RequestIdPolicy (uuid1, a clock read
+            # and a lock, measurably slower per call); a retry keeps the id it was first given.
+            if REQUEST_ID_HEADER not in http.headers:
+                http.headers[REQUEST_ID_HEADER] = str(uuid.uuid4())
+            subscription = subscription_of(http.url) if pacer is not None else None
+            if pacer is None or subscription is None:  # no pacer, or a tenant-level request: no budget
+                response = await self.next.send(request)
+            else:
+                prepaid = _PREPAID_SLOT.get()
+                ticket = (
+                    prepaid if prepaid is not None else await pacer.acquire(subscription, request_kind(http.method))
+                )
+                response = await self.next.send(request)
+                pacer.observe(ticket, response.http_response.status_code, response.http_response.headers)
+            counter.on_response(request, response)
             return response
 
-    return _Pacing()
+    return _Metering()
+
+
+def _pipeline_policies(
+    credential: Any, scope: str, counter: CallCounter, pacer: Pacer | None, retry: Mapping[str, float] | None = None
+) -> list[Any]:
+    """The policies each ARM request goes through: only those labguard relies on.
+
+    azure-core's default list adds ContentDecodePolicy (every body parsed to JSON a second time; the
+    adapter parses it once, in :func:`_body`), the redirect policy (ARM does not redirect; a 3xx is an
+    error here, so a bearer token never follows one), network-trace and HTTP logging (kept at WARNING
+    anyway, see :func:`shared.logs.quiet_sdk_http_logging`), header, proxy and custom-hook policies
+    nothing configures, and azure-mgmt-core's provider auto-registration (a write nobody asked for, see
+    :func:`_without_provider_registration`). Each costs CPU on every call of a sweep. Distributed tracing
+    stays when azure-core's tracing is on.
+    """
+    from azure.core.pipeline.policies import AsyncRetryPolicy, DistributedTracingPolicy, UserAgentPolicy
+    from azure.core.settings import settings as core_settings
+    from azure.mgmt.core.policies import AsyncARMChallengeAuthenticationPolicy
+    from azure.mgmt.labservices._version import VERSION
+
+    policies: list[Any] = [
+        UserAgentPolicy(sdk_moniker=f"mgmt-labservices/{VERSION}"),
+        AsyncRetryPolicy(**dict(retry or {})),  # 429 with Retry-After, 5xx on reads, connection errors
+        AsyncARMChallengeAuthenticationPolicy(credential, scope),
+        _metering_policy(counter, pacer),  # also x-ms-client-request-id (see there)
+    ]
+    if core_settings.tracing_enabled():
+        policies.append(DistributedTracingPolicy())
+    return policies
 
 
 class LabPlansArm:
@@ -208,7 +238,7 @@ class LabPlansArm:
     ) -> AsyncIterator[LabPlan | BadPlan]:
         """Every plan in a subscription (or one resource group), following ``nextLink`` page by page."""
         async for item in self.list_items(subscription_id, resource_group, "labPlans"):
-            if not isinstance(item, Mapping):
+            if type(item) is not dict and not isinstance(item, Mapping):  # JSON objects are dicts: no ABC check
                 yield BadPlan(id="?", reason="list item is not an object")
                 continue
             try:
@@ -474,8 +504,10 @@ def _plan_url(plan_id: PlanId) -> str:
 
 
 def _body(response: Any) -> dict[str, Any]:
+    """The response's JSON object, parsed once from the raw bytes (``{}`` for no or unreadable JSON)."""
     try:
-        data = response.json()
+        raw = response.body()
+        data = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -536,23 +568,19 @@ def principal_from_token(token: str) -> str | None:
 
 
 def _without_provider_registration(client: Any) -> None:
-    """Take azure-mgmt-core's auto-registration policy out of the client's pipeline.
+    """Make sure azure-mgmt-core's provider auto-registration policy is not in the client's pipeline.
 
     On a 409 MissingSubscriptionRegistration that policy POSTs ``.../providers/<namespace>/register`` and
     retries: with an admin's credentials, an audit would register Microsoft.LabServices in their
     subscription, a write nobody asked for. labguard reports "not registered, no plans here" instead.
-    (azure-mgmt-core adds the policy whenever no full policy list is given; the versions are pinned.)
+    azure-mgmt-core adds the policy only when no full policy list is given; labguard gives one
+    (:func:`_pipeline_policies`), and this check fails loudly if a new SDK version adds it anyway.
     """
     from azure.mgmt.core.policies import AsyncARMAutoResourceProviderRegistrationPolicy
 
     policies: list[Any] = client._client._pipeline._impl_policies
-    for index, policy in enumerate(policies):
-        if isinstance(policy, AsyncARMAutoResourceProviderRegistrationPolicy):
-            if index:
-                policies[index - 1].next = policy.next
-            del policies[index]
-            return
-    raise RuntimeError("azure-mgmt-core's provider auto-registration policy was not found: check the pinned SDK")
+    if any(isinstance(getattr(p, "_policy", p), AsyncARMAutoResourceProviderRegistrationPolicy) for p in policies):
+        raise RuntimeError("azure-mgmt-core's provider auto-registration policy is in the pipeline: check the SDK")
 
 
 def identities_from_token(token: str) -> frozenset[str]:
@@ -635,8 +663,7 @@ async def open_arm(
             api_version=API_VERSION,
             credential_scopes=[scope],
             transport=AioHttpTransport(session=session, session_owner=False),
-            per_retry_policies=[_counting_policy(counter)] + ([_pacing_policy(pacer)] if pacer is not None else []),
-            **dict(retry or {}),
+            policies=_pipeline_policies(credential, scope, counter, pacer, retry),
         )
         _without_provider_registration(client)
         plans = LabPlansArm(

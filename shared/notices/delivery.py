@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import aiohttp
 
@@ -37,14 +37,16 @@ from shared.core.failures import failure_digest
 from shared.core.plans import LabPlan, PlanId
 from shared.core.text import clean_line
 from shared.errors import DeliveryError
-from shared.notices.email import SmtpConfig, send_notice
 from shared.notices.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key, row_key
 from shared.notices.message import Notice, is_valid_address
 from shared.notices.support_url import check_support_url, parse_allow_list, safe_host
-from shared.notices.topic import TopicPublisher
 from shared.notices.webhook import https_session, post_json, webhook_payload
 from shared.runtime.logs import record
 from shared.runtime.settings import Settings, secret_value
+
+if TYPE_CHECKING:  # the mail and Event Grid topic channels are imported only when configured (first event)
+    from shared.notices.email import SmtpConfig
+    from shared.notices.topic import TopicPublisher
 
 log = logging.getLogger("labguard.notices")
 
@@ -207,6 +209,8 @@ class Notifier:
                 )
         smtp = None
         if settings.smtp_host:
+            from shared.notices.email import SmtpConfig
+
             smtp = SmtpConfig(
                 host=settings.smtp_host,
                 port=settings.smtp_port,
@@ -289,6 +293,8 @@ class Notifier:
             smtp = self._smtp
 
             async def email(n: Notice, cid: str | None) -> str:
+                from shared.notices.email import send_notice
+
                 return await send_notice(smtp, n, correlation_id=cid)
 
             channels.append(_Channel("email", "email", email))
@@ -331,6 +337,8 @@ class Notifier:
     async def _publish(self, notice: Notice, correlation_id: str | None) -> str:
         if self._topic is None:
             assert self._topic_endpoint and self._topic_key
+            from shared.notices.topic import TopicPublisher
+
             try:
                 self._topic = TopicPublisher(self._topic_endpoint, self._topic_key, self._http())
             except ValueError as exc:

@@ -17,15 +17,16 @@ import contextlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
 
 from shared.core.plans import PlanId
 from shared.runtime.settings import Settings
+
+if TYPE_CHECKING:  # azure-data-tables is imported only when a table is opened (not on a first event without one)
+    from azure.data.tables.aio import TableClient
 
 CLAIM_LEASE = timedelta(minutes=5)
 _UNSAFE_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
@@ -68,6 +69,8 @@ class Ledger:
     @classmethod
     def from_connection_string(cls, conn: str, table: str, **client_kwargs: Any) -> Ledger:
         """``client_kwargs`` go to the SDK pipeline (for example ``retry_total``)."""
+        from azure.data.tables.aio import TableClient
+
         return cls(TableClient.from_connection_string(conn, table_name=table, **_client_options(client_kwargs)))
 
     @classmethod
@@ -82,6 +85,8 @@ class Ledger:
             from azure.identity.aio import DefaultAzureCredential  # cold start: only when used
 
             credential = owned = DefaultAzureCredential()
+        from azure.data.tables.aio import TableClient
+
         client = TableClient(
             endpoint=endpoint, table_name=table, credential=credential, **_client_options(client_kwargs)
         )
@@ -130,6 +135,8 @@ class Ledger:
         self, plan_id: PlanId, failure_key: str, digest: str, channel_key: str, *, existing: LedgerRow | None = None
     ) -> Claim | None:
         """Claim one delivery. None when another run holds a fresh claim or the channel was already sent."""
+        from azure.data.tables import UpdateMode
+
         await self._ensure_table()
         now = datetime.now(UTC)
         entity: dict[str, Any] = {
@@ -160,6 +167,8 @@ class Ledger:
 
     async def mark_sent(self, claim: Claim, detail: str) -> None:
         """Record the delivery (only ever called after the channel accepted the notice)."""
+        from azure.data.tables import UpdateMode
+
         await self._client.update_entity(
             {
                 "PartitionKey": claim.partition,
@@ -173,6 +182,8 @@ class Ledger:
 
     async def record_sent(self, plan_id: PlanId, failure_key: str, digest: str, channel_key: str, detail: str) -> None:
         """Record a delivery made without a claim (the ledger was unreachable when the run started)."""
+        from azure.data.tables import UpdateMode
+
         await self._ensure_table()
         entity: dict[str, Any] = {
             "PartitionKey": partition_key(plan_id),
@@ -202,6 +213,8 @@ class Ledger:
 
     async def close_open(self, plan_id: PlanId) -> int:
         """The plan is back in Succeeded: close its open sent rows. One query, one batch per 100 rows."""
+        from azure.data.tables import UpdateMode
+
         now = datetime.now(UTC)
         operations: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         try:
@@ -259,6 +272,10 @@ def open_table(settings: Settings, table: str, **client_kwargs: Any) -> tuple[Ta
     both): identity-based on a table endpoint in Azure (no account key), else by connection string
     (Azurite locally, tests); None when neither is set. The ledger, the write backoff, the change log
     and the digest all open their tables here, so none of them is left without storage in Azure."""
+    if not (settings.ledger_table_endpoint or settings.storage_connection):
+        return None
+    from azure.data.tables.aio import TableClient
+
     options = _client_options(client_kwargs)
     if settings.ledger_table_endpoint:
         from azure.identity.aio import DefaultAzureCredential  # cold start: only when used

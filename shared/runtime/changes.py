@@ -15,14 +15,16 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables.aio import TableClient
 
 from shared.core.snapshot import Change
 from shared.runtime.logs import record
 from shared.runtime.settings import Settings
+
+if TYPE_CHECKING:  # azure-data-tables only when a table is opened (an event without storage never does)
+    from azure.data.tables.aio import TableClient
 
 log = logging.getLogger("labguard.changes")
 MAX_ROWS_READ = 2000
@@ -48,6 +50,8 @@ class ChangeLog:
     def from_connection_string(cls, conn: str, table: str, **client_kwargs: Any) -> ChangeLog:
         kwargs: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 20}
         kwargs.update(client_kwargs)
+        from azure.data.tables.aio import TableClient
+
         return cls(TableClient.from_connection_string(conn, table_name=table, **kwargs))
 
     async def __aenter__(self) -> ChangeLog:

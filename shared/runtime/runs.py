@@ -165,9 +165,11 @@ async def build_runtime(
             own_identities=identities.get,
             labs=_lab_reconciler(settings, session, policy, backoff, notifier if notifier.enabled else None),
         )
-        from shared.notices.changer import ChangerNotifier
+        changer = None
+        if settings.notify_changer:  # opt-in: the mail channel is imported only when it is on (first event)
+            from shared.notices.changer import ChangerNotifier
 
-        changer = ChangerNotifier.from_settings(settings, notifier)
+            changer = ChangerNotifier.from_settings(settings, notifier)
     except BaseException:
         await stack.aclose()
         raise

@@ -1,0 +1,199 @@
+"""Issue 18 items 4 and 6, issue 16's figure: what is measured from outside labguard's own process.
+
+* ``cpu_per_call``: at 0 ms endpoint latency (so CPU, not waiting, is what is compared), the labguard
+  sweep and a plain aiohttp loop (``bench.plain``) over the same estate; CPU is ``time.process_time``
+  in each child around the sweep or loop, divided by the ARM calls the endpoint served. Then the same
+  sweep once more under cProfile for its top entries (that run's times are the profiler's, not figures).
+* ``first_events``: fresh interpreters each handle ONE Event Grid event (``bench.firstevent``), timed by
+  this process from just before the spawn (CLOCK_MONOTONIC is shared by every process) and, inside,
+  from the function's entry.
+* ``event_to_patch``: Event Grid events for drifted plans, one at a time; the time each event was handed
+  in (recorded in the child) against the PATCH's arrival in the endpoint's request log (its entry time
+  minus its duration), both on the system clock.
+* ``labs_sweep``: the sweep with labs (issue 16) at 40 ms per call; the ARM calls by kind from the
+  endpoint's request log, so the cost of a drifted lab is read off the log, not from labguard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.endpoint import REPO, Endpoint
+from bench.estate import Estate
+from bench.report import percentiles
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def cpu_per_call(ep: Endpoint, estate: Estate, *, child: Any, profile: bool = True) -> dict[str, Any]:
+    """labguard's CPU per ARM call against the plain aiohttp loop's, same estate, endpoint at 0 ms."""
+    ep.configure(latency_ms=0)
+    try:
+        ep.seed(estate.state())
+        _log(f"CPU per call: plain aiohttp loop over {estate.describe()} (endpoint at 0 ms)")
+        plain = child("bench.plain", {"subscriptions": estate.subscription_ids}, ep)
+        plain["server"] = ep.calls()
+        ep.seed(estate.state())
+        _log("CPU per call: labguard sweep, same estate")
+        sweep = child("bench.sweep", {"subscriptions": estate.subscription_ids}, ep)
+        sweep["server"] = ep.calls()
+        top = None
+        if profile:
+            ep.seed(estate.state())
+            _log("CPU per call: labguard sweep under cProfile (top entries only)")
+            top = child("bench.sweep", {"subscriptions": estate.subscription_ids, "profile": True}, ep)["profile_top"]
+    finally:
+        ep.configure(latency_ms=ep.latency_ms)
+    labguard_ms = 1000 * sweep["process_time_s"] / max(1, sweep["server"]["total"])
+    plain_ms = 1000 * plain["cpu_s"] / max(1, plain["server"]["total"])
+    _log(
+        f"  labguard {labguard_ms:.3f} ms CPU per call, plain aiohttp {plain_ms:.3f} ms ({labguard_ms / plain_ms:.1f}x)"
+    )
+    sweep.pop("log_records", None)
+    return {
+        "estate": {"plans": estate.plans, "subscriptions": estate.subscriptions, "drifted": estate.drifted},
+        "plain": plain,
+        "labguard": sweep,
+        "labguard_ms_per_call": labguard_ms,
+        "plain_ms_per_call": plain_ms,
+        "ratio": labguard_ms / plain_ms if plain_ms else None,
+        "profile_top": top,
+    }
+
+
+def first_events(ep: Endpoint, estate: Estate, *, runs: int) -> dict[str, Any]:
+    """``runs`` fresh processes, each handling one event for a drifted plan (endpoint at 0 ms)."""
+    ep.configure(latency_ms=0)
+    plan = estate.drifted_ids()[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABGUARD_", "AZURE_"))}
+    env.update({"PYTHONPATH": str(REPO), "SSL_CERT_FILE": ep.ca_file})
+    spec = {
+        "endpoint": ep.endpoint,
+        "ca_file": ep.ca_file,
+        "tenant_id": ep.tenant_id,
+        "authority": ep.authority,
+        "subscriptions": estate.subscription_ids,
+        "plan": plan,
+    }
+    samples: list[dict[str, Any]] = []
+    try:
+        _log(f"first event: {runs} fresh processes, one Event Grid event each (drifted plan, endpoint at 0 ms)")
+        for _ in range(runs):
+            ep.seed(estate.state())
+            spawned = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.firstevent"],
+                input=json.dumps(spec),
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                env=env,
+                timeout=300,
+            )
+            if done.returncode != 0 or not done.stdout.strip():
+                raise RuntimeError(f"bench.firstevent failed ({done.returncode}):\n{done.stderr[-4000:]}")
+            sample: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+            sample["from_start_s"] = sample["done"] - spawned
+            sample["to_indexed_s"] = sample["indexed"] - spawned
+            sample["server"] = ep.calls()
+            samples.append(sample)
+    finally:
+        ep.configure(latency_ms=ep.latency_ms)
+    result = {
+        "runs": runs,
+        "samples": samples,
+        "median_from_start_s": statistics.median(s["from_start_s"] for s in samples),
+        "median_to_indexed_s": statistics.median(s["to_indexed_s"] for s in samples),
+        "median_own_s": statistics.median(s["own_s"] for s in samples),
+        "packages": samples[-1]["packages_loaded_by_first_call"],
+    }
+    _log(
+        f"  median from process start {result['median_from_start_s'] * 1000:.0f} ms, "
+        f"indexed at {result['median_to_indexed_s'] * 1000:.0f} ms, own {result['median_own_s'] * 1000:.0f} ms"
+    )
+    return result
+
+
+def event_to_patch(ep: Endpoint, estate: Estate, *, count: int, child: Any) -> dict[str, Any]:
+    """Events for ``count`` drifted plans: handed in (child's clock) -> PATCH arrival (the endpoint's log)."""
+    ep.configure(latency_ms=0)
+    try:
+        state = estate.state()
+        warmup = estate.body(0)
+        warmup["id"] = warmup["id"].replace("plan-000000", "warmup")
+        state["labPlans"].append(warmup)
+        ep.seed(state)
+        plans = estate.drifted_ids()[:count]
+        _log(f"event -> PATCH: {len(plans)} events for drifted plans, one at a time (endpoint at 0 ms)")
+        result = child(
+            "bench.events",
+            {"subscriptions": estate.subscription_ids, "warmup_plan": warmup["id"], "plans": plans},
+            ep,
+        )
+        log = ep.control("GET", "/_emulator/requests")["value"]
+    finally:
+        ep.configure(latency_ms=ep.latency_ms)
+    arrivals: dict[str, float] = {}
+    for entry in log:
+        if entry["kind"] == "arm" and entry["method"] == "PATCH":
+            arrivals.setdefault(entry["path"].lower(), entry["time"] - entry["duration_ms"] / 1000)
+    latencies = [
+        (arrivals[plan.lower()] - sample["handed_in"]) * 1000
+        for plan, sample in zip(plans, result["samples"], strict=True)
+        if plan.lower() in arrivals
+    ]
+    out = {
+        "events": len(plans),
+        "patched": len(latencies),
+        "event_to_patch_ms": percentiles(latencies),
+        "own_ms": percentiles([s["own"] * 1000 for s in result["samples"]]),
+        "total_ms": percentiles([s["total"] * 1000 for s in result["samples"]]),
+    }
+    p = out["event_to_patch_ms"]
+    _log(f"  event -> PATCH p50 {p['p50']:.1f} / p95 {p['p95']:.1f} / p99 {p['p99']:.1f} ms ({len(latencies)} PATCHes)")
+    return out
+
+
+def labs_sweep(ep: Endpoint, estate: Estate, *, child: Any) -> dict[str, Any]:
+    """The sweep with labs; ARM calls by kind as the endpoint logged them."""
+    ep.seed(estate.state())
+    _log(f"sweep with labs over {estate.describe()}")
+    result: dict[str, Any] = child("bench.sweep", {"subscriptions": estate.subscription_ids}, ep)
+    result.pop("log_records", None)
+    result.pop("profile_top", None)
+    server = ep.calls()
+    kinds = server["by_kind"]
+    plan_writes = kinds.get("patch", 0)
+    lab_polls = max(0, sum(n for k, n in kinds.items() if k.startswith("poll")) - plan_writes)
+    lab_calls = kinds.get("lab get", 0) + kinds.get("lab patch", 0) + lab_polls
+    drifted_labs = estate.drifted_labs
+    result.update(
+        {
+            "server": server,
+            "estate": {
+                "plans": estate.plans,
+                "labs": estate.labs,
+                "subscriptions": estate.subscriptions,
+                "drift": estate.drift,
+                "drifted": estate.drifted,
+                "drifted_labs": drifted_labs,
+            },
+            "list_pages": kinds.get("list", 0) + kinds.get("lab list", 0),
+            "lab_calls": lab_calls,
+            "calls_per_drifted_lab": lab_calls / drifted_labs if drifted_labs else 0.0,
+        }
+    )
+    s = result["summary"]
+    _log(
+        f"  {result['wall_s']:.1f} s, plans fixed {s['fixed']}/{estate.drifted}, calls {kinds}, "
+        f"{result['calls_per_drifted_lab']:.2f} calls per drifted lab, peak RSS {result['peak_rss_mb']:.0f} MB"
+    )
+    return result
