@@ -252,9 +252,12 @@ class TrackingLabsArm:
 
         return await self._tracker.track_send(lab_id, patch, lambda: inner.send_patch(lab_id, patch, slot), prove)
 
-    async def wait_for_write(self, lab_id: LabId, accepted: Any, *, timeout_s: float | None = None) -> Any:
+    async def wait_for_write(
+        self, lab_id: LabId, accepted: Any, *, timeout_s: float | None = None, gate: Any = None
+    ) -> Any:
+        """Forwards the completion-poll gate, as :meth:`TrackingArm.wait_for_write` does for plans."""
         return await self._tracker.track_wait(
-            lab_id, lambda: self._inner.wait_for_write(lab_id, accepted, timeout_s=timeout_s)
+            lab_id, lambda: self._inner.wait_for_write(lab_id, accepted, timeout_s=timeout_s, gate=gate)
         )
 
 
