@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from shared.runtime.events import LabEvent
@@ -16,10 +17,12 @@ from shared.runtime.reconcile import PlanOutcome, in_scope
 log = logging.getLogger("labguard.runs")
 
 
-async def on_lab_event(event: LabEvent, env: Mapping[str, str] | None, write_wait_s: float) -> PlanOutcome | None:
-    """Reconcile one lab an event names. Raises RunFailed (redelivery) as plan events do."""
+async def on_lab_event(
+    event: LabEvent, env: Mapping[str, str] | None, write_wait_s: float, event_time: datetime | None = None
+) -> PlanOutcome | None:
+    """Reconcile one lab an event names. Raises RunFailed or BusyRetry (redelivery) as plan events do."""
     from shared.errors import ArmError, RunFailed
-    from shared.runtime.runs import current_runtime, load_settings
+    from shared.runtime.runs import _retry_if_busy, current_runtime, load_settings
 
     settings = load_settings(env)
     if not settings.labs:
@@ -69,6 +72,7 @@ async def on_lab_event(event: LabEvent, env: Mapping[str, str] | None, write_wai
     await runtime.tell_changer(outcome, event.changer, correlation_id)
     if outcome.status == "failed":
         raise RunFailed(f"event {event.event_id}: {outcome.detail}")
+    _retry_if_busy(outcome, event.event_id, event_time, correlation_id)
     return outcome
 
 

@@ -238,7 +238,7 @@ async def on_event(
     if isinstance(event, LabEvent):
         from shared.runtime.lab_runs import on_lab_event
 
-        return await on_lab_event(event, env, EVENT_WRITE_WAIT_S)
+        return await on_lab_event(event, env, EVENT_WRITE_WAIT_S, event_time)
     settings = load_settings(env)
     if not in_scope(event.plan_id, settings.subscriptions, settings.resource_groups):
         record(log, logging.INFO, "event.out-of-scope", event_id=event.event_id, plan_id=event.plan_id.key)
@@ -304,13 +304,17 @@ async def on_event(
 def _retry_if_busy(
     outcome: PlanOutcome, event_id: str, event_time: datetime | None, correlation_id: str | None
 ) -> None:
-    """A change to a plan that is busy now (a write running, Locked) is asked again of Event Grid.
+    """A change to a plan or lab that is busy now (a write running, Locked) is asked again of Event Grid.
 
     Bounded by the event's age: past BUSY_RETRY_FOR it is acknowledged and left to the sweep, so a
     plan locked for a day does not keep an event spinning.
     """
-    evaluation = outcome.evaluation
-    state = (evaluation.plan.provisioning_state or "").lower() if evaluation is not None else ""
+    if outcome.evaluation is not None:
+        kind, state = "plan", (outcome.evaluation.plan.provisioning_state or "").lower()
+    elif outcome.lab is not None:
+        kind, state = "lab", (outcome.lab.lab.provisioning_state or "").lower()
+    else:
+        return
     if outcome.status != "skipped" or state not in ("creating", "updating", "deleting", "locked"):
         return
     now = datetime.now(UTC)
@@ -320,9 +324,9 @@ def _retry_if_busy(
         record(
             log,
             logging.INFO,
-            "plan.busy-left-to-sweep",
+            f"{kind}.busy-left-to-sweep",
             event_id=event_id,
-            plan_id=outcome.plan_id,
+            **{f"{kind}_id": outcome.plan_id},
             state=state,
             event_age_s=round(age.total_seconds()),
             correlation_id=correlation_id,
@@ -331,15 +335,15 @@ def _retry_if_busy(
     record(
         log,
         logging.WARNING,
-        "plan.busy-retry",
+        f"{kind}.busy-retry",
         event_id=event_id,
-        plan_id=outcome.plan_id,
+        **{f"{kind}_id": outcome.plan_id},
         state=state,
         event_age_s=round(age.total_seconds()),
         retry_for_s=round(BUSY_RETRY_FOR.total_seconds()),
         correlation_id=correlation_id,
     )
-    raise BusyRetry(f"event {event_id}: plan {outcome.plan_id} is {state}; Event Grid will deliver it again")
+    raise BusyRetry(f"event {event_id}: {kind} {outcome.plan_id} is {state}; Event Grid will deliver it again")
 
 
 async def on_timer(*, past_due: bool, env: Mapping[str, str] | None = None) -> SweepSummary | str:

@@ -119,6 +119,30 @@ async def test_a_lab_write_event_is_reconciled_like_a_plan_write(emu: Any, confi
     assert patches(emu) == []
 
 
+async def test_a_change_to_a_busy_lab_is_delivered_again_within_a_bound(emu: Any, configure: Any, caplog: Any) -> None:
+    """As for plans: a lab being updated is asked again of Event Grid; an event hours old is left to the sweep."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.errors import BusyRetry
+
+    configure(LABGUARD_LABS="on")
+    body = lab("lab-busy")
+    emu.put_lab(body)
+    emu.set_state(body["id"], "Updating")
+    caplog.set_level("INFO", logger="labguard")
+    fresh = write_event(body["id"])
+    fresh["data"]["operationName"] = fresh["data"]["authorization"]["action"] = "Microsoft.LabServices/labs/write"
+    fresh["eventTime"] = datetime.now(UTC).isoformat()
+    with pytest.raises(BusyRetry, match=r"lab .* is updating; Event Grid will deliver it again"):
+        await deliver(fresh)
+    (retry,) = records(caplog, "lab.busy-retry")
+    assert retry["state"] == "updating" and retry["lab_id"] == body["id"].lower()
+    stale = {**fresh, "eventTime": (datetime.now(UTC) - timedelta(hours=2)).isoformat()}
+    await deliver(stale)
+    assert records(caplog, "lab.busy-left-to-sweep")
+    assert patches(emu) == []
+
+
 async def test_a_plan_change_re_evaluates_the_labs_naming_it(emu: Any, configure: Any, caplog: Any) -> None:
     configure(LABGUARD_LABS="on")
     plan = compliant_plan("plan-labs", rg="rg-labs")
