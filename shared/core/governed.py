@@ -131,7 +131,7 @@ PROFILES: tuple[Profile, ...] = (CONNECTION, AUTO_SHUTDOWN, VIRTUAL_MACHINE)
 PLAN_PROFILES: tuple[Profile, ...] = tuple(p for p in PROFILES if p.on_plans)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a row is itself: compared and hashed by identity, cheap in the hot path
 class Setting:
     """One governed setting: where ARM keeps it, its policy key, its kind of bound and how reports name it."""
 
@@ -165,9 +165,9 @@ class Setting:
         """The rule id of a finding about this setting (``connection.clientRdpAccess``, ``lab.vmSize``)."""
         return f"{self.profile.rule}.{self.rule_key or self.arm_key}"
 
-    @property
+    @functools.cached_property
     def leaf_path(self) -> tuple[str, ...]:
-        """The keys from the profile down to the leaf."""
+        """The keys from the profile down to the leaf (worked out once: evaluation reads it for every plan)."""
         return tuple(self.arm_key.split("."))
 
     @property
@@ -186,14 +186,23 @@ class Setting:
         """This setting's leaf in a profile as read (text as ARM wrote it), or None if it is absent."""
         value: Any = profile
         for key in self.leaf_path:
-            value = value.get(key) if isinstance(value, Mapping) else None
+            kind = type(value)
+            if kind is MappingProxyType or kind is dict or isinstance(value, Mapping):  # the ABC check last: slow
+                value = value.get(key)
+            else:
+                return None
         if value is None:
             return None
-        return value if isinstance(value, str) else str(value)
+        return value if type(value) is str or isinstance(value, str) else str(value)
 
     def canonical(self, value: str) -> str | None:
         """``value`` as the scale spells it (ARM enums are case-insensitive), or None if it is not on the scale."""
-        return _spellings(self.scale).get(value.lower())
+        return self._spellings.get(value.lower())
+
+    @functools.cached_property
+    def _spellings(self) -> Mapping[str, str]:
+        """Lower-case value -> the value as the scale spells it."""
+        return _spellings(self.scale)
 
     def bound_text(self, bound: str | bool | list[str] | None) -> str:
         """How ``check-policy`` shows a bound: ``at most PT15M``, ``at least LowUsage``, ``Enabled``."""
@@ -256,11 +265,13 @@ GOVERNED: tuple[Setting, ...] = (
 # fmt: on
 
 
+@functools.cache  # the table is fixed
 def plan_settings() -> tuple[Setting, ...]:
     """The rows a plan has (its default profiles), in table order; a lab has every row."""
     return tuple(s for s in GOVERNED if s.profile.on_plans)
 
 
+@functools.cache
 def lab_only_settings() -> tuple[Setting, ...]:
     """The rows only labs have (their ``virtualMachineProfile``), in table order."""
     return tuple(s for s in GOVERNED if not s.profile.on_plans)

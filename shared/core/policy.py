@@ -201,9 +201,14 @@ class Rules:
     bounds: tuple[tuple[str, Bound], ...] = ()
     # policy key -> bound, built once: evaluation asks for every setting of every plan a sweep lists
     _by_key: Mapping[str, Bound] = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_key", MappingProxyType(dict(self.bounds)))
+        object.__setattr__(self, "_hash", hash(self.bounds))
+
+    def __hash__(self) -> int:  # evaluation's caches look a plan's rules up once per plan: hash them once
+        return self._hash
 
     @classmethod
     def of(cls, **bounds: Bound | list[str] | None) -> Rules:
