@@ -23,7 +23,7 @@ from shared.core.plans import (
     TERMINAL_STATES,
     OperationError,
     PlanId,
-    match_resource_id,
+    ResourceId,
     resource_id_grammar,
 )
 
@@ -44,44 +44,17 @@ def is_lab_outcome(outcome: object) -> bool:
     return f"/providers/{PROVIDER}/labs/".lower() in str(getattr(outcome, "plan_id", "")).lower()
 
 
-@dataclass(frozen=True)
-class LabId:
-    """A lab's ARM id. ARM ids are case-insensitive, so equality and hashing use ``key``."""
+class LabId(ResourceId):
+    """A lab's ARM id."""
 
-    subscription_id: str
-    resource_group: str
-    name: str
-
-    @classmethod
-    def parse(cls, text: str) -> LabId:
-        """Parse a lab id strictly (no child resources, no trailing parts); ValueError otherwise."""
-        match = match_resource_id(_LAB_ID, text, "lab", "labs")
-        return cls(match["sub"].lower(), match["rg"], match["name"])
-
-    @property
-    def key(self) -> str:
-        return self.path.lower()
-
-    @property
-    def path(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/{PROVIDER}/labs/{self.name}"
-        )
+    collection = "labs"
+    what = "lab"
+    grammar = _LAB_ID
 
     @property
     def scope(self) -> PlanId:
         """The lab's subscription and resource group as the policy looks them up (``Policy.rules_for``)."""
         return PlanId(self.subscription_id, self.resource_group, self.name)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LabId) and other.key == self.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __str__(self) -> str:
-        return self.path
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from shared.core.governed import PLAN_PROFILES, Setting, plan_settings
 
@@ -59,17 +59,21 @@ _ID_SHOWN = 200  # characters of a rejected id shown in an error (never the whol
 
 
 @dataclass(frozen=True)
-class PlanId:
-    """A lab plan's ARM id. ARM ids are case-insensitive, so equality and hashing use ``key``."""
+class ResourceId:
+    """An ARM id of one Lab Services resource (a subclass says which collection). ARM ids are case-insensitive,
+    so equality and hashing use ``key``; ids of different kinds are never equal."""
 
     subscription_id: str
     resource_group: str
     name: str
+    collection: ClassVar[str]  # the ARM collection: ``labPlans``, ``labs``
+    what: ClassVar[str]  # how an error names it
+    grammar: ClassVar[re.Pattern[str]]
 
     @classmethod
-    def parse(cls, text: str) -> PlanId:
-        """Parse a lab plan id strictly (no child resources, no trailing parts); ValueError otherwise."""
-        match = match_resource_id(_PLAN_ID, text, "lab plan", "labPlans")
+    def parse(cls, text: str) -> Self:
+        """Parse an id strictly (no child resources, no trailing parts); ValueError otherwise."""
+        match = match_resource_id(cls.grammar, text, cls.what, cls.collection)
         return cls(match["sub"].lower(), match["rg"], match["name"])
 
     @property
@@ -79,20 +83,28 @@ class PlanId:
 
     @property
     def path(self) -> str:
-        """The ARM path of the plan, as used in REST URLs."""
+        """The ARM path of the resource, as used in REST URLs."""
         return (
             f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/{PROVIDER}/labPlans/{self.name}"
+            f"/providers/{PROVIDER}/{self.collection}/{self.name}"
         )
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, PlanId) and other.key == self.key
+        return type(other) is type(self) and isinstance(other, ResourceId) and other.key == self.key
 
     def __hash__(self) -> int:
         return hash(self.key)
 
     def __str__(self) -> str:
         return self.path
+
+
+class PlanId(ResourceId):
+    """A lab plan's ARM id."""
+
+    collection = "labPlans"
+    what = "lab plan"
+    grammar = _PLAN_ID
 
 
 @dataclass(frozen=True)

@@ -254,3 +254,19 @@ def test_the_proof_of_a_lab_write_compares_every_lab_row_not_only_the_plan_profi
         "properties.virtualMachineProfile.usageQuota": ("PT40H", "PT10H"),
     }
     assert unexpected_changes(before, Lab.from_arm(lab_body(usageQuota="1.16:00:00")), frozenset()) == ()  # 40 h
+
+
+def test_plan_and_lab_ids_share_one_grammar_and_never_equal_each_other() -> None:
+    """One ARM id type for both kinds: case-insensitive equality within a kind, never across kinds."""
+    from shared.core.labs import LabId
+    from shared.core.plans import PlanId
+
+    sub, rg = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345", "RG-Teaching"
+    plan = PlanId.parse(f"/subscriptions/{sub.upper()}/resourceGroups/{rg}/providers/Microsoft.LabServices/labPlans/p1")
+    lab = LabId.parse(f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.LabServices/labs/p1")
+    assert plan == PlanId.parse(plan.path.lower()) and hash(plan) == hash(PlanId.parse(plan.path.lower()))
+    assert lab.path.endswith("/labs/p1") and plan.path.endswith("/labPlans/p1") and str(lab) == lab.path
+    assert lab != plan and plan != lab and lab.scope == PlanId(sub, rg, "p1")
+    for wrong, parse in ((lab.path, PlanId.parse), (plan.path, LabId.parse), (plan.path + "/labs/x", PlanId.parse)):
+        with pytest.raises(ValueError):
+            parse(wrong)
