@@ -21,8 +21,8 @@ async def on_lab_event(
     event: LabEvent, env: Mapping[str, str] | None, write_wait_s: float, event_time: datetime | None = None
 ) -> PlanOutcome | None:
     """Reconcile one lab an event names. Raises RunFailed or BusyRetry (redelivery) as plan events do."""
-    from shared.errors import ArmError, RunFailed
-    from shared.runtime.runs import _retry_if_busy, current_runtime, load_settings
+    from shared.errors import RunFailed
+    from shared.runtime.runs import _retry_if_busy, current_runtime, load_settings, reconcile_event
 
     settings = load_settings(env)
     if not settings.labs:
@@ -38,38 +38,12 @@ async def on_lab_event(
     if own is not None and event.caller_object_id == own:
         record(log, logging.INFO, "event.own-write", event_id=event.event_id, lab_id=event.lab_id.key)
         return None
-    try:
-        outcome: PlanOutcome = await labs.reconcile_lab(
-            event.lab_id, correlation_id=correlation_id, write_wait_s=write_wait_s
-        )
-    except ArmError as exc:
-        record(
-            log,
-            logging.ERROR,
-            "event.arm-error",
-            event_id=event.event_id,
-            lab_id=event.lab_id.key,
-            status=exc.status,
-            error=str(exc),
-            correlation_id=correlation_id,
-        )
-        if exc.transient or exc.status in (401, 403):
-            raise RunFailed(f"event {event.event_id}: {exc}; Event Grid will redeliver") from exc
-        return PlanOutcome(event.lab_id.key, "failed", detail=str(exc))
-    record(
-        log,
-        logging.INFO,
-        "event.done",
-        event_id=event.event_id,
-        lab_id=event.lab_id.key,
-        status=outcome.status,
-        correlation_id=correlation_id,
+    work = labs.reconcile_lab(event.lab_id, correlation_id=correlation_id, write_wait_s=write_wait_s)
+    outcome, settled = await reconcile_event(
+        runtime, work, event, {"lab_id": event.lab_id.key}, event.lab_id.key, correlation_id
     )
-    if outcome.status == "fixed" or outcome.written:  # every write is recorded, however it ended
-        from shared.runtime.changes import record_changes
-
-        await record_changes(settings, [outcome], trigger="event", correlation_id=correlation_id)
-    await runtime.tell_changer(outcome, event.changer, correlation_id)
+    if settled:
+        return outcome
     if outcome.status == "failed":
         raise RunFailed(f"event {event.event_id}: {outcome.detail}")
     _retry_if_busy(outcome, event.event_id, event_time, correlation_id)

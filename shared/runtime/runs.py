@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import BusyRetry, MalformedEvent, RunFailed, SettingsError
-from shared.runtime.events import IgnoredEvent, LabEvent, event_label, parse_event
+from shared.runtime.events import IgnoredEvent, LabEvent, PlanEvent, event_label, parse_event
 from shared.runtime.logs import record
 from shared.runtime.reconcile import PlanOutcome, Reconciler, SweepSummary, in_scope, sweep_scopes
 from shared.runtime.settings import Settings
@@ -225,7 +225,6 @@ async def on_event(
     Raises (so Event Grid redelivers) on transient ARM failures, on permission errors an admin can fix,
     and when a failure notice could not be delivered.
     """
-    from shared.errors import ArmError
 
     try:
         event = parse_event(event_id=event_id, event_type=event_type, subject=subject, data=data)
@@ -251,46 +250,17 @@ async def on_event(
     if ours and not failure:  # never drop a failure event for being ours: that failure is ours to report
         record(log, logging.INFO, "event.own-write", event_id=event.event_id, plan_id=event.plan_id.key)
         return None
-    try:
-        outcome = await runtime.reconciler.reconcile_plan(
-            event.plan_id,
-            correlation_id=correlation_id,
-            write_wait_s=EVENT_WRITE_WAIT_S,
-            caused_by_us=ours and failure,
-        )
-    except ArmError as exc:
-        record(
-            log,
-            logging.ERROR,
-            "event.arm-error",
-            event_id=event.event_id,
-            plan_id=event.plan_id.key,
-            status=exc.status,
-            error=str(exc),
-            correlation_id=correlation_id,
-        )
-        if exc.transient or exc.status in (401, 403):
-            raise RunFailed(f"event {event.event_id}: {exc}; Event Grid will redeliver") from exc
-        return PlanOutcome(event.plan_id.key, "failed", detail=str(exc))
-    record(
-        log,
-        logging.INFO,
-        "event.done",
-        event_id=event.event_id,
-        plan_id=event.plan_id.key,
-        status=outcome.status,
+    work = runtime.reconciler.reconcile_plan(
+        event.plan_id,
         correlation_id=correlation_id,
+        write_wait_s=EVENT_WRITE_WAIT_S,
+        caused_by_us=ours and failure,
     )
-    if outcome.status == "fixed" or outcome.written:  # every write is recorded, however it ended
-        from shared.runtime.changes import record_changes
-
-        await record_changes(
-            settings,
-            [outcome],
-            trigger="event",
-            correlation_id=correlation_id,
-        )
-    await runtime.tell_changer(outcome, event.changer, correlation_id)
+    outcome, settled = await reconcile_event(
+        runtime, work, event, {"plan_id": event.plan_id.key}, event.plan_id.key, correlation_id
+    )
+    if settled:
+        return outcome
     if outcome.status not in ("gone", "failed"):
         from shared.runtime.lab_runs import labs_of_changed_plan
 
@@ -299,6 +269,52 @@ async def on_event(
         raise RunFailed(f"event {event.event_id}: {outcome.detail}")
     _retry_if_busy(outcome, event.event_id, event_time, correlation_id)
     return outcome
+
+
+async def reconcile_event(
+    runtime: Runtime,
+    work: Coroutine[Any, Any, PlanOutcome],
+    event: PlanEvent | LabEvent,
+    ids: dict[str, str],
+    key: str,
+    correlation_id: str,
+) -> tuple[PlanOutcome, bool]:
+    """The event path's one reconcile step for a plan or a lab: run ``work``, record it, log the write in the
+    change log and tell whoever made the change it undid. Raises RunFailed (Event Grid redelivers) on a
+    transient or permission error; returns (outcome, True) when an ARM error settles the event as failed."""
+    from shared.errors import ArmError
+
+    try:
+        outcome = await work
+    except ArmError as exc:
+        record(
+            log,
+            logging.ERROR,
+            "event.arm-error",
+            event_id=event.event_id,
+            **ids,
+            status=exc.status,
+            error=str(exc),
+            correlation_id=correlation_id,
+        )
+        if exc.transient or exc.status in (401, 403):
+            raise RunFailed(f"event {event.event_id}: {exc}; Event Grid will redeliver") from exc
+        return PlanOutcome(key, "failed", detail=str(exc)), True
+    record(
+        log,
+        logging.INFO,
+        "event.done",
+        event_id=event.event_id,
+        **ids,
+        status=outcome.status,
+        correlation_id=correlation_id,
+    )
+    if outcome.status == "fixed" or outcome.written:  # every write is recorded, however it ended
+        from shared.runtime.changes import record_changes
+
+        await record_changes(runtime.settings, [outcome], trigger="event", correlation_id=correlation_id)
+    await runtime.tell_changer(outcome, event.changer, correlation_id)
+    return outcome, False
 
 
 def _retry_if_busy(
