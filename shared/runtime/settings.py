@@ -1,4 +1,4 @@
-"""App settings: one pydantic-settings model read from the environment into one frozen object.
+"""App settings: one pydantic model read from the environment into one frozen object.
 
 Every setting labguard reads is a field of :class:`Settings`, named by its app setting (the field's alias)
 and described once; ``KNOWN_SETTINGS`` is derived from the fields, so `local.settings.sample.json`, the
@@ -17,16 +17,8 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    InitSettingsSource,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
 
 from shared.errors import SettingsError
 
@@ -181,17 +173,19 @@ def _setting(alias: str, description: str, default: Any = None) -> Any:
     return Field(default, validation_alias=alias, description=description)
 
 
-class Settings(BaseSettings):
-    """Every app setting labguard reads; built by :meth:`from_env` (the environment, then the overrides)."""
+class Settings(BaseModel):
+    """Every app setting labguard reads; built by :meth:`from_env` (the environment, then the overrides).
 
-    model_config = SettingsConfigDict(
-        case_sensitive=True,  # as the Functions host: LABGUARD_MODE, not labguard_mode
+    A plain pydantic model fed by :meth:`from_env`, not pydantic-settings: reading the environment is one
+    dict comprehension, and pydantic-settings' import cost the first event about 20 ms.
+    """
+
+    model_config = ConfigDict(
         frozen=True,
-        extra="ignore",  # the environment holds far more than labguard's settings
+        extra="ignore",
         validate_by_alias=True,
         validate_by_name=False,  # only the app setting's own name is read, never the Python field name
         hide_input_in_errors=True,  # a value (perhaps a secret) never reaches an error's text
-        env_ignore_empty=True,
         validate_default=False,  # the defaults are the values, not text to read
     )
 
@@ -211,10 +205,10 @@ class Settings(BaseSettings):
     ca_bundle: str | None = _setting(
         "LABGUARD_CA_BUNDLE", "PEM file of extra CAs to trust for outgoing HTTPS (optional)"
     )
-    subscriptions: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_subscriptions)] = _setting(
+    subscriptions: Annotated[tuple[str, ...], BeforeValidator(_subscriptions)] = _setting(
         "LABGUARD_SUBSCRIPTIONS", "comma-separated subscription ids in scope", ()
     )
-    resource_groups: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_lower_csv)] = _setting(
+    resource_groups: Annotated[tuple[str, ...], BeforeValidator(_lower_csv)] = _setting(
         "LABGUARD_RESOURCE_GROUPS", "optional comma-separated resource groups narrowing the scope", ()
     )
     schedule: str = _setting(  # read by the Functions host (%LABGUARD_SCHEDULE%); listed so infra carries it
@@ -251,12 +245,12 @@ class Settings(BaseSettings):
     eventgrid_topic_key: SecretStr | None = _setting(
         "LABGUARD_EVENTGRID_TOPIC_KEY", "access key of that topic (secret)"
     )
-    webhook_urls: Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_csv)] = _setting(
+    webhook_urls: Annotated[tuple[SecretStr, ...], BeforeValidator(_csv)] = _setting(
         "LABGUARD_WEBHOOK_URLS",
         "comma-separated incoming-webhook URLs (Teams/Slack style) for notices (secret: each URL carries a token)",
         (),
     )
-    support_url_hosts: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_lower_csv)] = _setting(
+    support_url_hosts: Annotated[tuple[str, ...], BeforeValidator(_lower_csv)] = _setting(
         "LABGUARD_SUPPORT_URL_HOSTS", "comma-separated exact host names whose supportInfo.url may receive notices", ()
     )
     ledger_table: str = _setting(
@@ -387,41 +381,23 @@ class Settings(BaseSettings):
     # -------------------------------------------------------------------------------- how it is read
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Overrides, then the environment; no .env file or secrets directory (App Service has neither)."""
-        return init_settings, env_settings
-
-    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read and validate every setting from ``env`` (default the process environment), with ``overrides``
         (field names, e.g. the command line's ``subscriptions``) beating it; raise SettingsError (one line
-        naming the setting) on a bad one. The environment is only read, never changed."""
+        naming the setting) on a bad one. The environment is only read, never changed.
+
+        As the Functions host reads app settings: names are case-sensitive (LABGUARD_MODE, not labguard_mode),
+        a blank value is unset, and only labguard's own names are read from the (much larger) environment."""
         env = os.environ if env is None else env
         refuse_unresolved_references(env)
-        aliased = {_ALIASES[name]: value for name, value in overrides.items() if value is not None}
-        sources = (InitSettingsSource(cls, init_kwargs=aliased), _Environment(cls, env))
-        try:  # _build_sources: pydantic-settings' hook for sources built by the caller (pinned in requirements.txt)
-            return cls(_build_sources=(sources, aliased))
+        given: dict[str, object] = {
+            name: text for name in KNOWN_SETTINGS if isinstance(value := env.get(name), str) and (text := value.strip())
+        }
+        given.update({_ALIASES[name]: value for name, value in overrides.items() if value is not None})
+        try:
+            return cls.model_validate(given)
         except ValidationError as exc:
             raise _one_line(exc) from None
-
-
-class _Environment(EnvSettingsSource):
-    """The environment source over a given mapping: blank values are unset, as the Functions host treats them."""
-
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
-        self._given = env
-        super().__init__(settings_cls, case_sensitive=True)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name: value.strip() for name, value in self._given.items() if isinstance(value, str) and value.strip()}
 
 
 def _alias(name: str, field: FieldInfo) -> str:

@@ -155,7 +155,7 @@ def test_a_resolved_secret_that_merely_mentions_key_vault_is_accepted() -> None:
     assert settings.smtp_password.get_secret_value() == "pw@Microsoft.KeyVault(x)"
 
 
-# ---- pydantic-settings: secrets, overrides, names -------------------------------------------------
+# ---- the settings model: secrets, overrides, names ---------------------------------------------------
 
 SECRETS = {
     "LABGUARD_SMTP_PASSWORD": "hunter2-smtp",

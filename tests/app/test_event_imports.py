@@ -1,0 +1,82 @@
+"""What the first event imports: a fresh interpreter handles one Event Grid event through the indexed function.
+
+The first invocation on a new worker pays for every module its path imports (issue 18 item 6), so what the
+event does not use stays off it. Checked in a fresh process, as a new Functions worker starts, against the
+local endpoint; the event is decoded as the worker decodes it, and the PATCH it causes shows it ran in full.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .conftest import plan_body
+from .test_functions_e2e import patches, write_event
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ONE_EVENT = """
+import asyncio, json, sys
+
+from azure.functions.eventgrid import EventGridEventInConverter
+from azure.functions.meta import Datum
+
+from function_app import app
+
+
+async def main() -> None:
+    function = next(f for f in app.get_functions() if f.get_function_name() == "eventgrid_lab_plan")
+    event = EventGridEventInConverter.decode(Datum(sys.stdin.read(), "json"), trigger_metadata={})
+    await function.get_user_function()(event)
+    loaded = sorted(sys.modules)
+    from shared.runtime.runs import close_runtimes
+
+    await close_runtimes()
+    print(json.dumps(loaded))
+
+
+asyncio.run(main())
+"""
+
+# Not on the path of one event for a drifted plan (no notice channel, no storage, the changer mail off):
+NOT_ON_THE_EVENT_PATH = {
+    "pydantic_settings": "the settings are a plain pydantic model (pydantic-settings cost the first event ~20 ms)",
+    "dotenv": "pydantic-settings' .env reader; no .env file is read",
+    "shared.notices.email": "the mail channel, imported only when LABGUARD_SMTP_HOST is set",
+    "shared.notices.topic": "the Event Grid topic channel, imported only when its endpoint is set",
+    "azure.eventgrid": "the topic channel's client",
+    "azure.data.tables": "the table library, imported only when a table is set",
+    "shared.notices.changer": "the changer mail, imported only when LABGUARD_NOTIFY_CHANGER is on",
+}
+
+
+def _one_event_in_a_fresh_process(body: dict[str, Any]) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobs", "IDENTITY_", "MSI_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_EVENT],
+        input=json.dumps(write_event(body["id"])),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_the_first_event_imports_nothing_it_does_not_use(emu: Any, configure: Any) -> None:
+    body = plan_body("drifted")
+    emu.put_plan(body)
+    emu.clear_requests()
+    loaded = set(_one_event_in_a_fresh_process(body))
+    assert len(patches(emu)) == 1  # the event ran in full: read, evaluated, written
+    assert "shared.edge.arm" in loaded and "shared.core.policy" in loaded
+    imported = {name: why for name, why in NOT_ON_THE_EVENT_PATH.items() if name in loaded}
+    assert not imported, f"the first event imported what it does not use: {imported}"
