@@ -36,7 +36,7 @@ from shared.core.labs import LabId
 from shared.core.plans import PROVIDER, LabPlan, PlanId
 from shared.core.text import shown
 from shared.edge.pacing import Pacer, request_kind, subscription_of
-from shared.edge.tls import ssl_context
+from shared.edge.tls import connector_ssl
 from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled
 from shared.runtime.logs import quiet_sdk_http_logging, record
 from shared.runtime.settings import Settings
@@ -644,7 +644,7 @@ async def open_arm(
     quiet_sdk_http_logging()
     # One TLS context and one connection pool for the whole run. (Handing azure-core a CA file
     # instead makes it build a new SSLContext per request, so no connection is ever reused.)
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(settings.ca_bundle)))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=connector_ssl(settings.ca_bundle)))
     own_credential = credential is None
     client: Any = None
     try:  # everything built after the session is inside the try: a credential that cannot be built still closes it

@@ -1,8 +1,10 @@
-"""What the first event imports: a fresh interpreter handles one Event Grid event through the indexed function.
+"""What the first event loads: a fresh interpreter handles one Event Grid event through the indexed function.
 
-The first invocation on a new worker pays for every module its path imports (issue 18 item 6), so what the
-event does not use stays off it. Checked in a fresh process, as a new Functions worker starts, against the
-local endpoint; the event is decoded as the worker decodes it, and the PATCH it causes shows it ran in full.
+The first invocation on a new worker pays for every module its path imports and every read of the system
+CA store (issue 18 item 6), so what the event does not use stays off it. Checked in a fresh process, as a
+new Functions worker starts, against the local endpoint trusted as production trusts ARM (the system store,
+which SSL_CERT_FILE points at the endpoint's CA; no LABGUARD_CA_BUNDLE); the event is decoded as the worker
+decodes it, and the PATCH it causes shows it ran in full.
 """
 
 from __future__ import annotations
@@ -20,12 +22,23 @@ from .test_functions_e2e import patches, write_event
 ROOT = Path(__file__).resolve().parents[2]
 
 ONE_EVENT = """
-import asyncio, json, sys
+import asyncio, json, ssl, sys
 
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.meta import Datum
 
 from function_app import app
+
+store_reads = []
+read_store = ssl.SSLContext.load_default_certs
+
+
+def counted(self, *args, **kwargs):
+    store_reads.append(1)
+    return read_store(self, *args, **kwargs)
+
+
+ssl.SSLContext.load_default_certs = counted  # what ssl.create_default_context() reads the system store with
 
 
 async def main() -> None:
@@ -36,7 +49,7 @@ async def main() -> None:
     from shared.runtime.runs import close_runtimes
 
     await close_runtimes()
-    print(json.dumps(loaded))
+    print(json.dumps({"modules": loaded, "store_reads": len(store_reads)}))
 
 
 asyncio.run(main())
@@ -54,9 +67,9 @@ NOT_ON_THE_EVENT_PATH = {
 }
 
 
-def _one_event_in_a_fresh_process(body: dict[str, Any]) -> list[str]:
+def _one_event_in_a_fresh_process(emu: Any, body: dict[str, Any]) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobs", "IDENTITY_", "MSI_"))}
-    env["PYTHONPATH"] = str(ROOT)
+    env.update({"PYTHONPATH": str(ROOT), "SSL_CERT_FILE": emu.ca_file, "LABGUARD_CA_BUNDLE": ""})
     done = subprocess.run(
         [sys.executable, "-c", ONE_EVENT],
         input=json.dumps(write_event(body["id"])),
@@ -67,16 +80,19 @@ def _one_event_in_a_fresh_process(body: dict[str, Any]) -> list[str]:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
-    return loaded
+    seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return seen
 
 
-def test_the_first_event_imports_nothing_it_does_not_use(emu: Any, configure: Any) -> None:
+def test_the_first_event_loads_nothing_it_does_not_use(emu: Any, configure: Any) -> None:
     body = plan_body("drifted")
     emu.put_plan(body)
     emu.clear_requests()
-    loaded = set(_one_event_in_a_fresh_process(body))
-    assert len(patches(emu)) == 1  # the event ran in full: read, evaluated, written
+    seen = _one_event_in_a_fresh_process(emu, body)
+    assert len(patches(emu)) == 1  # the event ran in full over verified TLS: read, evaluated, written
+    loaded = set(seen["modules"])
     assert "shared.edge.arm" in loaded and "shared.core.policy" in loaded
     imported = {name: why for name, why in NOT_ON_THE_EVENT_PATH.items() if name in loaded}
     assert not imported, f"the first event imported what it does not use: {imported}"
+    # aiohttp's own default context (built when it is imported) is the ARM session's: the store is read once
+    assert seen["store_reads"] <= 1, f"the first event read the system CA store {seen['store_reads']} times"

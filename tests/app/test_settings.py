@@ -136,6 +136,28 @@ def test_the_extra_ca_adds_to_the_system_store_and_keeps_verification_on(tmp_pat
     assert extra.verify_mode == ssl.CERT_REQUIRED and extra.check_hostname
 
 
+def test_without_an_extra_ca_a_connector_verifies_with_the_default_context_at_tls_1_2_or_newer(tmp_path: Path) -> None:
+    """No LABGUARD_CA_BUNDLE: aiohttp's default context (ssl.create_default_context(), built when aiohttp is
+    imported), which checks certificates and host names and refuses TLS below 1.2, as ssl_context does."""
+    import ssl
+
+    import trustme
+
+    from shared.edge.tls import connector_ssl, ssl_context
+
+    assert connector_ssl(None) is True and connector_ssl("") is True
+    default = ssl.create_default_context()
+    assert default.verify_mode == ssl.CERT_REQUIRED and default.check_hostname
+    assert (
+        default.minimum_version >= ssl.TLSVersion.TLSv1_2
+        and ssl_context(None).minimum_version == default.minimum_version
+    )
+    bundle = tmp_path / "extra-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))
+    extra = connector_ssl(str(bundle))
+    assert isinstance(extra, ssl.SSLContext) and extra.verify_mode == ssl.CERT_REQUIRED and extra.check_hostname
+
+
 @pytest.mark.parametrize(
     "name", ["LABGUARD_SMTP_PASSWORD", "AzureWebJobsStorage", "LABGUARD_EVENTGRID_TOPIC_KEY", "LABGUARD_SUBSCRIPTIONS"]
 )
