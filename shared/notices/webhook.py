@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from shared.edge.tls import ssl_context
+from shared.edge.tls import connector_ssl
 from shared.errors import DeliveryError
 from shared.notices.message import Notice
 from shared.notices.support_url import safe_host
@@ -27,7 +27,7 @@ TIMEOUT_SECONDS = 15
 def https_session(ca_bundle: str | None) -> aiohttp.ClientSession:
     """One session for all notice HTTPS; proxies from the environment are not consulted."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=ssl_context(ca_bundle)),
+        connector=aiohttp.TCPConnector(ssl=connector_ssl(ca_bundle)),
         timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
