@@ -142,9 +142,10 @@ class CallCounter:
 REQUEST_ID_HEADER = "x-ms-client-request-id"
 
 
-def _metering_policy(counter: CallCounter, pacer: Pacer | None) -> Any:
+def _metering_policy(counter: CallCounter, pacer: Pacer | None, user_agent: str) -> Any:
     """Counts each attempt (retries included) and, with a pacer, waits for the subscription's ARM budget
-    before it and reads ARM's answer after it. One policy for both: each policy is a hop per request."""
+    before it and reads ARM's answer after it; sets the request id and the SDK's User-Agent. One policy for
+    all of it: each policy is a hop, paid on every request of a sweep."""
     from azure.core.pipeline.policies import AsyncHTTPPolicy
 
     class _Metering(AsyncHTTPPolicy[Any, Any]):
@@ -153,8 +154,10 @@ def _metering_policy(counter: CallCounter, pacer: Pacer | None) -> Any:
             http = request.http_request
             # What ARM support asks for. uuid4, not azure-core's RequestIdPolicy (uuid1, a clock read
             # and a lock, measurably slower per call); a retry keeps the id it was first given.
-            if REQUEST_ID_HEADER not in http.headers:
-                http.headers[REQUEST_ID_HEADER] = str(uuid.uuid4())
+            headers = http.headers
+            if REQUEST_ID_HEADER not in headers:
+                headers[REQUEST_ID_HEADER] = str(uuid.uuid4())
+                headers["User-Agent"] = user_agent
             subscription = subscription_of(http.url) if pacer is not None else None
             if pacer is None or subscription is None:  # no pacer, or a tenant-level request: no budget
                 response = await self.next.send(request)
@@ -189,11 +192,12 @@ def _pipeline_policies(
     from azure.mgmt.core.policies import AsyncARMChallengeAuthenticationPolicy
     from azure.mgmt.labservices._version import VERSION
 
+    # The SDK's User-Agent (with AZURE_HTTP_USER_AGENT when set), worked out once and set by the metering policy.
+    user_agent = UserAgentPolicy(sdk_moniker=f"mgmt-labservices/{VERSION}").user_agent
     policies: list[Any] = [
-        UserAgentPolicy(sdk_moniker=f"mgmt-labservices/{VERSION}"),
         AsyncRetryPolicy(**dict(retry or {})),  # 429 with Retry-After, 5xx on reads, connection errors
         AsyncARMChallengeAuthenticationPolicy(credential, scope),
-        _metering_policy(counter, pacer),  # also x-ms-client-request-id (see there)
+        _metering_policy(counter, pacer, user_agent),  # also x-ms-client-request-id and User-Agent (see there)
     ]
     if core_settings.tracing_enabled():
         policies.append(DistributedTracingPolicy())
@@ -641,6 +645,8 @@ async def open_arm(
     from azure.core.pipeline.transport import AioHttpTransport
     from azure.mgmt.labservices.aio import ManagedLabsClient
 
+    from shared.edge.transport import LeanAioHttpTransport
+
     quiet_sdk_http_logging()
     # One TLS context and one connection pool for the whole run. (Handing azure-core a CA file
     # instead makes it build a new SSLContext per request, so no connection is ever reused.)
@@ -662,7 +668,7 @@ async def open_arm(
             base_url=settings.arm_endpoint,
             api_version=API_VERSION,
             credential_scopes=[scope],
-            transport=AioHttpTransport(session=session, session_owner=False),
+            transport=LeanAioHttpTransport(session=session),
             policies=_pipeline_policies(credential, scope, counter, pacer, retry),
         )
         _without_provider_registration(client)
