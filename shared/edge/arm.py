@@ -1,7 +1,8 @@
 """The one adapter between labguard and Azure Resource Manager for lab plans.
 
 Why raw JSON through the SDK client's own pipeline (``client._send_request``, azure-core's documented
-route; :meth:`LabPlansArm._send` hands requests to the pipeline client it wraps) instead of the typed operations: the SDK's models drop ``resourceOperationError`` and raise
+route; :meth:`LabPlansArm._send` hands requests to the pipeline client it wraps) instead of the typed
+operations: the SDK's models drop ``resourceOperationError`` and raise
 DeserializationError on ``00:05``-style delays, which the official examples use. The pipeline still
 does authentication, ARM's policies and azure-core's retries (429 with Retry-After, 5xx on reads).
 
