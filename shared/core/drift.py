@@ -157,14 +157,41 @@ class Governed(Protocol):
 
 
 def check(resource: Governed, rules: Rules, settings: tuple[Setting, ...]) -> list[Finding]:
-    """Drift, reported-only and unknown-value findings, setting by setting in table order."""
+    """Drift, reported-only and unknown-value findings, setting by setting in table order.
+
+    The findings depend only on the rules and the governed values read (a setting's value and its feature's),
+    so they are worked out once per distinct set of values: an estate's plans share a few configurations, and a
+    sweep evaluates every plan it lists. Values longer than a governed value can honestly be (hostile text) are
+    never kept in the cache."""
+    reads = _reads(settings)
+    values = tuple(resource.observed(setting) for setting in reads)
+    for value in values:
+        if value is not None and len(value) > _MEMO_VALUE_CHARS:
+            return list(_check_values(rules, settings, values))
+    return list(_check_memo(rules, settings, values))
+
+
+#: The longest governed value the evaluation cache keeps (the longest real one, a VM size, is about 30 characters).
+_MEMO_VALUE_CHARS = 100
+
+
+@functools.lru_cache(maxsize=64)
+def _reads(settings: tuple[Setting, ...]) -> tuple[Setting, ...]:
+    """What evaluating ``settings`` reads of a resource: each setting, then the switches their delays depend on."""
+    features = tuple(f for s in settings if (f := feature_of(s)) is not None and f not in settings)
+    return settings + tuple(dict.fromkeys(features))
+
+
+def _check_values(rules: Rules, settings: tuple[Setting, ...], values: tuple[str | None, ...]) -> tuple[Finding, ...]:
+    """:func:`check` on the values read (in :func:`_reads` order)."""
+    observed_by = dict(zip(_reads(settings), values, strict=True))
     findings: list[Finding] = []
     for setting, bound in _governed_by(rules, settings):
-        observed = resource.observed(setting)
+        observed = observed_by[setting]
         finding: Finding | None = None
         if setting.kind == "max-delay":
             assert isinstance(bound, timedelta)
-            feature = _feature_state(resource, rules, feature_of(setting))
+            feature = _feature_state(observed_by, rules, feature_of(setting))
             # A delay only matters while its feature is on (or the patch turns it on): an absent delay of a
             # feature that is off is not drift. With the feature's state unknown, only a delay that is there
             # is checked (shortening it never loosens anything).
@@ -181,7 +208,10 @@ def check(resource: Governed, rules: Rules, settings: tuple[Setting, ...]) -> li
         else:
             finding = _reported(setting, observed, bound)
         findings += [finding] if finding else []
-    return findings
+    return tuple(findings)
+
+
+_check_memo = functools.lru_cache(maxsize=1024)(_check_values)
 
 
 #: Profile key (a plan's or a lab's) -> the keys of it the service computes, which a patch leaves out.
@@ -219,13 +249,13 @@ def patch_of(profiles_as_read: Mapping[str, Mapping[str, Any]], findings: list[F
     return {"properties": profiles} if profiles else {}
 
 
-def _feature_state(resource: Governed, rules: Rules, switch: Setting | None) -> FeatureState:
+def _feature_state(observed_by: Mapping[Setting, str | None], rules: Rules, switch: Setting | None) -> FeatureState:
     """Whether a switch's (or mode's) feature will be on once the patch is applied: on as read, or required.
     The first value of its scale is off; an absent value is the spec's default."""
     if switch is None:
         return "unknown"
     off = switch.scale[0]
-    observed = resource.observed(switch)
+    observed = observed_by[switch]
     value = switch.canonical((switch.spec_default or "") if observed is None else observed)
     if rules.bound(switch) not in (None, off) or (value is not None and value != off):
         return "on"

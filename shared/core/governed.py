@@ -284,8 +284,9 @@ def _spellings(scale: tuple[str, ...]) -> Mapping[str, str]:
 
 
 @functools.cache  # the table is fixed: one lookup per setting, not a scan per plan
+@functools.cache
 def feature_of(setting: Setting) -> Setting | None:
-    """The switch or mode whose feature a delay belongs to (same profile), or None."""
+    """The switch or mode whose feature a delay belongs to (same profile), or None (worked out once per row)."""
     return next(
         (s for s in GOVERNED if s.profile == setting.profile and s.arm_key == setting.feature),
         None,

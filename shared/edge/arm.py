@@ -1,7 +1,8 @@
 """The one adapter between labguard and Azure Resource Manager for lab plans.
 
 Why raw JSON through the SDK client's own pipeline (``client._send_request``, azure-core's documented
-route) instead of the typed operations: the SDK's models drop ``resourceOperationError`` and raise
+route; :meth:`LabPlansArm._send` hands requests to the pipeline client it wraps) instead of the typed
+operations: the SDK's models drop ``resourceOperationError`` and raise
 DeserializationError on ``00:05``-style delays, which the official examples use. The pipeline still
 does authentication, ARM's policies and azure-core's retries (429 with Retry-After, 5xx on reads).
 
@@ -142,9 +143,10 @@ class CallCounter:
 REQUEST_ID_HEADER = "x-ms-client-request-id"
 
 
-def _metering_policy(counter: CallCounter, pacer: Pacer | None) -> Any:
+def _metering_policy(counter: CallCounter, pacer: Pacer | None, user_agent: str) -> Any:
     """Counts each attempt (retries included) and, with a pacer, waits for the subscription's ARM budget
-    before it and reads ARM's answer after it. One policy for both: each policy is a hop per request."""
+    before it and reads ARM's answer after it; sets the request id and the SDK's User-Agent. One policy for
+    all of it: each policy is a hop, paid on every request of a sweep."""
     from azure.core.pipeline.policies import AsyncHTTPPolicy
 
     class _Metering(AsyncHTTPPolicy[Any, Any]):
@@ -153,8 +155,10 @@ def _metering_policy(counter: CallCounter, pacer: Pacer | None) -> Any:
             http = request.http_request
             # What ARM support asks for. uuid4, not azure-core's RequestIdPolicy (uuid1, a clock read
             # and a lock, measurably slower per call); a retry keeps the id it was first given.
-            if REQUEST_ID_HEADER not in http.headers:
-                http.headers[REQUEST_ID_HEADER] = str(uuid.uuid4())
+            headers = http.headers
+            if REQUEST_ID_HEADER not in headers:
+                headers[REQUEST_ID_HEADER] = str(uuid.uuid4())
+                headers["User-Agent"] = user_agent
             subscription = subscription_of(http.url) if pacer is not None else None
             if pacer is None or subscription is None:  # no pacer, or a tenant-level request: no budget
                 response = await self.next.send(request)
@@ -189,11 +193,12 @@ def _pipeline_policies(
     from azure.mgmt.core.policies import AsyncARMChallengeAuthenticationPolicy
     from azure.mgmt.labservices._version import VERSION
 
+    # The SDK's User-Agent (with AZURE_HTTP_USER_AGENT when set), worked out once and set by the metering policy.
+    user_agent = UserAgentPolicy(sdk_moniker=f"mgmt-labservices/{VERSION}").user_agent
     policies: list[Any] = [
-        UserAgentPolicy(sdk_moniker=f"mgmt-labservices/{VERSION}"),
         AsyncRetryPolicy(**dict(retry or {})),  # 429 with Retry-After, 5xx on reads, connection errors
         AsyncARMChallengeAuthenticationPolicy(credential, scope),
-        _metering_policy(counter, pacer),  # also x-ms-client-request-id (see there)
+        _metering_policy(counter, pacer, user_agent),  # also x-ms-client-request-id and User-Agent (see there)
     ]
     if core_settings.tracing_enabled():
         policies.append(DistributedTracingPolicy())
@@ -217,6 +222,9 @@ class LabPlansArm:
     ) -> None:
         self._client = client
         self._host = urlsplit(arm_endpoint).netloc.lower()
+        self._base = arm_endpoint.rstrip("/")
+        # The pipeline client ``client._send_request`` hands each request to (see :meth:`_send`).
+        self._pipeline = client._client
         self.counter = counter or CallCounter()
         self._operation_timeout_s = operation_timeout_s
         self._poll_interval_s = poll_interval_s
@@ -307,11 +315,9 @@ class LabPlansArm:
         azure-core's retries are off for this request (``retry_total=0``): a 429 or 5xx comes back to
         the caller, which re-reads the resource before it writes again. Raises :class:`Throttled` on 429.
         """
-        from azure.core.rest import HttpRequest
-
         token = _PREPAID_SLOT.set(slot)
         try:
-            response = await self._send(HttpRequest("PATCH", url, json=dict(patch)), retry_total=0)
+            response = await self._send("PATCH", url, patch, retry_total=0)
         finally:
             _PREPAID_SLOT.reset(token)
         status = response.status_code
@@ -412,15 +418,13 @@ class LabPlansArm:
 
     async def _operation_done(self, key: str, url: str) -> bool | None:
         """True: the operation ended; False: still running; None: the URL cannot be used (never an error)."""
-        from azure.core.rest import HttpRequest
-
         if self._operation_refused is not None:
             return None
         try:
             target = self._checked_url(url)
             if "api-version=" not in urlsplit(target).query:
                 target += ("&" if urlsplit(target).query else "?") + f"api-version={API_VERSION}"
-            response = await self._send(HttpRequest("GET", target))
+            response = await self._send("GET", target)
         except ArmError as exc:
             self._refuse_operations(key, None, str(exc))
             return None
@@ -451,19 +455,25 @@ class LabPlansArm:
             note="waiting by reading the plan instead (labPlans/read); nothing else changes",
         )
 
-    async def _send(self, request: Any, **options: Any) -> Any:
-        """One request through the SDK pipeline; transport failures become transient ArmErrors."""
+    async def _send(self, method: str, url: str, body: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        """One request (a path on the endpoint, or a checked URL ARM returned) through the SDK client's pipeline;
+        transport failures become transient ArmErrors.
+
+        The request goes to the pipeline client itself, with its URL already whole: ``client._send_request``
+        adds only a deep copy of the request and a join of its URL to the base URL (24 µs of CPU a request,
+        measured; a sweep sends thousands). Same pipeline, same policies, same answer."""
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-
-        try:
-            return await self._client._send_request(request, **options)
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise ArmError(f"{request.method} {request.url.split('?')[0]}: {exc}", transient=True) from exc
-
-    async def _json(self, method: str, url: str, *, gone: Callable[[], ArmError] | None = None) -> dict[str, Any]:
         from azure.core.rest import HttpRequest
 
-        response = await self._send(HttpRequest(method, url))
+        target = self._base + url if url.startswith("/") else url
+        request = HttpRequest(method, target) if body is None else HttpRequest(method, target, json=dict(body))
+        try:
+            return await self._pipeline.send_request(request, **options)
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise ArmError(f"{method} {url.split('?')[0]}: {exc}", transient=True) from exc
+
+    async def _json(self, method: str, url: str, *, gone: Callable[[], ArmError] | None = None) -> dict[str, Any]:
+        response = await self._send(method, url)
         if response.status_code == 404 and gone is not None:
             raise gone()
         if response.status_code != 200:
@@ -472,11 +482,8 @@ class LabPlansArm:
 
     async def request(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> ArmReply:
         """One ARM request as is, no interpretation: a path on the endpoint or a URL ARM returned (checked)."""
-        from azure.core.rest import HttpRequest
-
         target = url if url.startswith("/") else self._checked_url(url)
-        request = HttpRequest(method, target, json=dict(body)) if body is not None else HttpRequest(method, target)
-        response = await self._send(request)
+        response = await self._send(method, target, body)
         return ArmReply(int(response.status_code), dict(response.headers), _body(response))
 
     def _checked_url(self, url: str) -> str:
@@ -641,6 +648,8 @@ async def open_arm(
     from azure.core.pipeline.transport import AioHttpTransport
     from azure.mgmt.labservices.aio import ManagedLabsClient
 
+    from shared.edge.transport import LeanAioHttpTransport
+
     quiet_sdk_http_logging()
     # One TLS context and one connection pool for the whole run. (Handing azure-core a CA file
     # instead makes it build a new SSLContext per request, so no connection is ever reused.)
@@ -662,7 +671,7 @@ async def open_arm(
             base_url=settings.arm_endpoint,
             api_version=API_VERSION,
             credential_scopes=[scope],
-            transport=AioHttpTransport(session=session, session_owner=False),
+            transport=LeanAioHttpTransport(session=session),
             policies=_pipeline_policies(credential, scope, counter, pacer, retry),
         )
         _without_provider_registration(client)
