@@ -127,7 +127,6 @@ async def build_runtime(
     from shared.core.policy import load_policy
     from shared.edge.arm import open_arm
     from shared.edge.pacing import Pacer
-    from shared.notices.delivery import Notifier
     from shared.runtime.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
 
     arm_options.setdefault("pacer", Pacer())
@@ -140,17 +139,22 @@ async def build_runtime(
     stack = AsyncExitStack()
     try:
         session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
-        try:
-            notifier = Notifier.from_settings(settings)
-        except ValueError:  # the SDK's message may quote the value (a key): name the setting, never the value
+        notifier = None
+        try:  # the storage clients: the SDK's message may quote the value (a key): name the setting, never the value
+            if settings.notice_channel_set:  # without one, nothing to deliver through: delivery is not imported
+                from shared.notices.delivery import Notifier
+
+                notifier = await stack.enter_async_context(Notifier.from_settings(settings))
+            table = TableBackoff.from_settings(settings)  # shared by every instance of a scaled-out app
+        except ValueError:
             raise SettingsError(
                 "AzureWebJobsStorage is not a valid storage connection string: write "
                 "'UseDevelopmentStorage=true' for Azurite, or 'DefaultEndpointsProtocol=https;AccountName=...;...'"
                 " (in Azure, an identity-based connection: AzureWebJobsStorage__accountName)"
             ) from None
-        notifier = await stack.enter_async_context(notifier)
+        if notifier is not None and not notifier.enabled:
+            notifier = None
         backoff: WriteBackoff = MemoryBackoff()
-        table = TableBackoff.from_settings(settings)  # shared by every instance of a scaled-out app
         if table is not None:
             stack.push_async_callback(table.close)
             backoff = table
@@ -158,15 +162,15 @@ async def build_runtime(
         reconciler = Reconciler(
             session.plans,
             policy,
-            notifier=notifier if notifier.enabled else None,
+            notifier=notifier,
             concurrency=settings.concurrency,
             list_concurrency=settings.list_concurrency,
             backoff=backoff,
             own_identities=identities.get,
-            labs=_lab_reconciler(settings, session, policy, backoff, notifier if notifier.enabled else None),
+            labs=_lab_reconciler(settings, session, policy, backoff, notifier),
         )
         changer = None
-        if settings.notify_changer:  # opt-in: the mail channel is imported only when it is on (first event)
+        if settings.notify_changer and notifier is not None:  # opt-in (it needs the mail relay, a channel)
             from shared.notices.changer import ChangerNotifier
 
             changer = ChangerNotifier.from_settings(settings, notifier)

@@ -321,6 +321,12 @@ class Settings(BaseModel):
         return (self.arm_audience_setting or self.arm_endpoint).rstrip("/") + "/"
 
     @property
+    def notice_channel_set(self) -> bool:
+        """Any notice channel set (mail relay, Event Grid topic, webhooks, support-URL hosts): every channel of
+        :class:`shared.notices.delivery.Notifier` is built from one of these, so without them it has none."""
+        return bool(self.smtp_host or self.eventgrid_topic_endpoint or self.webhook_urls or self.support_url_hosts)
+
+    @property
     def ledger_table_endpoint(self) -> str | None:
         """Where the ledger connects with an identity: LABGUARD_LEDGER_TABLE_ENDPOINT, else (only without a
         connection string, as the Functions host decides) AzureWebJobsStorage__tableServiceUri or

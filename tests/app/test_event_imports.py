@@ -64,6 +64,7 @@ NOT_ON_THE_EVENT_PATH = {
     "azure.eventgrid": "the topic channel's client",
     "azure.data.tables": "the table library, imported only when a table is set",
     "shared.notices.changer": "the changer mail, imported only when LABGUARD_NOTIFY_CHANGER is on",
+    "shared.notices.delivery": "the notifier, built only when a notice channel is set (it has none to use)",
 }
 
 

@@ -300,3 +300,22 @@ def test_unknown_labguard_names_are_ignored_unless_they_hold_an_unresolved_key_v
         Settings.from_env({"LABGUARD_SMTP_PASWORD": reference})
     assert str(caught.value).startswith("LABGUARD_SMTP_PASWORD holds an unresolved Key Vault reference")
     assert "kv-school" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "channel",
+    [
+        {},
+        {"LABGUARD_SMTP_HOST": "smtp.school.example"},
+        {"LABGUARD_EVENTGRID_TOPIC_ENDPOINT": "https://topic.westeurope-1.eventgrid.azure.net/api/events"},
+        {"LABGUARD_WEBHOOK_URLS": "https://hooks.example/services/T000/B000/t0ken"},
+        {"LABGUARD_SUPPORT_URL_HOSTS": "it.school.example"},
+    ],
+)
+def test_a_notifier_has_a_channel_exactly_when_the_settings_set_one(channel: dict[str, str]) -> None:
+    """The runtime builds the notifier (and imports delivery) only when a channel is set: never when it would
+    have one to deliver through."""
+    from shared.notices.delivery import Notifier
+
+    settings = Settings.from_env(channel)
+    assert Notifier.from_settings(settings).enabled is settings.notice_channel_set is bool(channel)
