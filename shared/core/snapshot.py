@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from shared.core.change import Change
 from shared.core.drift import Evaluation
 from shared.core.failures import failure_digest, failure_key
 from shared.core.lab_drift import REPORTED_ONLY, LabEvaluation
@@ -116,23 +117,6 @@ class LabEntry:
     evaluation: LabEvaluation | None = None
     detail: str | None = None
     notice: NoticeState | None = None
-
-
-@dataclass(frozen=True)
-class Change:
-    """One write labguard made, as its change log recorded it."""
-
-    at: datetime
-    plan_id: str
-    changes: tuple[tuple[str, str | None, str | None], ...]  # (field, observed, new)
-    trigger: str = ""
-    correlation_id: str | None = None
-    mode: str = "enforce"
-    extra: dict[str, Any] = field(default_factory=dict)
-    status: str = "fixed"  # how the write ended: fixed, or unconverged, proof-deferred, write-failed
-    detail: str | None = None  # why it did not end fixed
-    kind: str = "plan"  # what was written: "plan", or "lab" (``plan_id`` is then the lab's id)
-    lab_plan_id: str | None = None  # a lab's plan (its labPlanId), to show the lab under it
 
 
 def build_snapshot(

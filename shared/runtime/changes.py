@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from shared.core.snapshot import Change
+from shared.core.change import Change
 from shared.runtime.logs import record
 from shared.runtime.settings import Settings
 

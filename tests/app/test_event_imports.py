@@ -65,6 +65,7 @@ NOT_ON_THE_EVENT_PATH = {
     "azure.data.tables": "the table library, imported only when a table is set",
     "shared.notices.changer": "the changer mail, imported only when LABGUARD_NOTIFY_CHANGER is on",
     "shared.notices.delivery": "the notifier, built only when a notice channel is set (it has none to use)",
+    "shared.core.snapshot": "the compliance page's snapshot; the change log's row is shared.core.change",
 }
 
 
