@@ -13,6 +13,7 @@ to the spec's defaults.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,12 +77,14 @@ class ResourceId:
         match = match_resource_id(cls.grammar, text, cls.what, cls.collection)
         return cls(match["sub"].lower(), match["rg"], match["name"])
 
-    @property
+    # Worked out once per id (cached in the instance, which a frozen dataclass allows): a sweep compares, hashes
+    # and records each id many times.
+    @functools.cached_property
     def key(self) -> str:
         """Canonical lower-case id: use it for comparisons, dictionary keys and ledger rows."""
         return self.path.lower()
 
-    @property
+    @functools.cached_property
     def path(self) -> str:
         """The ARM path of the resource, as used in REST URLs."""
         return (
