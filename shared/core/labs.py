@@ -24,6 +24,10 @@ from shared.core.plans import (
     OperationError,
     PlanId,
     ResourceId,
+    arm_object,
+    arm_object_or_none,
+    arm_tags,
+    arm_text,
     resource_id_grammar,
 )
 
@@ -105,10 +109,7 @@ class Lab:
         """Map one lab's ARM JSON. Raises ValueError only when ``id`` is missing or not a lab id."""
         lab_id = LabId.parse(str(body.get("id", "")))
         props = _obj(body.get("properties"))
-        raw_tags = _obj(body.get("tags"))
-        tags = {str(k): str(v) for k, v in raw_tags.items() if isinstance(v, (str, int, float, bool))}
         vm_props = _obj(props.get(LAB_VM_PROFILE))
-        error = _obj_or_none(props.get("resourceOperationError"))
         system = _obj(body.get("systemData"))
         raw_plan = _str(props.get("labPlanId"))
         try:
@@ -120,19 +121,12 @@ class Lab:
             location=_str(body.get("location")),
             provisioning_state=_str(props.get("provisioningState")),
             state=_str(props.get("state")),
-            tags=tags,
+            tags=arm_tags(body),
             os_type=_str(vm_props.get("osType")),
             admin_username=_str(_obj(vm_props.get("adminUser")).get("username")),
             lab_plan_id=plan_id,
             lab_plan_id_raw=raw_plan,
-            error=None
-            if error is None
-            else OperationError(
-                action=_str(error.get("action")),
-                code=_str(error.get("code")),
-                message=_str(error.get("message")),
-                timestamp=_str(error.get("timestamp")),
-            ),
+            error=OperationError.from_arm(props.get("resourceOperationError")),
             last_modified_by=_str(system.get("lastModifiedBy")),
             last_modified_by_type=_str(system.get("lastModifiedByType")),
             last_modified_at=_str(system.get("lastModifiedAt")),
@@ -144,15 +138,4 @@ class Lab:
         )
 
 
-def _obj(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _obj_or_none(value: object) -> Mapping[str, Any] | None:
-    return value if isinstance(value, Mapping) else None
-
-
-def _str(value: object) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
+_obj, _obj_or_none, _str = arm_object, arm_object_or_none, arm_text

@@ -13,6 +13,7 @@ to the spec's defaults.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,12 +77,14 @@ class ResourceId:
         match = match_resource_id(cls.grammar, text, cls.what, cls.collection)
         return cls(match["sub"].lower(), match["rg"], match["name"])
 
-    @property
+    # Worked out once per id (cached in the instance, which a frozen dataclass allows): a sweep compares, hashes
+    # and records each id many times.
+    @functools.cached_property
     def key(self) -> str:
         """Canonical lower-case id: use it for comparisons, dictionary keys and ledger rows."""
         return self.path.lower()
 
-    @property
+    @functools.cached_property
     def path(self) -> str:
         """The ARM path of the resource, as used in REST URLs."""
         return (
@@ -119,12 +122,25 @@ class SupportInfo:
 
 @dataclass(frozen=True)
 class OperationError:
-    """``resourceOperationError`` (2023-06-07 only): why the last operation on the plan failed."""
+    """``resourceOperationError`` (2023-06-07 only): why the last operation on a plan or a lab failed."""
 
     action: str | None = None
     code: str | None = None
     message: str | None = None
     timestamp: str | None = None
+
+    @classmethod
+    def from_arm(cls, value: object) -> OperationError | None:
+        """Map ``properties.resourceOperationError`` (None when absent or not an object)."""
+        error = arm_object_or_none(value)
+        if error is None:
+            return None
+        return cls(
+            action=arm_text(error.get("action")),
+            code=arm_text(error.get("code")),
+            message=arm_text(error.get("message")),
+            timestamp=arm_text(error.get("timestamp")),
+        )
 
 
 @dataclass(frozen=True)
@@ -173,16 +189,13 @@ class LabPlan:
         """Map one lab plan's ARM JSON. Raises ValueError only when ``id`` is missing or not a plan id."""
         plan_id = PlanId.parse(str(body.get("id", "")))
         props = _obj(body.get("properties"))
-        raw_tags = _obj(body.get("tags"))
-        tags = {str(k): str(v) for k, v in raw_tags.items() if isinstance(v, (str, int, float, bool))}
         support = _obj_or_none(props.get("supportInfo"))
-        error = _obj_or_none(props.get("resourceOperationError"))
         system = _obj(body.get("systemData"))
         return cls(
             id=plan_id,
             location=_str(body.get("location")),
             provisioning_state=_str(props.get("provisioningState")),
-            tags=tags,
+            tags=arm_tags(body),
             support=None
             if support is None
             else SupportInfo(
@@ -191,14 +204,7 @@ class LabPlan:
                 phone=_str(support.get("phone")),
                 instructions=_str(support.get("instructions")),
             ),
-            error=None
-            if error is None
-            else OperationError(
-                action=_str(error.get("action")),
-                code=_str(error.get("code")),
-                message=_str(error.get("message")),
-                timestamp=_str(error.get("timestamp")),
-            ),
+            error=OperationError.from_arm(props.get("resourceOperationError")),
             modified_by=_str(system.get("lastModifiedBy")),
             modified_by_type=_str(system.get("lastModifiedByType")),
             modified_at=_str(system.get("lastModifiedAt")),
@@ -232,3 +238,12 @@ def _str(value: object) -> str | None:
     if value is None or type(value) is str:
         return value
     return value if isinstance(value, str) else str(value)
+
+
+def arm_tags(body: Mapping[str, Any]) -> dict[str, str]:
+    """A resource's ``tags`` as text (values that are not scalars are left out)."""
+    return {str(k): str(v) for k, v in _obj(body.get("tags")).items() if isinstance(v, (str, int, float, bool))}
+
+
+# What the lab mapping (shared.core.labs) reads ARM JSON with: the same rules as a plan's.
+arm_object, arm_object_or_none, arm_text = _obj, _obj_or_none, _str

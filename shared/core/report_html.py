@@ -269,7 +269,7 @@ def _failed(plans: Sequence[Mapping[str, Any]], labs: Sequence[Mapping[str, Any]
 
 def _exemptions(exemptions: Sequence[Mapping[str, Any]]) -> str:
     if not exemptions:
-        body = '<p class="empty">No plan carries an exemption tag.</p>'
+        body = '<p class="empty">No plan or lab carries an exemption tag.</p>'
     else:
         rows = []
         for item in exemptions:
@@ -284,14 +284,16 @@ def _exemptions(exemptions: Sequence[Mapping[str, Any]]) -> str:
             else:
                 when = "no end date"
             cls = ' class="warn"' if state in ("ending-soon", "invalid-date") else ""
+            lab = item.get("kind") == "lab"
             rows.append(
-                f'<tr data-plan="{_e(item.get("name"))}" data-exemption-state="{_e(state)}">'
-                f"<td><b>{_e(item.get('name'))}</b><br><span class='muted'>{_e(item.get('resourceGroup'))}</span></td>"
+                f'<tr data-{"lab" if lab else "plan"}="{_e(item.get("name"))}" data-exemption-state="{_e(state)}">'
+                f"<td><b>{_e(item.get('name'))}</b>{' (lab)' if lab else ''}<br>"
+                f"<span class='muted'>{_e(item.get('resourceGroup'))}</span></td>"
                 f'<td>{_e(item.get("reason"))}</td><td{cls} data-until="{_e(item.get("until") or "")}">{when}</td>'
                 "</tr>"
             )
         body = (
-            "<table><thead><tr><th>Plan</th><th>Reason</th><th>End date</th></tr></thead>"
+            "<table><thead><tr><th>Plan or lab</th><th>Reason</th><th>End date</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
         )
     return (

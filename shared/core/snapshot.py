@@ -160,14 +160,13 @@ def build_snapshot(
         key = (plan["subscriptionId"] or "?", plan["resourceGroup"] or "?")
         groups.setdefault(key, Counter())[plan["status"]] += 1
     exemptions = [
-        {
-            "id": p["id"],
-            "name": p["name"],
-            "resourceGroup": p["resourceGroup"],
-            **p["exemption"],
-        }
+        {"kind": "plan", "id": p["id"], "name": p["name"], "resourceGroup": p["resourceGroup"], **p["exemption"]}
         for p in plans
         if p["exemption"] is not None
+    ] + [
+        {"kind": "lab", "id": lab["id"], "name": lab["name"], "resourceGroup": lab["resourceGroup"], **lab["exemption"]}
+        for lab in lab_rows
+        if lab["exemption"] is not None
     ]
     exemptions.sort(key=lambda e: (e["until"] or "9999-99-99", e["name"] or ""))
     since = generated_at - timedelta(days=CHANGES_WINDOW_DAYS)

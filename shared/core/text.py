@@ -32,7 +32,8 @@ def clean_line(value: object, cap: int) -> str:
     if value is None:
         return ""
     text = str(value)[: cap * 4]  # bound the work on absurd inputs before scanning them
-    text = "".join(" " if (is_dropped(ch) or ch.isspace()) else ch for ch in text)
+    if not (text.isascii() and text.isprintable()):  # printable ASCII has nothing to drop (most text): no scan
+        text = "".join(" " if (is_dropped(ch) or ch.isspace()) else ch for ch in text)
     return _cap(_SPACES.sub(" ", text).strip(), cap)
 
 

@@ -20,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -504,9 +505,15 @@ def capped_id(item: Mapping[str, Any]) -> str:
 
 
 def _plan_url(plan_id: PlanId) -> str:
+    return resource_url("labPlans", plan_id.subscription_id, plan_id.resource_group, plan_id.name)
+
+
+@functools.lru_cache(maxsize=4096)
+def resource_url(collection: str, subscription_id: str, resource_group: str, name: str) -> str:
+    """The REST path of a plan or a lab, quoted (worked out once per resource: a write reads it four times)."""
     return (
-        f"/subscriptions/{quote(plan_id.subscription_id)}/resourceGroups/{quote(plan_id.resource_group)}"
-        f"/providers/{PROVIDER}/labPlans/{quote(plan_id.name)}?api-version={API_VERSION}"
+        f"/subscriptions/{quote(subscription_id)}/resourceGroups/{quote(resource_group)}"
+        f"/providers/{PROVIDER}/{collection}/{quote(name)}?api-version={API_VERSION}"
     )
 
 

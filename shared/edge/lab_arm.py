@@ -13,12 +13,10 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import quote
 
 from shared.core.labs import Lab, LabId
-from shared.core.plans import PROVIDER
 from shared.core.text import shown
-from shared.edge.arm import API_VERSION, LabPlansArm, WriteAccepted, capped_id
+from shared.edge.arm import LabPlansArm, WriteAccepted, capped_id, resource_url
 from shared.errors import ArmError, LabGone
 
 __all__ = ["LAB_ARM_ACTIONS", "BadLab", "LabGone", "LabsArm", "lab_url"]
@@ -38,10 +36,7 @@ class BadLab:
 
 
 def lab_url(lab_id: LabId) -> str:
-    return (
-        f"/subscriptions/{quote(lab_id.subscription_id)}/resourceGroups/{quote(lab_id.resource_group)}"
-        f"/providers/{PROVIDER}/labs/{quote(lab_id.name)}?api-version={API_VERSION}"
-    )
+    return resource_url("labs", lab_id.subscription_id, lab_id.resource_group, lab_id.name)
 
 
 class LabsArm:

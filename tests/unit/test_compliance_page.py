@@ -116,3 +116,36 @@ def test_the_digest_lists_what_matters_and_marks_only_what_is_new() -> None:
     assert second is not None and [i.plan for i in second.items if i.key in second.new] == ["z"]
     assert "NEW rg-labs/z" in second.text() and "    rg-labs/a" in second.text()
     assert build_digest(snapshot(body("ok")), date(2026, 12, 3), frozenset()) is None
+
+
+def test_lab_exemptions_are_listed_beside_plan_exemptions() -> None:
+    """An exempt lab shows in the Exemptions table (marked a lab), not only on its row under its plan."""
+    from shared.core.lab_drift import evaluate_lab
+    from shared.core.labs import Lab
+    from shared.core.snapshot import LabEntry
+
+    soon = (NOW.date() + timedelta(days=2)).isoformat()
+    lab_body = {
+        "id": f"/subscriptions/{SUB}/resourceGroups/rg-labs/providers/Microsoft.LabServices/labs/chem-101",
+        "tags": {"labguard:exempt": "exam week", "labguard:exempt-until": soon},
+        "properties": {"provisioningState": "Succeeded", "labPlanId": body("a")["id"]},
+    }
+    policy = parse_policy(POLICY, "test-policy.yaml")
+    evaluation = evaluate_lab(Lab.from_arm(lab_body), policy, NOW)
+    plan = body("a", tags={"labguard:exempt": "research"})
+    snap = build_snapshot(
+        [PlanEntry(plan["id"], "exempt", evaluate(LabPlan.from_arm(plan), policy, NOW))],
+        policy,
+        source="test",
+        subscriptions=[SUB],
+        resource_groups=[],
+        generated_at=NOW,
+        labs=[LabEntry(lab_body["id"], evaluation.status, evaluation)],
+    )
+    assert [(e["kind"], e["name"], e["state"]) for e in snap["exemptions"]] == [
+        ("lab", "chem-101", "ending-soon"),
+        ("plan", "a", "active"),
+    ]
+    page = render_html(snap)
+    assert 'data-lab="chem-101" data-exemption-state="ending-soon"' in page
+    assert f"until {soon} (2 days left)" in page and 'data-plan="a" data-exemption-state="active"' in page

@@ -574,3 +574,25 @@ def test_a_deeply_nested_unknown_key_is_echoed_without_recursion() -> None:
     ev = run(data)
     assert ev.patch["properties"][CONN]["futureSetting"] is deep
     assert ev.patch["properties"][CONN]["clientSshAccess"] == "Private"
+
+
+def test_evaluation_cache_keys_on_every_value_read_and_never_keeps_hostile_text() -> None:
+    """Findings are worked out once per distinct set of governed values (a sweep evaluates every plan it lists):
+    the same values give the same findings; any one value read differently (a delay's feature switch included)
+    gives its own; a value longer than any real one is evaluated without entering the cache."""
+    from shared.core import drift
+
+    drift._check_memo.cache_clear()
+    first, again = run(with_shutdown(idleDelay="PT5H")), run(with_shutdown(idleDelay="PT5H"))
+    assert rules_of(first) == rules_of(again) == ["shutdown.idleDelay"]
+    assert drift._check_memo.cache_info().hits == 1
+    assert rules_of(run()) == []  # the same plan but for one value: its own findings, not the cached ones
+    # The delay is judged only while its feature is on: the switch is part of what the cache keys on.
+    off = run(with_shutdown(idleDelay="PT5H", shutdownOnIdle="None"), pol={"autoShutdown": {"maxIdleDelay": "PT1H"}})
+    assert rules_of(off) == []
+    on = run(with_shutdown(idleDelay="PT5H", shutdownOnIdle="LowUsage"), pol={"autoShutdown": {"maxIdleDelay": "PT1H"}})
+    assert rules_of(on) == ["shutdown.idleDelay"]
+    size = drift._check_memo.cache_info().currsize
+    hostile = run(with_connection(webSshAccess="x" * 5000))
+    assert rules_of(hostile) == ["unknown-value"]
+    assert drift._check_memo.cache_info().currsize == size

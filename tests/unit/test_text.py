@@ -39,3 +39,21 @@ def test_the_commands_table_shows_a_hostile_error_message_cleaned(
         shown_text = out if not as_json else json.dumps(json.loads(out)["plans"][0]["findings"], ensure_ascii=False)
         assert "Quota" in shown_text
         assert not any(ch in shown_text for ch in "\u202e\u200b\u2066\x1b")
+
+
+def test_the_printable_ascii_shortcut_cleans_as_the_full_scan_does() -> None:
+    """clean_line skips its character scan for printable ASCII: every pair of ASCII characters, in a line with
+    spaces around, comes out as the scan makes it (controls, DEL, tabs, line breaks included)."""
+    import re
+
+    from shared.core.text import _SPACES, _cap, is_dropped
+
+    def scanned(text: str, cap: int) -> str:
+        text = "".join(" " if (is_dropped(ch) or ch.isspace()) else ch for ch in text)
+        return _cap(_SPACES.sub(" ", text).strip(), cap)
+
+    for a in range(128):
+        for b in range(128):
+            line = f" x{chr(a)}{chr(b)}  y "
+            assert clean_line(line, 6) == scanned(line, 6), repr(line)
+    assert re.search(r"\s{2}", clean_line("a \t\x00 b", 20)) is None
