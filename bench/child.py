@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from bench.endpoint import REPO
+from emulator.host_identity import MANAGED_IDENTITY_HEADER, MANAGED_IDENTITY_PATH
 
 POLICY = REPO / "policy.yaml"
 
@@ -36,10 +37,9 @@ def labguard_env(spec: dict[str, Any]) -> dict[str, str]:
         "LABGUARD_MODE": "enforce",
         "LABGUARD_POLICY_FILE": str(POLICY),
         "LABGUARD_CONCURRENCY": str(spec.get("concurrency") or 16),
-        "AZURE_TENANT_ID": spec["tenant_id"],
-        "AZURE_CLIENT_ID": "labguard-bench",
-        "AZURE_CLIENT_SECRET": "local-bench-secret",
-        "AZURE_AUTHORITY_HOST": spec["authority"],
+        # The app's identity as the Functions host gives it (shared.edge.identity): its managed identity endpoint.
+        "IDENTITY_ENDPOINT": spec["endpoint"] + MANAGED_IDENTITY_PATH,
+        "IDENTITY_HEADER": MANAGED_IDENTITY_HEADER,
     }
 
 

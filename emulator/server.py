@@ -25,6 +25,7 @@ import trustme
 from aiohttp import web
 
 from emulator.fault_mix import FaultMix
+from emulator.host_identity import MANAGED_IDENTITY_CLIENT, MANAGED_IDENTITY_HEADER, MANAGED_IDENTITY_PATH
 from emulator.store import _INVALID_CONTENT, API_VERSIONS, KINDS, PATCH_MODES, PROVIDER, ArmError, Reply, Store
 from emulator.tokens import DEFAULT_TENANT_ID, TOKEN_LIFETIME_S, Caller, TokenError, TokenIssuer
 
@@ -344,6 +345,9 @@ class EmulatorServer:
             if _TOKEN.match(path) or _OIDC_CONFIG.match(path):
                 kind = "identity"
                 resp, principal = await self._identity(request)
+            elif path == MANAGED_IDENTITY_PATH:
+                kind = "identity"
+                resp, principal = self._managed_identity(request)
             else:
                 if request.can_read_body:
                     with contextlib.suppress(ValueError, UnicodeDecodeError):
@@ -371,6 +375,32 @@ class EmulatorServer:
             )
 
     # ------------------------------------------------------------------ identity
+    def _managed_identity(self, request: web.Request) -> tuple[web.Response, str | None]:
+        """The App Service managed identity protocol (api-version 2019-08-01), as the Functions host serves it:
+        GET with X-IDENTITY-HEADER, ``resource`` (no ``/.default``) and an optional ``client_id``; the answer
+        carries ``expires_on`` in epoch seconds, as text."""
+        if request.headers.get("X-IDENTITY-HEADER") != MANAGED_IDENTITY_HEADER:
+            return _json_response(401, {"error": "invalid_request", "error_description": "bad X-IDENTITY-HEADER"}), None
+        if request.method != "GET" or request.query.get("api-version") != "2019-08-01":
+            return _json_response(
+                400, {"error": "invalid_request", "error_description": "GET, api-version 2019-08-01"}
+            ), None
+        resource = request.query.get("resource", "")
+        if not resource or resource.endswith("/.default"):
+            return _json_response(
+                400, {"error": "invalid_resource", "error_description": "a resource, not a scope"}
+            ), None
+        client_id = request.query.get("client_id") or MANAGED_IDENTITY_CLIENT
+        audience = resource.rstrip("/") + "/"
+        body = {
+            "access_token": self.issuer.issue(client_id, audience=audience),
+            "expires_on": str(int(time.time()) + TOKEN_LIFETIME_S),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": client_id,
+        }
+        return _json_response(200, body), client_id
+
     async def _identity(self, request: web.Request) -> tuple[web.Response, str | None]:
         m = _OIDC_CONFIG.match(request.path)
         tenant = (m or _TOKEN.match(request.path)).group(1)  # type: ignore[union-attr]

@@ -642,8 +642,9 @@ async def open_arm(
 ) -> AsyncIterator[ArmSession]:
     """Build the async SDK client and credential for one run and close both afterwards.
 
-    Credentials come from DefaultAzureCredential (managed identity in Azure, ``az login`` on a laptop,
-    AZURE_CLIENT_ID for a user-assigned identity) unless one is passed in. With a ``pacer``, every
+    Credentials come from :func:`shared.edge.identity.app_credential` (the host's managed identity in Azure,
+    AZURE_CLIENT_ID for a user-assigned one; DefaultAzureCredential elsewhere, ``az login`` on a laptop)
+    unless one is passed in. With a ``pacer``, every
     request waits for its subscription's ARM budget first (:mod:`shared.edge.pacing`). ``retry`` holds
     azure-core's retry options (``retry_total``, ``retry_backoff_factor``, ``retry_backoff_max``...);
     azure-core's defaults otherwise. A Retry-After from ARM is honoured either way.
@@ -652,7 +653,6 @@ async def open_arm(
     if unknown:
         raise TypeError(f"not azure-core retry options: {', '.join(unknown)}")
     import aiohttp
-    from azure.core.pipeline.transport import AioHttpTransport
     from azure.mgmt.labservices.aio import ManagedLabsClient
 
     from shared.edge.transport import LeanAioHttpTransport
@@ -665,9 +665,9 @@ async def open_arm(
     client: Any = None
     try:  # everything built after the session is inside the try: a credential that cannot be built still closes it
         if credential is None:
-            from azure.identity.aio import DefaultAzureCredential
+            from shared.edge.identity import app_credential
 
-            credential = DefaultAzureCredential(transport=AioHttpTransport(session=session, session_owner=False))
+            credential = app_credential(session=session)
         counter = CallCounter()
         scope = f"{settings.arm_audience}.default"
         client = ManagedLabsClient(

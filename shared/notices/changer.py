@@ -25,10 +25,10 @@ from typing import Any, cast
 
 from shared.core.plans import PlanId
 from shared.errors import DeliveryError
-from shared.notices.changer_message import CHANNEL, Changer, ChangerMessage, changes_from, who_to_tell
+from shared.notices.changer_claims import Changer, is_valid_address
+from shared.notices.changer_message import CHANNEL, ChangerMessage, changes_from, who_to_tell
 from shared.notices.delivery import Notifier
 from shared.notices.email import MAIL_POLICY, SmtpConfig, send_message
-from shared.notices.message import is_valid_address
 from shared.runtime.logs import record
 from shared.runtime.settings import Settings, secret_value
 

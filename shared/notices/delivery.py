@@ -37,8 +37,9 @@ from shared.core.failures import failure_digest
 from shared.core.plans import LabPlan, PlanId
 from shared.core.text import clean_line
 from shared.errors import DeliveryError
+from shared.notices.changer_claims import is_valid_address
 from shared.notices.ledger import Claim, Ledger, LedgerRow, open_ledger, partition_key, row_key
-from shared.notices.message import Notice, is_valid_address
+from shared.notices.message import Notice
 from shared.notices.support_url import check_support_url, parse_allow_list, safe_host
 from shared.notices.webhook import https_session, post_json, webhook_payload
 from shared.runtime.logs import record

@@ -22,7 +22,8 @@ from email.utils import format_datetime, make_msgid
 from shared.core.text import clean_line
 from shared.edge.tls import ssl_context
 from shared.errors import DeliveryError
-from shared.notices.message import Notice, is_valid_address
+from shared.notices.changer_claims import is_valid_address
+from shared.notices.message import Notice
 
 TIMEOUT_SECONDS = 30
 IMPLICIT_TLS_PORT = 465

@@ -77,14 +77,15 @@ class Ledger:
     def from_endpoint(cls, endpoint: str, table: str, credential: Any | None = None, **client_kwargs: Any) -> Ledger:
         """Identity-based (no account key): the table endpoint and an async token credential.
 
-        Without ``credential`` the ledger makes a DefaultAzureCredential (the app's managed identity
-        in Azure, AZURE_CLIENT_ID for a user-assigned one, ``az login`` on a laptop) and closes it.
+        Without ``credential`` the ledger makes the app's credential (:func:`shared.edge.identity.app_credential`:
+        the host's managed identity in Azure, AZURE_CLIENT_ID for a user-assigned one, ``az login`` on a laptop)
+        and closes it.
         """
         owned = None
         if credential is None:
-            from azure.identity.aio import DefaultAzureCredential  # cold start: only when used
+            from shared.edge.identity import app_credential  # the host's managed identity, or DefaultAzureCredential
 
-            credential = owned = DefaultAzureCredential()
+            credential = owned = app_credential()
         from azure.data.tables.aio import TableClient
 
         client = TableClient(
@@ -278,9 +279,9 @@ def open_table(settings: Settings, table: str, **client_kwargs: Any) -> tuple[Ta
 
     options = _client_options(client_kwargs)
     if settings.ledger_table_endpoint:
-        from azure.identity.aio import DefaultAzureCredential  # cold start: only when used
+        from shared.edge.identity import app_credential  # the host's managed identity, or DefaultAzureCredential
 
-        credential = DefaultAzureCredential()
+        credential = app_credential()
         client = TableClient(
             endpoint=settings.ledger_table_endpoint, table_name=table, credential=credential, **options
         )

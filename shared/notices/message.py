@@ -21,6 +21,7 @@ from urllib.parse import quote
 from shared.core.failures import CAP_CODE, CAP_TIMESTAMP, failure_digest, failure_key
 from shared.core.plans import LabPlan, PlanId
 from shared.core.text import clean_block, clean_line, is_dropped
+from shared.notices.changer_claims import is_valid_address  # one address rule for notices and changers
 
 PORTAL = "https://portal.azure.com/#resource"
 EVENT_TYPE = "Labguard.LabPlan.ProvisioningFailed"
@@ -40,11 +41,6 @@ CAP_INSTRUCTIONS = 2000
 CAP_SUBJECT = 200
 MAX_RECIPIENTS = 5
 
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
-
 
 def valid_addresses(value: object) -> tuple[str, ...]:
     """The plain addresses (a@b.example) in supportInfo.email, separated by , ; or spaces; at most five.
@@ -61,15 +57,11 @@ def valid_addresses(value: object) -> tuple[str, ...]:
     for part in re.split(r"[,; ]+", value.strip()):
         if not part:
             continue
-        if len(part) > 254 or not _EMAIL.match(part):
+        if not is_valid_address(part):
             return ()
         if part.lower() not in (f.lower() for f in found):
             found.append(part)
     return tuple(found[:MAX_RECIPIENTS])
-
-
-def is_valid_address(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= 254 and _EMAIL.match(value) is not None
 
 
 def portal_url(plan_id: PlanId) -> str:

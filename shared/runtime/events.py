@@ -15,7 +15,7 @@ from shared.core.labs import LabId
 from shared.core.plans import PlanId
 from shared.core.text import shown
 from shared.errors import MalformedEvent
-from shared.notices.changer_message import Changer, changer_from_event
+from shared.notices.changer_claims import Changer, changer_from_event
 
 HANDLED_EVENT_TYPES = frozenset(
     {"Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Resources.ResourceWriteFailure"}

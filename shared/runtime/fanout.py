@@ -189,9 +189,9 @@ class SweepQueue:
             )
         if not settings.queue_endpoint:
             raise ValueError("no queue: set AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri")
-        from azure.identity.aio import DefaultAzureCredential
+        from shared.edge.identity import app_credential  # the host's managed identity, or DefaultAzureCredential
 
-        credential = DefaultAzureCredential()
+        credential = app_credential()
         return cls(QueueClient(settings.queue_endpoint, queue, credential=credential, **options), credential)
 
     async def send(self, messages: Sequence[ScopeMessage]) -> None:
@@ -227,9 +227,9 @@ class RunBook:
         table = run_table_name(settings.ledger_table)
         options: dict[str, Any] = {"retry_total": 3, "connection_timeout": 10, "read_timeout": 20}
         if settings.ledger_table_endpoint:
-            from azure.identity.aio import DefaultAzureCredential
+            from shared.edge.identity import app_credential  # the host's managed identity, or DefaultAzureCredential
 
-            credential = DefaultAzureCredential()
+            credential = app_credential()
             endpoint = settings.ledger_table_endpoint
             client = TableClient(endpoint=endpoint, table_name=table, credential=credential, **options)
             return cls(client, credential)

@@ -282,7 +282,7 @@ class Settings(BaseModel):
         "queue endpoint of identity-based host storage; the sweep fan-out uses it",
     )
     ledger_table_endpoint_setting: str | None = _setting(
-        "LABGUARD_LEDGER_TABLE_ENDPOINT", "ledger table endpoint, with DefaultAzureCredential (optional; wins)"
+        "LABGUARD_LEDGER_TABLE_ENDPOINT", "ledger table endpoint, with the app's credential (optional; wins)"
     )
     changes_table: str = _setting(
         "LABGUARD_CHANGES_TABLE",
@@ -298,7 +298,7 @@ class Settings(BaseModel):
     digest_email: Annotated[str | None, _address("LABGUARD_DIGEST_EMAIL")] = _setting(
         "LABGUARD_DIGEST_EMAIL", "admin address for the daily digest over the SMTP settings (optional; empty: off)"
     )
-    azure_client_id: str | None = _setting(  # read by DefaultAzureCredential itself
+    azure_client_id: str | None = _setting(  # read by the credential itself (shared.edge.identity)
         "AZURE_CLIENT_ID", "client id of a user-assigned managed identity (optional)"
     )
     labs: Annotated[bool, _on_off("LABGUARD_LABS")] = _setting(

@@ -108,9 +108,9 @@ async def publish(
     account_url = settings.report_account_url or settings.blob_endpoint
     if account_url:  # identity-based: the app's managed identity, no account key
         if credential is None:
-            from azure.identity.aio import DefaultAzureCredential
+            from shared.edge.identity import app_credential  # the host's managed identity, or DefaultAzureCredential
 
-            credential = own_credential = DefaultAzureCredential()
+            credential = own_credential = app_credential()
         service = BlobServiceClient(account_url, credential=credential, retry_total=2)
     elif settings.storage_connection:
         service = BlobServiceClient.from_connection_string(

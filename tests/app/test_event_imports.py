@@ -66,12 +66,16 @@ NOT_ON_THE_EVENT_PATH = {
     "shared.notices.changer": "the changer mail, imported only when LABGUARD_NOTIFY_CHANGER is on",
     "shared.notices.delivery": "the notifier, built only when a notice channel is set (it has none to use)",
     "shared.core.snapshot": "the compliance page's snapshot; the change log's row is shared.core.change",
+    "shared.notices.changer_message": "the changer mail's text; events read who changed what with changer_claims",
+    "shared.notices.message": "the failure notice's text, built only when a notice is sent",
 }
 
 
-def _one_event_in_a_fresh_process(emu: Any, body: dict[str, Any]) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobs", "IDENTITY_", "MSI_"))}
-    env.update({"PYTHONPATH": str(ROOT), "SSL_CERT_FILE": emu.ca_file, "LABGUARD_CA_BUNDLE": ""})
+def _one_event_in_a_fresh_process(
+    emu: Any, body: dict[str, Any], extra_env: dict[str, str] | None = None, drop: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AzureWebJobs", "IDENTITY_", "MSI_", *drop))}
+    env.update({"PYTHONPATH": str(ROOT), "SSL_CERT_FILE": emu.ca_file, "LABGUARD_CA_BUNDLE": "", **(extra_env or {})})
     done = subprocess.run(
         [sys.executable, "-c", ONE_EVENT],
         input=json.dumps(write_event(body["id"])),
@@ -98,3 +102,25 @@ def test_the_first_event_loads_nothing_it_does_not_use(emu: Any, configure: Any)
     assert not imported, f"the first event imported what it does not use: {imported}"
     # aiohttp's own default context (built when it is imported) is the ARM session's: the store is read once
     assert seen["store_reads"] <= 1, f"the first event read the system CA store {seen['store_reads']} times"
+
+
+# What azure-identity brings, whichever credential is imported from it (its package imports them all).
+AZURE_IDENTITY = ("azure.identity", "msal", "requests", "cryptography")
+
+
+def test_with_the_hosts_managed_identity_the_first_event_loads_no_azure_identity(emu: Any, configure: Any) -> None:
+    """In the Functions host (IDENTITY_ENDPOINT + IDENTITY_HEADER, no service principal configured) the token
+    comes from the host's endpoint through shared.edge.identity: azure-identity, msal, requests and cryptography
+    (~120 ms of a new instance's first event) stay off the path, and the event still reads, writes and proves."""
+    from emulator.host_identity import MANAGED_IDENTITY_HEADER, MANAGED_IDENTITY_PATH
+
+    body = plan_body("drifted")
+    emu.put_plan(body)
+    emu.clear_requests()
+    host = {"IDENTITY_ENDPOINT": emu.endpoint + MANAGED_IDENTITY_PATH, "IDENTITY_HEADER": MANAGED_IDENTITY_HEADER}
+    seen = _one_event_in_a_fresh_process(emu, body, host, drop=("AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST"))
+    assert len(patches(emu)) == 1
+    token_requests = [r for r in emu.requests() if r["kind"] == "identity"]
+    assert [r["path"] for r in token_requests] == [MANAGED_IDENTITY_PATH]  # one token, from the host's endpoint
+    loaded = set(seen["modules"])
+    assert not [name for name in AZURE_IDENTITY if name in loaded], sorted(n for n in loaded if n in AZURE_IDENTITY)

@@ -8,14 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from shared.core.plans import PlanId
-from shared.notices.changer_message import (
-    UPN_CLAIM,
-    ChangerMessage,
-    changer_from_event,
-    changer_from_system_data,
-    changes_from,
-    who_to_tell,
-)
+from shared.notices.changer_claims import UPN_CLAIM, changer_from_event, changer_from_system_data
+from shared.notices.changer_message import ChangerMessage, changes_from, who_to_tell
 
 OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 PERSON_OID = "2468adf0-8211-44e3-9512-85137af64708"
