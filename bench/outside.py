@@ -104,6 +104,10 @@ def first_events(ep: Endpoint, estate: Estate, *, runs: int) -> dict[str, Any]:
         "subscriptions": estate.subscription_ids,
         "plan": plan,
     }
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the app's modules compile on a new instance (see bench.coldstart)
+    from bench.coldstart import drop_app_bytecode
+
+    drop_app_bytecode()
     samples: list[dict[str, Any]] = []
     try:
         _log(f"first event: {runs} fresh processes, one Event Grid event each (drifted plan, endpoint at 0 ms)")
