@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from shared.core.durations import describe, format_iso, parse_delay
 from shared.core.governed import PROFILES, Bound, Setting, feature_of, plan_settings
-from shared.core.plans import LabPlan, OperationError
+from shared.core.plans import LabPlan, OperationError, small_text_content
 from shared.core.policy import Policy, Rules
 from shared.core.text import shown
 
@@ -155,20 +155,46 @@ class Governed(Protocol):
 
     def observed(self, setting: Setting) -> str | None: ...
 
+    def content_key(self) -> tuple[Any, ...]:
+        """A key equal for two resources of one type only if :meth:`observed` answers alike for every setting
+        (:func:`shared.core.plans.profiles_content`)."""
+        ...
+
 
 def check(resource: Governed, rules: Rules, settings: tuple[Setting, ...]) -> list[Finding]:
     """Drift, reported-only and unknown-value findings, setting by setting in table order.
 
     The findings depend only on the rules and the governed values read (a setting's value and its feature's),
     so they are worked out once per distinct set of values: an estate's plans share a few configurations, and a
-    sweep evaluates every plan it lists. Values longer than a governed value can honestly be (hostile text) are
-    never kept in the cache."""
+    sweep evaluates every plan it lists. A resource whose profiles were seen before is answered from its
+    content key alone, without reading a value. Only short text is ever kept in a cache (never hostile text)."""
+    key = (rules, settings, type(resource), resource.content_key())
+    try:
+        found = _BY_CONTENT.get(key)
+    except TypeError:  # an object or a list where a leaf should be: nothing to look up
+        return list(_check_read(resource, rules, settings))
+    if found is None:
+        found = _check_read(resource, rules, settings)
+        if small_text_content(key[3]):
+            if len(_BY_CONTENT) >= _BY_CONTENT_MAX:  # a few configurations are the norm: start again when many
+                _BY_CONTENT.clear()
+            _BY_CONTENT[key] = found
+    return list(found)
+
+
+#: (rules, settings, resource type, content key) -> findings: what :func:`check` has worked out before.
+_BY_CONTENT: dict[Hashable, tuple[Finding, ...]] = {}
+_BY_CONTENT_MAX = 1024
+
+
+def _check_read(resource: Governed, rules: Rules, settings: tuple[Setting, ...]) -> tuple[Finding, ...]:
+    """:func:`check` by reading each value (the value memo keeps only short values)."""
     reads = _reads(settings)
     values = tuple(resource.observed(setting) for setting in reads)
     for value in values:
         if value is not None and len(value) > _MEMO_VALUE_CHARS:
-            return list(_check_values(rules, settings, values))
-    return list(_check_memo(rules, settings, values))
+            return _check_values(rules, settings, values)
+    return _check_memo(rules, settings, values)
 
 
 #: The longest governed value the evaluation cache keeps (the longest real one, a VM size, is about 30 characters).
@@ -481,6 +507,8 @@ def _failure_reason(plan: LabPlan) -> str:
 
 def _exemption(plan: LabPlan, policy: Policy, today: date) -> tuple[str | None, list[Finding]]:
     """(reason if the plan is exempt today else None, info findings about the exemption)."""
+    if not plan.tags:
+        return None, []
     tags = {str(k).lower(): (str(k), v) for k, v in plan.tags.items()}
     found = tags.get(policy.exemption_tag.lower())
     if found is None:

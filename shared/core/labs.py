@@ -28,6 +28,7 @@ from shared.core.plans import (
     arm_object_or_none,
     arm_tags,
     arm_text,
+    profiles_content,
     resource_id_grammar,
 )
 
@@ -93,6 +94,10 @@ class Lab:
     def observed(self, setting: Setting) -> str | None:
         """A governed setting as ARM wrote it in the lab's own profile, or None if it is absent."""
         return setting.read(self.profiles_as_read.get(setting.profile.lab_arm_key))
+
+    def content_key(self) -> tuple[Any, ...]:
+        """What :meth:`observed` depends on, as a key (see :func:`shared.core.plans.profiles_content`)."""
+        return profiles_content(self.profiles_as_read)
 
     @staticmethod
     def settings() -> tuple[Setting, ...]:

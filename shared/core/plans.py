@@ -169,6 +169,10 @@ class LabPlan:
         key = setting.profile.arm_key
         return None if key is None else setting.read(self.profiles_as_read.get(key))
 
+    def content_key(self) -> tuple[Any, ...]:
+        """What :meth:`observed` depends on, as a key (see :func:`profiles_content`)."""
+        return profiles_content(self.profiles_as_read)
+
     @staticmethod
     def settings() -> tuple[Setting, ...]:
         """The governed settings a plan has (its default profiles)."""
@@ -238,6 +242,31 @@ def _str(value: object) -> str | None:
     if value is None or type(value) is str:
         return value
     return value if isinstance(value, str) else str(value)
+
+
+def profiles_content(profiles: Mapping[str, Mapping[str, Any]]) -> tuple[Any, ...]:
+    """Profiles as read, as a key equal for equal profiles (hashable unless a leaf is an object or a list).
+    Cheap to build and to look up; see :func:`small_text_content` before keeping one."""
+    return tuple([(key, tuple(profile.items())) for key, profile in profiles.items()])
+
+
+#: The longest key or value and the most keys of a profile :func:`small_text_content` lets a cache keep. Real
+#: profiles have at most seven keys and values of at most about 30 characters (a VM size); more is hostile.
+CONTENT_TEXT_CHARS = 100
+CONTENT_KEYS = 24
+_TEXT_ONLY = frozenset((str,))
+
+
+def small_text_content(content: tuple[Any, ...]) -> bool:
+    """Whether a :func:`profiles_content` key may be kept: text leaves only (``True`` and ``1`` hash and compare
+    alike but read differently), few and short (a hostile value is never held in memory by a cache)."""
+    for _key, items in content:
+        if len(items) > CONTENT_KEYS:
+            return False
+        for leaf, value in items:
+            if type(value) is not str or len(value) > CONTENT_TEXT_CHARS or len(leaf) > CONTENT_TEXT_CHARS:
+                return False
+    return True
 
 
 def arm_tags(body: Mapping[str, Any]) -> dict[str, str]:

@@ -282,6 +282,8 @@ class Policy:
 
     def rules_for(self, plan_id: PlanId) -> Rules:
         """Resource-group override, else subscription override, else the baseline (a lab: by ``LabId.scope``)."""
+        if not self.resource_groups and not self.subscriptions:  # a baseline alone: most schools' policy
+            return self.baseline
         sub = plan_id.subscription_id.lower()
         rules = self.resource_groups.get(f"{sub}/{plan_id.resource_group.lower()}")
         if rules is None:

@@ -164,10 +164,11 @@ def _metering_policy(counter: CallCounter, pacer: Pacer | None, user_agent: str)
             if pacer is None or subscription is None:  # no pacer, or a tenant-level request: no budget
                 response = await self.next.send(request)
             else:
-                prepaid = _PREPAID_SLOT.get()
-                ticket = (
-                    prepaid if prepaid is not None else await pacer.acquire(subscription, request_kind(http.method))
-                )
+                ticket = _PREPAID_SLOT.get()
+                if ticket is None:  # Pacer.acquire, without a coroutine of its own when no wait is due
+                    ticket = pacer.reserve(subscription, request_kind(http.method))
+                    if ticket.delay > 0:
+                        await pacer.sleep(ticket.delay)
                 response = await self.next.send(request)
                 pacer.observe(ticket, response.http_response.status_code, response.http_response.headers)
             counter.on_response(request, response)

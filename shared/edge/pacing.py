@@ -26,11 +26,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Kind = Literal["reads", "writes", "deletes"]
 
 REMAINING_HEADER = "x-ms-ratelimit-remaining-subscription-{kind}"
+_REMAINING_BY_KIND = {kind: REMAINING_HEADER.format(kind=kind) for kind in ("reads", "writes", "deletes")}
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SUBSCRIPTION = re.compile(r"^(?:[a-z][a-z0-9+.-]*://[^/]+)?/subscriptions/([^/?#]+)", re.IGNORECASE)
 
@@ -69,9 +70,9 @@ def subscription_of(url: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-@dataclass(frozen=True)
-class Ticket:
-    """One request's token: which bucket, its sequence number in that bucket, and how long it must wait."""
+class Ticket(NamedTuple):
+    """One request's token: which bucket, its sequence number in that bucket, and how long it must wait.
+    (A named tuple: one is made for every request a sweep sends.)"""
 
     subscription: str
     kind: Kind
@@ -174,7 +175,7 @@ class Pacer:
         """
         now = self.clock()
         bucket = self._bucket(ticket.subscription, ticket.kind, now)
-        remaining = _number(headers.get(REMAINING_HEADER.format(kind=ticket.kind)))
+        remaining = _number(headers.get(_REMAINING_BY_KIND[ticket.kind]))
         if status == 429:
             self.stats.throttled += 1
             remaining = 0.0 if remaining is None else min(remaining, 0.0)

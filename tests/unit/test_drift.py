@@ -583,8 +583,15 @@ def test_evaluation_cache_keys_on_every_value_read_and_never_keeps_hostile_text(
     from shared.core import drift
 
     drift._check_memo.cache_clear()
+    drift._BY_CONTENT.clear()
     first, again = run(with_shutdown(idleDelay="PT5H")), run(with_shutdown(idleDelay="PT5H"))
     assert rules_of(first) == rules_of(again) == ["shutdown.idleDelay"]
+    assert len(drift._BY_CONTENT) == 1  # the second plan was answered from its profiles' content
+    assert drift._check_memo.cache_info().misses == 1
+    # The same governed values in profiles that differ elsewhere (the order of their keys): the value memo answers.
+    reordered = with_shutdown(idleDelay="PT5H")
+    reordered["properties"][SHUT] = dict(reversed(list(reordered["properties"][SHUT].items())))
+    assert rules_of(run(reordered)) == ["shutdown.idleDelay"]
     assert drift._check_memo.cache_info().hits == 1
     assert rules_of(run()) == []  # the same plan but for one value: its own findings, not the cached ones
     # The delay is judged only while its feature is on: the switch is part of what the cache keys on.
@@ -592,7 +599,27 @@ def test_evaluation_cache_keys_on_every_value_read_and_never_keeps_hostile_text(
     assert rules_of(off) == []
     on = run(with_shutdown(idleDelay="PT5H", shutdownOnIdle="LowUsage"), pol={"autoShutdown": {"maxIdleDelay": "PT1H"}})
     assert rules_of(on) == ["shutdown.idleDelay"]
-    size = drift._check_memo.cache_info().currsize
+    size, kept = drift._check_memo.cache_info().currsize, len(drift._BY_CONTENT)
     hostile = run(with_connection(webSshAccess="x" * 5000))
     assert rules_of(hostile) == ["unknown-value"]
+    hostile_key = run(with_connection(**{"k" * 5000: "None"}))  # a key no real profile has, and long
+    assert rules_of(hostile_key) == []
     assert drift._check_memo.cache_info().currsize == size
+    assert len(drift._BY_CONTENT) == kept  # neither hostile profile is held by a cache
+
+
+def test_content_cache_never_confuses_values_that_compare_equal_but_read_differently() -> None:
+    """``True == 1`` and ``hash(True) == hash(1)``, but a leaf of ``true`` reads "True" and one of ``1`` reads
+    "1": neither is text, so neither profile is kept, and each plan gets its own findings. Objects and lists
+    where a leaf should be (unhashable) are judged without the cache."""
+    from shared.core import drift
+
+    drift._BY_CONTENT.clear()
+    as_bool = run(with_shutdown(shutdownOnDisconnect=True))
+    as_int = run(with_shutdown(shutdownOnDisconnect=1))
+    assert [f.observed for f in as_bool.findings] == ["True"]
+    assert [f.observed for f in as_int.findings] == ["1"]
+    nested = run(with_shutdown(shutdownOnDisconnect={"value": "Enabled"}))
+    listed = run(with_shutdown(shutdownOnDisconnect=["Enabled"]))
+    assert rules_of(nested) == rules_of(listed) == ["unknown-value"]
+    assert not drift._BY_CONTENT
