@@ -330,6 +330,28 @@ async def test_sweep_fixes_drifted_plans_and_counts_arm_calls(emu: Any, configur
     assert any(r.getMessage().startswith("sweep.past-due") for r in caplog.records)
 
 
+async def test_a_listed_plan_with_an_unknown_value_is_reported_by_the_sweep(
+    emu: Any, configure: Any, caplog: Any
+) -> None:
+    """A plan compliant but for a value labguard cannot judge: the sweep writes nothing and says so once."""
+    unknown = compliant_plan("unknown-in-sweep")
+    unknown["properties"][CONN]["clientRdpAccess"] = "Everyone"
+    emu.put_plan(unknown)
+    emu.put_plan(compliant_plan("plain-compliant"))
+    caplog.set_level("INFO", logger="labguard")
+    emu.clear_requests()
+    await tick()
+    assert patches(emu) == []
+    records = [
+        json.loads(r.getMessage().split(" ", 1)[1])
+        for r in caplog.records
+        if r.getMessage().startswith("plan.unknown-value ")
+    ]
+    assert [(r["plan_id"], r["field"]) for r in records] == [
+        (unknown["id"].lower(), f"properties.{CONN}.clientRdpAccess")
+    ]
+
+
 async def test_one_failing_plan_never_stops_the_sweep_but_fails_the_run(emu: Any, configure: Any) -> None:
     bad, good = plan_body("bad"), plan_body("good")
     emu.put_plan(bad)

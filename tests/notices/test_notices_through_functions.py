@@ -97,6 +97,29 @@ async def test_a_new_failure_notifies_again_and_recovery_closes_the_record(
     assert len(smtp.messages) == 2
 
 
+async def test_a_recovered_plan_that_is_compliant_has_its_records_closed_by_the_sweep(
+    emu: Any, app_env: dict[str, str], smtp: SmtpServer
+) -> None:
+    """Most recovered plans need nothing else: the sweep reports a compliant plan without a worker's turn, and
+    must still close the records of its old failure."""
+    plan_id = failed_plan(emu)
+    await deliver(write_event(plan_id))
+    storage, table = app_env["AzureWebJobsStorage"], app_env["LABGUARD_LEDGER_TABLE"]
+    assert await ledger_rows(storage, table, PlanId.parse(plan_id), open_only=True)
+    recovered = emu.get_plan(plan_id)
+    recovered["properties"]["provisioningState"] = "Succeeded"
+    recovered["properties"]["defaultAutoShutdownProfile"] = {
+        "shutdownOnDisconnect": "Enabled",
+        "disconnectDelay": "PT5M",
+    }
+    emu.put_plan(recovered)
+    emu.clear_requests()
+    await tick()
+    assert [r["method"] for r in emu.requests() if r["kind"] == "arm" and r["method"] != "GET"] == []  # compliant
+    assert await ledger_rows(storage, table, PlanId.parse(plan_id), open_only=True) == []
+    assert len(smtp.messages) == 1
+
+
 async def test_smtp_down_fails_the_run_then_the_next_run_delivers_once(
     emu: Any, app_env: dict[str, str], smtp: SmtpServer
 ) -> None:
