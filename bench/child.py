@@ -40,6 +40,8 @@ def labguard_env(spec: dict[str, Any]) -> dict[str, str]:
         # The app's identity as the Functions host gives it (shared.edge.identity): its managed identity endpoint.
         "IDENTITY_ENDPOINT": spec["endpoint"] + MANAGED_IDENTITY_PATH,
         "IDENTITY_HEADER": MANAGED_IDENTITY_HEADER,
+        # A platform setting the template gives the Function App (infra/modules/functionapp.bicep).
+        "PYDANTIC_DISABLE_PLUGINS": "__all__",
     }
 
 

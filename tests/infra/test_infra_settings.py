@@ -7,6 +7,7 @@ of ``local.settings.sample.json``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,29 @@ def test_the_compliance_page_is_on_by_default_in_a_container_the_app_identity_ca
     # Blob Data Owner on the whole account (not only the deployment container) covers the report container.
     owner = app.index("roleDefinitions', storageBlobDataOwner)")
     assert "scope: storage\n" in app[app.rindex("resource ", 0, owner) : owner]
+
+
+def test_the_template_spares_each_new_instance_pydantic_s_plugin_scan() -> None:
+    """With the platform setting the template gives, a fresh interpreter loads the policy and the settings (what
+    the first event does) without pydantic scanning the installed distributions for plugins; without it, it
+    scans them (several ms of every new instance's first event)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    probe = (
+        "from shared.core.policy import load_policy\n"
+        "from shared.runtime.settings import Settings\n"
+        "load_policy('policy.yaml'); Settings.from_env({})\n"
+        "import pydantic.plugin._loader as loader\n"
+        "print('scanned' if loader._plugins is not None else 'not scanned')\n"
+    )
+    value = functionapp_object_var("platformSettings")["PYDANTIC_DISABLE_PLUGINS"]
+    seen = {}
+    for label, extra in (("template", {"PYDANTIC_DISABLE_PLUGINS": value}), ("unset", {})):
+        env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"} | extra
+        done = subprocess.run(
+            [sys.executable, "-c", probe], cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=True
+        )
+        seen[label] = done.stdout.strip()
+    assert seen == {"template": "not scanned", "unset": "scanned"}
