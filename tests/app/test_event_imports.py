@@ -57,7 +57,7 @@ asyncio.run(main())
 
 # Not on the path of one event for a drifted plan (no notice channel, no storage, the changer mail off):
 NOT_ON_THE_EVENT_PATH = {
-    "pydantic_settings": "the settings are a plain pydantic model (pydantic-settings cost the first event ~20 ms)",
+    "pydantic_settings": "the settings are a dataclass read by hand (pydantic-settings cost the first event ~20 ms)",
     "dotenv": "pydantic-settings' .env reader; no .env file is read",
     "shared.notices.email": "the mail channel, imported only when LABGUARD_SMTP_HOST is set",
     "shared.notices.topic": "the Event Grid topic channel, imported only when its endpoint is set",

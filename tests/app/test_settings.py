@@ -1,9 +1,12 @@
 """App settings: bad values are refused with the setting's name; secrets stay out of repr()."""
 
+import dataclasses
 import json
 import logging
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 from shared.errors import SettingsError
 from shared.runtime.logs import record
 from shared.runtime.runs import load_settings
-from shared.runtime.settings import KNOWN_SETTINGS, Settings
+from shared.runtime.settings import KNOWN_SETTINGS, SETTINGS, Secret, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,13 +191,16 @@ SECRETS = {
 SECRET_LIKE = re.compile(r"PASSWORD|KEY|SECRET|TOKEN|WEBHOOK|^AzureWebJobsStorage$")
 
 
-def test_every_secret_like_setting_is_a_secret_str() -> None:
+def test_every_secret_like_setting_is_a_secret() -> None:
     """A new setting named like a secret cannot slip in as plain text (it would show in repr and logs)."""
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        assert isinstance(alias, str) and alias in KNOWN_SETTINGS and KNOWN_SETTINGS[alias], name
-        if SECRET_LIKE.search(alias):
-            assert "SecretStr" in str(field.annotation), f"{alias} looks secret: declare it SecretStr"
+    assert [setting.attribute for setting in SETTINGS] == [one.name for one in dataclasses.fields(Settings)]
+    assert list(KNOWN_SETTINGS) == [setting.name for setting in SETTINGS]
+    for setting in SETTINGS:
+        assert KNOWN_SETTINGS[setting.name] == setting.description and setting.description, setting.attribute
+        if SECRET_LIKE.search(setting.name):
+            assert setting.secret, f"{setting.name} looks secret: read it as a Secret"
+            held = getattr(Settings.from_env({setting.name: "s3cret-value-0123"}), setting.attribute)
+            assert all(isinstance(one, Secret) for one in (held if isinstance(held, tuple) else (held,))), held
     assert set(SECRETS) <= {a for a in KNOWN_SETTINGS if SECRET_LIKE.search(a)}
 
 
@@ -202,7 +208,8 @@ def test_secrets_never_reach_repr_str_dumps_or_records(caplog: pytest.LogCapture
     settings = Settings.from_env({**SECRETS, "LABGUARD_SMTP_HOST": "smtp.school.example"})
     with caplog.at_level(logging.INFO):
         record(logging.getLogger("labguard.test"), logging.INFO, "settings.loaded", settings=settings)
-    shown = [repr(settings), str(settings), settings.model_dump_json(), str(settings.model_dump()), caplog.text]
+    dumped = dataclasses.asdict(settings)
+    shown = [repr(settings), str(settings), json.dumps(dumped, default=str), str(dumped), caplog.text]
     for secret in SECRETS.values():
         for tail in {secret, secret.rsplit("=", 1)[-1], secret.rsplit("/", 1)[-1]}:
             assert not any(tail in text for text in shown), tail
@@ -228,6 +235,65 @@ def test_a_value_of_the_wrong_kind_is_refused_naming_the_setting_and_what_it_tak
         Settings.from_env({}, policy_file=12345)
     assert str(caught.value) == "LABGUARD_POLICY_FILE is not valid: write " + KNOWN_SETTINGS["LABGUARD_POLICY_FILE"]
     assert "12345" not in str(caught.value)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({}, smtp_password=987654321)
+    assert str(caught.value) == "LABGUARD_SMTP_PASSWORD is not valid: write " + KNOWN_SETTINGS["LABGUARD_SMTP_PASSWORD"]
+
+
+def test_every_setting_is_checked_and_the_refusal_counts_the_others() -> None:
+    """As pydantic did: the first bad setting (in the table's order) is the line, the rest are counted; a bad
+    override counts as one, and the combined checks wait until every setting passed its own."""
+    env = {
+        "LABGUARD_NOTIFY_CHANGER": "on",  # would fail the combined check (no relay): not reached
+        "LABGUARD_SMTP_PORT": "smtp",
+        "LABGUARD_SUBSCRIPTIONS": "my-subscription",
+    }
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert str(caught.value) == (
+        "LABGUARD_SUBSCRIPTIONS: entry 1 is not a subscription id; write GUIDs such as "
+        "00000000-0000-0000-0000-000000000000, comma-separated (and 1 more bad setting)"
+    )
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**env, "LABGUARD_LABS": "maybe"}, policy_file=12345)
+    assert str(caught.value) == (
+        "LABGUARD_POLICY_FILE is not valid: write "
+        + KNOWN_SETTINGS["LABGUARD_POLICY_FILE"]
+        + " (and 3 more bad settings)"
+    )
+    with pytest.raises(SettingsError, match=r"^LABGUARD_NOTIFY_CHANGER is on but LABGUARD_SMTP_HOST is not set"):
+        Settings.from_env({"LABGUARD_NOTIFY_CHANGER": "on"})
+
+
+def test_a_changed_copy_is_checked_as_a_loaded_one() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.notify_changer = True  # type: ignore[misc]
+    with pytest.raises(SettingsError, match="LABGUARD_NOTIFY_CHANGER is on but LABGUARD_SMTP_HOST is not set"):
+        dataclasses.replace(settings, notify_changer=True)
+
+
+def test_reading_the_settings_imports_no_pydantic() -> None:
+    """Importing pydantic was ~70 ms of a new instance's first event: a fresh interpreter reads every setting
+    (and refuses a bad one) without it. Run from the repository root, as the Functions host runs the app."""
+    probe = (
+        "import sys\n"
+        "from shared.errors import SettingsError\n"
+        "from shared.runtime.settings import Settings\n"
+        "settings = Settings.from_env({'LABGUARD_SUBSCRIPTIONS': '00000000-0000-0000-0000-000000000001',"
+        " 'LABGUARD_SMTP_PASSWORD': 'pw', 'AzureWebJobsStorage__accountName': 'stlabguard'})\n"
+        "assert settings.subscriptions and settings.ledger_table_endpoint\n"
+        "try:\n"
+        "    Settings.from_env({'LABGUARD_MODE': 'fix-everything'}, policy_file=1)\n"
+        "except SettingsError:\n"
+        "    pass\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('pydantic', 'pydantic_core')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_overrides_beat_the_environment_which_beats_the_defaults_and_nothing_is_written_back(
