@@ -88,7 +88,7 @@ var platformSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
   // Local auth is off on the component: telemetry is sent with the app's managed identity.
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
-  // labguard uses no pydantic plugins: without this, the first policy or settings validation on each new
+  // labguard uses no pydantic plugins: without this, the first policy validation on each new
   // instance scans every installed distribution's entry points for them (part of the first event's time).
   PYDANTIC_DISABLE_PLUGINS: '__all__'
 }
