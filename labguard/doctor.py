@@ -232,16 +232,6 @@ def _check_policy_file(report: Report, settings: Settings) -> Policy | None:
         f"valid; mode {policy.mode} in the file (LABGUARD_MODE beats it)",
         "audit reports only; enforce writes only when you choose it",
     )
-    from shared.core.policy_check import checked_path, load_checked_policy
-
-    if load_checked_policy(settings.policy_file).load_note == "validated at load":
-        report.add(
-            "policy copy",
-            "warn",
-            f"{checked_path(settings.policy_file)} is missing or stale",
-            f"run labguard check-policy {settings.policy_file} --write-checked before you deploy: a new instance "
-            "then loads the checked copy instead of validating the file (a faster first event)",
-        )
     return policy
 
 
