@@ -49,6 +49,7 @@ imports: $(STAMP)
 
 schema: $(STAMP)
 	$(VENV)/bin/labguard check-policy --write-schema policy.schema.json
+	$(VENV)/bin/labguard check-policy policy.yaml --write-checked >/dev/null
 
 test: $(STAMP) node_modules/.installed .venv-checkov/.installed chromium lint typecheck imports
 	$(VENV)/bin/pytest

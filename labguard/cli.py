@@ -460,6 +460,14 @@ def check_policy(
             show_default=False,
         ),
     ] = None,
+    write_checked: Annotated[
+        bool,
+        typer.Option(
+            "--write-checked",
+            help="Also write the checked copy beside a valid policy (<file>.checked.json): new instances of the "
+            "app load it without validating again. Run it after each edit and deploy both files.",
+        ),
+    ] = False,
 ) -> None:
     """Validate a policy file and print the effective rules per scope; warn about overrides outside the scope
     (from -s/-g, else LABGUARD_SUBSCRIPTIONS / LABGUARD_RESOURCE_GROUPS). Exit 0 valid, 2 invalid."""
@@ -479,6 +487,16 @@ def check_policy(
         settings = runner.resolve_settings(os.environ, runner.Flags(subscription, resource_group, str(path)))
         warnings = runner.unused_overrides(policy, settings)
         out = render.console()
+        if write_checked:
+            from shared.core.policy_check import write_checked_copy
+
+            try:
+                written = write_checked_copy(path)
+            except OSError as exc:
+                raise runner.ConfigError(
+                    f"cannot write the checked copy beside {path}: {exc.strerror or exc}"
+                ) from None
+            (render.console(sys.stderr) if as_json else out).print(f"wrote {written}", soft_wrap=True)
         if as_json:
             document = render.policy_json(policy)
             document["unusedOverrides"] = warnings

@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 from shared.core.durations import describe, format_iso, parse_delay
 from shared.core.governed import PROFILES, Bound, Setting, feature_of, plan_settings
 from shared.core.plans import LabPlan, OperationError, small_text_content
-from shared.core.policy import Policy, Rules
+from shared.core.rules import Policy, Rules
 from shared.core.text import shown
 
 __all__ = ["Evaluation", "Finding", "Severity", "Status", "evaluate"]

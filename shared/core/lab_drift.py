@@ -25,7 +25,7 @@ from shared.core.drift import Finding, check, evaluate, failed_finding, patch_of
 from shared.core.governed import GOVERNED, PLAN_PROFILES, feature_of, lab_only_settings
 from shared.core.labs import Lab
 from shared.core.plans import LabPlan
-from shared.core.policy import Policy
+from shared.core.rules import Policy
 from shared.core.text import shown
 
 __all__ = ["LabEvaluation", "LabStatus", "evaluate_lab"]

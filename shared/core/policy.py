@@ -22,7 +22,6 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast, get_args, get_origin
@@ -31,8 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema, create_model
 
 from shared.core.durations import format_iso, parse_delay, parse_iso
-from shared.core.governed import EXPOSURE, GOVERNED, IDLE_MODES, PROFILES, Bound, Profile, Setting, rank_of
-from shared.core.plans import PlanId
+from shared.core.governed import GOVERNED, PROFILES, Bound, Profile, Setting
+from shared.core.rules import CONNECTION_RANK, DEFAULT_EXEMPTION_TAG, IDLE_RANK, MAX_POLICY_BYTES, Mode, Policy, Rules
 from shared.errors import SHOWN, PolicyError
 
 __all__ = [
@@ -47,14 +46,6 @@ __all__ = [
     "policy_json_schema",
 ]
 
-Mode = Literal["audit", "enforce"]
-
-#: Exposure order of a connection channel: a higher rank exposes more.
-CONNECTION_RANK: Mapping[str, int] = rank_of(EXPOSURE)
-#: Strictness order of shutdownOnIdle (see :mod:`shared.core.governed`): a higher rank shuts VMs down more.
-IDLE_RANK: Mapping[str, int] = rank_of(IDLE_MODES)
-
-DEFAULT_EXEMPTION_TAG = "labguard:exempt"
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 _SUBSCRIPTION_KEY = re.compile(rf"^{_GUID}$")
 _RESOURCE_GROUP_KEY = re.compile(rf"^{_GUID}/[-\w._()]{{1,90}}$")
@@ -63,7 +54,6 @@ _ISO_PATTERN = r"^P(?!$)(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?(T(?=\d)(\d+(\.\d+)?H)?(\d
 
 
 # Limits on what a policy file may be: a real policy is a few KB, a few levels deep, with no aliases.
-MAX_POLICY_BYTES = 1_000_000
 MAX_DEPTH = 32  # mappings and lists inside each other
 MAX_NODES = 100_000  # values after YAML aliases are expanded (a "billion laughs" file expands to 10^9)
 
@@ -193,58 +183,6 @@ def policy_json_schema() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Rules:
-    """The effective bounds for one plan or lab after overrides: (policy key, bound) in table order; a setting
-    left out is not governed. Build with ``Rules.of(maxIdleDelay=timedelta(minutes=15))``."""
-
-    bounds: tuple[tuple[str, Bound], ...] = ()
-    # policy key -> bound, built once: evaluation asks for every setting of every plan a sweep lists
-    _by_key: Mapping[str, Bound] = field(init=False, repr=False, compare=False)
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_key", MappingProxyType(dict(self.bounds)))
-        object.__setattr__(self, "_hash", hash(self.bounds))
-
-    def __hash__(self) -> int:  # evaluation's caches look a plan's rules up once per plan: hash them once
-        return self._hash
-
-    @classmethod
-    def of(cls, **bounds: Bound | list[str] | None) -> Rules:
-        unknown = set(bounds) - {s.policy_key for s in GOVERNED}
-        if unknown:
-            raise TypeError(f"not governed settings: {', '.join(sorted(unknown))}")
-        return cls(
-            tuple(
-                (s.policy_key, tuple(b) if isinstance(b, list) else b)
-                for s in GOVERNED
-                if (b := bounds.get(s.policy_key)) is not None
-            )
-        )
-
-    def get(self, policy_key: str) -> Bound | None:
-        """The bound on a setting by its policy key, or None when it is not governed."""
-        return self._by_key.get(policy_key)
-
-    def bound(self, setting: Setting) -> Bound | None:
-        return self.get(setting.policy_key)
-
-    def shown(self, setting: Setting) -> str | bool | list[str] | None:
-        """The bound as the policy file writes it (delays as ISO-8601, lists as lists), or None when not governed."""
-        value = self.get(setting.policy_key)
-        if isinstance(value, timedelta):
-            return format_iso(value)
-        return list(value) if isinstance(value, tuple) else value
-
-    def to_policy_dict(self) -> dict[str, dict[str, str | bool | list[str] | None]]:
-        """These rules in the policy file's own shape (delays as ISO-8601), for ``check-policy`` output."""
-        out: dict[str, dict[str, str | bool | list[str] | None]] = {profile.section: {} for profile in PROFILES}
-        for setting in GOVERNED:
-            out[setting.profile.section][setting.policy_key] = self.shown(setting)
-        return out
-
-
 def _layer(parent: Rules, scope: ScopeBounds) -> Rules:
     """Apply one scope's bounds over its parent: set keys win, null un-governs, omitted keys inherit."""
     bounds: dict[str, Bound | None] = dict(parent.bounds)
@@ -259,43 +197,6 @@ def _layer(parent: Rules, scope: ScopeBounds) -> Rules:
             value = getattr(given, key)
             bounds[key] = tuple(value) if isinstance(value, list) else value
     return Rules.of(**bounds)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A validated policy. Look up a plan's or a lab's bounds with :meth:`rules_for`."""
-
-    mode: Mode
-    source: str
-    baseline: Rules = field(default_factory=Rules)
-    subscriptions: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case subscription id
-    resource_groups: Mapping[str, Rules] = field(default_factory=dict)  # key: lower-case "<sub>/<rg>"
-    exemption_tag: str = DEFAULT_EXEMPTION_TAG
-
-    #: Where ``mode`` came from, said at start: the setting that overrode it, the file, or the default.
-    mode_source: str = "default: neither LABGUARD_MODE nor the policy file sets it"
-
-    @property
-    def exemption_until_tag(self) -> str:
-        """The tag holding an exemption's last day (ISO date, e.g. 2025-07-31)."""
-        return f"{self.exemption_tag}-until"
-
-    def rules_for(self, plan_id: PlanId) -> Rules:
-        """Resource-group override, else subscription override, else the baseline (a lab: by ``LabId.scope``)."""
-        if not self.resource_groups and not self.subscriptions:  # a baseline alone: most schools' policy
-            return self.baseline
-        sub = plan_id.subscription_id.lower()
-        rules = self.resource_groups.get(f"{sub}/{plan_id.resource_group.lower()}")
-        if rules is None:
-            rules = self.subscriptions.get(sub, self.baseline)
-        return rules
-
-    def describe(self) -> dict[str, Rules]:
-        """Effective rules per scope: ``baseline``, ``subscription <id>``, ``resource group <id>/<rg>``."""
-        scopes = {"baseline": self.baseline}
-        scopes.update({f"subscription {key}": rules for key, rules in sorted(self.subscriptions.items())})
-        scopes.update({f"resource group {key}": rules for key, rules in sorted(self.resource_groups.items())})
-        return scopes
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from shared.core.failures import failure_digest, failure_key
 from shared.core.lab_drift import REPORTED_ONLY, LabEvaluation
 from shared.core.labs import LabId
 from shared.core.plans import PlanId
-from shared.core.policy import Policy
 from shared.core.report import evaluation_to_dict
+from shared.core.rules import Policy
 from shared.core.text import shown
 
 __all__ = [

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, cast
 from shared.core.lab_drift import LabEvaluation, evaluate_lab
 from shared.core.labs import Lab, LabId
 from shared.core.plans import LabPlan, PlanId
-from shared.core.policy import Policy
+from shared.core.rules import Policy
 from shared.core.text import shown
 from shared.edge.lab_arm import BadLab, LabGone, LabsArm
 from shared.errors import ArmError

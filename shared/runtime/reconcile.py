@@ -21,8 +21,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from shared.core.drift import Evaluation, Finding, evaluate
 from shared.core.plans import LabPlan, PlanId
-from shared.core.policy import Policy
 from shared.core.proof import unexpected_changes
+from shared.core.rules import Policy
 from shared.core.text import shown
 from shared.edge.arm import BadPlan, LabPlansArm
 from shared.errors import ArmError, PlanGone, ProviderNotRegistered, Throttled

@@ -25,7 +25,7 @@ from shared.runtime.reconcile import PlanOutcome, Reconciler, SweepSummary, in_s
 from shared.runtime.settings import Settings
 
 if TYPE_CHECKING:
-    from shared.core.policy import Policy
+    from shared.core.rules import Policy
 
 log = logging.getLogger("labguard.runs")
 APP_ROOT = Path(__file__).resolve().parents[2]  # shared/runtime/runs.py -> the app root
@@ -124,7 +124,7 @@ async def build_runtime(
     Requests are paced to ARM's per-subscription budget (one :class:`shared.edge.pacing.Pacer` per runtime,
     shared by sweeps and events) unless ``pacer=None`` is passed.
     """
-    from shared.core.policy import load_policy
+    from shared.core.policy_check import load_checked_policy
     from shared.edge.arm import open_arm
     from shared.edge.pacing import Pacer
     from shared.runtime.write_backoff import MemoryBackoff, TableBackoff, WriteBackoff
@@ -135,7 +135,7 @@ async def build_runtime(
     if not policy_path.is_absolute():
         policy_path = APP_ROOT / policy_path
     if policy is None:
-        policy = load_policy(policy_path, mode_override=settings.mode_override)
+        policy = load_checked_policy(policy_path, mode_override=settings.mode_override)
     stack = AsyncExitStack()
     try:
         session = await stack.enter_async_context(open_arm(settings, credential=credential, **arm_options))
@@ -204,7 +204,15 @@ async def current_runtime(env: Mapping[str, str] | None = None) -> Runtime:
         runtime = await build_runtime(load_settings(env), **WORKER_ARM_OPTIONS)
         _runtimes[key] = runtime
         policy = runtime.reconciler.policy
-        record(log, logging.INFO, "run.mode", mode=policy.mode, source=policy.mode_source, policy=policy.source)
+        record(
+            log,
+            logging.INFO,
+            "run.mode",
+            mode=policy.mode,
+            source=policy.mode_source,
+            policy=policy.source,
+            loaded=policy.load_note,
+        )
     return runtime
 
 

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.core.labs import is_lab_outcome
-from shared.core.policy import Policy
 from shared.core.report_html import render_html
+from shared.core.rules import Policy
 from shared.core.snapshot import CHANGES_WINDOW_DAYS, Change, LabEntry, NoticeState, PlanEntry, build_snapshot
 from shared.notices.digest import DigestResult, send_daily_digest
 from shared.notices.ledger import STORAGE_SETTINGS

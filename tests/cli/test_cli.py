@@ -211,6 +211,24 @@ def test_check_policy_writes_the_schema(run: Run, tmp_path: Path) -> None:
     assert unwritable.returncode == 2 and len(unwritable.stderr.strip().splitlines()) == 1
 
 
+def test_check_policy_writes_the_checked_copy_of_a_valid_policy_only(run: Run, tmp_path: Path) -> None:
+    from shared.core.policy_check import load_checked_policy
+
+    good = tmp_path / "policy.yaml"
+    good.write_text("mode: enforce\nautoShutdown:\n  maxIdleDelay: PT20M\n", encoding="utf-8")
+    proc = run("check-policy", str(good), "--write-checked")
+    assert proc.returncode == 0 and f"wrote {good}.checked.json" in proc.stdout
+    loaded = load_checked_policy(good)
+    assert loaded.load_note == "checked copy policy.yaml.checked.json" and loaded == load_policy(good)
+    as_json = run("check-policy", "--json", str(good), "--write-checked")  # stdout stays the JSON document
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["mode"] == "enforce"
+    assert "wrote" in as_json.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: bogus\n", encoding="utf-8")
+    refused = run("check-policy", str(bad), "--write-checked")
+    assert refused.returncode == 2 and not (tmp_path / "bad.yaml.checked.json").exists()
+
+
 def test_check_policy_defaults_to_the_setting(run: Run, settings: dict[str, str]) -> None:
     proc = run("check-policy")
     assert proc.returncode == 0

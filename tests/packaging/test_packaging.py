@@ -27,7 +27,15 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 FIRST_PARTY = {"shared", "handlers", "labguard", "function_app", "devtools", "emulator", "bench", "tests"}
 PRODUCT = ("shared", "handlers", "labguard", "function_app.py")
 DEV_TOOLING = ("devtools", "emulator", "bench")
-FUNCTION_APP_SHIPS = {"function_app.py", "host.json", "handlers", "shared", "requirements.txt", "policy.yaml"}
+FUNCTION_APP_SHIPS = {
+    "function_app.py",
+    "host.json",
+    "handlers",
+    "shared",
+    "requirements.txt",
+    "policy.yaml",
+    "policy.yaml.checked.json",
+}
 
 
 def tracked_files() -> list[str]:
