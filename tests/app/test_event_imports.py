@@ -104,6 +104,22 @@ def test_the_first_event_loads_nothing_it_does_not_use(emu: Any, configure: Any)
     assert seen["store_reads"] <= 1, f"the first event read the system CA store {seen['store_reads']} times"
 
 
+def test_with_the_policys_checked_copy_the_first_event_imports_no_pydantic(emu: Any, configure: Any) -> None:
+    """The settings are read without pydantic, and a current checked copy of the policy (shipped beside
+    policy.yaml) spares the policy's validator: pydantic and PyYAML (about a third of a new instance's first
+    event) stay off the path, and the event still reads, writes and proves."""
+    from shared.core.policy_check import write_checked_copy
+
+    write_checked_copy(os.environ["LABGUARD_POLICY_FILE"])
+    body = plan_body("drifted")
+    emu.put_plan(body)
+    emu.clear_requests()
+    seen = _one_event_in_a_fresh_process(emu, body)
+    assert len(patches(emu)) == 1
+    validators = ("pydantic", "pydantic_core", "annotated_types", "yaml")
+    assert [name for name in seen["modules"] if name.split(".")[0] in validators] == []
+
+
 # What azure-identity brings, whichever credential is imported from it (its package imports them all).
 AZURE_IDENTITY = ("azure.identity", "msal", "requests", "cryptography")
 
