@@ -90,49 +90,107 @@ def _median_run(runs: list[dict[str, Any]], per_call: list[float]) -> dict[str, 
     return runs[order[len(order) // 2]]
 
 
-def first_events(ep: Endpoint, estate: Estate, *, runs: int) -> dict[str, Any]:
-    """``runs`` fresh processes, each handling one event for a drifted plan (endpoint at 0 ms)."""
+#: main when issue 18 was filed (its first-event figure, 720 ms, was measured on this code): the first event is
+#: also measured there, the same way in the same run, so the "before" is not a number from another machine.
+FIRST_EVENT_BASELINE = "b746d17"
+
+
+def first_events(
+    ep: Endpoint, estate: Estate, *, runs: int, baseline: str | None = FIRST_EVENT_BASELINE
+) -> dict[str, Any]:
+    """``runs`` fresh processes, each handling one event for a drifted plan (endpoint at 0 ms); then the same
+    in a checkout of ``baseline`` (a git worktree, removed afterwards), interleaved run by run."""
+    from bench.child import labguard_env
+    from bench.coldstart import drop_app_bytecode
+    from bench.events import write_event
+
     ep.configure(latency_ms=0)
     plan = estate.drifted_ids()[0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABGUARD_", "AZURE_"))}
-    env.update({"PYTHONPATH": str(REPO), "SSL_CERT_FILE": ep.ca_file})
-    spec = {
+    settings = {
         "endpoint": ep.endpoint,
         "ca_file": ep.ca_file,
         "tenant_id": ep.tenant_id,
         "authority": ep.authority,
         "subscriptions": estate.subscription_ids,
-        "plan": plan,
     }
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the app's modules compile on a new instance (see bench.coldstart)
-    from bench.coldstart import drop_app_bytecode
-
+    spec = {"env": labguard_env(settings), "event": write_event(plan)}
     drop_app_bytecode()
-    samples: list[dict[str, Any]] = []
+    trees = {"now": REPO}
+    old = _baseline_tree(baseline) if baseline else None
+    if old is not None:
+        trees["baseline"] = old
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     try:
-        _log(f"first event: {runs} fresh processes, one Event Grid event each (drifted plan, endpoint at 0 ms)")
+        _log(
+            f"first event: {runs} fresh processes per tree ({', '.join(trees)}), one Event Grid event each"
+            " (drifted plan, endpoint at 0 ms)"
+        )
         for _ in range(runs):
-            ep.seed(estate.state())
-            spawned = time.monotonic()
-            done = subprocess.run(
-                [sys.executable, "-m", "bench.firstevent"],
-                input=json.dumps(spec),
-                capture_output=True,
-                text=True,
-                cwd=REPO,
-                env=env,
-                timeout=300,
-            )
-            if done.returncode != 0 or not done.stdout.strip():
-                raise RuntimeError(f"bench.firstevent failed ({done.returncode}):\n{done.stderr[-4000:]}")
-            sample: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-            sample["from_start_s"] = sample["done"] - spawned
-            sample["to_indexed_s"] = sample["indexed"] - spawned
-            sample["server"] = ep.calls()
-            samples.append(sample)
+            for name, tree in trees.items():
+                ep.seed(estate.state())
+                sample = _first_event(tree, spec, ep)
+                sample["server"] = ep.calls()
+                samples[name].append(sample)
     finally:
         ep.configure(latency_ms=ep.latency_ms)
-    result = {
+        if old is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, capture_output=True)
+    result = _first_event_figures(samples["now"], runs)
+    if "baseline" in samples:
+        result["baseline"] = {"commit": baseline, **_first_event_figures(samples["baseline"], runs)}
+        result["ratio_own"] = result["median_own_s"] / result["baseline"]["median_own_s"]
+    _log(
+        f"  median from process start {result['median_from_start_s'] * 1000:.0f} ms, "
+        f"indexed at {result['median_to_indexed_s'] * 1000:.0f} ms, own {result['median_own_s'] * 1000:.0f} ms"
+        + (
+            f"; at {baseline}: own {result['baseline']['median_own_s'] * 1000:.0f} ms (x{result['ratio_own']:.2f})"
+            if "baseline" in result
+            else ""
+        )
+    )
+    return result
+
+
+def _baseline_tree(commit: str) -> Any:
+    """A checkout of ``commit`` beside the repository (git worktree), or None when git or the commit is missing
+    (a shallow clone): the run then reports the figure alone."""
+    import tempfile
+    from pathlib import Path
+
+    target = Path(tempfile.mkdtemp(prefix="labguard-baseline-")) / "tree"
+    done = subprocess.run(
+        ["git", "worktree", "add", "--detach", str(target), commit], cwd=REPO, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        _log(f"  no baseline: git worktree add {commit} failed ({done.stderr.strip()[:200]})")
+        return None
+    return target
+
+
+def _first_event(tree: Any, spec: dict[str, Any], ep: Endpoint) -> dict[str, Any]:
+    """One fresh interpreter running bench/firstevent.py against ``tree`` (its modules compile: no bytecode)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABGUARD_", "AZURE_", "IDENTITY_"))}
+    env.update({"PYTHONPATH": str(tree), "SSL_CERT_FILE": ep.ca_file, "PYTHONDONTWRITEBYTECODE": "1"})
+    spawned = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "firstevent.py")],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        cwd=tree,
+        env=env,
+        timeout=300,
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"bench/firstevent.py in {tree} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    sample: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    sample["from_start_s"] = sample["done"] - spawned
+    sample["to_indexed_s"] = sample["indexed"] - spawned
+    return sample
+
+
+def _first_event_figures(samples: list[dict[str, Any]], runs: int) -> dict[str, Any]:
+    return {
         "runs": runs,
         "samples": samples,
         "median_from_start_s": statistics.median(s["from_start_s"] for s in samples),
@@ -140,11 +198,6 @@ def first_events(ep: Endpoint, estate: Estate, *, runs: int) -> dict[str, Any]:
         "median_own_s": statistics.median(s["own_s"] for s in samples),
         "packages": samples[-1]["packages_loaded_by_first_call"],
     }
-    _log(
-        f"  median from process start {result['median_from_start_s'] * 1000:.0f} ms, "
-        f"indexed at {result['median_to_indexed_s'] * 1000:.0f} ms, own {result['median_own_s'] * 1000:.0f} ms"
-    )
-    return result
 
 
 def event_to_patch(ep: Endpoint, estate: Estate, *, count: int, child: Any) -> dict[str, Any]:
