@@ -240,10 +240,11 @@ class Settings:
     """Every app setting labguard reads; built by :meth:`from_env` (the environment, then the overrides).
 
     A frozen dataclass read by hand, not a pydantic model: pydantic's import (pydantic_core, annotated_types,
-    importlib.metadata for its plugin loader) and the model's build were about 70 ms of a new instance's first
-    event; measured in a fresh interpreter with the event path's other imports done, this module's import and
-    first read took 102 ms as a pydantic model and take 10 ms now. The readers below were already all the
-    checking; pydantic added only the kind checks (``_text``, ``_secret``) and SecretStr (:class:`Secret`).
+    importlib.metadata for its plugin loader) and the model's build were about 85 ms of a new instance's first
+    event (measured with the policy's checked copy, bench/firstevent.py, median of 7 fresh processes: the
+    function's own time 325 ms with the model, 240 ms without); this module's import and first read take
+    10 ms in a fresh interpreter (102 ms as the model). The readers below were already all the checking;
+    pydantic added only the kind checks (``_text``, ``_secret``) and SecretStr (:class:`Secret`).
     """
 
     mode_override: Mode | None = _setting(
