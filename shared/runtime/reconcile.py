@@ -592,7 +592,7 @@ class Reconciler(WriteLoop):
             where = scope_path(subscription, resource_group)
             listed = 0
             try:
-                async with listing:
+                async with listing:  # every page of the scope, plans then labs: memory follows the bound
                     async for item in self._arm.list_plans(subscription, resource_group):
                         listed += 1
                         settled = self._settled(item, open_notices)
@@ -600,11 +600,11 @@ class Reconciler(WriteLoop):
                             await queue.put(item)
                         else:
                             await report(settled)
-                if not listed:
-                    summary.empty_scopes.append(where)
-                if self.labs is not None:  # labs beside plans: same paging, pacing and budget
-                    async for lab in self.labs.list_scope(subscription, resource_group):
-                        await queue.put(lab)
+                    if not listed:
+                        summary.empty_scopes.append(where)
+                    if self.labs is not None:  # labs beside plans: same paging, pacing and budget
+                        async for lab in self.labs.list_scope(subscription, resource_group):
+                            await queue.put(lab)
             except ProviderNotRegistered as exc:
                 # No plans can exist there: say so once per sweep instead of failing every sweep.
                 summary.not_registered.append(exc.scope)

@@ -180,3 +180,41 @@ async def test_the_lab_listing_has_the_same_loop_guard_and_caps_as_plans(
         assert items and all(isinstance(i, BadLab) and len(i.id) <= 300 for i in items)
     finally:
         await runtime.close()
+
+
+async def test_at_most_list_concurrency_scopes_are_listed_at_once_labs_included(emu: Any, configure: Any) -> None:
+    """Memory follows the listing bound only if every page a scope lists (its plans, then its labs) is inside
+    it: with compliant plans settled as they are listed, scopes reach their lab listing at once otherwise."""
+    from shared.runtime.settings import Settings
+
+    groups = [f"rg-list-{i}" for i in range(8)]
+    for rg in groups:
+        for n in range(2):
+            emu.put_plan(compliant_plan(f"ok-{rg}-{n}", rg=rg))
+    configure(LABGUARD_LIST_CONCURRENCY="2", LABGUARD_RESOURCE_GROUPS=",".join(groups), LABGUARD_LABS="on")
+    emu.configure(latency_ms=40)
+    emu.clear_requests()
+    settings: Settings = load_settings()
+    runtime = await build_runtime(settings)
+    try:
+        await runtime.reconciler.sweep([(settings.subscriptions[0], rg) for rg in groups])
+    finally:
+        await runtime.close()
+    spans: dict[str, list[float]] = {}
+    for request in emu.requests():
+        path = request["path"].lower().split("?")[0]
+        if request["kind"] != "arm" or not path.endswith(("/labplans", "/labs")):
+            continue
+        rg = path.split("/resourcegroups/")[1].split("/")[0]
+        start, end = request["time"] - request["duration_ms"] / 1000, request["time"]
+        span = spans.setdefault(rg, [start, end])
+        span[0], span[1] = min(span[0], start), max(span[1], end)
+    assert sorted(spans) == groups  # each scope listed its plans and its labs
+    edges = sorted(
+        [(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()], key=lambda x: (x[0], x[1])
+    )
+    at_once = most = 0
+    for _, step in edges:
+        at_once += step
+        most = max(most, at_once)
+    assert most <= 2
