@@ -586,13 +586,14 @@ class Reconciler(WriteLoop):
         open_notices = await self._notifier.open_snapshot() if self._notifier is not None else None
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self._concurrency * 4)
         listing = asyncio.Semaphore(self._list_concurrency)
+        lab_listing = asyncio.Semaphore(self._list_concurrency)
         requests = asyncio.Semaphore(self._concurrency)  # completion polls: one slot per request, not per wait
 
         async def produce(subscription: str, resource_group: str | None) -> None:
             where = scope_path(subscription, resource_group)
             listed = 0
             try:
-                async with listing:  # every page of the scope, plans then labs: memory follows the bound
+                async with listing:
                     async for item in self._arm.list_plans(subscription, resource_group):
                         listed += 1
                         settled = self._settled(item, open_notices)
@@ -600,9 +601,12 @@ class Reconciler(WriteLoop):
                             await queue.put(item)
                         else:
                             await report(settled)
-                    if not listed:
-                        summary.empty_scopes.append(where)
-                    if self.labs is not None:  # labs beside plans: same paging, pacing and budget
+                if not listed:
+                    summary.empty_scopes.append(where)
+                if self.labs is not None:  # labs beside plans: same paging, pacing and budget
+                    # A bound of their own, as large: the next scopes list their plans meanwhile, and memory
+                    # follows the two bounds (lab pages were unbounded: every scope reached them at once).
+                    async with lab_listing:
                         async for lab in self.labs.list_scope(subscription, resource_group):
                             await queue.put(lab)
             except ProviderNotRegistered as exc:

@@ -182,17 +182,27 @@ async def test_the_lab_listing_has_the_same_loop_guard_and_caps_as_plans(
         await runtime.close()
 
 
-async def test_at_most_list_concurrency_scopes_are_listed_at_once_labs_included(emu: Any, configure: Any) -> None:
-    """Memory follows the listing bound only if every page a scope lists (its plans, then its labs) is inside
-    it: with compliant plans settled as they are listed, scopes reach their lab listing at once otherwise."""
+async def test_at_most_list_concurrency_scopes_list_plans_and_at_most_as_many_list_labs(
+    emu: Any, configure: Any
+) -> None:
+    """Memory follows the listing bound only if every page a scope lists is inside a bound: its plan pages
+    (LABGUARD_LIST_CONCURRENCY scopes at once) and its lab pages (as many again). Lab pages had none: once
+    compliant plans were settled as they were listed, every scope reached its lab listing at once."""
     from shared.runtime.settings import Settings
+    from tests.labs.lab_fixtures import SUB as LAB_SUB
+    from tests.labs.lab_fixtures import compliant_lab
+
+    from .conftest import SUB
 
     groups = [f"rg-list-{i}" for i in range(8)]
     for rg in groups:
-        for n in range(2):
-            emu.put_plan(compliant_plan(f"ok-{rg}-{n}", rg=rg))
+        emu.put_plan(compliant_plan(f"ok-{rg}", rg=rg))
+        for n in range(3):  # three lab pages a scope: lab listing takes longer than plan listing
+            lab = compliant_lab(f"lab-{rg}-{n}", rg=rg)
+            lab["id"] = lab["id"].replace(LAB_SUB, SUB)  # in the app's subscription
+            emu.put_lab(lab)
     configure(LABGUARD_LIST_CONCURRENCY="2", LABGUARD_RESOURCE_GROUPS=",".join(groups), LABGUARD_LABS="on")
-    emu.configure(latency_ms=40)
+    emu.configure(latency_ms=30, page_size=1)
     emu.clear_requests()
     settings: Settings = load_settings()
     runtime = await build_runtime(settings)
@@ -200,21 +210,22 @@ async def test_at_most_list_concurrency_scopes_are_listed_at_once_labs_included(
         await runtime.reconciler.sweep([(settings.subscriptions[0], rg) for rg in groups])
     finally:
         await runtime.close()
-    spans: dict[str, list[float]] = {}
+    spans: dict[str, dict[str, list[float]]] = {"labplans": {}, "labs": {}}
     for request in emu.requests():
         path = request["path"].lower().split("?")[0]
-        if request["kind"] != "arm" or not path.endswith(("/labplans", "/labs")):
+        collection = path.rsplit("/", 1)[-1]
+        if request["kind"] != "arm" or "/resourcegroups/" not in path or collection not in spans:
             continue
         rg = path.split("/resourcegroups/")[1].split("/")[0]
         start, end = request["time"] - request["duration_ms"] / 1000, request["time"]
-        span = spans.setdefault(rg, [start, end])
+        span = spans[collection].setdefault(rg, [start, end])
         span[0], span[1] = min(span[0], start), max(span[1], end)
-    assert sorted(spans) == groups  # each scope listed its plans and its labs
-    edges = sorted(
-        [(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()], key=lambda x: (x[0], x[1])
-    )
-    at_once = most = 0
-    for _, step in edges:
-        at_once += step
-        most = max(most, at_once)
-    assert most <= 2
+    most = {}
+    for collection, by_scope in spans.items():
+        assert sorted(by_scope) == groups, collection  # each scope listed its plans and its labs
+        edges = sorted([(s, 1) for s, _ in by_scope.values()] + [(e, -1) for _, e in by_scope.values()])
+        at_once = most[collection] = 0
+        for _, step in edges:
+            at_once += step
+            most[collection] = max(most[collection], at_once)
+    assert most == {"labplans": 2, "labs": 2}
