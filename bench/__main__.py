@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import coldstart
+from bench.child import spawn_json
 from bench.endpoint import REPO, Endpoint
 from bench.estate import Estate
 from bench.report import machine, render_markdown, render_table
@@ -46,18 +46,7 @@ def child(module: str, spec: dict[str, Any], ep: Endpoint) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABGUARD_", "AZURE_"))}
     env.update({"PYTHONPATH": str(REPO), "SSL_CERT_FILE": ep.ca_file})
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", module],
-        input=json.dumps(full),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=1800,
-    )
-    if done.returncode != 0 or not done.stdout.strip():
-        raise RuntimeError(f"{module} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result = spawn_json([sys.executable, "-m", module], full, cwd=REPO, env=env, timeout=1800)
     result["child_s"] = time.perf_counter() - started
     return result
 

@@ -76,3 +76,18 @@ def capture_logs() -> _Formatting:
     logger.addHandler(handler)
     logger.propagate = False
     return handler
+
+
+def spawn_json(
+    argv: list[str], spec: dict[str, Any], *, cwd: Any, env: dict[str, str], timeout: float
+) -> dict[str, Any]:
+    """Run one child process with ``spec`` as JSON on stdin; its last stdout line is its JSON result."""
+    import subprocess
+
+    done = subprocess.run(
+        argv, input=json.dumps(spec), capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"{' '.join(argv[1:])} in {cwd} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

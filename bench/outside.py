@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -171,19 +170,10 @@ def _first_event(tree: Any, spec: dict[str, Any], ep: Endpoint) -> dict[str, Any
     """One fresh interpreter running bench/firstevent.py against ``tree`` (its modules compile: no bytecode)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABGUARD_", "AZURE_", "IDENTITY_"))}
     env.update({"PYTHONPATH": str(tree), "SSL_CERT_FILE": ep.ca_file, "PYTHONDONTWRITEBYTECODE": "1"})
+    from bench.child import spawn_json
+
     spawned = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "firstevent.py")],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        cwd=tree,
-        env=env,
-        timeout=300,
-    )
-    if done.returncode != 0 or not done.stdout.strip():
-        raise RuntimeError(f"bench/firstevent.py in {tree} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    sample: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    sample = spawn_json([sys.executable, str(REPO / "bench" / "firstevent.py")], spec, cwd=tree, env=env, timeout=300)
     sample["from_start_s"] = sample["done"] - spawned
     sample["to_indexed_s"] = sample["indexed"] - spawned
     return sample

@@ -702,15 +702,19 @@ class Reconciler(WriteLoop):
             return None
         if evaluation.status != "compliant" or evaluation.unknown_values:
             return None
-        notifier = self._notifier
-        if (
-            notifier is not None
-            and notifier.enabled
-            and item.provisioning_state == "Succeeded"
-            and notifier.may_have_open(open_notices, item)
-        ):
+        if self._may_close_notices(item, open_notices):
             return None
         return PlanOutcome(item.id.key, "compliant", evaluation)
+
+    def _may_close_notices(self, plan: LabPlan, open_notices: frozenset[str] | None) -> bool:
+        """A Succeeded plan may have notice records of an old failure to close (the sweep's snapshot says)."""
+        notifier = self._notifier
+        return (
+            notifier is not None
+            and notifier.enabled
+            and plan.provisioning_state == "Succeeded"
+            and notifier.may_have_open(open_notices, plan)
+        )
 
     async def _safe_act(
         self, item: LabPlan | BadPlan, correlation_id: str | None, open_notices: frozenset[str] | None
@@ -748,14 +752,8 @@ class Reconciler(WriteLoop):
 
         if evaluation.status == "failed":  # provisioningState Failed: tell the support contacts (or the admin)
             return await self._report_failure(plan, evaluation, correlation_id, caused_by_us=caused_by_us)
-        notifier = self._notifier
-        if (
-            notifier is not None
-            and notifier.enabled
-            and plan.provisioning_state == "Succeeded"
-            and notifier.may_have_open(open_notices, plan)
-        ):
-            await notifier.resolve(plan)
+        if self._notifier is not None and self._may_close_notices(plan, open_notices):
+            await self._notifier.resolve(plan)
         if evaluation.status in ("skipped", "exempt"):
             record(
                 log,
