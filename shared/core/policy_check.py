@@ -89,7 +89,7 @@ def _from_checked_copy(source: str) -> Policy | None:
             policy_bytes = handle.read(MAX_POLICY_BYTES + 1)
         with open(checked_path(source), "rb") as handle:
             document = json.loads(handle.read(4 * MAX_POLICY_BYTES))
-    except (OSError, ValueError):  # no copy (or no file: the validator says so in its own words)
+    except (OSError, ValueError, RecursionError):  # no copy, or none it can read (or no file: the validator says so)
         return None
     try:
         if (

@@ -89,9 +89,10 @@ def test_a_copy_it_cannot_trust_or_read_means_validating_the_file(tmp_path: Path
     assert loaded.load_note == "validated at load" and loaded == load_policy(path)
 
 
-def test_a_copy_that_is_not_json_means_validating_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", [b"\xff{not json", b"[" * 100_000 + b"]" * 100_000])
+def test_a_copy_that_is_not_json_or_too_deep_means_validating_the_file(tmp_path: Path, text: bytes) -> None:
     path = policy_file(tmp_path)
-    Path(checked_path(path)).write_bytes(b"\xff{not json")
+    Path(checked_path(path)).write_bytes(text)
     assert load_checked_policy(path).load_note == "validated at load"
 
 
