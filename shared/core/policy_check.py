@@ -29,6 +29,8 @@ CHECKED_SUFFIX = ".checked.json"
 FORMAT = 1
 #: The validator's source: a change to any of them makes every checked copy stale.
 _VALIDATOR_SOURCES = ("policy.py", "rules.py", "governed.py", "durations.py", "policy_check.py")
+#: And the libraries it validates with: the files that carry their versions (found, never imported).
+_LIBRARY_VERSION_FILES = (("pydantic", "version.py"), ("yaml", "__init__.py"))
 _HERE = Path(__file__).resolve().parent
 
 
@@ -39,10 +41,18 @@ def checked_path(policy_path: str | os.PathLike[str]) -> str:
 
 @functools.cache
 def validator_digest() -> str:
-    """SHA-256 over the validator's source files (read once per process)."""
+    """SHA-256 over the validator's source files and its libraries' version files (read once per process): another
+    labguard, pydantic or PyYAML may judge a policy differently. OSError when a file cannot be read."""
+    import importlib.util
+
     digest = hashlib.sha256()
     for name in _VALIDATOR_SOURCES:
         digest.update(name.encode() + b"\0" + (_HERE / name).read_bytes() + b"\0")
+    for package, file in _LIBRARY_VERSION_FILES:
+        spec = importlib.util.find_spec(package)  # a top-level name: nothing is imported
+        if spec is None or spec.origin is None:
+            raise OSError(f"{package} is not installed")
+        digest.update(package.encode() + b"\0" + (Path(spec.origin).parent / file).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -92,11 +102,15 @@ def _from_checked_copy(source: str) -> Policy | None:
     except (OSError, ValueError, RecursionError):  # no copy, or none it can read (or no file: the validator says so)
         return None
     try:
+        validator = validator_digest()
+    except OSError:  # a source or library file missing: no way to tell the copy is current
+        return None
+    try:
         if (
             not isinstance(document, dict)
             or document.get("format") != FORMAT
             or document.get("policySha256") != hashlib.sha256(policy_bytes).hexdigest()
-            or document.get("validatorSha256") != validator_digest()
+            or document.get("validatorSha256") != validator
         ):
             return None
         mode = document["mode"]

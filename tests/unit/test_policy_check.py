@@ -132,7 +132,39 @@ def test_a_new_instance_loads_the_checked_policy_without_the_validators_imports(
     assert done.stdout.strip() == "checked copy policy.yaml.checked.json []"
 
 
+def test_another_validator_library_version_makes_the_copy_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy names the libraries' versions too: a pydantic or PyYAML upgrade may judge a policy differently,
+    and a version file that cannot be read means validating."""
+    path = policy_file(tmp_path)
+    write_checked_copy(path)
+    assert load_checked_policy(path).load_note.startswith("checked copy")
+    fake = tmp_path / "site" / "yaml"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("__version__ = '7.0.0'\n", encoding="utf-8")
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        if name == "yaml":
+            return importlib.util.spec_from_file_location("yaml", fake / "__init__.py")
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    policy_check.validator_digest.cache_clear()
+    try:
+        assert load_checked_policy(path).load_note == "validated at load"
+        (fake / "__init__.py").unlink()
+        policy_check.validator_digest.cache_clear()
+        assert load_checked_policy(path).load_note == "validated at load"  # unreadable: no traceback
+    finally:
+        policy_check.validator_digest.cache_clear()
+
+
 def test_the_validator_digest_covers_its_sources() -> None:
     names = set(policy_check._VALIDATOR_SOURCES)
     assert {"policy.py", "rules.py", "governed.py", "durations.py", "policy_check.py"} <= names
+    assert {package for package, _ in policy_check._LIBRARY_VERSION_FILES} == {"pydantic", "yaml"}
     assert len(policy_check.validator_digest()) == 64
