@@ -587,7 +587,10 @@ def run_demo(out: Console | None = None) -> int:
     out = out or render.console()
     err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
+    interrupted: list[int] = []
+
     def terminate(signum: int, _frame: Any) -> None:
+        interrupted.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     restore = services.on_signal(terminate)
@@ -614,6 +617,8 @@ def run_demo(out: Console | None = None) -> int:
                     children.stop_all()
                 finally:
                     signal.signal(signal.SIGINT, previous)
+        if interrupted:  # raised where Python ignores exceptions (an import lock's weakref callback): still a stop
+            raise KeyboardInterrupt(f"signal {interrupted[0]}")
     except KeyboardInterrupt:
         err.print("labguard demo: interrupted; stopped the local endpoint, Azurite and the SMTP sink")
         return 130
